@@ -1,0 +1,3 @@
+from nodedb_server.cli import main
+
+raise SystemExit(main())

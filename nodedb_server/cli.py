@@ -1,0 +1,44 @@
+"""``nodedb-server [--config FILE] [--host H] [--port P] [--data-dir DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from nodedb_server import __version__
+from nodedb_server.config import load_config
+from nodedb_server.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="nodedb-server", description=__doc__)
+    ap.add_argument("--config", help="TOML configuration file")
+    ap.add_argument("--host", help="address to listen on (server.host)")
+    ap.add_argument("--port", type=int, help="PostgreSQL port (server.ports.pgwire)")
+    ap.add_argument("--data-dir", help="data directory (server.data_dir)")
+    ap.add_argument("--version", action="version", version=f"nodedb-server {__version__}")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, {"server.host": args.host, "server.ports.pgwire": args.port,
+                                        "server.data_dir": args.data_dir})
+    except ConfigError as e:
+        print(f"nodedb-server: configuration error: {e}", file=sys.stderr)
+        return 2
+    from nodedb_server.server import run, setup_logging
+
+    setup_logging(cfg)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return int(runner(run(cfg)))
+    except ConfigError as e:
+        logging.getLogger("nodedb.server").error("configuration error: %s", e)
+        return 2
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,180 @@
+"""Server configuration: TOML with NodeDB's key names, NODEDB_* environment overrides.
+
+Every key is declared once in ``KEYS`` with its type, default, environment
+variable and check. An unknown key or a bad value stops start-up with a
+message naming the key; config/nodedb.toml documents each one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodedb_server.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str
+    name: str
+    type: type
+    default: Any
+    env: str
+    check: Callable[[Any], str | None] = lambda _v: None
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a TCP port (0-65535)"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("server", "host", str, "127.0.0.1", "NODEDB_HOST"),
+    Key("server", "data_dir", str, "./data", "NODEDB_DATA_DIR"),
+    Key("server", "max_connections", int, 100, "NODEDB_MAX_CONNECTIONS", _at_least(1)),
+    Key("server", "log_format", str, "text", "NODEDB_LOG_FORMAT", _one_of("text", "json")),
+    Key(
+        "server",
+        "log_level",
+        str,
+        "info",
+        "NODEDB_LOG_LEVEL",
+        _one_of("debug", "info", "warning", "error"),
+    ),
+    Key("server", "shutdown_grace_ms", int, 5000, "NODEDB_SHUTDOWN_GRACE_MS", _at_least(0)),
+    Key("server.ports", "pgwire", int, 6432, "NODEDB_PORT_PGWIRE", _port),
+    Key("wal", "segment_bytes", int, 64 * MiB, "NODEDB_WAL_SEGMENT_BYTES", _at_least(4096)),
+    Key("wal", "fsync", str, "always", "NODEDB_WAL_FSYNC", _one_of("always", "batch", "off")),
+    Key("wal", "batch_ms", int, 10, "NODEDB_WAL_BATCH_MS", _at_least(1)),
+    Key("checkpoint", "interval_seconds", int, 300, "NODEDB_CHECKPOINT_INTERVAL_SECONDS", _at_least(0)),
+    Key("checkpoint", "wal_bytes", int, 256 * MiB, "NODEDB_CHECKPOINT_WAL_BYTES", _at_least(0)),
+    Key("auth", "mode", str, "trust", "NODEDB_AUTH_MODE", _one_of("trust", "scram")),
+    Key("auth", "superuser_password", str, "", "NODEDB_SUPERUSER_PASSWORD"),
+    Key("encryption", "master_key_file", str, "", "NODEDB_MASTER_KEY_FILE"),
+    Key("limits", "max_message_bytes", int, 64 * MiB, "NODEDB_MAX_MESSAGE_BYTES", _at_least(1024)),
+    Key("limits", "statement_timeout_ms", int, 0, "NODEDB_STATEMENT_TIMEOUT_MS", _at_least(0)),
+)
+
+SECRET_KEYS = frozenset({"auth.superuser_password"})
+
+
+@dataclass
+class Config:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, path: str) -> Any:
+        return self.values[path]
+
+    @property
+    def host(self) -> str:
+        return str(self.values["server.host"])
+
+    @property
+    def port(self) -> int:
+        return int(self.values["server.ports.pgwire"])
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["server.data_dir"]).resolve()
+
+    def is_loopback(self) -> bool:
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        """The values, with secrets masked, for logs and SHOW."""
+        return {k: ("********" if k in SECRET_KEYS and v else v) for k, v in self.values.items()}
+
+
+def _coerce(key: Key, raw: Any, origin: str) -> Any:
+    if key.type is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key.path} ({origin}): expected an integer, got {raw!r}")
+        if isinstance(raw, str):
+            try:
+                raw = int(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{key.path} ({origin}): expected an integer") from None
+        if not isinstance(raw, int):
+            raise ConfigError(f"{key.path} ({origin}): expected an integer")
+    elif key.type is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{key.path} ({origin}): expected a string")
+    problem = key.check(raw)
+    if problem:
+        raise ConfigError(f"{key.path} ({origin}): {problem}")
+    return raw
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten TOML tables into dotted keys, keeping only leaf values."""
+    out: dict[str, Any] = {}
+    for name, value in table.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then the TOML file, then NODEDB_* variables, then command-line overrides."""
+    environ = os.environ if environ is None else environ
+    by_path = {k.path: k for k in KEYS}
+    values = {k.path: k.default for k in KEYS}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        for dotted, raw in _flatten(table).items():
+            key = by_path.get(dotted)
+            if key is None:
+                raise ConfigError(f"unknown config key {dotted!r} in {path}")
+            values[dotted] = _coerce(key, raw, str(path))
+    for key in KEYS:
+        if key.env in environ:
+            values[key.path] = _coerce(key, environ[key.env], f"environment {key.env}")
+    for dotted, raw in (overrides or {}).items():
+        if raw is not None:
+            values[dotted] = _coerce(by_path[dotted], raw, "command line")
+    cfg = Config(values)
+    if cfg["auth.mode"] == "trust" and not cfg.is_loopback():
+        raise ConfigError(
+            f"auth.mode: 'trust' is allowed only on a loopback address, not {cfg.host!r}; "
+            "set auth.mode = \"scram\" and auth.superuser_password"
+        )
+    if cfg["auth.mode"] == "scram" and not cfg["auth.superuser_password"]:
+        raise ConfigError("auth.superuser_password: required when auth.mode = \"scram\"")
+    return cfg

@@ -1,0 +1,5 @@
+"""Engines: in-memory state of one collection plus ``apply`` of committed operations.
+
+Engines know nothing of the wire, SQL or files; the tenant feeds them the
+operations of committed WAL records, live or during replay, in LSN order.
+"""

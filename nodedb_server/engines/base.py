@@ -1,0 +1,99 @@
+"""What every row-shaped engine shares: rows by primary key, field order and types, size."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+from typing import Any
+
+from nodedb_server.storage import codec
+from nodedb_server.storage.records import OP_DELETE
+
+Row = dict[str, Any]
+
+
+def type_tag(value: Any) -> str:
+    """The value-type name a field records for ``value`` (see SQL.md, result column types)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float | decimal.Decimal):
+        return "float"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bytes):
+        return "bytea"
+    if isinstance(value, dt.datetime):
+        return "timestamp"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class RowCollection:
+    """Rows keyed by primary key. Row dicts are never mutated once stored: an update
+    replaces the dict, so a checkpoint can snapshot with a shallow copy."""
+
+    engine = "document"
+    key_field = "id"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.rows: dict[Any, Row] = {}
+        self.field_types: dict[str, set[str]] = {self.key_field: {"text"}}
+        self.size_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, key: Any, now_ms: int = 0) -> Row | None:
+        return self.rows.get(key)
+
+    def scan(self, now_ms: int = 0) -> Iterator[Row]:
+        return iter(list(self.rows.values()))
+
+    def fields(self) -> list[str]:
+        return list(self.field_types)
+
+    def note_fields(self, row: Row) -> None:
+        ft = self.field_types
+        for name, value in row.items():
+            tags = ft.get(name)
+            if tags is None:
+                ft[name] = {type_tag(value)}
+            else:
+                tags.add(type_tag(value))
+
+    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+        old = self.rows.get(key)
+        if old is not None:
+            self.size_bytes -= len(codec.pack(old))
+        if op == OP_DELETE:
+            self.rows.pop(key, None)
+            return
+        assert row is not None
+        self.rows[key] = row
+        self.size_bytes += len(codec.pack(row))
+        self.note_fields(row)
+
+    # ---- checkpoint ---------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        return {"field_types": {k: sorted(v) for k, v in self.field_types.items()}}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        self.field_types = {k: set(v) for k, v in meta.get("field_types", {}).items()}
+        self.field_types.setdefault(self.key_field, {"text"})
+
+    def snapshot_items(self) -> list[Any]:
+        """A consistent copy of what a checkpoint stores (taken on the event loop)."""
+        return list(self.rows.items())
+
+    def load_item(self, item: Any) -> None:
+        key, row = item
+        self.rows[key] = row
+        self.size_bytes += len(codec.pack(row))

@@ -1,0 +1,66 @@
+"""The key-value engine: rows keyed by ``key``, optional typed value fields, TTL.
+
+A key with an expiry time is invisible from that moment on; the tenant's
+sweeper later writes a DELETE for it through the WAL, so replay and
+checkpoints agree on when it went away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.storage.records import OP_DELETE
+
+
+class KvCollection(RowCollection):
+    engine = "kv"
+    key_field = "key"
+
+    def __init__(self, name: str, typed_fields: dict[str, str] | None = None):
+        super().__init__(name)
+        self.typed_fields: dict[str, str] = dict(typed_fields or {})
+        self.expiry: dict[Any, int] = {}
+
+    def get(self, key: Any, now_ms: int = 0) -> Row | None:
+        exp = self.expiry.get(key)
+        if exp is not None and now_ms and exp <= now_ms:
+            return None
+        return self.rows.get(key)
+
+    def scan(self, now_ms: int = 0) -> Iterator[Row]:
+        if not self.expiry or not now_ms:
+            return iter(list(self.rows.values()))
+        expiry = self.expiry
+        return iter([r for k, r in self.rows.items() if expiry.get(k, now_ms + 1) > now_ms])
+
+    def expired(self, now_ms: int) -> list[Any]:
+        return [k for k, exp in self.expiry.items() if exp <= now_ms]
+
+    def expires_at(self, key: Any) -> int | None:
+        return self.expiry.get(key)
+
+    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+        super().apply(op, key, row, expires_ms)
+        if op == OP_DELETE or expires_ms is None:
+            self.expiry.pop(key, None)
+        else:
+            self.expiry[key] = expires_ms
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "typed_fields": self.typed_fields}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        super().load_meta(meta)
+        self.typed_fields = dict(meta.get("typed_fields", {}))
+
+    def snapshot_items(self) -> list[Any]:
+        exp = self.expiry
+        return [(k, r, exp.get(k)) for k, r in self.rows.items()]
+
+    def load_item(self, item: Any) -> None:
+        key, row, expires = item
+        super().load_item((key, row))
+        if expires is not None:
+            self.expiry[key] = expires

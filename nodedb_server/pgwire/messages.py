@@ -1,0 +1,391 @@
+"""PostgreSQL protocol 3.0 message codec: frontend messages in, backend messages out.
+
+Framing (PostgreSQL docs, "Message Formats"): after the startup phase every
+message is a 1-byte type, an int32 length that counts itself but not the type
+byte, then the body. Startup-phase packets have no type byte. All integers
+are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from nodedb_server.errors import ProtocolViolation
+
+PROTOCOL_3_0 = 196608
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+
+_I = struct.Struct("!i")
+_H = struct.Struct("!h")
+_II = struct.Struct("!ii")
+
+# ---- frontend events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SSLRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class GSSENCRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class Startup:
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    pid: int
+    secret: int
+
+
+@dataclass(frozen=True)
+class Password:
+    """PasswordMessage, SASLInitialResponse or SASLResponse: told apart by the auth phase."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+
+
+@dataclass(frozen=True)
+class Parse:
+    name: str
+    sql: str
+    param_oids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Bind:
+    portal: str
+    statement: str
+    param_formats: tuple[int, ...]
+    params: tuple[bytes | None, ...]
+    result_formats: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Describe:
+    kind: str  # "S" statement, "P" portal
+    name: str
+
+
+@dataclass(frozen=True)
+class Execute:
+    portal: str
+    max_rows: int
+
+
+@dataclass(frozen=True)
+class Close:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Sync:
+    pass
+
+
+@dataclass(frozen=True)
+class Flush:
+    pass
+
+
+@dataclass(frozen=True)
+class Terminate:
+    pass
+
+
+@dataclass(frozen=True)
+class CopyData:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CopyDone:
+    pass
+
+
+@dataclass(frozen=True)
+class CopyFail:
+    message: str
+
+
+Event = (SSLRequest | GSSENCRequest | Startup | CancelRequest | Password | Query | Parse | Bind
+         | Describe | Execute | Close | Sync | Flush | Terminate | CopyData | CopyDone | CopyFail)
+
+
+class Reader:
+    """Reads fields out of one message body; any overrun is a protocol violation."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 0
+
+    def int32(self) -> int:
+        if self.pos + 4 > len(self.buf):
+            raise ProtocolViolation("message is shorter than its fields")
+        (v,) = _I.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return int(v)
+
+    def int16(self) -> int:
+        if self.pos + 2 > len(self.buf):
+            raise ProtocolViolation("message is shorter than its fields")
+        (v,) = _H.unpack_from(self.buf, self.pos)
+        self.pos += 2
+        return int(v)
+
+    def byte(self) -> str:
+        if self.pos >= len(self.buf):
+            raise ProtocolViolation("message is shorter than its fields")
+        c = chr(self.buf[self.pos])
+        self.pos += 1
+        return c
+
+    def cstring(self) -> str:
+        end = self.buf.find(b"\0", self.pos)
+        if end < 0:
+            raise ProtocolViolation("string field is not terminated")
+        raw = self.buf[self.pos : end]
+        self.pos = end + 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation("invalid UTF-8 in a string field") from None
+
+    def bytes_(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ProtocolViolation("message is shorter than its fields")
+        v = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return v
+
+    def rest(self) -> bytes:
+        v = self.buf[self.pos :]
+        self.pos = len(self.buf)
+        return v
+
+    def count(self) -> int:
+        n = self.int16()
+        if n < 0:
+            raise ProtocolViolation("negative count")
+        return n
+
+
+def decode_startup(body: bytes) -> Event:
+    r = Reader(body)
+    code = r.int32()
+    if code == SSL_REQUEST:
+        return SSLRequest()
+    if code == GSSENC_REQUEST:
+        return GSSENCRequest()
+    if code == CANCEL_REQUEST:
+        pid = r.int32()
+        secret = r.int32()
+        return CancelRequest(pid, secret)
+    if code >> 16 != 3:
+        raise ProtocolViolation(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
+    params: dict[str, str] = {}
+    while True:
+        name = r.cstring()
+        if not name:
+            break
+        params[name] = r.cstring()
+    return Startup(params)
+
+
+def decode_message(kind: int, body: bytes) -> Event:
+    r = Reader(body)
+    if kind == 0x51:  # Q
+        return Query(r.cstring())
+    if kind == 0x50:  # P
+        name, sql = r.cstring(), r.cstring()
+        oids = tuple(r.int32() & 0xFFFFFFFF for _ in range(r.count()))
+        return Parse(name, sql, oids)
+    if kind == 0x42:  # B
+        portal, stmt = r.cstring(), r.cstring()
+        fmts = tuple(r.int16() for _ in range(r.count()))
+        params: list[bytes | None] = []
+        for _ in range(r.count()):
+            n = r.int32()
+            params.append(None if n == -1 else r.bytes_(n))
+        rfmts = tuple(r.int16() for _ in range(r.count()))
+        return Bind(portal, stmt, fmts, tuple(params), rfmts)
+    if kind == 0x44:  # D
+        k = r.byte()
+        if k not in "SP":
+            raise ProtocolViolation(f"invalid Describe kind {k!r}")
+        return Describe(k, r.cstring())
+    if kind == 0x45:  # E
+        return Execute(r.cstring(), r.int32())
+    if kind == 0x43:  # C
+        k = r.byte()
+        if k not in "SP":
+            raise ProtocolViolation(f"invalid Close kind {k!r}")
+        return Close(k, r.cstring())
+    if kind == 0x53:  # S
+        return Sync()
+    if kind == 0x48:  # H
+        return Flush()
+    if kind == 0x58:  # X
+        return Terminate()
+    if kind == 0x70:  # p
+        return Password(body)
+    if kind == 0x64:  # d
+        return CopyData(body)
+    if kind == 0x63:  # c
+        return CopyDone()
+    if kind == 0x66:  # f
+        return CopyFail(r.cstring())
+    raise ProtocolViolation(f"invalid frontend message type {kind}")
+
+
+# ---- backend messages ----------------------------------------------------------------------
+
+
+def _msg(kind: bytes, body: bytes) -> bytes:
+    return kind + _I.pack(len(body) + 4) + body
+
+
+def _cstr(s: str) -> bytes:
+    return s.encode("utf-8") + b"\0"
+
+
+def authentication_ok() -> bytes:
+    return _msg(b"R", _I.pack(0))
+
+
+def authentication_sasl(mechanisms: list[str]) -> bytes:
+    return _msg(b"R", _I.pack(10) + b"".join(_cstr(m) for m in mechanisms) + b"\0")
+
+
+def authentication_sasl_continue(data: bytes) -> bytes:
+    return _msg(b"R", _I.pack(11) + data)
+
+
+def authentication_sasl_final(data: bytes) -> bytes:
+    return _msg(b"R", _I.pack(12) + data)
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return _msg(b"S", _cstr(name) + _cstr(value))
+
+
+def backend_key_data(pid: int, secret: int) -> bytes:
+    return _msg(b"K", _II.pack(pid, secret))
+
+
+def ready_for_query(status: str) -> bytes:
+    return _msg(b"Z", status.encode())
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type_oid: int
+    type_size: int = -1
+    type_mod: int = -1
+    format: int = 0
+    table_oid: int = 0
+    column: int = 0
+
+
+def row_description(fields: list[Field]) -> bytes:
+    parts = [_H.pack(len(fields))]
+    for f in fields:
+        parts.append(_cstr(f.name))
+        parts.append(struct.pack("!ihihih", f.table_oid, f.column, f.type_oid, f.type_size,
+                                 f.type_mod, f.format))
+    return _msg(b"T", b"".join(parts))
+
+
+def data_row(values: list[bytes | None]) -> bytes:
+    parts = [_H.pack(len(values))]
+    for v in values:
+        if v is None:
+            parts.append(b"\xff\xff\xff\xff")
+        else:
+            parts.append(_I.pack(len(v)))
+            parts.append(v)
+    body = b"".join(parts)
+    return b"D" + _I.pack(len(body) + 4) + body
+
+
+def command_complete(tag: str) -> bytes:
+    return _msg(b"C", _cstr(tag))
+
+
+def empty_query_response() -> bytes:
+    return _msg(b"I", b"")
+
+
+def parse_complete() -> bytes:
+    return b"1\0\0\0\4"
+
+
+def bind_complete() -> bytes:
+    return b"2\0\0\0\4"
+
+
+def close_complete() -> bytes:
+    return b"3\0\0\0\4"
+
+
+def no_data() -> bytes:
+    return b"n\0\0\0\4"
+
+
+def portal_suspended() -> bytes:
+    return b"s\0\0\0\4"
+
+
+def parameter_description(oids: list[int]) -> bytes:
+    return _msg(b"t", _H.pack(len(oids)) + b"".join(struct.pack("!I", o) for o in oids))
+
+
+def _notice_fields(severity: str, sqlstate: str, message: str, detail: str | None) -> bytes:
+    parts = [b"S", _cstr(severity), b"V", _cstr(severity), b"C", _cstr(sqlstate), b"M", _cstr(message)]
+    if detail:
+        parts += [b"D", _cstr(detail)]
+    return b"".join(parts) + b"\0"
+
+
+def error_response(severity: str, sqlstate: str, message: str, detail: str | None = None) -> bytes:
+    return _msg(b"E", _notice_fields(severity, sqlstate, message, detail))
+
+
+def notice_response(message: str, severity: str = "NOTICE", sqlstate: str = "00000",
+                    detail: str | None = None) -> bytes:
+    return _msg(b"N", _notice_fields(severity, sqlstate, message, detail))
+
+
+def copy_in_response(fmt: int, column_formats: list[int]) -> bytes:
+    return _msg(b"G", bytes([fmt]) + _H.pack(len(column_formats))
+                + b"".join(_H.pack(f) for f in column_formats))
+
+
+def copy_out_response(fmt: int, column_formats: list[int]) -> bytes:
+    return _msg(b"H", bytes([fmt]) + _H.pack(len(column_formats))
+                + b"".join(_H.pack(f) for f in column_formats))
+
+
+def copy_data(data: bytes) -> bytes:
+    return _msg(b"d", data)
+
+
+def copy_done() -> bytes:
+    return b"c\0\0\0\4"

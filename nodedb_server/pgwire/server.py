@@ -1,0 +1,520 @@
+"""The asyncio shell around the protocol state machine: sockets in, sessions out.
+
+One ``ClientHandler`` per connection moves bytes between its socket and a
+``PgConnection``, authenticates, and runs statements through a ``Session``.
+Prepared statements and portals live here; the SQL layer knows nothing of
+the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodedb_server.config import Config
+from nodedb_server.errors import (
+    AdminShutdown,
+    CannotConnectNow,
+    DBError,
+    InvalidAuthorization,
+    InvalidPassword,
+    ProtocolViolation,
+    QueryCanceled,
+    SyntaxError_,
+    TooManyConnections,
+)
+from nodedb_server.pgwire import messages as m
+from nodedb_server.pgwire import types as t
+from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
+from nodedb_server.pgwire.connection import Phase, PgConnection
+from nodedb_server.sql import ast
+from nodedb_server.sql.execute import SERVER_VERSION, Column, Result, Session
+from nodedb_server.sql.parse import parse
+from nodedb_server.tenants.manager import TenantManager
+from nodedb_server.tenants.users import ScramVerifier
+
+log = logging.getLogger("nodedb.pgwire")
+
+READ_CHUNK = 256 * 1024
+# Rows sent between drains on a large result, bounding the write buffer.
+DRAIN_EVERY_ROWS = 1000
+
+
+@dataclass
+class Prepared:
+    sql: str
+    stmt: ast.Statement
+    param_oids: list[int]
+    columns: list[Column] | None = None
+    described: bool = False
+
+
+@dataclass
+class Portal:
+    prepared: Prepared
+    params: list[Any]
+    result_formats: tuple[int, ...]
+    columns: list[Column] | None = None
+    rows: list[tuple[Any, ...]] | None = None
+    result: Result | None = None
+    sent: int = 0
+    done: bool = False
+
+
+def _utf8(value: str) -> bool:
+    return value.strip().strip("'\"").upper().replace("-", "").replace("_", "") in ("UTF8", "UNICODE")
+
+
+def _formats(formats: tuple[int, ...], n: int) -> list[int]:
+    if not formats:
+        return [0] * n
+    if len(formats) == 1:
+        return [formats[0]] * n
+    if len(formats) != n:
+        raise ProtocolViolation(f"got {len(formats)} format codes for {n} values")
+    return list(formats)
+
+
+def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column]) -> bytes:
+    values: list[bytes | None] = []
+    for enc, v, col in zip(encoders, row, columns, strict=True):
+        if v is None:
+            values.append(None)
+            continue
+        try:
+            values.append(enc(v))
+        except (ValueError, TypeError, OverflowError, AttributeError, struct.error):
+            raise DBError(f'a value of field "{col[0]}" does not fit its column type '
+                          f'{t.TYPE_NAMES.get(col[1], col[1])}; prepare the statement again',
+                          sqlstate="22000") from None
+    return m.data_row(values)
+
+
+class ClientHandler:
+    def __init__(self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.conn = PgConnection(server.cfg["limits.max_message_bytes"])
+        self.pid = server.next_pid()
+        self.secret = secrets.randbits(31)
+        self.session: Session | None = None
+        self.statements: dict[str, Prepared] = {}
+        self.portals: dict[str, Portal] = {}
+        self.running: asyncio.Task[Result] | None = None
+        self.cancel_requested = False
+        self.out: list[bytes] = []
+        self.in_extended = False
+
+    # ---- I/O --------------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.out.append(data)
+
+    async def flush(self) -> None:
+        if self.out:
+            self.writer.write(b"".join(self.out))
+            self.out.clear()
+        await self.writer.drain()
+
+    async def next_event(self) -> m.Event | None:
+        while True:
+            event = self.conn.next_event()
+            if event is not None:
+                return event
+            if self.conn.phase is Phase.CLOSED:
+                return None
+            data = await self.reader.read(READ_CHUNK)
+            if not data:
+                return None
+            self.conn.receive_data(data)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if await self.startup():
+                await self.serve()
+        except DBError as e:
+            if e.severity != "FATAL":
+                e.severity = "FATAL"
+            self.send(m.error_response(e.severity, e.sqlstate, e.message, e.detail))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            self.send(m.error_response("FATAL", AdminShutdown.sqlstate,
+                                       "terminating connection due to administrator command"))
+        except Exception:
+            log.exception("connection %d: internal error", self.pid)
+            self.send(m.error_response("FATAL", "XX000", "internal error; see the server log"))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.flush(), 1.0)
+            self.writer.close()
+            if self.session is not None and self.session.txn is not None:
+                self.session.txn = None
+
+    async def startup(self) -> bool:
+        while True:
+            event = await self.next_event()
+            if event is None:
+                return False
+            if isinstance(event, m.SSLRequest | m.GSSENCRequest):
+                self.writer.write(b"N")  # no TLS yet: the client may go on in plain text
+                await self.writer.drain()
+                continue
+            if isinstance(event, m.CancelRequest):
+                self.server.cancel(event.pid, event.secret)
+                return False
+            if isinstance(event, m.Startup):
+                break
+            raise ProtocolViolation("expected a startup message")
+        params = event.params
+        user_name = params.get("user")
+        if not user_name:
+            raise InvalidAuthorization("no PostgreSQL user name specified in startup packet")
+        database = params.get("database") or user_name
+        if self.server.shutting_down:
+            raise AdminShutdown("the database system is shutting down")
+        if len(self.server.clients) > self.server.cfg["server.max_connections"]:
+            raise TooManyConnections("sorry, too many clients already")
+        if "client_encoding" in params and not _utf8(params["client_encoding"]):
+            raise DBError(f'client_encoding {params["client_encoding"]!r} is not supported; use UTF8',
+                          sqlstate="22023")
+        manager = self.server.manager
+        user = manager.user(user_name)
+        if user is None:
+            raise InvalidAuthorization(f'role "{user_name}" does not exist')
+        if self.server.cfg["auth.mode"] == "scram":
+            await self.authenticate(user)
+        tenant = manager.tenant_for_database(database)
+        manager.check_access(user, tenant)
+        if tenant.status != "online":
+            raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({tenant.status})')
+        self.conn.auth_ok()
+        self.session = Session(manager, tenant, user, database, self.pid, params)
+        self.send(m.authentication_ok())
+        s = self.session.settings
+        for name, value in (("server_version", SERVER_VERSION), ("server_encoding", "UTF8"),
+                            ("client_encoding", "UTF8"), ("DateStyle", s["datestyle"]),
+                            ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
+                            ("TimeZone", "UTC"), ("IntervalStyle", "postgres"),
+                            ("application_name", s["application_name"]),
+                            ("is_superuser", s["is_superuser"]),
+                            ("session_authorization", user["name"])):
+            self.send(m.parameter_status(name, value))
+        self.send(m.backend_key_data(self.pid, self.secret))
+        self.send(m.ready_for_query("I"))
+        await self.flush()
+        return True
+
+    async def authenticate(self, user: dict[str, Any]) -> None:
+        self.send(m.authentication_sasl([MECHANISM]))
+        await self.flush()
+        first = await self.next_event()
+        if not isinstance(first, m.Password):
+            raise ProtocolViolation("expected SASLInitialResponse")
+        r = m.Reader(first.data)
+        mechanism = r.cstring()
+        if mechanism != MECHANISM:
+            raise ProtocolViolation(f"SASL mechanism {mechanism!r} is not supported")
+        n = r.int32()
+        exchange = ScramExchange(ScramVerifier.decode(user["verifier"]))
+        try:
+            self.send(m.authentication_sasl_continue(exchange.server_first(r.bytes_(n))))
+            await self.flush()
+            final = await self.next_event()
+            if not isinstance(final, m.Password):
+                raise ProtocolViolation("expected SASLResponse")
+            self.send(m.authentication_sasl_final(exchange.server_final(final.data)))
+        except ScramError as e:
+            if e.bad_password:
+                raise InvalidPassword(f'password authentication failed for user "{user["name"]}"') from None
+            raise ProtocolViolation(str(e)) from None
+
+    async def serve(self) -> None:
+        while True:
+            event = await self.next_event()
+            if event is None or isinstance(event, m.Terminate):
+                return
+            try:
+                await self.dispatch(event)
+            except DBError as e:
+                if e.severity == "FATAL":
+                    raise
+                self.report(e)
+            if self.out and not self.in_extended:
+                await self.flush()
+
+    def report(self, e: DBError) -> None:
+        self.send(m.error_response(e.severity, e.sqlstate, e.message, e.detail))
+        assert self.session is not None
+        self.session.on_error()
+        if self.in_extended:
+            self.conn.discard_until_sync()
+
+    async def dispatch(self, event: m.Event) -> None:
+        assert self.session is not None
+        if isinstance(event, m.Query):
+            self.in_extended = False
+            await self.simple_query(event.sql)
+            self.send(m.ready_for_query(self.session.status))
+            return
+        if isinstance(event, m.Sync):
+            self.in_extended = False
+            self.portals.pop("", None)
+            self.send(m.ready_for_query(self.session.status))
+            await self.flush()
+            return
+        if isinstance(event, m.Flush):
+            await self.flush()
+            return
+        if isinstance(event, m.CopyData | m.CopyDone | m.CopyFail):
+            return  # stray COPY messages outside COPY are ignored, as PostgreSQL does
+        self.in_extended = True
+        if isinstance(event, m.Parse):
+            self.parse(event)
+        elif isinstance(event, m.Bind):
+            self.bind(event)
+        elif isinstance(event, m.Describe):
+            self.describe(event)
+        elif isinstance(event, m.Execute):
+            await self.execute(event)
+        elif isinstance(event, m.Close):
+            (self.statements if event.kind == "S" else self.portals).pop(event.name, None)
+            self.send(m.close_complete())
+        if sum(map(len, self.out)) > 1 << 20:
+            await self.flush()
+
+    # ---- simple query -----------------------------------------------------------------------
+
+    async def simple_query(self, sql: str) -> None:
+        assert self.session is not None
+        try:
+            statements = parse(sql)
+        except DBError as e:
+            self.report(e)
+            return
+        for stmt in statements:
+            if isinstance(stmt, ast.Empty):
+                self.send(m.empty_query_response())
+                continue
+            try:
+                result = await self.run_statement(stmt, [])
+            except DBError as e:
+                self.report(e)
+                return
+            await self.send_result(result, result.columns, [], send_description=True)
+
+    # ---- extended query ---------------------------------------------------------------------
+
+    def parse(self, event: m.Parse) -> None:
+        assert self.session is not None
+        if event.name and event.name in self.statements:
+            raise DBError(f'prepared statement "{event.name}" already exists', sqlstate="42P05")
+        statements = parse(event.sql)
+        if len(statements) > 1:
+            raise SyntaxError_("cannot insert multiple commands into a prepared statement")
+        stmt = statements[0]
+        oids = self.session.param_types(stmt, event.param_oids)
+        self.statements[event.name] = Prepared(event.sql, stmt, oids)
+        self.send(m.parse_complete())
+
+    def bind(self, event: m.Bind) -> None:
+        prepared = self.statements.get(event.statement)
+        if prepared is None:
+            raise DBError(f'prepared statement "{event.statement}" does not exist', sqlstate="26000")
+        if len(event.params) != len(prepared.param_oids):
+            raise ProtocolViolation(
+                f"bind message supplies {len(event.params)} parameters, but prepared statement "
+                f'"{event.statement}" requires {len(prepared.param_oids)}')
+        fmts = _formats(event.param_formats, len(event.params))
+        values = []
+        for raw, fmt, oid in zip(event.params, fmts, prepared.param_oids, strict=True):
+            if raw is None:
+                values.append(None)
+            elif fmt == 1:
+                values.append(t.decode_binary(oid, raw))
+            else:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DBError("invalid byte sequence for encoding UTF8", sqlstate="22021") from None
+                values.append(t.decode_text(oid, text))
+        if event.portal and event.portal in self.portals:
+            raise DBError(f'portal "{event.portal}" already exists', sqlstate="42P03")
+        self.portals[event.portal] = Portal(prepared, values, event.result_formats)
+        self.send(m.bind_complete())
+
+    def describe(self, event: m.Describe) -> None:
+        assert self.session is not None
+        if event.kind == "S":
+            prepared = self.statements.get(event.name)
+            if prepared is None:
+                raise DBError(f'prepared statement "{event.name}" does not exist', sqlstate="26000")
+            self.send(m.parameter_description(prepared.param_oids))
+            prepared.columns = self.session.describe(prepared.stmt, prepared.param_oids)
+            prepared.described = True
+            self.send_description(prepared.columns, [])
+            return
+        portal = self.portals.get(event.name)
+        if portal is None:
+            raise DBError(f'portal "{event.name}" does not exist', sqlstate="34000")
+        portal.columns = self.portal_columns(portal)
+        self.send_description(portal.columns, list(portal.result_formats))
+
+    def portal_columns(self, portal: Portal) -> list[Column] | None:
+        assert self.session is not None
+        if portal.columns is not None:
+            return portal.columns
+        if portal.prepared.described:
+            return portal.prepared.columns
+        return self.session.describe(portal.prepared.stmt, portal.prepared.param_oids)
+
+    def send_description(self, columns: list[Column] | None, formats: list[int]) -> None:
+        if columns is None:
+            self.send(m.no_data())
+            return
+        fmts = _formats(tuple(formats), len(columns))
+        self.send(m.row_description([
+            m.Field(name, oid, t.TYPE_SIZES.get(oid, -1), -1, fmt)
+            for (name, oid), fmt in zip(columns, fmts, strict=True)
+        ]))
+
+    async def execute(self, event: m.Execute) -> None:
+        portal = self.portals.get(event.portal)
+        if portal is None:
+            raise DBError(f'portal "{event.portal}" does not exist', sqlstate="34000")
+        if portal.done:
+            self.send(m.command_complete(portal.result.tag if portal.result else "SELECT 0"))
+            return
+        if portal.result is None:
+            if isinstance(portal.prepared.stmt, ast.Empty):
+                self.send(m.empty_query_response())
+                return
+            columns = self.portal_columns(portal)
+            portal.result = await self.run_statement(portal.prepared.stmt, portal.params)
+            portal.columns = columns if columns is not None else portal.result.columns
+        result = portal.result
+        rows = result.rows
+        limit = event.max_rows if event.max_rows > 0 else len(rows)
+        chunk = rows[portal.sent : portal.sent + limit]
+        portal.sent += len(chunk)
+        partial = Result(result.columns, chunk, result.tag, result.notices, result.parameter_status)
+        result.notices, result.parameter_status = [], {}
+        if portal.sent < len(rows):
+            await self.send_result(partial, portal.columns, list(portal.result_formats),
+                                   send_description=False, complete=False)
+            self.send(m.portal_suspended())
+            return
+        portal.done = True
+        await self.send_result(partial, portal.columns, list(portal.result_formats),
+                               send_description=False)
+
+    # ---- running and sending -----------------------------------------------------------------
+
+    async def run_statement(self, stmt: ast.Statement, params: list[Any]) -> Result:
+        assert self.session is not None
+        self.cancel_requested = False
+        task = asyncio.ensure_future(self.session.execute(stmt, params))
+        self.running = task
+        timeout = self.session.timeout_ms / 1000 or None
+        try:
+            return await asyncio.wait_for(task, timeout)
+        except TimeoutError:
+            raise QueryCanceled("canceling statement due to statement timeout") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.cancel_requested and (current is None or not current.cancelling()):
+                raise QueryCanceled("canceling statement due to user request") from None
+            raise
+        except DBError:
+            raise
+        except Exception as e:
+            log.exception("connection %d: internal error running %s", self.pid, type(stmt).__name__)
+            raise DBError(f"internal error: {type(e).__name__}") from None
+        finally:
+            self.running = None
+
+    def cancel_running(self) -> None:
+        if self.running is not None and not self.running.done():
+            self.cancel_requested = True
+            self.running.cancel()
+
+    async def send_result(self, result: Result, columns: list[Column] | None, formats: list[int],
+                          send_description: bool, complete: bool = True) -> None:
+        for notice in result.notices:
+            self.send(m.notice_response(notice))
+        for name, value in result.parameter_status.items():
+            self.send(m.parameter_status(name, value))
+        if columns is not None:
+            if send_description:
+                self.send_description(columns, formats)
+            fmts = _formats(tuple(formats), len(columns))
+            encoders = [t.encoder(oid, fmt) for (_, oid), fmt in zip(columns, fmts, strict=True)]
+            for i, row in enumerate(result.rows):
+                self.send(encode_row(encoders, row, columns))
+                if i % DRAIN_EVERY_ROWS == DRAIN_EVERY_ROWS - 1:
+                    await self.flush()
+        if complete:
+            self.send(m.command_complete(result.tag))
+
+
+class PgServer:
+    def __init__(self, cfg: Config, manager: TenantManager):
+        self.cfg = cfg
+        self.manager = manager
+        self.clients: dict[int, ClientHandler] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        self._pid = 1000
+        self._server: asyncio.base_events.Server | None = None
+
+    def next_pid(self) -> int:
+        self._pid += 1
+        return self._pid
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await asyncio.start_server(
+            self._on_client, self.cfg.host, self.cfg.port, reuse_address=True, limit=READ_CHUNK)
+        sock = self._server.sockets[0].getsockname()
+        return sock[0], sock[1]
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = ClientHandler(self, reader, writer)
+        self.clients[handler.pid] = handler
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await handler.run()
+        finally:
+            self.clients.pop(handler.pid, None)
+            self.tasks.discard(task)  # type: ignore[arg-type]
+
+    def cancel(self, pid: int, secret: int) -> None:
+        target = self.clients.get(pid)
+        if target is not None and secrets.compare_digest(
+            target.secret.to_bytes(4, "big"), secret.to_bytes(4, "big", signed=True)
+        ):
+            target.cancel_running()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop accepting; let running statements finish for ``grace_s``, then end sessions."""
+        self.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while any(c.running is not None for c in self.clients.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2.0)

@@ -1,0 +1,408 @@
+"""Type OIDs and the text/binary encodings of the types the server speaks (SQL.md).
+
+Decoders turn a parameter's bytes into a Python value; encoders turn a value
+into a column's bytes. Binary layouts follow PostgreSQL's send/recv functions
+(int8send, float8send, timestamptz_send, numeric_send, array_send, jsonb_send).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import math
+import re
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from nodedb_server.errors import InvalidTextRepresentation
+
+BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
+JSON, FLOAT4, FLOAT8, UNKNOWN, VARCHAR, BPCHAR = 114, 700, 701, 705, 1043, 1042
+TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 2278, 2206
+BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
+FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
+
+ARRAY_ELEMENT = {
+    BOOL_ARRAY: BOOL, INT2_ARRAY: INT2, INT4_ARRAY: INT4, TEXT_ARRAY: TEXT, INT8_ARRAY: INT8,
+    FLOAT4_ARRAY: FLOAT4, FLOAT8_ARRAY: FLOAT8, VARCHAR_ARRAY: VARCHAR,
+}
+TYPE_NAMES = {
+    BOOL: "bool", BYTEA: "bytea", CHAR: "char", NAME: "name", INT8: "int8", INT2: "int2",
+    INT4: "int4", TEXT: "text", OID: "oid", JSON: "json", FLOAT4: "float4", FLOAT8: "float8",
+    UNKNOWN: "unknown", VARCHAR: "varchar", BPCHAR: "bpchar", TIMESTAMP: "timestamp",
+    TIMESTAMPTZ: "timestamptz", NUMERIC: "numeric", JSONB: "jsonb", VOID: "void",
+    REGTYPE: "regtype", BOOL_ARRAY: "_bool", INT2_ARRAY: "_int2", INT4_ARRAY: "_int4",
+    TEXT_ARRAY: "_text", INT8_ARRAY: "_int8", FLOAT4_ARRAY: "_float4", FLOAT8_ARRAY: "_float8",
+    VARCHAR_ARRAY: "_varchar",
+}
+TYPE_SIZES = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, TIMESTAMP: 8,
+              TIMESTAMPTZ: 8, OID: 4, CHAR: 1, NAME: 64}
+# Names accepted in casts (``$1::int8``, ``CAST(x AS text)``), as sqlglot and users spell them.
+CAST_NAMES = {
+    "bigint": INT8, "int8": INT8, "int": INT4, "integer": INT4, "int4": INT4, "smallint": INT2,
+    "int2": INT2, "text": TEXT, "varchar": VARCHAR, "char": TEXT, "string": TEXT, "bool": BOOL,
+    "boolean": BOOL, "double": FLOAT8, "double precision": FLOAT8, "float8": FLOAT8,
+    "float": FLOAT8, "real": FLOAT4, "float4": FLOAT4, "numeric": NUMERIC, "decimal": NUMERIC,
+    "bytea": BYTEA, "varbinary": BYTEA, "binary": BYTEA, "json": JSON, "jsonb": JSONB,
+    "timestamp": TIMESTAMP, "timestamptz": TIMESTAMPTZ, "timestamp with time zone": TIMESTAMPTZ,
+    "date": TIMESTAMPTZ, "regtype": REGTYPE, "oid": OID, "name": NAME,
+}
+TEXTLIKE = frozenset({TEXT, VARCHAR, UNKNOWN, BPCHAR, NAME, CHAR, 0})
+
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_q = struct.Struct("!q")
+_i = struct.Struct("!i")
+_h = struct.Struct("!h")
+_d = struct.Struct("!d")
+_f = struct.Struct("!f")
+
+
+def _bad(oid: int, raw: Any) -> InvalidTextRepresentation:
+    shown = raw if isinstance(raw, str) and len(raw) <= 40 else "(value)"
+    return InvalidTextRepresentation(
+        f'invalid input syntax for type {TYPE_NAMES.get(oid, oid)}: "{shown}"')
+
+
+# ---- text input ------------------------------------------------------------------------
+
+_TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
+_FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
+
+
+def parse_bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise _bad(BOOL, s)
+
+
+def parse_timestamp(s: str) -> dt.datetime:
+    """ISO 8601 or PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.f][+TZ]``; naive means UTC."""
+    text = s.strip()
+    if text.lower() in ("now", "today"):
+        now = dt.datetime.now(dt.UTC)
+        return now if text.lower() == "now" else now.replace(hour=0, minute=0, second=0, microsecond=0)
+    t = text.replace("Z", "+00:00").replace("z", "+00:00")
+    t = re.sub(r"([+-]\d\d)$", r"\1:00", t)
+    try:
+        value = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise _bad(TIMESTAMPTZ, s) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def parse_bytea(s: str) -> bytes:
+    if s.startswith("\\x"):
+        try:
+            return bytes.fromhex(s[2:])
+        except ValueError:
+            raise _bad(BYTEA, s) from None
+    out = bytearray()
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            if s[i + 1 : i + 2] == "\\":
+                out.append(0x5C)
+                i += 2
+                continue
+            octal = s[i + 1 : i + 4]
+            if len(octal) == 3 and all(ch in "01234567" for ch in octal):
+                out.append(int(octal, 8))
+                i += 4
+                continue
+            raise _bad(BYTEA, s)
+        out += c.encode("utf-8")
+        i += 1
+    return bytes(out)
+
+
+def parse_text_array(s: str, elem: int) -> list[Any]:
+    text = s.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise _bad(elem, s)
+    items: list[Any] = []
+    body = text[1:-1]
+    i = 0
+    while i < len(body):
+        if body[i] == '"':
+            j, buf = i + 1, []
+            while j < len(body) and body[j] != '"':
+                if body[j] == "\\":
+                    j += 1
+                buf.append(body[j])
+                j += 1
+            items.append(decode_text(elem, "".join(buf)))
+            i = j + 2
+        else:
+            j = body.find(",", i)
+            j = len(body) if j < 0 else j
+            token = body[i:j].strip()
+            items.append(None if token.upper() == "NULL" else decode_text(elem, token))
+            i = j + 1
+    return items
+
+
+def decode_text(oid: int, s: str) -> Any:
+    try:
+        if oid in TEXTLIKE:
+            return s
+        if oid in (INT2, INT4, INT8, OID):
+            return int(s.strip())
+        if oid in (FLOAT4, FLOAT8):
+            return float(s)
+        if oid == NUMERIC:
+            return numeric_value(decimal.Decimal(s.strip()))
+        if oid == BOOL:
+            return parse_bool(s)
+        if oid == BYTEA:
+            return parse_bytea(s)
+        if oid in (JSON, JSONB):
+            return json.loads(s)
+        if oid in (TIMESTAMP, TIMESTAMPTZ):
+            return parse_timestamp(s)
+        if oid in ARRAY_ELEMENT:
+            return parse_text_array(s, ARRAY_ELEMENT[oid])
+    except (ValueError, decimal.InvalidOperation, json.JSONDecodeError):
+        raise _bad(oid, s) from None
+    return s
+
+
+def numeric_value(d: decimal.Decimal) -> int | float:
+    """Numbers are stored as int when integral, else as float (documented in FORMATS.md)."""
+    if d == d.to_integral_value() and abs(d) < 2**63:
+        return int(d)
+    return float(d)
+
+
+# ---- binary input ----------------------------------------------------------------------
+
+
+def _binary_numeric(b: bytes) -> int | float:
+    ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", b)
+    digits = struct.unpack_from(f"!{ndigits}h", b, 8)
+    if sign == 0xC000:
+        return float("nan")
+    value = decimal.Decimal(0)
+    for i, dgt in enumerate(digits):
+        value += decimal.Decimal(dgt).scaleb(4 * (weight - i))
+    if sign == 0x4000:
+        value = -value
+    return numeric_value(value)
+
+
+def _binary_array(b: bytes) -> list[Any]:
+    ndim, _flags, elem = struct.unpack_from("!iiI", b)
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise InvalidTextRepresentation("only one-dimensional arrays are supported")
+    (n, _lower) = struct.unpack_from("!ii", b, 12)
+    pos, out = 20, []
+    for _ in range(n):
+        (size,) = _i.unpack_from(b, pos)
+        pos += 4
+        if size < 0:
+            out.append(None)
+            continue
+        out.append(decode_binary(elem, b[pos : pos + size]))
+        pos += size
+    return out
+
+
+def decode_binary(oid: int, b: bytes) -> Any:
+    try:
+        if oid in TEXTLIKE:
+            return b.decode("utf-8")
+        if oid == INT8:
+            return _q.unpack(b)[0]
+        if oid in (INT4, OID):
+            return _i.unpack(b)[0]
+        if oid == INT2:
+            return _h.unpack(b)[0]
+        if oid == FLOAT8:
+            return _d.unpack(b)[0]
+        if oid == FLOAT4:
+            return float(_f.unpack(b)[0])
+        if oid == BOOL:
+            return b != b"\x00"
+        if oid == BYTEA:
+            return bytes(b)
+        if oid == JSON:
+            return json.loads(b)
+        if oid == JSONB:
+            if b[:1] != b"\x01":
+                raise ValueError("unknown jsonb version")
+            return json.loads(b[1:])
+        if oid in (TIMESTAMP, TIMESTAMPTZ):
+            return PG_EPOCH + dt.timedelta(microseconds=_q.unpack(b)[0])
+        if oid == NUMERIC:
+            return _binary_numeric(b)
+        if oid in ARRAY_ELEMENT:
+            return _binary_array(b)
+        return b.decode("utf-8")
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise InvalidTextRepresentation(
+            f"incorrect binary data format for type {TYPE_NAMES.get(oid, oid)}") from None
+
+
+# ---- output ----------------------------------------------------------------------------
+
+
+def json_default(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return "\\x" + v.hex()
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    raise TypeError(type(v).__name__)
+
+
+def to_json(v: Any) -> str:
+    return json.dumps(v, default=json_default, ensure_ascii=False)
+
+
+def format_float(f: float) -> str:
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "Infinity" if f > 0 else "-Infinity"
+    if f.is_integer() and abs(f) < 1e15:
+        return str(int(f))
+    return repr(f)
+
+
+def format_timestamp(v: dt.datetime, with_tz: bool = True) -> str:
+    v = v.astimezone(dt.UTC) if v.tzinfo else v
+    s = v.strftime("%Y-%m-%d %H:%M:%S")
+    if v.microsecond:
+        s += f".{v.microsecond:06d}".rstrip("0")
+    return s + "+00" if with_tz else s
+
+
+def _array_text(values: list[Any], elem: int) -> str:
+    parts = []
+    for x in values:
+        if x is None:
+            parts.append("NULL")
+        elif elem in TEXTLIKE:
+            s = str(x)
+            if s == "" or any(c in s for c in ',{}" \\') or s.upper() == "NULL":
+                s = '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            parts.append(s)
+        else:
+            parts.append(encode_text(elem, x))
+    return "{" + ",".join(parts) + "}"
+
+
+def encode_text(oid: int, v: Any) -> str:
+    if oid == BOOL:
+        return "t" if v else "f"
+    if oid in (FLOAT8, FLOAT4):
+        return format_float(float(v))
+    if oid in (INT8, INT4, INT2, OID):
+        return str(int(v))
+    if oid == BYTEA:
+        return "\\x" + (v.hex() if isinstance(v, bytes) else str(v).encode().hex())
+    if oid in (JSON, JSONB):
+        return to_json(v)
+    if oid == TIMESTAMPTZ and isinstance(v, dt.datetime):
+        return format_timestamp(v)
+    if oid == TIMESTAMP and isinstance(v, dt.datetime):
+        return format_timestamp(v, with_tz=False)
+    if oid in ARRAY_ELEMENT and isinstance(v, list):
+        return _array_text(v, ARRAY_ELEMENT[oid])
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return format_float(v)
+    if isinstance(v, bytes):
+        return "\\x" + v.hex()
+    if isinstance(v, dt.datetime):
+        return format_timestamp(v)
+    if isinstance(v, dict | list):
+        return to_json(v)
+    return str(v)
+
+
+def _numeric_binary(v: Any) -> bytes:
+    d = decimal.Decimal(str(v))
+    sign = 0x4000 if d < 0 else 0
+    d = abs(d)
+    t = d.as_tuple()
+    dscale = max(0, -int(t.exponent)) if isinstance(t.exponent, int) else 0
+    int_part, _, frac_part = f"{d:f}".partition(".")
+    int_part = int_part.lstrip("0")
+    int_part = "0" * (-len(int_part) % 4) + int_part
+    frac_part = frac_part + "0" * (-len(frac_part) % 4)
+    groups = [int(int_part[i : i + 4]) for i in range(0, len(int_part), 4)]
+    weight = len(groups) - 1
+    groups += [int(frac_part[i : i + 4]) for i in range(0, len(frac_part), 4)]
+    while groups and groups[-1] == 0:
+        groups.pop()
+    while groups and groups[0] == 0:
+        groups.pop(0)
+        weight -= 1
+    if not groups:
+        weight = 0
+    return struct.pack(f"!hhHh{len(groups)}h", len(groups), weight, sign, dscale, *groups)
+
+
+def encode_binary(oid: int, v: Any) -> bytes:
+    if oid == INT8:
+        return _q.pack(int(v))
+    if oid == INT4:
+        return _i.pack(int(v))
+    if oid == INT2:
+        return _h.pack(int(v))
+    if oid == FLOAT8:
+        return _d.pack(float(v))
+    if oid == FLOAT4:
+        return _f.pack(float(v))
+    if oid == BOOL:
+        return b"\x01" if v else b"\x00"
+    if oid == BYTEA:
+        return v if isinstance(v, bytes) else str(v).encode()
+    if oid == JSONB:
+        return b"\x01" + to_json(v).encode()
+    if oid in (TIMESTAMP, TIMESTAMPTZ):
+        delta = v - PG_EPOCH if v.tzinfo else v - PG_EPOCH.replace(tzinfo=None)
+        return _q.pack((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if oid == NUMERIC:
+        return _numeric_binary(v)
+    if oid in ARRAY_ELEMENT:
+        elem = ARRAY_ELEMENT[oid]
+        parts = [struct.pack("!iiIii", 1, int(any(x is None for x in v)), elem, len(v), 1)]
+        for x in v:
+            if x is None:
+                parts.append(_i.pack(-1))
+            else:
+                b = encode_binary(elem, x)
+                parts.append(_i.pack(len(b)) + b)
+        return b"".join(parts)
+    return encode_text(oid, v).encode("utf-8")
+
+
+def encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
+    """A function turning a non-NULL value into the column's bytes in ``fmt``."""
+    if fmt == 1:
+        return lambda v: encode_binary(oid, v)
+    if oid == TEXT or oid == VARCHAR:
+        return lambda v: (v if isinstance(v, str) else encode_text(oid, v)).encode("utf-8")
+    if oid == INT8 or oid == INT4:
+        return lambda v: str(v).encode() if type(v) is int else encode_text(oid, v).encode()
+    return lambda v: encode_text(oid, v).encode("utf-8")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

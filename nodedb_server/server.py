@@ -1,0 +1,91 @@
+"""Wiring: build everything from the config, recover, listen, checkpoint, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from nodedb_server import __version__
+from nodedb_server.config import Config
+from nodedb_server.pgwire.server import PgServer
+from nodedb_server.storage.fsio import FileIO
+from nodedb_server.tenants.manager import TenantManager
+
+log = logging.getLogger("nodedb.server")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(cfg: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg["server.log_format"] == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(cfg["server.log_level"].upper())
+
+
+class NodeDBServer:
+    def __init__(self, cfg: Config, fs: FileIO | None = None):
+        self.cfg = cfg
+        self.manager = TenantManager(cfg, fs)
+        self.pg = PgServer(cfg, self.manager)
+        self.stopping = asyncio.Event()
+        self.address: tuple[str, int] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+
+    async def start(self) -> tuple[str, int]:
+        started = time.monotonic()
+        log.info("nodedb-server %s starting; data directory %s", __version__, self.cfg.data_dir)
+        log.info("configuration: %s", self.cfg.describe())
+        reports = await self.manager.open()
+        log.info("recovered %d tenant(s) and the system catalog in %.3fs",
+                 len(reports) - 1, time.monotonic() - started)
+        # The listener opens only after every tenant has recovered.
+        self.address = await self.pg.start()
+        log.info("listening for PostgreSQL connections on %s:%d", *self.address)
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
+        return self.address
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.cfg["checkpoint.interval_seconds"]
+        if not interval:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.manager.checkpoint_all()
+            except Exception:
+                log.exception("periodic checkpoint failed")
+
+    async def stop(self) -> None:
+        log.info("shutting down: no new connections; waiting for running statements")
+        await self.pg.shutdown(self.cfg["server.shutdown_grace_ms"] / 1000)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+        await self.manager.close(checkpoint=True)
+        log.info("shutdown complete")
+
+
+async def run(cfg: Config) -> int:
+    server = NodeDBServer(cfg)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stopping.set)
+    await server.stopping.wait()
+    await server.stop()
+    return 0

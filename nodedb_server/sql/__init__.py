@@ -1,0 +1,1 @@
+"""SQL: parsing (sqlglot for standard statements, a small parser for NodeDB's own) and execution."""

@@ -1,0 +1,177 @@
+"""Statements as the executor receives them. Parsed once per statement text and cached,
+so nothing here is mutated after parsing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nodedb_server.sql.expr import Expr
+
+
+@dataclass(frozen=True)
+class SelectItem:
+    expr: Expr
+    name: str
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    expr: Expr | None  # None when ``position`` names an output column
+    position: int | None
+    desc: bool
+
+
+@dataclass(frozen=True)
+class Select:
+    items: list[SelectItem]
+    star: bool
+    source: str | None  # collection name, or "_system.<view>"
+    where: Expr | None = None
+    group_by: list[Expr] = field(default_factory=list)
+    order_by: list[OrderItem] = field(default_factory=list)
+    limit: Expr | None = None
+    offset: Expr | None = None
+
+
+@dataclass(frozen=True)
+class OnConflict:
+    action: str  # "nothing" | "update"
+    assignments: list[tuple[str, Expr]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Insert:
+    collection: str
+    rows: list[list[tuple[str, Expr]]]
+    on_conflict: OnConflict | None = None
+    upsert: bool = False
+    object_form: bool = False  # ``{...}`` literals, where ``ttl`` is the KV expiry
+
+
+@dataclass(frozen=True)
+class Update:
+    collection: str
+    assignments: list[tuple[str, Expr]]
+    where: Expr | None
+
+
+@dataclass(frozen=True)
+class Delete:
+    collection: str
+    where: Expr | None
+
+
+@dataclass(frozen=True)
+class CreateCollection:
+    name: str
+    engine: str  # "document" | "kv"
+    typed_fields: dict[str, str]
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropCollection:
+    name: str
+    purge: bool = False
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class UndropCollection:
+    name: str
+
+
+@dataclass(frozen=True)
+class CreateTenant:
+    name: str
+
+
+@dataclass(frozen=True)
+class DropTenant:
+    name: str
+
+
+@dataclass(frozen=True)
+class PurgeTenant:
+    name: str
+
+
+@dataclass(frozen=True)
+class CreateUser:
+    name: str
+    password: str
+    tenant: str | None
+
+
+@dataclass(frozen=True)
+class DropUser:
+    name: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    privilege: str
+    tenant: str
+    user: str
+
+
+@dataclass(frozen=True)
+class ShowCollections:
+    pass
+
+
+@dataclass(frozen=True)
+class ShowTenants:
+    pass
+
+
+@dataclass(frozen=True)
+class Show:
+    name: str
+
+
+@dataclass(frozen=True)
+class SetVar:
+    name: str
+    value: str | None  # None: RESET / DEFAULT
+
+
+@dataclass(frozen=True)
+class DescribeCollection:
+    name: str
+
+
+@dataclass(frozen=True)
+class Begin:
+    pass
+
+
+@dataclass(frozen=True)
+class Commit:
+    pass
+
+
+@dataclass(frozen=True)
+class Rollback:
+    pass
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    pass
+
+
+@dataclass(frozen=True)
+class Explain:
+    statement: Select | Update | Delete
+
+
+@dataclass(frozen=True)
+class Empty:
+    pass
+
+
+Statement = (Select | Insert | Update | Delete | CreateCollection | DropCollection | UndropCollection
+             | CreateTenant | DropTenant | PurgeTenant | CreateUser | DropUser | Grant
+             | ShowCollections | ShowTenants | Show | SetVar | DescribeCollection | Begin | Commit
+             | Rollback | Checkpoint | Explain | Empty)

@@ -1,0 +1,868 @@
+"""Executing statements for one session: reads, writes, transactions, catalog, settings.
+
+Writes are computed against what the session sees (committed state plus its
+own transaction) and become row operations. Outside a transaction they are
+committed at once; inside one they are kept as intents and committed as one
+WAL record at COMMIT, after their constraints are checked again against the
+state at that moment (read committed, as SQL.md says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodedb_server import __version__
+from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.kv import KvCollection
+from nodedb_server.errors import (
+    DataError,
+    DBError,
+    DuplicateTable,
+    FeatureNotSupported,
+    InFailedTransaction,
+    InsufficientPrivilege,
+    SyntaxError_,
+    UndefinedObject,
+    UndefinedTable,
+    UniqueViolation,
+)
+from nodedb_server.pgwire import types as t
+from nodedb_server.sql import ast
+from nodedb_server.sql.expr import (
+    SESSION_FUNCS,
+    Agg,
+    And,
+    Arith,
+    Cast,
+    Cmp,
+    Const,
+    Ctx,
+    Expr,
+    Field,
+    Func,
+    In,
+    Neg,
+    Param,
+    Star,
+    cast_value,
+)
+from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
+from nodedb_server.storage.records import OP_DELETE, OP_INSERT, OP_UPDATE
+from nodedb_server.tenants.catalog import Op
+from nodedb_server.tenants.manager import TenantManager
+from nodedb_server.tenants.tenant import Tenant
+
+SERVER_VERSION = f"15.0 (nodedb-server {__version__})"
+# Rows examined between yields to the event loop, so a long scan can be
+# cancelled and does not stall other sessions for long.
+YIELD_EVERY = 5000
+
+KV_TYPE_OIDS = {"text": t.TEXT, "int8": t.INT8, "float8": t.FLOAT8, "bool": t.BOOL,
+                "bytea": t.BYTEA, "timestamp": t.TIMESTAMPTZ, "jsonb": t.JSONB}
+TAG_OIDS = {"int": t.INT8, "float": t.FLOAT8, "bool": t.BOOL, "text": t.TEXT, "bytea": t.BYTEA,
+            "timestamp": t.TIMESTAMPTZ}
+
+Column = tuple[str, int]
+
+
+@dataclass
+class Result:
+    columns: list[Column] | None
+    rows: list[tuple[Any, ...]]
+    tag: str
+    notices: list[str] = field(default_factory=list)
+    parameter_status: dict[str, str] = field(default_factory=dict)
+
+
+def field_oid(engine: RowCollection | None, name: str) -> int:
+    """The column type of a field, from the value types seen in it (SQL.md)."""
+    if engine is None:
+        return t.TEXT
+    if name == engine.key_field:
+        return t.TEXT
+    if isinstance(engine, KvCollection) and name in engine.typed_fields:
+        return KV_TYPE_OIDS[engine.typed_fields[name]]
+    tags = engine.field_types.get(name, set()) - {"null"}
+    if not tags:
+        return t.TEXT
+    if tags <= {"int", "float"}:
+        return t.INT8 if tags == {"int"} else t.FLOAT8
+    if len(tags) == 1:
+        return TAG_OIDS.get(next(iter(tags)), t.JSONB)
+    return t.JSONB
+
+
+def _conjuncts(e: Expr | None) -> list[Expr]:
+    if e is None:
+        return []
+    if isinstance(e, And):
+        return _conjuncts(e.left) + _conjuncts(e.right)
+    return [e]
+
+
+def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
+    """Expressions giving the primary keys a WHERE pins down, or None if it needs a scan."""
+    for c in _conjuncts(where):
+        if isinstance(c, Cmp) and c.op == "=":
+            for a, b in ((c.left, c.right), (c.right, c.left)):
+                if isinstance(a, Field) and a.name == key_field and isinstance(b, Const | Param | Cast):
+                    return [b]
+        if (isinstance(c, In) and isinstance(c.inner, Field) and c.inner.name == key_field
+                and all(isinstance(i, Const | Param) for i in c.items)):
+            return list(c.items)
+    return None
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None:
+        return (9, 0)
+    if isinstance(v, bool):
+        return (1, v)
+    if isinstance(v, int | float):
+        return (2, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, dt.datetime):
+        return (4, v)
+    if isinstance(v, bytes):
+        return (5, v)
+    return (6, t.to_json(v))
+
+
+class _Desc:
+    """Reverses the order of a sort key (for DESC with mixed types)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: Any):
+        self.k = k
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.k < self.k)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.k == other.k
+
+
+@dataclass
+class Txn:
+    intents: list[tuple[str, str, Any, Row | None, int | None]] = field(default_factory=list)
+    overlay: dict[str, dict[Any, tuple[Row | None, int | None]]] = field(default_factory=dict)
+    failed: bool = False
+
+
+class Session:
+    def __init__(self, manager: TenantManager, tenant: Tenant, user: dict[str, Any],
+                 database: str, pid: int, startup_params: dict[str, str]):
+        self.manager = manager
+        self.tenant = tenant
+        self.user = user
+        self.database = database
+        self.pid = pid
+        self.txn: Txn | None = None
+        self.settings: dict[str, str] = {
+            "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
+            "datestyle": "ISO, MDY", "timezone": "UTC", "integer_datetimes": "on",
+            "standard_conforming_strings": "on", "transaction_isolation": "read committed",
+            "default_transaction_isolation": "read committed", "application_name": "",
+            "search_path": '"$user", public', "is_superuser": "on" if user["superuser"] else "off",
+            "session_authorization": user["name"], "max_identifier_length": "63",
+            "statement_timeout": str(manager.cfg["limits.statement_timeout_ms"]),
+            "intervalstyle": "postgres", "extra_float_digits": "1",
+        }
+        self.settings["application_name"] = startup_params.get("application_name", "")
+        self._funcs: dict[str, Callable[[], Any]] = {
+            "version": lambda: f"PostgreSQL {SERVER_VERSION}",
+            "current_database": lambda: self.database,
+            "current_user": lambda: self.user["name"], "session_user": lambda: self.user["name"],
+            "current_schema": lambda: "public", "current_lsn": lambda: self.tenant.last_lsn,
+            "pg_backend_pid": lambda: self.pid,
+        }
+
+    # ---- session state ------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        if self.txn is None:
+            return "I"
+        return "E" if self.txn.failed else "T"
+
+    @property
+    def timeout_ms(self) -> int:
+        try:
+            return int(self.settings["statement_timeout"].rstrip("ms").strip() or 0)
+        except ValueError:
+            return 0
+
+    def on_error(self) -> None:
+        """An error inside a transaction block aborts it until ROLLBACK."""
+        if self.txn is not None:
+            self.txn.failed = True
+
+    def ctx(self, params: list[Any]) -> Ctx:
+        return Ctx(params=params, funcs=self._funcs)
+
+    def _require_superuser(self, what: str) -> None:
+        if not self.user["superuser"]:
+            raise InsufficientPrivilege(f"must be superuser to {what}")
+
+    def _collection(self, name: str) -> RowCollection:
+        found = self.tenant.state.collection(name)
+        if found is None:
+            raise UndefinedTable(f'collection "{name}" does not exist')
+        return found[1]
+
+    # ---- typing ---------------------------------------------------------------------------
+
+    def param_types(self, stmt: ast.Statement, declared: tuple[int, ...]) -> list[int]:
+        """Each parameter's type: declared, else a cast, else a typed field, else text."""
+        exprs, typed_targets = _statement_exprs(stmt)
+        count = max([p.index + 1 for e in exprs for p in e.walk() if isinstance(p, Param)]
+                    + [len(declared)], default=0)
+        oids = [declared[i] if i < len(declared) and declared[i] else 0 for i in range(count)]
+        engine = self._engine_of(stmt)
+        hints: dict[int, int] = {}
+        for e in exprs:
+            for node in e.walk():
+                if isinstance(node, Cast) and isinstance(node.inner, Param):
+                    hints.setdefault(node.inner.index, node.oid_hint)
+                elif isinstance(node, Cmp):
+                    for a, b in ((node.left, node.right), (node.right, node.left)):
+                        if isinstance(a, Field) and isinstance(b, Param):
+                            oid = field_oid(engine, a.name) if isinstance(engine, KvCollection) else t.TEXT
+                            hints.setdefault(b.index, oid)
+        for name, e in typed_targets:
+            if isinstance(e, Param) and isinstance(engine, KvCollection) and name in engine.typed_fields:
+                hints.setdefault(e.index, KV_TYPE_OIDS[engine.typed_fields[name]])
+        if isinstance(stmt, ast.Select):
+            for e in (stmt.limit, stmt.offset):
+                if isinstance(e, Param):
+                    hints.setdefault(e.index, t.INT8)
+        return [oids[i] or hints.get(i, t.TEXT) for i in range(count)]
+
+    def _engine_of(self, stmt: ast.Statement) -> RowCollection | None:
+        name = getattr(stmt, "collection", None) or getattr(stmt, "source", None)
+        if isinstance(stmt, ast.Explain):
+            return self._engine_of(stmt.statement)
+        found = self.tenant.state.collection(name) if isinstance(name, str) else None
+        return found[1] if found else None
+
+    def describe(self, stmt: ast.Statement, param_oids: list[int]) -> list[Column] | None:
+        """The columns a statement returns (None: it returns no rows)."""
+        if isinstance(stmt, ast.Select):
+            return self._select_columns(stmt, param_oids)
+        if isinstance(stmt, ast.Explain):
+            return [("QUERY PLAN", t.TEXT)]
+        if isinstance(stmt, ast.ShowCollections):
+            return [("name", t.TEXT), ("engine_type", t.TEXT), ("row_count", t.INT8),
+                    ("size_bytes_estimate", t.INT8)]
+        if isinstance(stmt, ast.ShowTenants):
+            return [("name", t.TEXT), ("id", t.INT8), ("collections", t.INT8),
+                    ("size_bytes_estimate", t.INT8)]
+        if isinstance(stmt, ast.DescribeCollection):
+            return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
+        if isinstance(stmt, ast.Show):
+            if stmt.name == "all":
+                return [("name", t.TEXT), ("setting", t.TEXT), ("description", t.TEXT)]
+            return [(stmt.name, t.TEXT)]
+        return None
+
+    def _select_columns(self, stmt: ast.Select, param_oids: list[int]) -> list[Column]:
+        if stmt.source is not None and stmt.source.startswith("_system."):
+            view_cols, _ = self._system_view(stmt.source, rows=False)
+            if stmt.star:
+                return view_cols
+            types = dict(view_cols)
+            return [(it.name, types.get(it.expr.name, t.TEXT) if isinstance(it.expr, Field)
+                     else self._infer(it.expr, None, param_oids)) for it in stmt.items]
+        engine = self._collection(stmt.source) if stmt.source else None
+        cols: list[Column] = []
+        for it in stmt.items:
+            if isinstance(it.expr, Star):
+                if engine is None:
+                    raise SyntaxError_("SELECT * needs a FROM clause")
+                cols += [(f, field_oid(engine, f)) for f in engine.fields()]
+            else:
+                cols.append((it.name, self._infer(it.expr, engine, param_oids)))
+        return cols
+
+    def _infer(self, e: Expr, engine: RowCollection | None, param_oids: list[int]) -> int:
+        if isinstance(e, Field):
+            return field_oid(engine, e.name)
+        if isinstance(e, Const):
+            v = e.value
+            if isinstance(v, bool):
+                return t.BOOL
+            if isinstance(v, int):
+                return t.INT4 if -(2**31) <= v < 2**31 else t.INT8
+            if isinstance(v, float):
+                return t.FLOAT8
+            return t.TEXT
+        if isinstance(e, Param):
+            return param_oids[e.index] if e.index < len(param_oids) else t.TEXT
+        if isinstance(e, Agg):
+            if e.name == "count":
+                return t.INT8
+            if e.name == "avg":
+                return t.FLOAT8
+            inner = self._infer(e.arg, engine, param_oids) if e.arg is not None else t.INT8
+            if e.name == "sum":
+                return t.INT8 if inner in (t.INT2, t.INT4, t.INT8) else t.FLOAT8
+            return inner
+        if isinstance(e, Func):
+            return SESSION_FUNCS.get(e.name, e.oid_hint)
+        if isinstance(e, Arith):
+            if e.op == "||":
+                return t.TEXT
+            a, b = (self._infer(x, engine, param_oids) for x in (e.left, e.right))
+            if t.TIMESTAMPTZ in (a, b):
+                return t.TIMESTAMPTZ
+            if a in (t.INT2, t.INT4, t.INT8) and b in (t.INT2, t.INT4, t.INT8):
+                return t.INT8 if t.INT8 in (a, b) else t.INT4
+            return t.FLOAT8
+        if isinstance(e, Neg):
+            return self._infer(e.inner, engine, param_oids)
+        return e.oid_hint
+
+    # ---- execution ------------------------------------------------------------------------
+
+    async def execute(self, stmt: ast.Statement, params: list[Any]) -> Result:
+        if self.txn is not None and self.txn.failed and not isinstance(stmt, ast.Commit | ast.Rollback):
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block")
+        handler = _HANDLERS.get(type(stmt))
+        if handler is None:
+            raise FeatureNotSupported(f"{type(stmt).__name__} is not supported")
+        result: Result = await handler(self, stmt, params)
+        return result
+
+    # -- transactions --
+
+    async def _begin(self, stmt: ast.Begin, params: list[Any]) -> Result:
+        notices = []
+        if self.txn is not None:
+            notices.append("there is already a transaction in progress")
+        else:
+            self.txn = Txn()
+        return Result(None, [], "BEGIN", notices)
+
+    async def _commit(self, stmt: ast.Commit, params: list[Any]) -> Result:
+        txn, self.txn = self.txn, None
+        if txn is None:
+            return Result(None, [], "COMMIT", ["there is no transaction in progress"])
+        if txn.failed:
+            return Result(None, [], "ROLLBACK")
+        await self.tenant.commit_ops(self._fold(txn))
+        return Result(None, [], "COMMIT")
+
+    async def _rollback(self, stmt: ast.Rollback, params: list[Any]) -> Result:
+        notices = [] if self.txn is not None else ["there is no transaction in progress"]
+        self.txn = None
+        return Result(None, [], "ROLLBACK", notices)
+
+    def _fold(self, txn: Txn) -> list[Op]:
+        """Turn a transaction's intents into operations against the state now."""
+        now = _now_ms()
+        current: dict[tuple[str, Any], Row | None] = {}
+        ops: list[Op] = []
+        for intent, coll, key, row, expires in txn.intents:
+            engine = self._collection(coll)
+            ck = (coll, key)
+            old = current[ck] if ck in current else engine.get(key, now)
+            if intent == "delete":
+                if old is not None:
+                    ops.append((OP_DELETE, coll, key, old, None))
+                current[ck] = None
+                continue
+            if intent == "insert" and old is not None:
+                raise UniqueViolation(
+                    f'duplicate key value violates unique constraint: {engine.key_field}={key!r} '
+                    f'already exists in "{coll}"')
+            ops.append((OP_UPDATE if old is not None else OP_INSERT, coll, key, row, expires))
+            current[ck] = row
+        return ops
+
+    # -- reads --
+
+    def _get(self, coll: str, engine: RowCollection, key: Any, now: int) -> Row | None:
+        if self.txn is not None:
+            over = self.txn.overlay.get(coll)
+            if over is not None and key in over:
+                return over[key][0]
+        return engine.get(key, now)
+
+    def _scan(self, coll: str, engine: RowCollection, now: int) -> Iterable[Row]:
+        over = self.txn.overlay.get(coll) if self.txn is not None else None
+        if not over:
+            return engine.scan(now)
+        kf = engine.key_field
+        rows = [r for r in engine.scan(now) if r[kf] not in over]
+        return rows + [r for r, _ in over.values() if r is not None]
+
+    async def _candidates(self, coll: str, engine: RowCollection, where: Expr | None,
+                          ctx: Ctx) -> list[Row]:
+        now = _now_ms()
+        keys = _key_values(where, engine.key_field)
+        if keys is not None:
+            seen, rows = set(), []
+            for k in keys:
+                key = k.eval({}, ctx)
+                key = key if key is None or isinstance(key, str) else t.encode_text(t.TEXT, key)
+                if key in seen:
+                    continue
+                seen.add(key)
+                row = self._get(coll, engine, key, now)
+                if row is not None and (where is None or where.eval(row, ctx) is True):
+                    rows.append(row)
+            return rows
+        out = []
+        for i, row in enumerate(self._scan(coll, engine, now)):
+            if where is None or where.eval(row, ctx) is True:
+                out.append(row)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        return out
+
+    async def _select(self, stmt: ast.Select, params: list[Any]) -> Result:
+        ctx = self.ctx(params)
+        columns = self._select_columns(stmt, [])
+        if stmt.source is None:
+            rows: list[Row] = [{}]
+            engine = None
+        elif stmt.source.startswith("_system."):
+            _, view_rows = self._system_view(stmt.source, rows=True)
+            rows = [r for r in view_rows if stmt.where is None or stmt.where.eval(r, ctx) is True]
+            engine = None
+        else:
+            engine = self._collection(stmt.source)
+            rows = await self._candidates(stmt.source, engine, stmt.where, ctx)
+        star_fields = [c for c, _ in columns] if stmt.star else []
+        aggs = [n for it in stmt.items for n in it.expr.walk() if isinstance(n, Agg)]
+        aggs += [n for o in stmt.order_by if o.expr is not None for n in o.expr.walk()
+                 if isinstance(n, Agg)]
+        if aggs or stmt.group_by:
+            if stmt.star:
+                raise SyntaxError_("SELECT * cannot be combined with GROUP BY or aggregates",
+                                   sqlstate="42803")
+            groups: dict[tuple[Any, ...], list[Row]] = {}
+            for r in rows:
+                gk = tuple(_hashable(g.eval(r, ctx)) for g in stmt.group_by)
+                groups.setdefault(gk, []).append(r)
+            if not groups and not stmt.group_by:
+                groups[()] = []
+            items = []
+            for members in groups.values():
+                gctx = Ctx(params=params, now=ctx.now, funcs=ctx.funcs,
+                           aggs={id(a): a.compute(members, ctx) for a in aggs})
+                rep = members[0] if members else {}
+                items.append((rep, gctx))
+        else:
+            items = [(r, ctx) for r in rows]
+        out = []
+        for rep, c in items:
+            if stmt.star:
+                out.append(tuple(rep.get(f) for f in star_fields))
+            else:
+                out.append(tuple(it.expr.eval(rep, c) for it in stmt.items))
+        if stmt.order_by:
+            order = list(range(len(out)))
+
+            def key(i: int) -> list[Any]:
+                ks = []
+                rep, c = items[i]
+                for o in stmt.order_by:
+                    v = out[i][o.position] if o.position is not None else o.expr.eval(rep, c)  # type: ignore[union-attr]
+                    k = _sort_key(v)
+                    ks.append(_Desc(k) if o.desc else k)
+                return ks
+
+            order.sort(key=key)
+            out = [out[i] for i in order]
+        offset = _int_clause(stmt.offset, ctx, "OFFSET")
+        limit = _int_clause(stmt.limit, ctx, "LIMIT")
+        if offset:
+            out = out[offset:]
+        if limit is not None:
+            out = out[:limit]
+        return Result(columns, out, f"SELECT {len(out)}")
+
+    async def _explain(self, stmt: ast.Explain, params: list[Any]) -> Result:
+        inner = stmt.statement
+        source = inner.source if isinstance(inner, ast.Select) else inner.collection
+        lines = []
+        if source is None:
+            lines.append("Result (no collection)")
+        elif source.startswith("_system."):
+            lines.append(f"System view {source}")
+        else:
+            engine = self._collection(source)
+            keys = _key_values(inner.where, engine.key_field)
+            if keys is not None:
+                lines.append(f"Point lookup on {source} by primary key {engine.key_field} "
+                             f"({len(keys)} key{'s' if len(keys) != 1 else ''})")
+            else:
+                lines.append(f"Full scan of {source} ({len(engine)} rows)")
+            if inner.where is not None:
+                lines.append("  Filter: WHERE clause")
+        if isinstance(inner, ast.Select):
+            if inner.group_by or any(isinstance(n, Agg) for it in inner.items for n in it.expr.walk()):
+                lines.append("  Aggregate")
+            if inner.order_by:
+                lines.append("  Sort")
+            if inner.limit is not None or inner.offset is not None:
+                lines.append("  Limit")
+        return Result([("QUERY PLAN", t.TEXT)], [(line,) for line in lines], "EXPLAIN")
+
+    # -- writes --
+
+    async def _commit_or_buffer(self, coll: str, intents: list[tuple[str, Any, Row | None, int | None]]) -> None:
+        """Commit now (outside a transaction) or add to the transaction."""
+        if self.txn is None:
+            await self.tenant.commit_ops(self._fold(Txn([(i, coll, k, r, e) for i, k, r, e in intents])))
+            return
+        over = self.txn.overlay.setdefault(coll, {})
+        for intent, key, row, expires in intents:
+            self.txn.intents.append((intent, coll, key, row, expires))
+            over[key] = (row, expires)
+
+    async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        ctx = self.ctx(params)
+        now = _now_ms()
+        kf = engine.key_field
+        intents: list[tuple[str, Any, Row | None, int | None]] = []
+        pending: dict[Any, Row] = {}
+        for fields in stmt.rows:
+            row, expires = self._new_row(engine, fields, ctx, stmt.object_form, now)
+            key = row[kf]
+            old = pending.get(key) or self._get(stmt.collection, engine, key, now)
+            if old is None:
+                intents.append(("insert", key, row, expires))
+                pending[key] = row
+                continue
+            if stmt.upsert:
+                intents.append(("put", key, row, expires))
+            elif stmt.on_conflict is None:
+                raise UniqueViolation(
+                    f'duplicate key value violates unique constraint: {kf}={key!r} already '
+                    f'exists in "{stmt.collection}"')
+            elif stmt.on_conflict.action == "nothing":
+                continue
+            else:
+                uctx = Ctx(params=params, now=ctx.now, funcs=ctx.funcs, excluded=row)
+                new = self._assign(engine, old, stmt.on_conflict.assignments, uctx)
+                keep = engine.expires_at(key) if isinstance(engine, KvCollection) else None
+                intents.append(("put", key, new, expires if expires is not None else keep))
+                row = new
+            pending[key] = row
+        await self._commit_or_buffer(stmt.collection, intents)
+        return Result(None, [], f"INSERT 0 {len(intents)}")
+
+    def _new_row(self, engine: RowCollection, fields: list[tuple[str, Expr]], ctx: Ctx,
+                 object_form: bool, now: int) -> tuple[Row, int | None]:
+        kf = engine.key_field
+        values = {name: e.eval({}, ctx) for name, e in fields}
+        expires = None
+        if isinstance(engine, KvCollection) and object_form and "ttl" in values:
+            ttl = values.pop("ttl")
+            try:
+                expires = now + int(float(ttl) * 1000) if ttl is not None else None
+            except (TypeError, ValueError):
+                raise DataError("ttl must be a number of seconds") from None
+        key = values.pop(kf, None)
+        if key is None:
+            if isinstance(engine, KvCollection):
+                raise DataError(f'a row of key-value collection "{engine.name}" needs a key')
+            key = str(uuid7())
+        elif not isinstance(key, str):
+            key = t.encode_text(t.TEXT, key)
+        row: Row = {kf: key}
+        for name, v in values.items():
+            row[name] = self._typed(engine, name, v)
+        return row, expires
+
+    def _typed(self, engine: RowCollection, name: str, v: Any) -> Any:
+        if isinstance(engine, KvCollection) and name in engine.typed_fields:
+            oid = KV_TYPE_OIDS[engine.typed_fields[name]]
+            if oid != t.JSONB:
+                return cast_value(v, oid)
+        return v
+
+    def _assign(self, engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]],
+                ctx: Ctx) -> Row:
+        new = dict(old)
+        for name, e in assignments:
+            if name == engine.key_field:
+                raise FeatureNotSupported(f"the primary key {name} cannot be updated")
+            new[name] = self._typed(engine, name, e.eval(old, ctx))
+        return new
+
+    async def _update(self, stmt: ast.Update, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        ctx = self.ctx(params)
+        rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
+        kf = engine.key_field
+        kv = isinstance(engine, KvCollection)
+        intents: list[tuple[str, Any, Row | None, int | None]] = [
+            ("put", r[kf], self._assign(engine, r, stmt.assignments, ctx),
+             engine.expires_at(r[kf]) if kv else None)  # type: ignore[attr-defined]
+            for r in rows
+        ]
+        await self._commit_or_buffer(stmt.collection, intents)
+        return Result(None, [], f"UPDATE {len(intents)}")
+
+    async def _delete(self, stmt: ast.Delete, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        rows = await self._candidates(stmt.collection, engine, stmt.where, self.ctx(params))
+        kf = engine.key_field
+        await self._commit_or_buffer(stmt.collection, [("delete", r[kf], None, None) for r in rows])
+        return Result(None, [], f"DELETE {len(rows)}")
+
+    # -- catalog --
+
+    async def _create_collection(self, stmt: ast.CreateCollection, params: list[Any]) -> Result:
+        meta = self.tenant.state.catalog.get(stmt.name)
+        if meta is not None:
+            if stmt.if_not_exists and meta.dropped_ms is None:
+                return Result(None, [], "CREATE COLLECTION", [f'collection "{stmt.name}" already exists, skipping'])
+            hint = " (it is dropped: UNDROP or PURGE it first)" if meta.dropped_ms else ""
+            raise DuplicateTable(f'collection "{stmt.name}" already exists{hint}')
+        if stmt.name.startswith("_system") or stmt.name.startswith("pg_"):
+            raise InsufficientPrivilege(f'collection names starting with "{stmt.name.split("_")[0]}_" are reserved')
+        await self.tenant.commit_catalog("create_collection", {
+            "name": stmt.name, "engine": stmt.engine, "typed_fields": stmt.typed_fields,
+            "owner": self.user["name"]})
+        return Result(None, [], "CREATE COLLECTION")
+
+    async def _drop_collection(self, stmt: ast.DropCollection, params: list[Any]) -> Result:
+        meta = self.tenant.state.catalog.get(stmt.name)
+        if meta is None or (meta.dropped_ms is not None and not stmt.purge):
+            if stmt.if_exists:
+                return Result(None, [], "DROP COLLECTION", [f'collection "{stmt.name}" does not exist, skipping'])
+            raise UndefinedTable(f'collection "{stmt.name}" does not exist')
+        action = "purge_collection" if stmt.purge else "drop_collection"
+        await self.tenant.commit_catalog(action, {"name": stmt.name})
+        return Result(None, [], "DROP COLLECTION")
+
+    async def _undrop_collection(self, stmt: ast.UndropCollection, params: list[Any]) -> Result:
+        meta = self.tenant.state.catalog.get(stmt.name)
+        if meta is None or meta.dropped_ms is None:
+            raise UndefinedTable(f'no dropped collection "{stmt.name}" to undrop')
+        await self.tenant.commit_catalog("undrop_collection", {"name": stmt.name})
+        return Result(None, [], "UNDROP COLLECTION")
+
+    async def _show_collections(self, stmt: ast.ShowCollections, params: list[Any]) -> Result:
+        st = self.tenant.state
+        rows = [(m.name, st.engines[m.name].engine, len(st.engines[m.name]),
+                 st.engines[m.name].size_bytes) for m in st.active()]
+        return Result(self.describe(stmt, []), rows, f"SHOW {len(rows)}")
+
+    async def _describe_collection(self, stmt: ast.DescribeCollection, params: list[Any]) -> Result:
+        engine = self._collection(stmt.name)
+        rows = [(f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field) for f in engine.fields()]
+        return Result(self.describe(stmt, []), rows, f"DESCRIBE {len(rows)}")
+
+    # -- tenants, users --
+
+    async def _create_tenant(self, stmt: ast.CreateTenant, params: list[Any]) -> Result:
+        self._require_superuser("create tenants")
+        await self.manager.create_tenant(stmt.name)
+        return Result(None, [], "CREATE TENANT")
+
+    async def _drop_tenant(self, stmt: ast.DropTenant, params: list[Any]) -> Result:
+        self._require_superuser("drop tenants")
+        await self.manager.drop_tenant(stmt.name)
+        return Result(None, [], "DROP TENANT")
+
+    async def _purge_tenant(self, stmt: ast.PurgeTenant, params: list[Any]) -> Result:
+        self._require_superuser("purge tenants")
+        done = await self.manager.purge_tenant(stmt.name)
+        notices = [] if done else [f'tenant "{stmt.name}" does not exist; nothing to purge']
+        return Result(None, [], "PURGE TENANT", notices)
+
+    async def _show_tenants(self, stmt: ast.ShowTenants, params: list[Any]) -> Result:
+        self._require_superuser("list tenants")
+        rows = []
+        for name, info in sorted(self.manager.system.tenants.items(), key=lambda kv: kv[1]["id"]):
+            tenant = self.manager.tenants.get(name)
+            if tenant is None or info["status"] != "active":
+                continue
+            active = tenant.state.active()
+            size = sum(tenant.state.engines[m.name].size_bytes for m in active)
+            rows.append((name, info["id"], len(active), size))
+        return Result(self.describe(stmt, []), rows, f"SHOW {len(rows)}")
+
+    async def _create_user(self, stmt: ast.CreateUser, params: list[Any]) -> Result:
+        self._require_superuser("create users")
+        await self.manager.create_user(stmt.name, stmt.password, stmt.tenant or self.tenant.name, False)
+        return Result(None, [], "CREATE ROLE")
+
+    async def _drop_user(self, stmt: ast.DropUser, params: list[Any]) -> Result:
+        self._require_superuser("drop users")
+        await self.manager.drop_user(stmt.name)
+        return Result(None, [], "DROP ROLE")
+
+    async def _grant(self, stmt: ast.Grant, params: list[Any]) -> Result:
+        self._require_superuser("grant privileges")
+        await self.manager.grant(stmt.privilege, stmt.tenant, stmt.user)
+        return Result(None, [], "GRANT")
+
+    # -- settings, maintenance --
+
+    async def _set(self, stmt: ast.SetVar, params: list[Any]) -> Result:
+        name = stmt.name.lower()
+        value = stmt.value
+        if name == "client_encoding" and value is not None:
+            if value.strip("'\"").upper().replace("-", "").replace("_", "") not in ("UTF8", "UNICODE"):
+                raise DBError(f'invalid value for parameter "client_encoding": "{value}"',
+                              sqlstate="22023")
+            value = "UTF8"
+        if name in ("server_version", "server_encoding", "is_superuser", "integer_datetimes"):
+            raise DBError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+        if name == "statement_timeout" and value is not None:
+            try:
+                int(value.rstrip("ms").strip())
+            except ValueError:
+                raise DBError(f'invalid value for parameter "statement_timeout": "{value}"',
+                              sqlstate="22023") from None
+        default = {"statement_timeout": str(self.manager.cfg["limits.statement_timeout_ms"])}
+        self.settings[name] = value if value is not None else default.get(name, "")
+        status = {}
+        reportable = {"client_encoding": "client_encoding", "datestyle": "DateStyle",
+                      "timezone": "TimeZone", "application_name": "application_name",
+                      "intervalstyle": "IntervalStyle"}
+        if name in reportable:
+            status[reportable[name]] = self.settings[name]
+        return Result(None, [], "SET", parameter_status=status)
+
+    async def _show(self, stmt: ast.Show, params: list[Any]) -> Result:
+        if stmt.name == "all":
+            rows = [(k, v, "") for k, v in sorted(self.settings.items())]
+            return Result(self.describe(stmt, []), rows, f"SHOW {len(rows)}")
+        key = stmt.name.replace(" ", "")
+        if key not in self.settings:
+            raise UndefinedObject(f'unrecognized configuration parameter "{stmt.name}"')
+        return Result(self.describe(stmt, []), [(self.settings[key],)], "SHOW")
+
+    async def _checkpoint(self, stmt: ast.Checkpoint, params: list[Any]) -> Result:
+        if self.user["superuser"]:
+            await self.manager.checkpoint_all()
+        else:
+            await self.tenant.checkpoint()
+        return Result(None, [], "CHECKPOINT")
+
+    async def _empty(self, stmt: ast.Empty, params: list[Any]) -> Result:
+        return Result(None, [], "")
+
+    # -- system views --
+
+    def _visible_tenants(self) -> list[Tenant]:
+        if self.user["superuser"]:
+            return list(self.manager.tenants.values())
+        return [self.tenant]
+
+    def _system_view(self, name: str, rows: bool) -> tuple[list[Column], list[Row]]:
+        view = name.split(".", 1)[1]
+        if view == "wal":
+            cols = [("tenant", t.TEXT), ("segment", t.TEXT), ("first_lsn", t.INT8),
+                    ("last_lsn", t.INT8), ("bytes", t.INT8), ("archived", t.BOOL)]
+            out = []
+            if rows:
+                for tenant in self._visible_tenants():
+                    wal = tenant.store.wal
+                    for seg in (wal.segments if wal else []):
+                        out.append({"tenant": tenant.name, "segment": seg.path.name,
+                                    "first_lsn": seg.first_lsn, "last_lsn": seg.last_lsn,
+                                    "bytes": seg.bytes, "archived": False})
+            return cols, out
+        if view == "checkpoints":
+            cols = [("tenant", t.TEXT), ("lsn", t.INT8), ("at", t.TIMESTAMPTZ), ("files", t.INT8),
+                    ("bytes", t.INT8)]
+            out = []
+            if rows:
+                for tenant in self._visible_tenants():
+                    store = tenant.store
+                    for path in checkpoint_dirs(store.checkpoint_dir):
+                        try:
+                            info = read_info(path, store.aead, store.tenant_id)
+                        except Exception:
+                            continue
+                        out.append({"tenant": tenant.name, "lsn": info.lsn,
+                                    "at": dt.datetime.fromtimestamp(info.created_ms / 1000, dt.UTC),
+                                    "files": info.files, "bytes": info.bytes})
+            return cols, out
+        raise UndefinedTable(f'system view "{name}" does not exist')
+
+
+def _hashable(v: Any) -> Any:
+    return t.to_json(v) if isinstance(v, dict | list) else v
+
+
+def _int_clause(e: Expr | None, ctx: Ctx, what: str) -> int | None:
+    if e is None:
+        return None
+    v = e.eval({}, ctx)
+    if v is None:
+        return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be an integer") from None
+    if n < 0:
+        raise DataError(f"{what} must not be negative", sqlstate="2201W" if what == "LIMIT" else "2201X")
+    return n
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def uuid7() -> uuid.UUID:
+    """A UUID version 7 (RFC 9562): 48-bit Unix ms timestamp, then random bits."""
+    ms = int(time.time() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 66) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
+
+
+def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, Expr]]]:
+    """All expressions of a statement, and (field, expression) pairs stored into fields."""
+    if isinstance(stmt, ast.Explain):
+        return _statement_exprs(stmt.statement)
+    if isinstance(stmt, ast.Select):
+        exprs = [it.expr for it in stmt.items] + list(stmt.group_by)
+        exprs += [o.expr for o in stmt.order_by if o.expr is not None]
+        exprs += [e for e in (stmt.where, stmt.limit, stmt.offset) if e is not None]
+        return exprs, []
+    if isinstance(stmt, ast.Insert):
+        pairs = [p for row in stmt.rows for p in row]
+        if stmt.on_conflict is not None:
+            pairs += stmt.on_conflict.assignments
+        return [e for _, e in pairs], pairs
+    if isinstance(stmt, ast.Update):
+        exprs = [e for _, e in stmt.assignments] + ([stmt.where] if stmt.where else [])
+        return exprs, list(stmt.assignments)
+    if isinstance(stmt, ast.Delete):
+        return ([stmt.where] if stmt.where else []), []
+    return [], []
+
+
+_HANDLERS: dict[type, Callable[..., Any]] = {
+    ast.Select: Session._select, ast.Insert: Session._insert, ast.Update: Session._update,
+    ast.Delete: Session._delete, ast.Begin: Session._begin, ast.Commit: Session._commit,
+    ast.Rollback: Session._rollback, ast.Explain: Session._explain,
+    ast.CreateCollection: Session._create_collection, ast.DropCollection: Session._drop_collection,
+    ast.UndropCollection: Session._undrop_collection, ast.ShowCollections: Session._show_collections,
+    ast.DescribeCollection: Session._describe_collection, ast.CreateTenant: Session._create_tenant,
+    ast.DropTenant: Session._drop_tenant, ast.PurgeTenant: Session._purge_tenant,
+    ast.ShowTenants: Session._show_tenants, ast.CreateUser: Session._create_user,
+    ast.DropUser: Session._drop_user, ast.Grant: Session._grant, ast.SetVar: Session._set,
+    ast.Show: Session._show, ast.Checkpoint: Session._checkpoint, ast.Empty: Session._empty,
+}

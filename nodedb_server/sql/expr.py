@@ -1,0 +1,644 @@
+"""Expressions: a small tree evaluated against a row, built from sqlglot's tree.
+
+Comparison follows PostgreSQL where schemaless data lets it: NULL compares
+as unknown (None), and an untyped text value (a parameter sent as text, as
+pg8000 does) compared with a number is read as that number, like an
+``unknown`` literal in PostgreSQL takes the type of the other side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from nodedb_server.errors import (
+    DataError,
+    FeatureNotSupported,
+    InvalidTextRepresentation,
+    SyntaxError_,
+    UndefinedFunction,
+)
+from nodedb_server.pgwire import types as t
+
+
+@dataclass
+class Ctx:
+    """What an expression may read besides the row."""
+
+    params: list[Any] = field(default_factory=list)
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    funcs: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    aggs: dict[int, Any] | None = None
+    excluded: dict[str, Any] | None = None
+
+
+class Expr:
+    oid_hint: int = t.TEXT
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        raise NotImplementedError
+
+    def children(self) -> list[Expr]:
+        return []
+
+    def walk(self) -> list[Expr]:
+        out: list[Expr] = [self]
+        for c in self.children():
+            out += c.walk()
+        return out
+
+
+@dataclass(eq=False)
+class Const(Expr):
+    value: Any
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return self.value
+
+
+@dataclass(eq=False)
+class Param(Expr):
+    index: int  # zero-based
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        try:
+            return ctx.params[self.index]
+        except IndexError:
+            raise SyntaxError_(f"there is no parameter ${self.index + 1}") from None
+
+
+@dataclass(eq=False)
+class Field(Expr):
+    name: str
+    table: str | None = None
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        if self.table == "excluded" and ctx.excluded is not None:
+            return ctx.excluded.get(self.name)
+        return row.get(self.name)
+
+
+def _num(v: Any) -> Any:
+    """Read untyped text as a number when it compares with or adds to one."""
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                raise InvalidTextRepresentation(f'invalid input syntax for a number: "{v[:40]}"') from None
+    return v
+
+
+def _align(a: Any, b: Any) -> tuple[Any, Any]:
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        return a, b
+    if isinstance(a, str) and isinstance(b, int | float | decimal.Decimal) and not isinstance(b, bool):
+        return _num(a), b
+    if isinstance(b, str) and isinstance(a, int | float | decimal.Decimal) and not isinstance(a, bool):
+        return a, _num(b)
+    if isinstance(a, bool) and isinstance(b, str):
+        return a, t.parse_bool(b)
+    if isinstance(b, bool) and isinstance(a, str):
+        return t.parse_bool(a), b
+    if isinstance(a, dt.datetime) and isinstance(b, str):
+        return a, t.parse_timestamp(b)
+    if isinstance(b, dt.datetime) and isinstance(a, str):
+        return t.parse_timestamp(a), b
+    return a, b
+
+
+def compare(op: str, a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    a, b = _align(a, b)
+    try:
+        if op == "=":
+            return bool(a == b)
+        if op == "<>":
+            return bool(a != b)
+        if op == "<":
+            return bool(a < b)
+        if op == "<=":
+            return bool(a <= b)
+        if op == ">":
+            return bool(a > b)
+        if op == ">=":
+            return bool(a >= b)
+    except TypeError:
+        if op in ("=", "<>"):
+            return op == "<>"
+        raise DataError(f"cannot compare {type(a).__name__} with {type(b).__name__}") from None
+    raise AssertionError(op)
+
+
+@dataclass(eq=False)
+class Cmp(Expr):
+    op: str
+    left: Expr
+    right: Expr
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return compare(self.op, self.left.eval(row, ctx), self.right.eval(row, ctx))
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+
+@dataclass(eq=False)
+class And(Expr):
+    left: Expr
+    right: Expr
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        a = self.left.eval(row, ctx)
+        if a is False:
+            return False
+        b = self.right.eval(row, ctx)
+        if b is False:
+            return False
+        return None if a is None or b is None else True
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+
+@dataclass(eq=False)
+class Or(Expr):
+    left: Expr
+    right: Expr
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        a = self.left.eval(row, ctx)
+        if a is True:
+            return True
+        b = self.right.eval(row, ctx)
+        if b is True:
+            return True
+        return None if a is None or b is None else False
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+
+@dataclass(eq=False)
+class Not(Expr):
+    inner: Expr
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        v = self.inner.eval(row, ctx)
+        return None if v is None else not v
+
+    def children(self) -> list[Expr]:
+        return [self.inner]
+
+
+@dataclass(eq=False)
+class In(Expr):
+    inner: Expr
+    items: list[Expr]
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        v = self.inner.eval(row, ctx)
+        if v is None:
+            return None
+        saw_null = False
+        for item in self.items:
+            r = compare("=", v, item.eval(row, ctx))
+            if r:
+                return True
+            saw_null = saw_null or r is None
+        return None if saw_null else False
+
+    def children(self) -> list[Expr]:
+        return [self.inner, *self.items]
+
+
+def like_regex(pattern: str, case_insensitive: bool) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.S | (re.I if case_insensitive else 0))
+
+
+@dataclass(eq=False)
+class Like(Expr):
+    inner: Expr
+    pattern: Expr
+    ilike: bool = False
+    oid_hint = t.BOOL
+    _cache: dict[str, re.Pattern[str]] = field(default_factory=dict)
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        v = self.inner.eval(row, ctx)
+        p = self.pattern.eval(row, ctx)
+        if v is None or p is None:
+            return None
+        rx = self._cache.get(p)
+        if rx is None:
+            rx = self._cache[p] = like_regex(str(p), self.ilike)
+        return rx.fullmatch(v if isinstance(v, str) else str(v)) is not None
+
+    def children(self) -> list[Expr]:
+        return [self.inner, self.pattern]
+
+
+@dataclass(eq=False)
+class IsNull(Expr):
+    inner: Expr
+    oid_hint = t.BOOL
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return self.inner.eval(row, ctx) is None
+
+    def children(self) -> list[Expr]:
+        return [self.inner]
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    if op == "||":
+        return f"{t.encode_text(t.TEXT, a)}{t.encode_text(t.TEXT, b)}"
+    if isinstance(a, dt.datetime) or isinstance(b, dt.datetime):
+        if op == "+" and isinstance(b, dt.timedelta):
+            return a + b
+        if op == "-" and isinstance(b, dt.timedelta | dt.datetime):
+            return a - b
+        raise DataError("unsupported timestamp arithmetic")
+    a, b = _num(a), _num(b)
+    if isinstance(a, bool) or isinstance(b, bool) or not all(
+        isinstance(x, int | float | decimal.Decimal) for x in (a, b)
+    ):
+        raise DataError(f"operator {op} needs numbers")
+    try:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            if isinstance(a, int) and isinstance(b, int):
+                q = abs(a) // abs(b)
+                return q if (a >= 0) == (b >= 0) else -q
+            return a / b
+        if op == "%":
+            return a - b * int(a / b) if isinstance(a, int) and isinstance(b, int) else a % b
+    except ZeroDivisionError:
+        raise DataError("division by zero", sqlstate="22012") from None
+    raise AssertionError(op)
+
+
+@dataclass(eq=False)
+class Arith(Expr):
+    op: str
+    left: Expr
+    right: Expr
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return _arith(self.op, self.left.eval(row, ctx), self.right.eval(row, ctx))
+
+    def children(self) -> list[Expr]:
+        return [self.left, self.right]
+
+
+@dataclass(eq=False)
+class Neg(Expr):
+    inner: Expr
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        v = _num(self.inner.eval(row, ctx))
+        return None if v is None else -v
+
+    def children(self) -> list[Expr]:
+        return [self.inner]
+
+
+def cast_value(v: Any, oid: int) -> Any:
+    """Convert a value to a type, as ``CAST`` does; bad text is 22P02."""
+    if v is None:
+        return None
+    if oid in t.TEXTLIKE:
+        return v if isinstance(v, str) else t.encode_text(t.TEXT, v)
+    if isinstance(v, str):
+        return t.decode_text(oid, v)
+    try:
+        if oid in (t.INT8, t.INT4, t.INT2):
+            return int(round(v)) if isinstance(v, float) else int(v)
+        if oid in (t.FLOAT8, t.FLOAT4):
+            return float(v)
+        if oid == t.NUMERIC:
+            return t.numeric_value(decimal.Decimal(str(v)))
+        if oid == t.BOOL:
+            return bool(v)
+    except (TypeError, ValueError):
+        raise DataError(f"cannot cast {type(v).__name__} to {t.TYPE_NAMES.get(oid, oid)}") from None
+    return v
+
+
+INTERVAL = -1  # a cast target that is not a wire type
+
+
+def parse_interval(s: str) -> dt.timedelta:
+    units = {"microsecond": 1e-6, "millisecond": 1e-3, "second": 1, "sec": 1, "minute": 60,
+             "min": 60, "hour": 3600, "day": 86400, "week": 604800}
+    total = 0.0
+    found = False
+    for num, unit in re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)", s.lower()):
+        u = unit[:-1] if unit.endswith("s") and unit[:-1] in units else unit
+        if u not in units:
+            raise InvalidTextRepresentation(f'invalid input syntax for type interval: "{s[:40]}"')
+        total += float(num) * units[u]
+        found = True
+    if not found:
+        raise InvalidTextRepresentation(f'invalid input syntax for type interval: "{s[:40]}"')
+    return dt.timedelta(seconds=total)
+
+
+@dataclass(eq=False)
+class Cast(Expr):
+    inner: Expr
+    oid: int
+
+    def __post_init__(self) -> None:
+        self.oid_hint = t.TEXT if self.oid == INTERVAL else self.oid
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        v = self.inner.eval(row, ctx)
+        if self.oid == INTERVAL:
+            return v if isinstance(v, dt.timedelta) or v is None else parse_interval(str(v))
+        return cast_value(v, self.oid)
+
+    def children(self) -> list[Expr]:
+        return [self.inner]
+
+
+@dataclass(eq=False)
+class ArrayExpr(Expr):
+    items: list[Expr]
+    oid_hint = t.JSONB
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return [i.eval(row, ctx) for i in self.items]
+
+    def children(self) -> list[Expr]:
+        return list(self.items)
+
+
+@dataclass(eq=False)
+class ObjectExpr(Expr):
+    fields: list[tuple[str, Expr]]
+    oid_hint = t.JSONB
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        return {k: v.eval(row, ctx) for k, v in self.fields}
+
+    def children(self) -> list[Expr]:
+        return [v for _, v in self.fields]
+
+
+def doc_get(value: Any, path: Any) -> Any:
+    """``doc_get(field, '$.a.b[0]')``: walk a JSON path into a nested value."""
+    if value is None or path is None:
+        return None
+    steps = re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", str(path).removeprefix("$"))
+    for key, index in steps:
+        if key and isinstance(value, dict):
+            value = value.get(key)
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+# name -> (result OID, argument count or None for any, implementation)
+SCALAR_FUNCS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
+    "doc_get": (t.TEXT, 2, lambda v, p: _textual(doc_get(v, p))),
+    "lower": (t.TEXT, 1, lambda v: None if v is None else str(v).lower()),
+    "upper": (t.TEXT, 1, lambda v: None if v is None else str(v).upper()),
+    "length": (t.INT4, 1, lambda v: None if v is None else len(v)),
+    "abs": (t.FLOAT8, 1, lambda v: None if v is None else abs(_num(v))),
+    "coalesce": (t.TEXT, None, lambda *vs: next((v for v in vs if v is not None), None)),
+}
+
+
+def _textual(v: Any) -> Any:
+    return v if v is None or isinstance(v, str) else t.to_json(v)
+
+
+@dataclass(eq=False)
+class Func(Expr):
+    name: str
+    args: list[Expr]
+
+    def __post_init__(self) -> None:
+        spec = SCALAR_FUNCS.get(self.name)
+        if spec is not None:
+            self.oid_hint = spec[0]
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        spec = SCALAR_FUNCS.get(self.name)
+        if spec is not None:
+            return spec[2](*(a.eval(row, ctx) for a in self.args))
+        session_fn = ctx.funcs.get(self.name)
+        if session_fn is None:
+            raise UndefinedFunction(f"function {self.name}() does not exist")
+        return session_fn()
+
+    def children(self) -> list[Expr]:
+        return list(self.args)
+
+
+# Functions answered by the session, with their result types.
+SESSION_FUNCS = {
+    "version": t.TEXT, "current_database": t.TEXT, "current_user": t.NAME, "session_user": t.NAME,
+    "current_schema": t.NAME, "now": t.TIMESTAMPTZ, "current_timestamp": t.TIMESTAMPTZ,
+    "current_lsn": t.INT8, "pg_backend_pid": t.INT4,
+}
+
+
+AGGREGATES = frozenset({"count", "sum", "avg", "min", "max"})
+
+
+@dataclass(eq=False)
+class Agg(Expr):
+    name: str
+    arg: Expr | None  # None for COUNT(*)
+    distinct: bool = False
+
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        if ctx.aggs is None:
+            raise SyntaxError_(f"aggregate {self.name}() is not allowed here", sqlstate="42803")
+        return ctx.aggs[id(self)]
+
+    def children(self) -> list[Expr]:
+        return [self.arg] if self.arg is not None else []
+
+    def compute(self, rows: list[dict[str, Any]], ctx: Ctx) -> Any:
+        if self.arg is None:
+            return len(rows)
+        values = [v for v in (self.arg.eval(r, ctx) for r in rows) if v is not None]
+        if self.distinct:
+            seen: list[Any] = []
+            for v in values:
+                if v not in seen:
+                    seen.append(v)
+            values = seen
+        if self.name == "count":
+            return len(values)
+        if not values:
+            return None
+        if self.name in ("min", "max"):
+            try:
+                return min(values) if self.name == "min" else max(values)
+            except TypeError:
+                raise DataError(f"{self.name}() over values of different types") from None
+        nums = [_num(v) for v in values]
+        if any(isinstance(v, bool) or not isinstance(v, int | float | decimal.Decimal) for v in nums):
+            raise DataError(f"{self.name}() needs numbers")
+        total = sum(nums)
+        return total if self.name == "sum" else float(total) / len(nums)
+
+
+@dataclass(eq=False)
+class Star(Expr):
+    def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
+        raise SyntaxError_("* is not allowed here")
+
+
+# ---- from sqlglot ------------------------------------------------------------------------
+
+_CMP = {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+_ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%", exp.DPipe: "||"}
+_NAMED_FUNCS = {
+    exp.CurrentDatabase: "current_database", exp.CurrentUser: "current_user",
+    exp.CurrentVersion: "version", exp.CurrentTimestamp: "now", exp.SessionUser: "session_user",
+    exp.CurrentSchema: "current_schema", exp.Lower: "lower", exp.Upper: "upper",
+    exp.Length: "length", exp.Abs: "abs", exp.Coalesce: "coalesce",
+}
+_AGG_CLASSES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
+
+
+def cast_oid(dtype: exp.DataType) -> int:
+    name = dtype.sql("postgres").lower()
+    base = re.sub(r"\(.*\)", "", name).strip()
+    if base == "interval":
+        return INTERVAL
+    if base.endswith("[]"):
+        elem = t.CAST_NAMES.get(base[:-2].strip())
+        arrays = {v: k for k, v in t.ARRAY_ELEMENT.items()}
+        if elem in arrays:
+            return arrays[elem]
+    oid = t.CAST_NAMES.get(base)
+    if oid is None:
+        raise FeatureNotSupported(f"type {base} is not supported")
+    return oid
+
+
+def from_sqlglot(node: exp.Expression) -> Expr:
+    cls = type(node)
+    if cls is exp.Paren:
+        return from_sqlglot(node.this)
+    if cls is exp.Literal:
+        if node.is_string:
+            return Const(node.this)
+        text = node.this
+        try:
+            return Const(int(text))
+        except ValueError:
+            return Const(float(text))
+    if cls is exp.Null:
+        return Const(None)
+    if cls is exp.Boolean:
+        return Const(bool(node.this))
+    if cls is exp.Parameter or cls is exp.Placeholder:
+        inner = node.this
+        text = inner.this if isinstance(inner, exp.Expression) else str(inner)
+        if not str(text).isdigit() or int(text) < 1:
+            raise SyntaxError_(f"bad parameter reference {node.sql()}")
+        return Param(int(text) - 1)
+    if cls is exp.Column:
+        if isinstance(node.this, exp.Star):
+            return Star()
+        return Field(node.name, node.table or None)
+    if cls is exp.Star:
+        return Star()
+    if cls in _CMP:
+        return Cmp(_CMP[cls], from_sqlglot(node.this), from_sqlglot(node.expression))
+    if cls in _ARITH:
+        return Arith(_ARITH[cls], from_sqlglot(node.this), from_sqlglot(node.expression))
+    if cls is exp.And:
+        return And(from_sqlglot(node.this), from_sqlglot(node.expression))
+    if cls is exp.Or:
+        return Or(from_sqlglot(node.this), from_sqlglot(node.expression))
+    if cls is exp.Not:
+        return Not(from_sqlglot(node.this))
+    if cls is exp.Neg:
+        inner = from_sqlglot(node.this)
+        if isinstance(inner, Const) and isinstance(inner.value, int | float):
+            return Const(-inner.value)
+        return Neg(inner)
+    if cls is exp.In:
+        if node.args.get("query") is not None:
+            raise FeatureNotSupported("IN (SELECT ...) is not supported")
+        return In(from_sqlglot(node.this), [from_sqlglot(e) for e in node.expressions])
+    if cls in (exp.Like, exp.ILike):
+        e: Expr = Like(from_sqlglot(node.this), from_sqlglot(node.expression), cls is exp.ILike)
+        return Not(e) if node.args.get("negate") else e
+    if cls is exp.Is:
+        if not isinstance(node.expression, exp.Null):
+            raise FeatureNotSupported("only IS [NOT] NULL is supported")
+        return IsNull(from_sqlglot(node.this))
+    if cls is exp.Between:
+        inner = from_sqlglot(node.this)
+        return And(Cmp(">=", inner, from_sqlglot(node.args["low"])),
+                   Cmp("<=", inner, from_sqlglot(node.args["high"])))
+    if cls in (exp.Cast, exp.TryCast):
+        return Cast(from_sqlglot(node.this), cast_oid(node.to))
+    if cls is exp.Array:
+        return ArrayExpr([from_sqlglot(e) for e in node.expressions])
+    if cls is exp.Interval:
+        return Cast(Const(f"{node.this.name} {node.unit.name if node.unit else ''}"), INTERVAL)
+    if cls in _AGG_CLASSES:
+        arg = node.this
+        distinct = isinstance(arg, exp.Distinct)
+        if distinct:
+            arg = arg.expressions[0]
+        if isinstance(arg, exp.Star) or arg is None:
+            return Agg(_AGG_CLASSES[cls], None)
+        return Agg(_AGG_CLASSES[cls], from_sqlglot(arg), distinct)
+    if cls in _NAMED_FUNCS:
+        args = [from_sqlglot(a) for a in node.iter_expressions()]
+        return Func(_NAMED_FUNCS[cls], args)
+    if cls is exp.Anonymous:
+        name = str(node.this).lower()
+        if name in AGGREGATES:
+            raise SyntaxError_(f"bad use of aggregate {name}()")
+        if name not in SCALAR_FUNCS and name not in SESSION_FUNCS:
+            raise UndefinedFunction(f"function {name}() does not exist")
+        return Func(name, [from_sqlglot(a) for a in node.expressions])
+    if isinstance(node, exp.Func):
+        raise UndefinedFunction(f"function {node.sql_name().lower()}() is not supported")
+    raise FeatureNotSupported(f"expression {node.sql('postgres')[:60]!r} is not supported")

@@ -1,0 +1,440 @@
+"""A small parser for NodeDB's own statements, which no SQL grammar knows:
+CREATE COLLECTION .. TYPE KEY_VALUE (..), object-literal INSERT/UPSERT, tenants,
+users, grants, SHOW/DESCRIBE, and the session statements (SET, BEGIN, ...).
+
+Standard SELECT/INSERT/UPDATE/DELETE go to sqlglot (sql/parse.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlglot
+import sqlglot.errors
+from sqlglot import exp
+
+from nodedb_server.errors import SyntaxError_
+from nodedb_server.sql import ast
+from nodedb_server.sql.expr import ArrayExpr, Const, Expr, Neg, ObjectExpr, Param, from_sqlglot
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+|--[^\n]*|/\*.*?\*/)
+  | (?P<string>(?:[eE])?'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")*")
+  | (?P<param>\$\d+)
+  | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<op>::|<=|>=|<>|!=|[{}\[\](),:;=.*+\-<>/%])
+    """,
+    re.X | re.S,
+)
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str  # ident | qident | string | number | param | op
+    text: str  # identifiers folded to lower case; strings unquoted
+    pos: int
+
+    def is_kw(self, *words: str) -> bool:
+        return self.kind == "ident" and self.text in words
+
+
+def tokenize(sql: str) -> list[Tok]:
+    out = []
+    pos = 0
+    while pos < len(sql):
+        mt = _TOKEN.match(sql, pos)
+        if mt is None:
+            raise SyntaxError_(f"syntax error at or near {sql[pos:pos + 10]!r}")
+        kind = mt.lastgroup or "ws"
+        raw = mt.group()
+        if kind != "ws":
+            if kind == "string":
+                text = raw[raw.index("'") + 1 : -1].replace("''", "'")
+            elif kind == "qident":
+                text = raw[1:-1].replace('""', '"')
+            elif kind == "ident":
+                text = raw.lower()
+            else:
+                text = raw
+            out.append(Tok(kind, text, pos))
+        pos = mt.end()
+    return out
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split on semicolons outside strings, quoted names and comments."""
+    parts, start = [], 0
+    pos = 0
+    while pos < len(sql):
+        mt = _TOKEN.match(sql, pos)
+        if mt is None:
+            pos += 1
+            continue
+        if mt.group() == ";":
+            parts.append(sql[start:pos])
+            start = mt.end()
+        pos = mt.end()
+    parts.append(sql[start:])
+    return [p for p in parts if p.strip()]
+
+
+class Parser:
+    def __init__(self, sql: str):
+        self.sql = sql
+        self.toks = tokenize(sql)
+        self.i = 0
+
+    # ---- token helpers ------------------------------------------------------------------
+
+    def peek(self, k: int = 0) -> Tok | None:
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else None
+
+    def error(self, what: str = "") -> SyntaxError_:
+        tok = self.peek()
+        near = f' at or near "{tok.text}"' if tok else " at end of input"
+        return SyntaxError_(f"syntax error{near}{': ' + what if what else ''}")
+
+    def take(self) -> Tok:
+        tok = self.peek()
+        if tok is None:
+            raise self.error()
+        self.i += 1
+        return tok
+
+    def accept(self, *words: str) -> bool:
+        tok = self.peek()
+        if tok is not None and (tok.is_kw(*words) or (tok.kind == "op" and tok.text in words)):
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, *words: str) -> None:
+        if not self.accept(*words):
+            raise self.error(f"expected {' or '.join(w.upper() for w in words)}")
+
+    def name(self) -> str:
+        tok = self.take()
+        if tok.kind not in ("ident", "qident"):
+            raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a name')
+        return tok.text
+
+    def string(self) -> str:
+        tok = self.take()
+        if tok.kind != "string":
+            raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a quoted string')
+        return tok.text
+
+    def end(self) -> None:
+        if self.peek() is not None:
+            raise self.error()
+
+    def rest(self) -> str:
+        tok = self.peek()
+        return "" if tok is None else self.sql[tok.pos :]
+
+    # ---- literals ------------------------------------------------------------------------
+
+    def value(self) -> Expr:
+        tok = self.take()
+        if tok.kind == "string":
+            return Const(tok.text)
+        if tok.kind == "number":
+            return Const(int(tok.text) if re.fullmatch(r"\d+", tok.text) else float(tok.text))
+        if tok.kind == "param":
+            return Param(int(tok.text[1:]) - 1)
+        if tok.kind == "op" and tok.text == "-":
+            inner = self.value()
+            if isinstance(inner, Const) and isinstance(inner.value, int | float):
+                return Const(-inner.value)
+            return Neg(inner)
+        if tok.kind == "op" and tok.text == "{":
+            return self._object()
+        if tok.kind == "op" and tok.text == "[":
+            return self._array()
+        if tok.is_kw("true", "false"):
+            return Const(tok.text == "true")
+        if tok.is_kw("null"):
+            return Const(None)
+        if tok.is_kw("array") and self.accept("["):
+            return self._array()
+        raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a value')
+
+    def _object(self) -> ObjectExpr:
+        fields: list[tuple[str, Expr]] = []
+        if self.accept("}"):
+            return ObjectExpr(fields)
+        while True:
+            tok = self.take()
+            if tok.kind not in ("ident", "qident", "string"):
+                raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a field name')
+            self.expect(":")
+            fields.append((tok.text, self.value()))
+            if self.accept("}"):
+                return ObjectExpr(fields)
+            self.expect(",")
+
+    def _array(self) -> ArrayExpr:
+        items: list[Expr] = []
+        if self.accept("]"):
+            return ArrayExpr(items)
+        while True:
+            items.append(self.value())
+            if self.accept("]"):
+                return ArrayExpr(items)
+            self.expect(",")
+
+
+# ---- statements ------------------------------------------------------------------------------
+
+_KV_TYPES = {"text": "text", "varchar": "text", "string": "text", "int": "int8", "int8": "int8",
+             "bigint": "int8", "integer": "int8", "int4": "int8", "float": "float8",
+             "float8": "float8", "double": "float8", "real": "float8", "bool": "bool",
+             "boolean": "bool", "bytea": "bytea", "bytes": "bytea", "timestamp": "timestamp",
+             "timestamptz": "timestamp", "json": "jsonb", "jsonb": "jsonb"}
+
+
+def parse_create(p: Parser) -> ast.Statement:
+    if p.accept("collection"):
+        if_not_exists = False
+        if p.accept("if"):
+            p.expect("not")
+            p.expect("exists")
+            if_not_exists = True
+        name = p.name()
+        engine, typed = "document", {}
+        if p.accept("type"):
+            kind = p.name()
+            if kind in ("key_value", "kv"):
+                engine = "kv"
+                typed = _kv_schema(p)
+            elif kind != "document":
+                raise SyntaxError_(f"collection type {kind.upper()} is not supported yet")
+        p.end()
+        return ast.CreateCollection(name, engine, typed, if_not_exists)
+    if p.accept("tenant"):
+        name = p.name()
+        p.end()
+        return ast.CreateTenant(name)
+    if p.accept("user", "role"):
+        name = p.name()
+        p.accept("with")
+        p.expect("password")
+        password = p.string()
+        tenant = p.name() if p.accept("tenant") else None
+        p.end()
+        return ast.CreateUser(name, password, tenant)
+    raise p.error("expected COLLECTION, TENANT or USER")
+
+
+def _kv_schema(p: Parser) -> dict[str, str]:
+    typed: dict[str, str] = {}
+    if not p.accept("("):
+        return typed
+    saw_key = False
+    while True:
+        col = p.name()
+        tname = p.name()
+        ktype = _KV_TYPES.get(tname)
+        if ktype is None:
+            raise SyntaxError_(f"type {tname} is not supported for a key-value field")
+        if p.accept("primary"):
+            p.expect("key")
+            if col != "key":
+                raise SyntaxError_("the primary key of a KEY_VALUE collection must be named key")
+            saw_key = True
+        elif col != "key":
+            typed[col] = ktype
+        if p.accept(")"):
+            break
+        p.expect(",")
+    if not saw_key:
+        raise SyntaxError_("a KEY_VALUE collection needs (key TEXT PRIMARY KEY)")
+    return typed
+
+
+def parse_drop(p: Parser) -> ast.Statement:
+    if p.accept("collection"):
+        if_exists = False
+        if p.accept("if"):
+            p.expect("exists")
+            if_exists = True
+        name = p.name()
+        purge = p.accept("purge")
+        p.end()
+        return ast.DropCollection(name, purge, if_exists)
+    if p.accept("tenant"):
+        name = p.name()
+        p.end()
+        return ast.DropTenant(name)
+    if p.accept("user", "role"):
+        name = p.name()
+        p.end()
+        return ast.DropUser(name)
+    raise p.error("expected COLLECTION, TENANT or USER")
+
+
+def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
+    """``INSERT INTO c { .. }`` or ``[ {..}, .. ]``, with an optional ON CONFLICT."""
+    name = p.name()
+    value = p.value()
+    objects = value.items if isinstance(value, ArrayExpr) else [value]
+    rows = []
+    for obj in objects:
+        if not isinstance(obj, ObjectExpr):
+            raise SyntaxError_("INSERT expects an object literal { field: value, ... }")
+        rows.append(list(obj.fields))
+    conflict = None
+    if p.accept("on"):
+        conflict = conflict_from_tail(p)
+    p.end()
+    return ast.Insert(name, rows, conflict, upsert, object_form=True)
+
+
+def conflict_from_tail(p: Parser) -> ast.OnConflict:
+    """``ON CONFLICT [(key)] DO NOTHING | DO UPDATE SET ..`` after ON was read."""
+    p.expect("conflict")
+    if p.accept("("):
+        while not p.accept(")"):
+            p.take()
+    p.expect("do")
+    if p.accept("nothing"):
+        return ast.OnConflict("nothing")
+    p.expect("update")
+    p.expect("set")
+    text = p.rest()
+    p.i = len(p.toks)
+    return ast.OnConflict("update", parse_assignments(text))
+
+
+def parse_assignments(text: str) -> list[tuple[str, Expr]]:
+    """The ``a = expr, b = expr`` list of an UPDATE SET, read by sqlglot."""
+    try:
+        tree = sqlglot.parse_one(f"UPDATE _t SET {text}", read="postgres")
+    except sqlglot.errors.ParseError as e:
+        raise SyntaxError_(f"syntax error in SET list: {_first_line(e)}") from None
+    return assignments(tree.expressions)
+
+
+def assignments(items: list[exp.Expression]) -> list[tuple[str, Expr]]:
+    out = []
+    for item in items:
+        if not isinstance(item, exp.EQ) or not isinstance(item.this, exp.Column):
+            raise SyntaxError_("SET expects field = expression")
+        out.append((item.this.name, from_sqlglot(item.expression)))
+    return out
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0][:200]
+
+
+def parse_show(p: Parser) -> ast.Statement:
+    if p.accept("collections"):
+        p.end()
+        return ast.ShowCollections()
+    if p.accept("tenants"):
+        p.end()
+        return ast.ShowTenants()
+    words = []
+    while p.peek() is not None:
+        words.append(p.take().text)
+    if not words:
+        raise p.error("expected a setting name")
+    return ast.Show(" ".join(words).lower())
+
+
+def parse_set(p: Parser) -> ast.Statement:
+    p.accept("session", "local")
+    if p.accept("time"):
+        p.expect("zone")
+        name = "timezone"
+    else:
+        name = p.name()
+        while p.accept("."):
+            name += "." + p.name()
+    if not p.accept("=", "to"):
+        raise p.error("expected = or TO")
+    raw = p.rest().strip()
+    if not raw:
+        raise p.error("expected a value")
+    if raw.lower() == "default":
+        return ast.SetVar(name, None)
+    value = ", ".join(
+        v.strip()[1:-1].replace("''", "'") if v.strip().startswith("'") else v.strip()
+        for v in re.split(r",(?=(?:[^']*'[^']*')*[^']*$)", raw)
+    )
+    return ast.SetVar(name, value)
+
+
+def parse_nodedb(sql: str) -> ast.Statement | None:
+    """The statement if it is one of NodeDB's own (or a session statement), else None."""
+    p = Parser(sql)
+    first = p.peek()
+    if first is None:
+        return ast.Empty()
+    if first.kind != "ident":
+        return None
+    word = first.text
+    p.take()
+    if word == "create" and p.peek() and p.peek().is_kw("collection", "tenant", "user", "role"):  # type: ignore[union-attr]
+        return parse_create(p)
+    if word == "drop" and p.peek() and p.peek().is_kw("collection", "tenant", "user", "role"):  # type: ignore[union-attr]
+        return parse_drop(p)
+    if word == "undrop":
+        p.expect("collection")
+        name = p.name()
+        p.end()
+        return ast.UndropCollection(name)
+    if word == "purge":
+        p.expect("tenant")
+        name = p.name()
+        if not p.accept("confirm"):
+            raise SyntaxError_("PURGE TENANT erases every byte of the tenant: add CONFIRM")
+        p.end()
+        return ast.PurgeTenant(name)
+    if word == "grant":
+        priv = p.name()
+        p.expect("on")
+        p.expect("tenant")
+        tenant = p.name()
+        p.expect("to")
+        user = p.name()
+        p.end()
+        if priv != "backup":
+            raise SyntaxError_(f"privilege {priv.upper()} is not known; try BACKUP")
+        return ast.Grant(priv, tenant, user)
+    if word in ("insert", "upsert") and p.accept("into"):
+        nxt = p.peek(1)
+        if nxt is not None and nxt.kind == "op" and nxt.text in "{[":
+            return parse_object_insert(p, upsert=word == "upsert")
+        return None
+    if word == "show":
+        return parse_show(p)
+    if word in ("describe", "desc"):
+        name = p.name()
+        p.end()
+        return ast.DescribeCollection(name)
+    if word == "set":
+        return parse_set(p)
+    if word == "reset":
+        name = p.name()
+        return ast.SetVar(name, None)
+    if word in ("begin", "start"):
+        if word == "start":
+            p.expect("transaction")
+        return ast.Begin()
+    if word in ("commit", "end"):
+        return ast.Commit()
+    if word in ("rollback", "abort"):
+        if p.accept("to"):
+            raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
+        return ast.Rollback()
+    if word == "checkpoint":
+        p.end()
+        return ast.Checkpoint()
+    return None

@@ -1,0 +1,194 @@
+"""From statement text to ``ast`` statements, cached by text.
+
+NodeDB's own statements go to nodedb_statements.py; standard SELECT, INSERT
+.. VALUES, UPDATE and DELETE go to sqlglot (PostgreSQL dialect) and its tree
+is turned into ours. The cache means a prepared or repeated statement is
+parsed once; parsed statements are immutable, so sessions share them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import sqlglot
+import sqlglot.errors
+from sqlglot import exp
+
+from nodedb_server.errors import FeatureNotSupported, SyntaxError_
+from nodedb_server.sql import ast
+from nodedb_server.sql.expr import Agg, Const, Expr, Field, Func, Star, from_sqlglot
+from nodedb_server.sql.nodedb_statements import (
+    _first_line,
+    assignments,
+    parse_nodedb,
+    split_statements,
+)
+
+CACHE_SIZE = 4096
+_cache: OrderedDict[str, list[ast.Statement]] = OrderedDict()
+
+
+def parse(sql: str) -> list[ast.Statement]:
+    """Every statement in ``sql`` (several may be separated by semicolons)."""
+    hit = _cache.get(sql)
+    if hit is not None:
+        _cache.move_to_end(sql)
+        return hit
+    statements = [parse_one(part) for part in split_statements(sql)] or [ast.Empty()]
+    _cache[sql] = statements
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return statements
+
+
+def parse_one(sql: str) -> ast.Statement:
+    stmt = parse_nodedb(sql)
+    if stmt is not None:
+        return stmt
+    head = sql.lstrip().split(None, 1)
+    word = head[0].lower() if head else ""
+    if word == "explain":
+        inner = parse_one(head[1] if len(head) > 1 else "")
+        if not isinstance(inner, ast.Select | ast.Update | ast.Delete):
+            raise SyntaxError_("EXPLAIN takes a SELECT, UPDATE or DELETE")
+        return ast.Explain(inner)
+    upsert = word == "upsert"
+    if upsert:
+        sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)
+        word = "insert"
+    if word not in ("select", "insert", "update", "delete", "with", "values", "table"):
+        raise SyntaxError_(f'syntax error at or near "{head[0] if head else ""}"'
+                           if word else "syntax error at end of input")
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except sqlglot.errors.ParseError as e:
+        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    except sqlglot.errors.TokenError as e:
+        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    if isinstance(tree, exp.Select):
+        return _select(tree)
+    if isinstance(tree, exp.Insert):
+        return _insert(tree, upsert)
+    if isinstance(tree, exp.Update):
+        return _update(tree)
+    if isinstance(tree, exp.Delete):
+        return ast.Delete(_table(tree.this), _where(tree))
+    raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
+
+
+def _table(node: exp.Expression | None) -> str:
+    if not isinstance(node, exp.Table):
+        raise FeatureNotSupported("only a single collection may be named here")
+    db = node.args.get("db")
+    return f"{db.name}.{node.name}" if db is not None else node.name
+
+
+def _where(tree: exp.Expression) -> Expr | None:
+    where = tree.args.get("where")
+    return from_sqlglot(where.this) if where is not None else None
+
+
+def _item_name(node: exp.Expression, expr: Expr) -> str:
+    if isinstance(node, exp.Alias):
+        return node.alias
+    if isinstance(expr, Field):
+        return expr.name
+    if isinstance(expr, Agg):
+        return expr.name
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Column):
+        return node.this.name
+    if isinstance(expr, Func):
+        return expr.name
+    return "?column?"
+
+
+def _select(tree: exp.Select) -> ast.Select:
+    for key in ("joins", "having", "windows", "distinct", "with"):
+        if tree.args.get(key):
+            raise FeatureNotSupported(f"SELECT with {key.upper()} is not supported")
+    source = None
+    frm = tree.args.get("from_") or tree.args.get("from")
+    if frm is not None:
+        source = _table(frm.this)
+    items: list[ast.SelectItem] = []
+    star = False
+    for node in tree.expressions:
+        inner = node.this if isinstance(node, exp.Alias) else node
+        expr = from_sqlglot(inner)
+        if isinstance(expr, Star):
+            star = True
+            items.append(ast.SelectItem(expr, "*"))
+            continue
+        items.append(ast.SelectItem(expr, _item_name(node, expr)))
+    group = tree.args.get("group")
+    group_by = [from_sqlglot(g) for g in group.expressions] if group is not None else []
+    order: list[ast.OrderItem] = []
+    order_node = tree.args.get("order")
+    if order_node is not None:
+        names = {it.name: i for i, it in enumerate(items)}
+        for o in order_node.expressions:
+            e = o.this
+            desc = bool(o.args.get("desc"))
+            if isinstance(e, exp.Literal) and not e.is_string:
+                pos = int(e.this) - 1
+                if not 0 <= pos < len(items):
+                    raise SyntaxError_(f"ORDER BY position {pos + 1} is not in select list",
+                                       sqlstate="42P10")
+                order.append(ast.OrderItem(None, pos, desc))
+            elif isinstance(e, exp.Column) and not e.table and e.name in names and not star:
+                order.append(ast.OrderItem(None, names[e.name], desc))
+            else:
+                order.append(ast.OrderItem(from_sqlglot(e), None, desc))
+    group_by = [_group_ref(g, items) for g in group_by]
+    limit = tree.args.get("limit")
+    offset = tree.args.get("offset")
+    return ast.Select(
+        items=items, star=star, source=source, where=_where(tree), group_by=group_by,
+        order_by=order,
+        limit=from_sqlglot(limit.expression) if limit is not None else None,
+        offset=from_sqlglot(offset.expression) if offset is not None else None,
+    )
+
+
+def _group_ref(g: Expr, items: list[ast.SelectItem]) -> Expr:
+    """GROUP BY 1 or GROUP BY alias names a select item."""
+    if isinstance(g, Const) and isinstance(g.value, int) and 1 <= g.value <= len(items):
+        return items[g.value - 1].expr
+    if isinstance(g, Field) and g.table is None:
+        for it in items:
+            if it.name == g.name and not isinstance(it.expr, Field | Star):
+                return it.expr
+    return g
+
+
+def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
+    schema = tree.this
+    if not isinstance(schema, exp.Schema):
+        raise SyntaxError_("INSERT needs a field list: INSERT INTO c (f, ..) VALUES (..)")
+    name = _table(schema.this)
+    cols = [c.name for c in schema.expressions]
+    values = tree.expression
+    if not isinstance(values, exp.Values):
+        raise FeatureNotSupported("INSERT .. SELECT is not supported")
+    rows = []
+    for tup in values.expressions:
+        exprs = [from_sqlglot(e) for e in tup.expressions]
+        if len(exprs) != len(cols):
+            raise SyntaxError_("INSERT has a different number of values than fields")
+        rows.append(list(zip(cols, exprs, strict=True)))
+    conflict = None
+    oc = tree.args.get("conflict")
+    if oc is not None:
+        action = str(oc.args.get("action") or "").upper()
+        if "NOTHING" in action:
+            conflict = ast.OnConflict("nothing")
+        else:
+            conflict = ast.OnConflict("update", assignments(oc.expressions))
+    return ast.Insert(name, rows, conflict, upsert)
+
+
+def _update(tree: exp.Update) -> ast.Update:
+    if tree.args.get("from") or tree.args.get("from_"):
+        raise FeatureNotSupported("UPDATE .. FROM is not supported")
+    return ast.Update(_table(tree.this), assignments(tree.expressions), _where(tree))

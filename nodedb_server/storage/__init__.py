@@ -1,0 +1,1 @@
+"""Durable storage: WAL with group commit, L1 checkpoint segments, crash recovery."""

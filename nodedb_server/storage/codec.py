@@ -1,0 +1,55 @@
+"""Value encoding for WAL payloads and L1 rows: msgpack with two extension types.
+
+  ext 1  timestamp: int64 big-endian microseconds since 1970-01-01 UTC
+  ext 2  numeric:   the decimal's canonical text, UTF-8
+
+Everything else (None, bool, int, float, str, bytes, list, dict) is plain
+msgpack. Maps keep insertion order, which the document engine relies on for
+the order of fields in ``SELECT *``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import struct
+from typing import Any
+
+import msgpack
+
+EXT_TIMESTAMP = 1
+EXT_NUMERIC = 2
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_Q = struct.Struct(">q")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, dt.datetime):
+        if obj.tzinfo is None:
+            obj = obj.replace(tzinfo=dt.UTC)
+        delta = obj - _EPOCH
+        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return msgpack.ExtType(EXT_TIMESTAMP, _Q.pack(micros))
+    if isinstance(obj, decimal.Decimal):
+        return msgpack.ExtType(EXT_NUMERIC, str(obj).encode())
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot store a value of type {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EXT_TIMESTAMP and len(data) == 8:
+        return _EPOCH + dt.timedelta(microseconds=_Q.unpack(data)[0])
+    if code == EXT_NUMERIC:
+        return decimal.Decimal(data.decode())
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(
+        data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
+    )

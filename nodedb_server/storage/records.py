@@ -1,0 +1,163 @@
+"""WAL segment and record layouts (also in docs/FORMATS.md; change both together).
+
+Segment header, 32 bytes, little-endian, at offset 0 of every ``*.wal`` file:
+
+    0      4      6      8          12         16                 24        28     32
+    +------+------+------+----------+----------+------------------+---------+------+
+    |magic |ver   |flags |tenant_id | epoch    | first_lsn        | crc32c  | zero |
+    |"NDWS"|u16=1 |u16=0 |u32       | u32 rand | u64              | of 0..24| u32  |
+    +------+------+------+----------+----------+------------------+---------+------+
+
+Record, a 40-byte header then ``payload_len`` bytes of payload:
+
+    0      4    5    6      8                16        20          24              32      36     40
+    +------+----+----+------+----------------+---------+-----------+---------------+-------+------+
+    |magic |ver |type|flags | lsn            |tenant_id|payload_len| commit_ms     |crc32c | zero |
+    |"NDWR"|u8=1|u8  |u16=0 | u64            |u32      |u32        | u64 wall clock|u32    | u32  |
+    +------+----+----+------+----------------+---------+-----------+---------------+-------+------+
+
+``crc32c`` covers header bytes 0..32 followed by the payload (the ciphertext),
+so bit rot is found without the key. The payload is AES-256-GCM
+ciphertext+tag of a msgpack body (storage/codec.py), under the tenant's WAL
+key, nonce = segment epoch (u32 LE) || lsn (u64 LE), associated data =
+header bytes 0..32. A fresh segment with a fresh random epoch is opened on
+every boot and after every write failure, so an LSN reused after a torn tail
+is truncated never reuses a nonce.
+
+Record types and bodies (msgpack):
+
+    1 DATA     [[op, collection, key, row, expires_ms], ...]   one atomic batch
+               op: 1 INSERT, 2 UPDATE (row = full new row), 3 DELETE (row = row as found)
+    2 CATALOG  [action, {args}]                                one catalog change
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import google_crc32c
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEGMENT_MAGIC = b"NDWS"
+RECORD_MAGIC = b"NDWR"
+FORMAT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("<4sHHIIQII")
+RECORD_HEADER = struct.Struct("<4sBBHQIIQII")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 40
+_CRC_SPAN = 32  # header bytes the CRC and the AEAD associated data cover
+GCM_TAG = 16
+# One record holds one transaction; 256 MiB bounds what a decoder allocates
+# for a header that claims more (a corrupt or hostile length).
+MAX_PAYLOAD = 256 * 1024 * 1024
+
+REC_DATA = 1
+REC_CATALOG = 2
+RECORD_TYPES = (REC_DATA, REC_CATALOG)
+
+OP_INSERT = 1
+OP_UPDATE = 2
+OP_DELETE = 3
+OP_NAMES = {OP_INSERT: "INSERT", OP_UPDATE: "UPDATE", OP_DELETE: "DELETE"}
+
+
+def crc32c(*parts: bytes | memoryview) -> int:
+    c = 0
+    for p in parts:
+        c = google_crc32c.extend(c, p)
+    return c
+
+
+class CorruptRecord(Exception):
+    """A record or segment that fails validation; the message says which check."""
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    tenant_id: int
+    epoch: int
+    first_lsn: int
+
+    def encode(self) -> bytes:
+        head = SEGMENT_HEADER.pack(
+            SEGMENT_MAGIC, FORMAT_VERSION, 0, self.tenant_id, self.epoch, self.first_lsn, 0, 0
+        )
+        crc = crc32c(head[:24])
+        return head[:24] + struct.pack("<II", crc, 0)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SegmentHeader:
+        if len(data) < SEGMENT_HEADER_SIZE:
+            raise CorruptRecord("segment header is truncated")
+        magic, ver, _flags, tenant_id, epoch, first_lsn, crc, _z = SEGMENT_HEADER.unpack_from(data)
+        if magic != SEGMENT_MAGIC:
+            raise CorruptRecord("segment header has a bad magic number")
+        if crc != crc32c(data[:24]):
+            raise CorruptRecord("segment header checksum mismatch")
+        if ver != FORMAT_VERSION:
+            raise CorruptRecord(f"segment format version {ver} is not supported")
+        return cls(tenant_id, epoch, first_lsn)
+
+
+@dataclass(frozen=True)
+class Record:
+    lsn: int
+    rtype: int
+    commit_ms: int
+    body: bytes  # plaintext msgpack
+
+
+def _nonce(epoch: int, lsn: int) -> bytes:
+    return struct.pack("<IQ", epoch, lsn)
+
+
+def seal_record(aead: AESGCM, epoch: int, tenant_id: int, rec: Record) -> bytes:
+    payload_len = len(rec.body) + GCM_TAG
+    head = RECORD_HEADER.pack(
+        RECORD_MAGIC, FORMAT_VERSION, rec.rtype, 0, rec.lsn, tenant_id, payload_len,
+        rec.commit_ms, 0, 0,
+    )[:_CRC_SPAN]
+    payload = aead.encrypt(_nonce(epoch, rec.lsn), rec.body, head)
+    crc = crc32c(head, payload)
+    return b"".join((head, struct.pack("<II", crc, 0), payload))
+
+
+@dataclass(frozen=True)
+class RecordHeader:
+    rtype: int
+    lsn: int
+    tenant_id: int
+    payload_len: int
+    commit_ms: int
+    crc: int
+    raw: bytes
+
+
+def parse_record_header(data: bytes | memoryview) -> RecordHeader:
+    """Check everything the header alone can tell before the payload is read."""
+    if len(data) < RECORD_HEADER_SIZE:
+        raise CorruptRecord("record header is truncated")
+    magic, ver, rtype, _fl, lsn, tenant_id, plen, commit_ms, crc, _z = RECORD_HEADER.unpack_from(data)
+    if magic != RECORD_MAGIC:
+        raise CorruptRecord("record has a bad magic number")
+    if ver != FORMAT_VERSION:
+        raise CorruptRecord(f"record format version {ver} is not supported")
+    if rtype not in RECORD_TYPES:
+        raise CorruptRecord(f"record type {rtype} is unknown")
+    if not GCM_TAG <= plen <= MAX_PAYLOAD:
+        raise CorruptRecord(f"record payload length {plen} is out of range")
+    return RecordHeader(rtype, lsn, tenant_id, plen, commit_ms, crc, bytes(data[:_CRC_SPAN]))
+
+
+def open_record(aead: AESGCM, epoch: int, head: RecordHeader, payload: bytes) -> Record:
+    if crc32c(head.raw, payload) != head.crc:
+        raise CorruptRecord(f"record at LSN {head.lsn} fails its CRC32C")
+    try:
+        body = aead.decrypt(_nonce(epoch, head.lsn), payload, head.raw)
+    except InvalidTag:
+        raise CorruptRecord(
+            f"record at LSN {head.lsn} fails authentication (wrong key or tampered)"
+        ) from None
+    return Record(head.lsn, head.rtype, head.commit_ms, body)

@@ -1,0 +1,381 @@
+"""The per-tenant write-ahead log: append with group commit, segment rotation, scan.
+
+Sessions call ``Wal.append`` on the event loop; it assigns the next LSN and
+queues the record. One writer task per WAL takes everything queued, seals it
+(AES-256-GCM) and writes it in one batch on a worker thread, fsyncs once,
+then resolves every waiting statement together: that is group commit. With
+``fsync = "always"`` nothing resolves before its fsync returned.
+
+A failed write or fsync is never retried on the same file: after the 2018
+PostgreSQL fsync discussion, a failed fsync means the page cache may have
+dropped the dirty pages, so a later fsync "succeeding" proves nothing. The
+WAL turns broken, every pending and later append fails, and the owner
+recovers from what is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.records import (
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    CorruptRecord,
+    Record,
+    SegmentHeader,
+    open_record,
+    parse_record_header,
+    seal_record,
+)
+
+log = logging.getLogger("nodedb.wal")
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:020d}.wal"
+
+
+def list_segments(wal_dir: Path) -> list[Path]:
+    """Segment files in LSN order (their names are the zero-padded first LSN)."""
+    if not wal_dir.exists():
+        return []
+    return sorted(p for p in wal_dir.iterdir() if p.suffix == ".wal" and p.stem.isdigit())
+
+
+class WalBroken(Exception):
+    """The WAL failed a write or fsync; the cause is the OSError."""
+
+    def __init__(self, cause: OSError):
+        super().__init__(str(cause))
+        self.cause = cause
+
+    @property
+    def disk_full(self) -> bool:
+        return self.cause.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass
+class SegmentInfo:
+    path: Path
+    first_lsn: int
+    last_lsn: int
+    bytes: int
+
+
+@dataclass
+class _Pending:
+    record: Record
+    future: asyncio.Future[int]
+
+
+@dataclass
+class ScanResult:
+    records: list[Record] = field(default_factory=list)
+    segments: list[SegmentInfo] = field(default_factory=list)
+    torn: str | None = None  # why the scan stopped early, if it did
+    torn_path: Path | None = None
+    torn_offset: int = 0
+    discarded_bytes: int = 0
+    later_segments: list[Path] = field(default_factory=list)
+
+
+def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> ScanResult:
+    """Read every valid record in LSN order; stop at the first damaged one.
+
+    Records at or below ``after_lsn`` are checked but not returned. Nothing is
+    changed on disk: ``repair_tail`` acts on the result.
+    """
+    out = ScanResult()
+    last_lsn = 0
+    segs = list_segments(wal_dir)
+    for i, path in enumerate(segs):
+        data = path.read_bytes()
+        try:
+            sh = SegmentHeader.decode(data)
+            if sh.tenant_id != tenant_id:
+                raise CorruptRecord(f"segment belongs to tenant {sh.tenant_id}")
+        except CorruptRecord as e:
+            out.torn, out.torn_path, out.torn_offset = str(e), path, 0
+            out.discarded_bytes = len(data)
+            out.later_segments = segs[i + 1 :]
+            return out
+        off = SEGMENT_HEADER_SIZE
+        seg = SegmentInfo(path, sh.first_lsn, sh.first_lsn - 1, len(data))
+        while off < len(data):
+            try:
+                head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
+                end = off + RECORD_HEADER_SIZE + head.payload_len
+                if end > len(data):
+                    raise CorruptRecord(f"record at LSN {head.lsn} is cut short")
+                if head.tenant_id != tenant_id:
+                    raise CorruptRecord(f"record at LSN {head.lsn} names another tenant")
+                if head.lsn <= last_lsn:
+                    raise CorruptRecord(f"record LSN {head.lsn} does not follow {last_lsn}")
+                rec = open_record(aead, sh.epoch, head, data[off + RECORD_HEADER_SIZE : end])
+            except CorruptRecord as e:
+                seg.bytes = off
+                out.segments.append(seg)
+                out.torn, out.torn_path, out.torn_offset = str(e), path, off
+                out.discarded_bytes = len(data) - off
+                out.later_segments = segs[i + 1 :]
+                return out
+            last_lsn = seg.last_lsn = rec.lsn
+            if rec.lsn > after_lsn:
+                out.records.append(rec)
+            off = end
+        out.segments.append(seg)
+    return out
+
+
+def repair_tail(fs: FileIO, wal_dir: Path, result: ScanResult, quarantine: Path) -> None:
+    """Truncate the torn tail found by ``scan``; move any later segments to quarantine."""
+    if result.torn_path is None:
+        return
+    if result.torn_offset == 0:
+        _quarantine(result.torn_path, quarantine)
+    else:
+        fs.truncate(result.torn_path, result.torn_offset)
+    for p in result.later_segments:
+        _quarantine(p, quarantine)
+    fs.fsync_dir(wal_dir)
+
+
+def _quarantine(path: Path, quarantine: Path) -> None:
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / f"{int(time.time() * 1000)}-{path.name}"
+    os.replace(path, target)
+    log.warning("moved damaged WAL file %s to %s", path.name, target)
+
+
+class Wal:
+    """The append side of one tenant's WAL. Create with ``Wal.open``."""
+
+    def __init__(
+        self,
+        wal_dir: Path,
+        tenant_id: int,
+        aead: AESGCM,
+        fs: FileIO,
+        *,
+        next_lsn: int,
+        segment_bytes: int,
+        fsync: str,
+        batch_ms: int,
+        segments: list[SegmentInfo],
+    ):
+        self.dir = wal_dir
+        self.tenant_id = tenant_id
+        self._aead = aead
+        self._fs = fs
+        self._segment_bytes = segment_bytes
+        self._fsync_mode = fsync
+        self._batch_s = batch_ms / 1000.0
+        self.next_lsn = next_lsn
+        self.durable_lsn = next_lsn - 1
+        self.segments = segments  # closed segments, oldest first, then the active one
+        self.broken: WalBroken | None = None
+        self.bytes_since_checkpoint = 0
+        self._fd = -1
+        self._epoch = 0
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._synced_at = time.monotonic()
+        self._unsynced = False
+
+    @classmethod
+    async def open(cls, wal_dir: Path, tenant_id: int, aead: AESGCM, fs: FileIO, *,
+                   next_lsn: int, segment_bytes: int, fsync: str, batch_ms: int,
+                   segments: list[SegmentInfo]) -> Wal:
+        wal = cls(wal_dir, tenant_id, aead, fs, next_lsn=next_lsn, segment_bytes=segment_bytes,
+                  fsync=fsync, batch_ms=batch_ms, segments=list(segments))
+        await asyncio.get_running_loop().run_in_executor(None, wal._start_segment)
+        wal._task = asyncio.create_task(wal._writer(), name=f"wal-writer-{tenant_id}")
+        return wal
+
+    @property
+    def last_lsn(self) -> int:
+        """The last LSN handed out (durable or on its way)."""
+        return self.next_lsn - 1
+
+    def append(self, rtype: int, body: bytes, commit_ms: int | None = None) -> tuple[int, asyncio.Future[int]]:
+        """Queue a record; the future resolves with its LSN once it is durable."""
+        if self.broken is not None:
+            raise self.broken
+        lsn = self.next_lsn
+        self.next_lsn += 1
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        ms = commit_ms if commit_ms is not None else int(time.time() * 1000)
+        self._queue.append(_Pending(Record(lsn, rtype, ms, body), fut))
+        self._wake.set()
+        return lsn, fut
+
+    async def wait_durable(self, lsn: int) -> None:
+        """Wait until every record up to ``lsn`` is durable (or the WAL broke)."""
+        while self.durable_lsn < lsn:
+            if self.broken is not None:
+                raise self.broken
+            _, fut = self.append_barrier()
+            await fut
+
+    def append_barrier(self) -> tuple[int, asyncio.Future[int]]:
+        """A future that resolves when everything queued so far is durable."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(Record(0, 0, 0, b""), fut))
+        self._wake.set()
+        return 0, fut
+
+    async def close(self) -> None:
+        """Flush what is queued, fsync, and stop the writer."""
+        if self._task is not None:
+            if self.broken is None and self._queue:
+                _, fut = self.append_barrier()
+                try:
+                    await fut
+                except WalBroken:
+                    pass
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._close_fd)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            try:
+                if self._unsynced and self.broken is None and self._fsync_mode != "off":
+                    self._fs.fsync(self._fd)
+            finally:
+                self._fs.close(self._fd)
+                self._fd = -1
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                timeout = self._batch_s if self._unsynced else None
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            batch, self._queue = self._queue, []
+            records = [p.record for p in batch if p.record.lsn]
+            try:
+                await loop.run_in_executor(None, self._write_batch, records)
+            except OSError as e:
+                self._fail(WalBroken(e), batch)
+                return
+            if records:
+                self.durable_lsn = records[-1].lsn
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(p.record.lsn)
+
+    def _fail(self, err: WalBroken, batch: list[_Pending]) -> None:
+        self.broken = err
+        log.error("tenant %d: WAL write failed (%s); no further writes are accepted "
+                  "until it recovers from disk", self.tenant_id, err.cause)
+        for p in batch + self._queue:
+            if not p.future.done():
+                p.future.set_exception(err)
+        self._queue = []
+
+    # ---- worker thread side ------------------------------------------------
+
+    def _write_batch(self, records: list[Record]) -> None:
+        if records:
+            if self.segments[-1].bytes >= self._segment_bytes:
+                self._rotate(records[0].lsn)
+            data = b"".join(seal_record(self._aead, self._epoch, self.tenant_id, r) for r in records)
+            seg = self.segments[-1]
+            try:
+                self._fs.write(self._fd, data)
+                self._sync_if_due(wrote=True)
+            except OSError:
+                # Take the unacknowledged batch back out so that recovery cannot
+                # replay a write whose statement was told it failed.
+                self._undo_tail(seg.bytes)
+                raise
+            seg.bytes += len(data)
+            seg.last_lsn = records[-1].lsn
+            self.bytes_since_checkpoint += len(data)
+        else:
+            self._sync_if_due(wrote=False)
+
+    def _sync_if_due(self, wrote: bool) -> None:
+        if self._fsync_mode == "off":
+            return
+        self._unsynced = self._unsynced or wrote
+        if not self._unsynced:
+            return
+        now = time.monotonic()
+        if self._fsync_mode == "always" or now - self._synced_at >= self._batch_s:
+            self._fs.fsync(self._fd)
+            self._synced_at = now
+            self._unsynced = False
+
+    def _undo_tail(self, length: int) -> None:
+        try:
+            self._fs.ftruncate(self._fd, length)
+        except OSError as e:
+            log.error("tenant %d: could not cut the failed batch from the WAL: %s", self.tenant_id, e)
+
+    def _rotate(self, first_lsn: int) -> None:
+        if self._fsync_mode != "off":
+            self._fs.fsync(self._fd)
+        self._fs.close(self._fd)
+        self._fd = -1
+        self._start_segment(first_lsn)
+
+    def _start_segment(self, first_lsn: int | None = None) -> None:
+        first = self.next_lsn if first_lsn is None else first_lsn
+        path = self.dir / segment_name(first)
+        if path.exists():
+            # An empty segment left by a boot that wrote nothing: replace it.
+            if path.stat().st_size > SEGMENT_HEADER_SIZE:
+                raise OSError(errno.EEXIST, f"WAL segment {path.name} already exists")
+            path.unlink()
+        self._epoch = secrets.randbits(32)
+        header = SegmentHeader(self.tenant_id, self._epoch, first).encode()
+        fd = self._fs.open_new(path)
+        try:
+            self._fs.write(fd, header)
+            if self._fsync_mode != "off":
+                self._fs.fsync(fd)
+                self._fs.fsync_dir(self.dir)
+        except OSError:
+            self._fs.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        self._fd = fd
+        self.segments.append(SegmentInfo(path, first, first - 1, len(header)))
+
+    def remove_segments_through(self, lsn: int) -> list[Path]:
+        """Delete closed segments whose every record is at or below ``lsn``."""
+        removed = []
+        keep = []
+        for seg in self.segments[:-1]:
+            if seg.last_lsn <= lsn:
+                seg.path.unlink(missing_ok=True)
+                removed.append(seg.path)
+            else:
+                keep.append(seg)
+        self.segments = keep + self.segments[-1:]
+        if removed:
+            self._fs.fsync_dir(self.dir)
+        return removed
+

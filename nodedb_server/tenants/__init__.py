@@ -1,0 +1,1 @@
+"""Tenants: the system catalog (tenants, users, grants), keys, and each tenant's state."""

@@ -1,0 +1,129 @@
+"""A tenant's state: its catalog of collections and each collection's engine.
+
+This is the state machine the tenant's store checkpoints and replays. Every
+change arrives as a committed WAL record: DATA records carry row operations,
+CATALOG records carry one catalog change (create, drop, undrop, purge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nodedb_server.engines.base import RowCollection
+from nodedb_server.engines.document import DocumentCollection
+from nodedb_server.engines.kv import KvCollection
+from nodedb_server.storage import codec
+from nodedb_server.storage.records import REC_CATALOG, REC_DATA, Record
+
+# One row operation as the WAL stores it: (op, collection, key, row, expires_ms).
+Op = tuple[int, str, Any, dict[str, Any] | None, int | None]
+
+
+@dataclass
+class CollectionMeta:
+    id: int
+    name: str
+    engine: str  # "document" | "kv"
+    owner: str
+    created_lsn: int
+    created_ms: int
+    typed_fields: dict[str, str]
+    dropped_ms: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CollectionMeta:
+        return cls(**d)
+
+
+def new_engine(meta: CollectionMeta) -> RowCollection:
+    if meta.engine == "kv":
+        return KvCollection(meta.name, meta.typed_fields)
+    return DocumentCollection(meta.name)
+
+
+class TenantState:
+    def __init__(self) -> None:
+        self.catalog: dict[str, CollectionMeta] = {}
+        self.engines: dict[str, RowCollection] = {}
+        self.next_collection_id = 1
+        self.last_lsn = 0
+
+    # ---- reading -------------------------------------------------------------
+
+    def collection(self, name: str) -> tuple[CollectionMeta, RowCollection] | None:
+        meta = self.catalog.get(name)
+        if meta is None or meta.dropped_ms is not None:
+            return None
+        return meta, self.engines[name]
+
+    def active(self) -> list[CollectionMeta]:
+        return sorted((m for m in self.catalog.values() if m.dropped_ms is None), key=lambda m: m.name)
+
+    # ---- applying committed records ------------------------------------------
+
+    def apply(self, rec: Record) -> None:
+        body = codec.unpack(rec.body)
+        if rec.rtype == REC_DATA:
+            self.apply_ops(body)
+        elif rec.rtype == REC_CATALOG:
+            self.apply_catalog(rec.lsn, rec.commit_ms, body[0], body[1])
+        self.last_lsn = rec.lsn
+
+    def apply_ops(self, ops: Iterable[Op] | Iterable[list[Any]]) -> None:
+        engines = self.engines
+        for op, coll, key, row, expires in ops:
+            engine = engines.get(coll)
+            if engine is not None:
+                engine.apply(op, key, row, expires)
+
+    def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
+        name = args["name"]
+        if action == "create_collection":
+            meta = CollectionMeta(
+                id=self.next_collection_id, name=name, engine=args["engine"],
+                owner=args.get("owner", ""), created_lsn=lsn, created_ms=at_ms,
+                typed_fields=dict(args.get("typed_fields", {})),
+            )
+            self.next_collection_id += 1
+            self.catalog[name] = meta
+            self.engines[name] = new_engine(meta)
+        elif action == "drop_collection" and name in self.catalog:
+            self.catalog[name].dropped_ms = at_ms
+        elif action == "undrop_collection" and name in self.catalog:
+            self.catalog[name].dropped_ms = None
+        elif action == "purge_collection":
+            self.catalog.pop(name, None)
+            self.engines.pop(name, None)
+        else:
+            raise ValueError(f"unknown catalog action {action!r}")
+
+    # ---- checkpoint ------------------------------------------------------------
+
+    def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
+        meta = {
+            "next_collection_id": self.next_collection_id,
+            "last_lsn": self.last_lsn,
+            "collections": [
+                {"meta": asdict(m), "engine": self.engines[m.name].meta()}
+                for m in sorted(self.catalog.values(), key=lambda m: m.id)
+            ],
+        }
+        parts = [(f"c{m.id}", self.engines[m.name].snapshot_items())
+                 for m in sorted(self.catalog.values(), key=lambda m: m.id)]
+        return meta, parts
+
+    def load_checkpoint(self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]) -> None:
+        self.catalog.clear()
+        self.engines.clear()
+        self.next_collection_id = meta.get("next_collection_id", 1)
+        self.last_lsn = meta.get("last_lsn", 0)
+        for entry in meta.get("collections", []):
+            m = CollectionMeta.from_dict(entry["meta"])
+            engine = new_engine(m)
+            engine.load_meta(entry["engine"])
+            for item in read_part(f"c{m.id}"):
+                engine.load_item(item)
+            self.catalog[m.name] = m
+            self.engines[m.name] = engine

@@ -1,0 +1,323 @@
+"""The system catalog (tenants, users, grants, settings) and the tenants it opens.
+
+The system catalog is itself a store: a WAL and checkpoints under
+``<data_dir>/system/``, sealed with a system key wrapped by the master key
+(``system/KEY``), so catalog changes are logged like data and survive
+``kill -9`` with no checkpoint in between. Tenant WAL keys live in it,
+wrapped by the master key.
+
+    system/KEY: "NDSK" | u8 version=1 | 8-byte master key id | 60-byte wrapped key
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nodedb_server.config import Config
+from nodedb_server.errors import (
+    ConfigError,
+    DBError,
+    DuplicateObject,
+    InsufficientPrivilege,
+    InvalidCatalogName,
+    UndefinedObject,
+)
+from nodedb_server.storage import codec
+from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.records import REC_CATALOG, Record
+from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
+from nodedb_server.tenants import keys
+from nodedb_server.tenants.tenant import Tenant
+from nodedb_server.tenants.users import make_verifier
+
+log = logging.getLogger("nodedb.tenants")
+
+SUPERUSER = "nodedb"
+DEFAULT_TENANT = "default"
+DEFAULT_TENANT_ID = 1
+SYSTEM_ID = 0
+KEY_FILE_MAGIC = b"NDSK"
+# Database names that select the default tenant.
+DEFAULT_DATABASES = frozenset({"nodedb", "default", "postgres"})
+
+
+class SystemState:
+    """The state machine of the system catalog."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.grants: dict[str, list[list[str]]] = {}
+        self.settings: dict[str, Any] = {}
+        self.next_tenant_id = DEFAULT_TENANT_ID
+
+    def apply(self, rec: Record) -> None:
+        if rec.rtype == REC_CATALOG:
+            action, args = codec.unpack(rec.body)
+            self.apply_action(action, args)
+
+    def apply_action(self, action: str, a: dict[str, Any]) -> None:
+        if action == "create_tenant":
+            self.tenants[a["name"]] = {**a, "status": "active"}
+            self.next_tenant_id = max(self.next_tenant_id, a["id"] + 1)
+        elif action == "drop_tenant":
+            self.tenants[a["name"]]["status"] = "dropped"
+        elif action == "purge_tenant":
+            self.tenants.pop(a["name"], None)
+            for user in [u for u, d in self.users.items() if d["tenant"] == a["name"]]:
+                self.users.pop(user)
+                self.grants.pop(user, None)
+            for user, gs in self.grants.items():
+                self.grants[user] = [g for g in gs if g[1] != a["name"]]
+        elif action == "create_user":
+            self.users[a["name"]] = dict(a)
+        elif action == "set_password":
+            self.users[a["name"]]["verifier"] = a["verifier"]
+        elif action == "drop_user":
+            self.users.pop(a["name"], None)
+            self.grants.pop(a["name"], None)
+        elif action == "grant":
+            self.grants.setdefault(a["user"], []).append([a["privilege"], a["tenant"]])
+        elif action == "set":
+            self.settings[a["name"]] = a["value"]
+        else:
+            raise ValueError(f"unknown system catalog action {action!r}")
+
+    def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
+        return {
+            "tenants": self.tenants, "users": self.users, "grants": self.grants,
+            "settings": self.settings, "next_tenant_id": self.next_tenant_id,
+        }, []
+
+    def load_checkpoint(self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]) -> None:
+        self.tenants = dict(meta.get("tenants", {}))
+        self.users = dict(meta.get("users", {}))
+        self.grants = dict(meta.get("grants", {}))
+        self.settings = dict(meta.get("settings", {}))
+        self.next_tenant_id = meta.get("next_tenant_id", DEFAULT_TENANT_ID)
+
+
+class TenantManager:
+    def __init__(self, cfg: Config, fs: FileIO | None = None):
+        self.cfg = cfg
+        self.fs = fs or FileIO()
+        self.data_dir = cfg.data_dir
+        self.settings = WalSettings(cfg["wal.segment_bytes"], cfg["wal.fsync"], cfg["wal.batch_ms"])
+        self.master = b""
+        self.master_key_id = ""
+        self.system = SystemState()
+        self.store: Store | None = None
+        self.tenants: dict[str, Tenant] = {}
+        self._lock = asyncio.Lock()
+
+    # ---- boot and shutdown ----------------------------------------------------------
+
+    async def open(self) -> list[RecoveryReport]:
+        self.fs.makedirs(self.data_dir)
+        self.master, key_path = keys.load_master_key(self.cfg["encryption.master_key_file"], self.data_dir)
+        self.master_key_id = keys.key_id(self.master)
+        log.info("master key %s (id %s)", key_path, self.master_key_id)
+        system_key = self._system_key()
+        self.store = Store("system catalog", self.data_dir / "system", SYSTEM_ID, AESGCM(system_key),
+                           self.fs, self.settings, self.system)
+        reports = [await self.store.open()]
+        await self._bootstrap()
+        self._remove_orphan_dirs()
+        for name, t in sorted(self.system.tenants.items(), key=lambda kv: kv[1]["id"]):
+            if t["status"] == "active":
+                reports.append(await self._open_tenant(name))
+        return reports
+
+    def _system_key(self) -> bytes:
+        path = self.data_dir / "system" / "KEY"
+        self.fs.makedirs(path.parent)
+        if not path.exists():
+            key = keys.new_key()
+            blob = KEY_FILE_MAGIC + b"\x01" + bytes.fromhex(self.master_key_id) + keys.wrap(self.master, key)
+            self.fs.write_file_atomic(path, blob)
+            return key
+        blob = path.read_bytes()
+        if len(blob) != 73 or blob[:5] != KEY_FILE_MAGIC + b"\x01":
+            raise ConfigError(f"{path} is damaged")
+        try:
+            return keys.unwrap(self.master, blob[13:])
+        except keys.KeyUnwrapError:
+            raise ConfigError(
+                f"the data directory {self.data_dir} was created with master key id "
+                f"{blob[5:13].hex()}, but the configured master key has id {self.master_key_id}"
+            ) from None
+
+    async def _bootstrap(self) -> None:
+        if DEFAULT_TENANT not in self.system.tenants:
+            await self._log("create_tenant", self._new_tenant_args(DEFAULT_TENANT, DEFAULT_TENANT_ID))
+        password = self.cfg["auth.superuser_password"] or secrets.token_urlsafe(24)
+        if SUPERUSER not in self.system.users:
+            await self._log("create_user", {"name": SUPERUSER, "tenant": None, "superuser": True,
+                                            "verifier": make_verifier(password).encode()})
+        elif self.cfg["auth.superuser_password"]:
+            if not _verifier_matches(self.system.users[SUPERUSER]["verifier"], password):
+                await self._log("set_password", {"name": SUPERUSER,
+                                                 "verifier": make_verifier(password).encode()})
+
+    def _remove_orphan_dirs(self) -> None:
+        """Directories of tenants purged before a crash finished deleting them."""
+        root = self.data_dir / "tenants"
+        if not root.exists():
+            return
+        known = {str(t["id"]) for t in self.system.tenants.values()}
+        for d in root.iterdir():
+            if d.is_dir() and d.name not in known:
+                log.warning("removing files of purged tenant id %s", d.name)
+                shutil.rmtree(d)
+
+    async def _open_tenant(self, name: str) -> RecoveryReport:
+        t = self.system.tenants[name]
+        tenant = Tenant(t["id"], name, self.data_dir / "tenants" / str(t["id"]),
+                        keys.unwrap(self.master, t["wrapped_key"]), self.fs, self.settings,
+                        self.cfg["checkpoint.wal_bytes"])
+        self.tenants[name] = tenant
+        report = await tenant.open()
+        log.info("tenant %s (id %d): checkpoint LSN %d, %d records replayed, %d bytes discarded, "
+                 "now at LSN %d, %.3fs", name, tenant.id, report.checkpoint_lsn, report.replayed,
+                 report.discarded_bytes, report.last_lsn, report.seconds)
+        return report
+
+    async def close(self, checkpoint: bool = True) -> None:
+        for tenant in list(self.tenants.values()):
+            await tenant.close(checkpoint=checkpoint)
+        if self.store is not None:
+            if checkpoint and self.store.broken is None:
+                await self.store.checkpoint()
+            await self.store.close()
+
+    async def checkpoint_all(self) -> None:
+        for tenant in list(self.tenants.values()):
+            await tenant.checkpoint()
+        if self.store is not None:
+            await self.store.checkpoint()
+
+    # ---- the system WAL --------------------------------------------------------------
+
+    async def _log(self, action: str, args: dict[str, Any]) -> None:
+        assert self.store is not None and self.store.wal is not None
+        _, fut = self.store.wal.append(REC_CATALOG, codec.pack([action, args]))
+        self.system.apply_action(action, args)
+        await fut
+
+    def _new_tenant_args(self, name: str, tenant_id: int) -> dict[str, Any]:
+        return {"name": name, "id": tenant_id, "wrapped_key": keys.wrap(self.master, keys.new_key()),
+                "key_id": self.master_key_id, "created_ms": int(time.time() * 1000)}
+
+    # ---- lookups ---------------------------------------------------------------------
+
+    def tenant_for_database(self, database: str) -> Tenant:
+        name = DEFAULT_TENANT if database in DEFAULT_DATABASES else database
+        tenant = self.tenants.get(name)
+        if tenant is None or self.system.tenants.get(name, {}).get("status") != "active":
+            raise InvalidCatalogName(f'database "{database}" does not exist')
+        return tenant
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        return self.system.users.get(name)
+
+    def has_grant(self, user: str, privilege: str, tenant: str) -> bool:
+        return [privilege, tenant] in self.system.grants.get(user, [])
+
+    def check_access(self, user: dict[str, Any], tenant: Tenant) -> None:
+        if not user["superuser"] and user["tenant"] != tenant.name:
+            raise InsufficientPrivilege(
+                f'user "{user["name"]}" may not connect to database "{tenant.name}"')
+
+    # ---- statements --------------------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> Tenant:
+        async with self._lock:
+            if name in self.system.tenants or name in DEFAULT_DATABASES:
+                raise DuplicateObject(f'tenant "{name}" already exists')
+            args = self._new_tenant_args(name, self.system.next_tenant_id)
+            await self._log("create_tenant", args)
+            await self._open_tenant(name)
+            return self.tenants[name]
+
+    async def drop_tenant(self, name: str) -> Tenant:
+        async with self._lock:
+            if name == DEFAULT_TENANT:
+                raise InsufficientPrivilege('the "default" tenant cannot be dropped')
+            t = self.system.tenants.get(name)
+            if t is None or t["status"] != "active":
+                raise UndefinedObject(f'tenant "{name}" does not exist')
+            await self._log("drop_tenant", {"name": name})
+            tenant = self.tenants.pop(name)
+            await tenant.close()
+            return tenant
+
+    async def purge_tenant(self, name: str) -> bool:
+        """Erase every byte of the tenant; returns False when there was nothing to purge."""
+        async with self._lock:
+            if name == DEFAULT_TENANT:
+                raise InsufficientPrivilege('the "default" tenant cannot be purged')
+            t = self.system.tenants.get(name)
+            if t is None:
+                return False
+            tenant = self.tenants.pop(name, None)
+            if tenant is not None:
+                await tenant.close(checkpoint=False)
+            await self._log("purge_tenant", {"name": name})
+            path = self.data_dir / "tenants" / str(t["id"])
+            await asyncio.get_running_loop().run_in_executor(None, _erase, path)
+            return True
+
+    async def create_user(self, name: str, password: str, tenant: str | None, superuser: bool) -> None:
+        async with self._lock:
+            if name in self.system.users:
+                raise DuplicateObject(f'role "{name}" already exists')
+            if tenant is not None and self.system.tenants.get(tenant, {}).get("status") != "active":
+                raise UndefinedObject(f'tenant "{tenant}" does not exist')
+            await self._log("create_user", {"name": name, "tenant": tenant, "superuser": superuser,
+                                            "verifier": make_verifier(password).encode()})
+
+    async def drop_user(self, name: str) -> None:
+        async with self._lock:
+            if name == SUPERUSER:
+                raise InsufficientPrivilege(f'the superuser "{SUPERUSER}" cannot be dropped')
+            if name not in self.system.users:
+                raise UndefinedObject(f'role "{name}" does not exist')
+            await self._log("drop_user", {"name": name})
+
+    async def grant(self, privilege: str, tenant: str, user: str) -> None:
+        async with self._lock:
+            if user not in self.system.users:
+                raise UndefinedObject(f'role "{user}" does not exist')
+            if self.system.tenants.get(tenant, {}).get("status") != "active":
+                raise UndefinedObject(f'tenant "{tenant}" does not exist')
+            if not self.has_grant(user, privilege, tenant):
+                await self._log("grant", {"user": user, "privilege": privilege, "tenant": tenant})
+
+    async def set_setting(self, name: str, value: Any) -> None:
+        await self._log("set", {"name": name, "value": value})
+
+
+def _verifier_matches(verifier: str, password: str) -> bool:
+    from nodedb_server.tenants.users import ScramVerifier
+
+    v = ScramVerifier.decode(verifier)
+    return make_verifier(password, v.salt, v.iterations) == v
+
+
+def _erase(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+        os.sync()
+
+
+__all__ = ["TenantManager", "SUPERUSER", "DEFAULT_TENANT", "DBError"]

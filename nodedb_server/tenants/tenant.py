@@ -1,0 +1,184 @@
+"""One tenant at run time: its state, its durable store, and the commit path.
+
+Commit order, all on the event loop with no await in between: the caller
+validates against the current state, ``commit_ops`` queues the WAL record
+(taking the next LSN) and applies the operations to the state, so LSN order
+and apply order are the same; then it awaits the group-commit fsync before
+returning, so nothing is acknowledged before it is durable.
+
+If the WAL breaks (failed write or fsync, full disk), the tenant's state is
+thrown away and rebuilt from disk by the same recovery that runs at boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nodedb_server.errors import CannotConnectNow, DiskFull, StorageFailure
+from nodedb_server.storage import codec
+from nodedb_server.storage.checkpoint import CheckpointInfo
+from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.records import OP_DELETE, REC_CATALOG, REC_DATA
+from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
+from nodedb_server.storage.wal import WalBroken
+from nodedb_server.tenants.catalog import Op, TenantState
+
+log = logging.getLogger("nodedb.tenant")
+
+# How often expired KV keys are reclaimed (each becomes a WAL DELETE).
+TTL_SWEEP_SECONDS = 1.0
+
+
+class Tenant:
+    def __init__(self, tenant_id: int, name: str, root: Path, key: bytes, fs: FileIO,
+                 settings: WalSettings, checkpoint_wal_bytes: int):
+        self.id = tenant_id
+        self.name = name
+        self.root = root
+        self._aead = AESGCM(key)
+        self._fs = fs
+        self._settings = settings
+        self._checkpoint_wal_bytes = checkpoint_wal_bytes
+        self.state = TenantState()
+        self.store = self._new_store()
+        self.status = "recovering"
+        self.last_report: RecoveryReport | None = None
+        self._reload_lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _new_store(self) -> Store:
+        return Store(f"tenant {self.name}", self.root, self.id, self._aead, self._fs,
+                     self._settings, self.state)
+
+    async def open(self) -> RecoveryReport:
+        report = await self.store.open()
+        self.last_report = report
+        self.status = "online"
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_ttl(), name=f"ttl-{self.name}")
+        return report
+
+    async def close(self, checkpoint: bool = True) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if checkpoint and self.status == "online" and self.store.broken is None:
+            try:
+                await self.store.checkpoint()
+            except Exception:
+                log.exception("tenant %s: checkpoint at shutdown failed", self.name)
+        await self.store.close()
+        self.status = "closed"
+
+    @property
+    def last_lsn(self) -> int:
+        wal = self.store.wal
+        return wal.last_lsn if wal is not None else self.state.last_lsn
+
+    # ---- the commit path -----------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.status != "online":
+            raise CannotConnectNow(f"tenant {self.name!r} is not available ({self.status})")
+
+    async def commit_ops(self, ops: Sequence[Op]) -> int:
+        """Log ``ops`` as one atomic record, apply them, and wait until durable."""
+        if not ops:
+            return self.last_lsn
+        await self._ensure_healthy()
+        self._check_writable()
+        wal = self.store.wal
+        assert wal is not None
+        lsn, fut = wal.append(REC_DATA, codec.pack(list(ops)))
+        self.state.apply_ops(ops)
+        self.state.last_lsn = lsn
+        await self._await_durable(fut)
+        self._maybe_checkpoint()
+        return lsn
+
+    async def commit_catalog(self, action: str, args: dict[str, Any]) -> int:
+        await self._ensure_healthy()
+        self._check_writable()
+        wal = self.store.wal
+        assert wal is not None
+        at_ms = int(time.time() * 1000)
+        lsn, fut = wal.append(REC_CATALOG, codec.pack([action, args]), at_ms)
+        self.state.apply_catalog(lsn, at_ms, action, args)
+        self.state.last_lsn = lsn
+        await self._await_durable(fut)
+        return lsn
+
+    async def _await_durable(self, fut: asyncio.Future[int]) -> None:
+        try:
+            await asyncio.shield(fut)
+        except WalBroken as e:
+            asyncio.get_running_loop().create_task(self.reload())
+            if e.disk_full:
+                raise DiskFull("could not extend the WAL: no space left on device") from None
+            raise StorageFailure(
+                "the write could not be made durable; the tenant is recovering from its WAL"
+            ) from None
+
+    async def _ensure_healthy(self) -> None:
+        if self.store.broken is not None or self.status == "failed":
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Drop in-memory state and recover it from disk (after a WAL failure)."""
+        async with self._reload_lock:
+            if self.store.broken is None and self.status == "online":
+                return
+            self.status = "recovering"
+            await self.store.close()
+            self.state = TenantState()
+            self.store = self._new_store()
+            try:
+                self.last_report = await self.store.open()
+            except OSError as e:
+                self.status = "failed"
+                log.error("tenant %s: recovery after a WAL failure did not complete: %s", self.name, e)
+                raise DiskFull(f"tenant storage is not writable: {e.strerror}") from None
+            self.status = "online"
+            log.info("tenant %s: recovered after a WAL failure at LSN %d", self.name, self.last_lsn)
+
+    # ---- background work ------------------------------------------------------------
+
+    def _maybe_checkpoint(self) -> None:
+        wal = self.store.wal
+        if (self._checkpoint_wal_bytes and wal is not None
+                and wal.bytes_since_checkpoint >= self._checkpoint_wal_bytes):
+            wal.bytes_since_checkpoint = 0
+            asyncio.get_running_loop().create_task(self.checkpoint())
+
+    async def checkpoint(self) -> CheckpointInfo | None:
+        if self.status != "online":
+            return None
+        try:
+            return await self.store.checkpoint()
+        except WalBroken:
+            return None
+
+    async def _sweep_ttl(self) -> None:
+        while True:
+            await asyncio.sleep(TTL_SWEEP_SECONDS)
+            now = int(time.time() * 1000)
+            ops: list[Op] = []
+            for meta in self.state.active():
+                engine = self.state.engines[meta.name]
+                expired = getattr(engine, "expired", None)
+                if expired is None:
+                    continue
+                for key in expired(now):
+                    ops.append((OP_DELETE, meta.name, key, engine.rows.get(key), None))
+            if ops and self.status == "online":
+                try:
+                    await self.commit_ops(ops)
+                except Exception as e:  # the next sweep tries again
+                    log.warning("tenant %s: TTL sweep failed: %s", self.name, e)
