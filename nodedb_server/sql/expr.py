@@ -603,18 +603,21 @@ def from_sqlglot(node: exp.Expression) -> Expr:
     if cls is exp.In:
         if node.args.get("query") is not None:
             raise FeatureNotSupported("IN (SELECT ...) is not supported")
-        return In(from_sqlglot(node.this), [from_sqlglot(e) for e in node.expressions])
+        e = In(from_sqlglot(node.this), [from_sqlglot(e) for e in node.expressions])
+        return Not(e) if node.args.get("negate") else e
     if cls in (exp.Like, exp.ILike):
         e: Expr = Like(from_sqlglot(node.this), from_sqlglot(node.expression), cls is exp.ILike)
         return Not(e) if node.args.get("negate") else e
     if cls is exp.Is:
         if not isinstance(node.expression, exp.Null):
             raise FeatureNotSupported("only IS [NOT] NULL is supported")
-        return IsNull(from_sqlglot(node.this))
+        e = IsNull(from_sqlglot(node.this))
+        return Not(e) if node.args.get("negate") else e
     if cls is exp.Between:
         inner = from_sqlglot(node.this)
-        return And(Cmp(">=", inner, from_sqlglot(node.args["low"])),
-                   Cmp("<=", inner, from_sqlglot(node.args["high"])))
+        e = And(Cmp(">=", inner, from_sqlglot(node.args["low"])),
+                Cmp("<=", inner, from_sqlglot(node.args["high"])))
+        return Not(e) if node.args.get("negate") else e
     if cls in (exp.Cast, exp.TryCast):
         return Cast(from_sqlglot(node.this), cast_oid(node.to))
     if cls is exp.Array:
