@@ -248,6 +248,7 @@ class ClientHandler:
                 if e.severity == "FATAL":
                     raise
                 self.report(e)
+                await self.flush()  # PostgreSQL sends an error at once, even mid-batch
             if self.out and not self.in_extended:
                 await self.flush()
 

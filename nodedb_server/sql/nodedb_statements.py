@@ -16,7 +16,8 @@ from sqlglot import exp
 
 from nodedb_server.errors import SyntaxError_
 from nodedb_server.sql import ast
-from nodedb_server.sql.expr import ArrayExpr, Const, Expr, Neg, ObjectExpr, Param, from_sqlglot
+from nodedb_server.pgwire import types as t
+from nodedb_server.sql.expr import ArrayExpr, Cast, Const, Expr, Neg, ObjectExpr, Param, from_sqlglot
 
 _TOKEN = re.compile(
     r"""
@@ -140,6 +141,27 @@ class Parser:
     # ---- literals ------------------------------------------------------------------------
 
     def value(self) -> Expr:
+        v = self._plain_value()
+        while self.accept("::"):
+            v = Cast(v, self._type_name())
+        return v
+
+    def _type_name(self) -> int:
+        name = self.name()
+        if name == "double" and self.accept("precision"):
+            name = "double precision"
+        oid = t.CAST_NAMES.get(name)
+        if oid is None:
+            raise SyntaxError_(f'type "{name}" does not exist', sqlstate="42704")
+        if self.accept("["):
+            self.expect("]")
+            arrays = {elem: arr for arr, elem in t.ARRAY_ELEMENT.items()}
+            if oid not in arrays:
+                raise SyntaxError_(f'type "{name}[]" is not supported', sqlstate="42704")
+            oid = arrays[oid]
+        return oid
+
+    def _plain_value(self) -> Expr:
         tok = self.take()
         if tok.kind == "string":
             return Const(tok.text)
