@@ -70,6 +70,8 @@ TAG_OIDS = {"int": t.INT8, "float": t.FLOAT8, "bool": t.BOOL, "text": t.TEXT, "b
             "timestamp": t.TIMESTAMPTZ}
 
 Column = tuple[str, int]
+READ_ONLY = (ast.Select, ast.Show, ast.ShowCollections, ast.ShowTenants, ast.DescribeCollection,
+             ast.Explain, ast.Begin, ast.Rollback, ast.SetVar, ast.Empty)
 
 
 @dataclass
@@ -337,6 +339,11 @@ class Session:
         if self.txn is not None and self.txn.failed and not isinstance(stmt, ast.Commit | ast.Rollback):
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block")
+        try:
+            await self.tenant.ensure_healthy()
+        except DBError:
+            if not isinstance(stmt, READ_ONLY):
+                raise  # reads go on from the recovered state while the WAL cannot be written
         handler = _HANDLERS.get(type(stmt))
         if handler is None:
             raise FeatureNotSupported(f"{type(stmt).__name__} is not supported")

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import CorruptRecord
-from nodedb_server.storage.wal import Wal, WalBroken, repair_tail, scan
+from nodedb_server.storage.wal import SegmentInfo, Wal, WalBroken, repair_tail, scan
 
 log = logging.getLogger("nodedb.recovery")
 
@@ -67,6 +67,8 @@ class Store:
         self.state = state
         self.wal: Wal | None = None
         self.last_checkpoint: ckpt.CheckpointInfo | None = None
+        self._segments: list[SegmentInfo] = []
+        self._next_lsn = 1
         self._checkpoint_lock = asyncio.Lock()
 
     @property
@@ -82,16 +84,25 @@ class Store:
         return self.root / "quarantine"
 
     async def open(self) -> RecoveryReport:
-        loop = asyncio.get_running_loop()
-        report, segments, next_lsn = await loop.run_in_executor(None, self._recover)
-        self.wal = await Wal.open(
-            self.wal_dir, self.tenant_id, self.aead, self.fs, next_lsn=next_lsn,
-            segment_bytes=self.settings.segment_bytes, fsync=self.settings.fsync,
-            batch_ms=self.settings.batch_ms, segments=segments,
-        )
+        report = await self.recover()
+        await self.open_wal()
         return report
 
-    def _recover(self) -> tuple[RecoveryReport, list, int]:
+    async def recover(self) -> RecoveryReport:
+        """Rebuild the state from disk (checkpoint + WAL), repairing a torn tail."""
+        loop = asyncio.get_running_loop()
+        report, self._segments, self._next_lsn = await loop.run_in_executor(None, self._recover)
+        return report
+
+    async def open_wal(self) -> None:
+        """Start a fresh segment for new writes (fails with OSError on a full disk)."""
+        self.wal = await Wal.open(
+            self.wal_dir, self.tenant_id, self.aead, self.fs, next_lsn=self._next_lsn,
+            segment_bytes=self.settings.segment_bytes, fsync=self.settings.fsync,
+            batch_ms=self.settings.batch_ms, segments=self._segments,
+        )
+
+    def _recover(self) -> tuple[RecoveryReport, list[SegmentInfo], int]:
         started = time.monotonic()
         report = RecoveryReport(self.name)
         self.fs.makedirs(self.wal_dir)

@@ -84,15 +84,10 @@ class Tenant:
 
     # ---- the commit path -----------------------------------------------------------
 
-    def _check_writable(self) -> None:
-        if self.status != "online":
-            raise CannotConnectNow(f"tenant {self.name!r} is not available ({self.status})")
-
     async def commit_ops(self, ops: Sequence[Op]) -> int:
         """Log ``ops`` as one atomic record, apply them, and wait until durable."""
         if not ops:
             return self.last_lsn
-        await self._ensure_healthy()
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
@@ -104,7 +99,6 @@ class Tenant:
         return lsn
 
     async def commit_catalog(self, action: str, args: dict[str, Any]) -> int:
-        await self._ensure_healthy()
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
@@ -119,33 +113,56 @@ class Tenant:
         try:
             await asyncio.shield(fut)
         except WalBroken as e:
-            asyncio.get_running_loop().create_task(self.reload())
+            asyncio.get_running_loop().create_task(self._reload_quietly())
             if e.disk_full:
                 raise DiskFull("could not extend the WAL: no space left on device") from None
             raise StorageFailure(
                 "the write could not be made durable; the tenant is recovering from its WAL"
             ) from None
 
-    async def _ensure_healthy(self) -> None:
-        if self.store.broken is not None or self.status == "failed":
+    def _check_writable(self) -> None:
+        if self.store.wal is None or self.store.broken is not None:
+            raise StorageFailure(f"tenant {self.name!r} is recovering from a WAL failure; retry")
+        if self.status != "online":
+            raise CannotConnectNow(f"tenant {self.name!r} is not available ({self.status})")
+
+    async def ensure_healthy(self) -> None:
+        """Before a statement: if the WAL broke, recover from disk first."""
+        if self.store.broken is not None or self.store.wal is None:
             await self.reload()
 
+    async def _reload_quietly(self) -> None:
+        try:
+            await self.reload()
+        except DiskFull:
+            pass
+
     async def reload(self) -> None:
-        """Drop in-memory state and recover it from disk (after a WAL failure)."""
+        """Rebuild the state from disk after a WAL failure, then reopen the WAL.
+
+        The old state (which may hold the failed write) is replaced only by a
+        fully recovered one; if the disk is still full, reads see the recovered
+        state and writes fail with 53100 until a fresh segment can be opened.
+        """
         async with self._reload_lock:
-            if self.store.broken is None and self.status == "online":
+            if self.store.wal is not None and self.store.broken is None:
                 return
-            self.status = "recovering"
-            await self.store.close()
-            self.state = TenantState()
-            self.store = self._new_store()
+            if self.store.broken is not None:
+                await self.store.close()
+                state = TenantState()
+                store = Store(f"tenant {self.name}", self.root, self.id, self._aead, self._fs,
+                              self._settings, state)
+                try:
+                    self.last_report = await store.recover()
+                except OSError as e:
+                    log.error("tenant %s: recovery after a WAL failure failed: %s", self.name, e)
+                    raise DiskFull(f"tenant storage is not writable: {e.strerror}") from None
+                self.state, self.store = state, store
             try:
-                self.last_report = await self.store.open()
+                await self.store.open_wal()
             except OSError as e:
-                self.status = "failed"
-                log.error("tenant %s: recovery after a WAL failure did not complete: %s", self.name, e)
-                raise DiskFull(f"tenant storage is not writable: {e.strerror}") from None
-            self.status = "online"
+                log.error("tenant %s: cannot open a new WAL segment: %s", self.name, e)
+                raise DiskFull(f"could not open a WAL segment: {e.strerror}") from None
             log.info("tenant %s: recovered after a WAL failure at LSN %d", self.name, self.last_lsn)
 
     # ---- background work ------------------------------------------------------------

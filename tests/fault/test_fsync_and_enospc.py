@@ -1,0 +1,121 @@
+"""A fault-injecting file layer under an in-process server, driven by a real client.
+
+kill -9 keeps the page cache, so it cannot show what happens when fsync
+fails or the disk fills up; this layer can.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from nodedb_server.config import load_config
+from nodedb_server.server import NodeDBServer
+from nodedb_server.storage.fsio import FileIO
+from tests.serverproc import free_port
+
+
+class FaultyFileIO(FileIO):
+    """Fails fsync with EIO, or writes with ENOSPC after writing half, while a flag is set."""
+
+    def __init__(self) -> None:
+        self.fail_fsync = False
+        self.disk_full = False
+        self.fsync_failures = 0
+
+    def fsync(self, fd: int) -> None:
+        if self.fail_fsync:
+            self.fsync_failures += 1
+            raise OSError(errno.EIO, "injected fsync failure")
+        super().fsync(fd)
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        if self.disk_full:
+            super().write(fd, memoryview(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(fd, data)
+
+    def open_new(self, path: Path) -> int:
+        if self.disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().open_new(path)
+
+
+async def _start(data: Path, fs: FileIO) -> NodeDBServer:
+    cfg = load_config(None, {"server.data_dir": str(data), "server.ports.pgwire": free_port(),
+                             "checkpoint.interval_seconds": 0}, environ={})
+    srv = NodeDBServer(cfg, fs)
+    await srv.start()
+    return srv
+
+
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[tuple[NodeDBServer, FaultyFileIO, asyncpg.Connection]]:
+    fs = FaultyFileIO()
+    srv = await _start(tmp_path / "data", fs)
+    assert srv.address is not None
+    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb")
+    await conn.execute("CREATE COLLECTION docs")
+    await conn.execute("INSERT INTO docs (id) VALUES ('a')")
+    try:
+        yield srv, fs, conn
+    finally:
+        await conn.close()
+        fs.fail_fsync = fs.disk_full = False
+        await srv.stop()
+
+
+async def _ids(conn: asyncpg.Connection) -> list[str]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM docs ORDER BY id")]
+
+
+async def _restart_ids(data: Path) -> list[str]:
+    srv = await _start(data, FileIO())
+    assert srv.address is not None
+    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb")
+    try:
+        return await _ids(conn)
+    finally:
+        await conn.close()
+        await srv.stop()
+
+
+async def test_failed_fsync_fails_the_statement_and_is_never_retried(faulty, tmp_path: Path) -> None:
+    srv, fs, conn = faulty
+    fs.fail_fsync = True
+    with pytest.raises(asyncpg.PostgresError) as err:
+        await conn.execute("INSERT INTO docs (id) VALUES ('b')")
+    assert err.value.sqlstate == "58030"
+    assert fs.fsync_failures == 1, "a failed fsync must not be retried on the same file"
+    fs.fail_fsync = False
+    # The tenant recovers from what is on disk; the failed write is not there.
+    await conn.execute("INSERT INTO docs (id) VALUES ('c')")
+    assert await _ids(conn) == ["a", "c"]
+    await conn.close()
+    await srv.stop()
+    assert await _restart_ids(tmp_path / "data") == ["a", "c"]
+    # Leave the fixture a server to stop.
+    faulty_srv = await _start(tmp_path / "data", FileIO())
+    srv.pg, srv.manager = faulty_srv.pg, faulty_srv.manager
+
+
+async def test_full_disk_is_53100_acknowledges_nothing_and_writes_resume(faulty, tmp_path: Path) -> None:
+    srv, fs, conn = faulty
+    fs.disk_full = True
+    for doc in ("b", "b2"):
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await conn.execute(f"INSERT INTO docs (id) VALUES ('{doc}')")
+        assert err.value.sqlstate == "53100"
+    assert await _ids(conn) == ["a"], "reads go on while the disk is full"
+    fs.disk_full = False
+    await conn.execute("INSERT INTO docs (id) VALUES ('c')")
+    assert await _ids(conn) == ["a", "c"]
+    await conn.close()
+    await srv.stop()
+    assert await _restart_ids(tmp_path / "data") == ["a", "c"]
+    faulty_srv = await _start(tmp_path / "data", FileIO())
+    srv.pg, srv.manager = faulty_srv.pg, faulty_srv.manager
