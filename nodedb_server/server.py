@@ -46,6 +46,7 @@ class NodeDBServer:
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
@@ -72,6 +73,9 @@ class NodeDBServer:
                 log.exception("periodic checkpoint failed")
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         log.info("shutting down: no new connections; waiting for running statements")
         await self.pg.shutdown(self.cfg["server.shutdown_grace_ms"] / 1000)
         if self._checkpointer is not None:

@@ -185,7 +185,7 @@ class Session:
             "current_database": lambda: self.database,
             "current_user": lambda: self.user["name"], "session_user": lambda: self.user["name"],
             "current_schema": lambda: "public", "current_lsn": lambda: self.tenant.last_lsn,
-            "pg_backend_pid": lambda: self.pid,
+            "pg_backend_pid": lambda: self.pid, "pg_sleep": lambda: None,
         }
 
     # ---- session state ------------------------------------------------------------------
@@ -439,6 +439,7 @@ class Session:
 
     async def _select(self, stmt: ast.Select, params: list[Any]) -> Result:
         ctx = self.ctx(params)
+        await self._sleep_if_asked(stmt, ctx)
         columns = self._select_columns(stmt, [])
         if stmt.source is None:
             rows: list[Row] = [{}]
@@ -499,6 +500,16 @@ class Session:
         if limit is not None:
             out = out[:limit]
         return Result(columns, out, f"SELECT {len(out)}")
+
+    async def _sleep_if_asked(self, stmt: ast.Select, ctx: Ctx) -> None:
+        """``SELECT pg_sleep(s)``: waits without blocking other sessions (cancellable)."""
+        for it in stmt.items:
+            if isinstance(it.expr, Func) and it.expr.name == "pg_sleep" and it.expr.args:
+                seconds = it.expr.args[0].eval({}, ctx)
+                try:
+                    await asyncio.sleep(max(0.0, float(seconds)))
+                except (TypeError, ValueError):
+                    raise DataError("pg_sleep() takes a number of seconds") from None
 
     async def _explain(self, stmt: ast.Explain, params: list[Any]) -> Result:
         inner = stmt.statement

@@ -475,7 +475,7 @@ class Func(Expr):
 SESSION_FUNCS = {
     "version": t.TEXT, "current_database": t.TEXT, "current_user": t.NAME, "session_user": t.NAME,
     "current_schema": t.NAME, "now": t.TIMESTAMPTZ, "current_timestamp": t.TIMESTAMPTZ,
-    "current_lsn": t.INT8, "pg_backend_pid": t.INT4,
+    "current_lsn": t.INT8, "pg_backend_pid": t.INT4, "pg_sleep": t.VOID,
 }
 
 
