@@ -1,0 +1,88 @@
+"""Hostile bytes close that one connection with 08P01 and never disturb the others."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+
+def _startup() -> bytes:
+    body = struct.pack("!i", 196608) + b"user\0nodedb\0database\0nodedb\0\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _ready(sock: socket.socket) -> None:
+    sock.sendall(_startup())
+    buf = b""
+    while b"Z\0\0\0\5I" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "server closed during startup"
+        buf += chunk
+
+
+HOSTILE = {
+    "giant-length-prefix": b"Q" + struct.pack("!i", 0x7FFFFFF0) + b"SELECT 1",
+    "negative-length": b"Q" + struct.pack("!i", -5),
+    "unknown-message-type": b"\x01" + struct.pack("!i", 4),
+    "bind-overrunning-its-length": b"B" + struct.pack("!i", 10) + b"\0\0" + struct.pack("!hh", 5, 1),
+    "describe-bad-kind": b"D" + struct.pack("!i", 6) + b"Zx",
+}
+
+
+@pytest.mark.parametrize("payload", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_message_is_08P01_and_others_keep_working(shared_server: ServerProcess, payload: bytes) -> None:
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as bystander:
+        with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
+            _ready(sock)
+            sock.sendall(payload)
+            reply = _read_all(sock)
+        assert reply.startswith(b"E") and b"C08P01\0" in reply
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\0\0\0\x08\x12\x34\x56\x78", b"\x7f\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n", b"\0\0\0\3"],
+    ids=["unknown-protocol", "huge-startup", "http-request", "too-short"],
+)
+def test_junk_startup_packet_is_refused(shared_server: ServerProcess, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
+        sock.sendall(payload)
+        reply = _read_all(sock)
+    assert reply == b"" or (reply.startswith(b"E") and b"C08P01\0" in reply)
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_ssl_request_is_answered_N_and_startup_continues(shared_server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"N"
+        _ready(sock)
+
+
+def test_truncated_message_then_hangup_leaves_server_serving(shared_server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
+        _ready(sock)
+        sock.sendall(b"Q" + struct.pack("!i", 100) + b"SELECT")
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT 2").fetchone() == (2,)
