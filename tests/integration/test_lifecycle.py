@@ -1,0 +1,93 @@
+"""Boot, checkpoints, WAL cleanup and clean shutdown, as an operator sees them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+
+def test_sigterm_checkpoints_and_exits_zero(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION c")
+        for i in range(10):
+            conn.execute("INSERT INTO c (id, n) VALUES (%s, %s)", (f"k{i}", i))
+    assert server.stop() == 0
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT SUM(n) FROM c").fetchone() == (45,)
+        rows = conn.execute("SELECT tenant, lsn, files FROM _system.checkpoints WHERE tenant = 'default'").fetchall()
+        assert rows and rows[0][1] == 11  # one catalog record and ten inserts
+    log = server.log()
+    assert "shutdown complete" in log
+    # After a clean stop nothing is left to replay.
+    assert "tenant default (id 1): checkpoint LSN 11, 0 records replayed" in log
+
+
+def test_sigterm_ends_a_long_statement_after_the_grace_period(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", env={"NODEDB_SHUTDOWN_GRACE_MS": "300"}).start()
+    with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+        stopper = threading.Timer(0.3, srv.stop)
+        stopper.start()
+        with pytest.raises(psycopg.OperationalError) as err:
+            conn.execute("SELECT pg_sleep(30)")
+        stopper.join()
+    assert err.value.sqlstate == "57P01"
+    assert srv.proc is not None and srv.proc.wait(10) == 0
+
+
+def test_wal_disk_use_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
+    env = {"NODEDB_WAL_SEGMENT_BYTES": "65536", "NODEDB_CHECKPOINT_WAL_BYTES": "262144"}
+    srv = ServerProcess(tmp_path / "data", env=env).start()
+    wal_dir = srv.data_dir / "tenants" / "1" / "wal"
+    try:
+        with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE COLLECTION c")
+            sizes = []
+            for round_ in range(6):
+                for i in range(400):
+                    conn.execute("UPSERT INTO c { id: %s, pad: %s }", (f"k{i}", "x" * 500 + str(round_)))
+                sizes.append(sum(p.stat().st_size for p in wal_dir.glob("*.wal")))
+            segs = conn.execute("SELECT segment, first_lsn, last_lsn, bytes FROM _system.wal").fetchall()
+            assert conn.execute("SELECT COUNT(*) FROM c").fetchone() == (400,)
+        # ~1.4 MB written in all; what stays is bounded by the checkpoint threshold, not the total.
+        assert max(sizes[2:]) < 1_000_000, sizes
+        assert len(segs) >= 1 and all(b > 0 for *_, b in segs)
+        srv.kill9()
+        srv.start()
+        with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM c WHERE pad LIKE '%5'").fetchone() == (400,)
+    finally:
+        srv.kill9()
+
+
+def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> None:
+    def workload(conn: psycopg.Connection, checkpoint: bool) -> None:
+        conn.execute("CREATE COLLECTION docs")
+        conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
+        for i in range(60):
+            conn.execute("INSERT INTO docs { id: %s, n: %s, tags: ['a', %s] }", (f"d{i}", i, str(i)))
+            conn.execute("UPSERT INTO kv { key: %s, n: %s }", (f"k{i % 7}", i))
+            if i % 9 == 0:
+                conn.execute("DELETE FROM docs WHERE id = %s", (f"d{i // 2}",))
+            if i == 30 and checkpoint:
+                conn.execute("CHECKPOINT")
+
+    results = []
+    for checkpoint in (True, False):
+        srv = ServerProcess(tmp_path / f"data-{checkpoint}").start()
+        with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+            workload(conn, checkpoint)
+        srv.kill9()
+        srv.start()
+        with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+            results.append((conn.execute("SELECT * FROM docs ORDER BY id").fetchall(),
+                            conn.execute("SELECT * FROM kv ORDER BY key").fetchall(),
+                            conn.execute("SHOW COLLECTIONS").fetchall()))
+        srv.kill9()
+    assert results[0] == results[1]
+    assert len(results[0][0]) == 53 and len(results[0][1]) == 7
