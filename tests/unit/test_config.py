@@ -56,3 +56,14 @@ def test_master_key_created_0600_and_loose_permissions_refused(tmp_path: Path) -
     os.chmod(short, 0o600)
     with pytest.raises(ConfigError, match="exactly 32"):
         load_master_key(str(short), tmp_path)
+
+
+def test_shipped_config_documents_every_key_with_its_default() -> None:
+    from nodedb_server.config import KEYS
+
+    shipped = Path(__file__).resolve().parents[2] / "config" / "nodedb.toml"
+    cfg = load_config(shipped, environ={})
+    text = shipped.read_text()
+    for key in KEYS:
+        assert cfg[key.path] == key.default, key.path
+        assert f"[{key.env}]" in text, key.env
