@@ -6,10 +6,20 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from nodedb_server import __version__
 from nodedb_server.config import load_config
 from nodedb_server.errors import ConfigError
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    try:
+        import uvloop
+    except ImportError:  # the standard event loop works, only slower
+        return asyncio.run
+    return uvloop.run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", action="version", version=f"nodedb-server {__version__}")
     args = ap.parse_args(argv)
     try:
-        cfg = load_config(args.config, {"server.host": args.host, "server.ports.pgwire": args.port,
-                                        "server.data_dir": args.data_dir})
+        cfg = load_config(
+            args.config,
+            {
+                "server.host": args.host,
+                "server.ports.pgwire": args.port,
+                "server.data_dir": args.data_dir,
+            },
+        )
     except ConfigError as e:
         print(f"nodedb-server: configuration error: {e}", file=sys.stderr)
         return 2
@@ -30,13 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(cfg)
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        return int(runner(run(cfg)))
+        return int(_event_loop_runner()(run(cfg)))
     except ConfigError as e:
         logging.getLogger("nodedb.server").error("configuration error: %s", e)
         return 2

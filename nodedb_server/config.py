@@ -64,7 +64,14 @@ KEYS: tuple[Key, ...] = (
     Key("wal", "segment_bytes", int, 64 * MiB, "NODEDB_WAL_SEGMENT_BYTES", _at_least(4096)),
     Key("wal", "fsync", str, "always", "NODEDB_WAL_FSYNC", _one_of("always", "batch", "off")),
     Key("wal", "batch_ms", int, 10, "NODEDB_WAL_BATCH_MS", _at_least(1)),
-    Key("checkpoint", "interval_seconds", int, 300, "NODEDB_CHECKPOINT_INTERVAL_SECONDS", _at_least(0)),
+    Key(
+        "checkpoint",
+        "interval_seconds",
+        int,
+        300,
+        "NODEDB_CHECKPOINT_INTERVAL_SECONDS",
+        _at_least(0),
+    ),
     Key("checkpoint", "wal_bytes", int, 256 * MiB, "NODEDB_CHECKPOINT_WAL_BYTES", _at_least(0)),
     Key("auth", "mode", str, "trust", "NODEDB_AUTH_MODE", _one_of("trust", "scram")),
     Key("auth", "superuser_password", str, "", "NODEDB_SUPERUSER_PASSWORD"),
@@ -120,9 +127,8 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
                 raise ConfigError(f"{key.path} ({origin}): expected an integer") from None
         if not isinstance(raw, int):
             raise ConfigError(f"{key.path} ({origin}): expected an integer")
-    elif key.type is str:
-        if not isinstance(raw, str):
-            raise ConfigError(f"{key.path} ({origin}): expected a string")
+    elif key.type is str and not isinstance(raw, str):
+        raise ConfigError(f"{key.path} ({origin}): expected a string")
     problem = key.check(raw)
     if problem:
         raise ConfigError(f"{key.path} ({origin}): {problem}")
@@ -173,8 +179,8 @@ def load_config(
     if cfg["auth.mode"] == "trust" and not cfg.is_loopback():
         raise ConfigError(
             f"auth.mode: 'trust' is allowed only on a loopback address, not {cfg.host!r}; "
-            "set auth.mode = \"scram\" and auth.superuser_password"
+            'set auth.mode = "scram" and auth.superuser_password'
         )
     if cfg["auth.mode"] == "scram" and not cfg["auth.superuser_password"]:
-        raise ConfigError("auth.superuser_password: required when auth.mode = \"scram\"")
+        raise ConfigError('auth.superuser_password: required when auth.mode = "scram"')
     return cfg

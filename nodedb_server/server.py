@@ -20,8 +20,12 @@ log = logging.getLogger("nodedb.server")
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
@@ -53,8 +57,11 @@ class NodeDBServer:
         log.info("nodedb-server %s starting; data directory %s", __version__, self.cfg.data_dir)
         log.info("configuration: %s", self.cfg.describe())
         reports = await self.manager.open()
-        log.info("recovered %d tenant(s) and the system catalog in %.3fs",
-                 len(reports) - 1, time.monotonic() - started)
+        log.info(
+            "recovered %d tenant(s) and the system catalog in %.3fs",
+            len(reports) - 1,
+            time.monotonic() - started,
+        )
         # The listener opens only after every tenant has recovered.
         self.address = await self.pg.start()
         log.info("listening for PostgreSQL connections on %s:%d", *self.address)

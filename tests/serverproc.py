@@ -22,8 +22,13 @@ def free_port() -> int:
 class ServerProcess:
     """A nodedb-server subprocess with its own data directory and log file."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None,
-                 config: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        config: Path | None = None,
+    ):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.env = {**os.environ, "NODEDB_CHECKPOINT_INTERVAL_SECONDS": "0", **(env or {})}
@@ -33,20 +38,32 @@ class ServerProcess:
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "nodedb_server", "--host", "127.0.0.1", "--port",
-               str(self.port), "--data-dir", str(self.data_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "nodedb_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {self.starts} =====\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         cwd=ROOT)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -74,6 +91,8 @@ class ServerProcess:
             self.proc.wait(5)
             raise
 
-    def dsn(self, user: str = "nodedb", database: str = "nodedb", password: str | None = None) -> str:
+    def dsn(
+        self, user: str = "nodedb", database: str = "nodedb", password: str | None = None
+    ) -> str:
         pw = f" password={password}" if password else ""
         return f"host=127.0.0.1 port={self.port} user={user} dbname={database}{pw}"

@@ -56,6 +56,10 @@ class RowCollection:
     def scan(self, now_ms: int = 0) -> Iterator[Row]:
         return iter(list(self.rows.values()))
 
+    def expires_at(self, key: Any) -> int | None:
+        """When a key expires (Unix ms); only key-value rows have a TTL."""
+        return None
+
     def fields(self) -> list[str]:
         return list(self.field_types)
 

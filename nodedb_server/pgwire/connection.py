@@ -98,7 +98,8 @@ class PgConnection:
         allowed = {Phase.AUTH: b"pX", Phase.READY: _TAGS_IN_READY, Phase.COPY_IN: _TAGS_IN_COPY}
         if kind not in allowed[self.phase]:
             raise ProtocolViolation(
-                f"unexpected message type 0x{kind:02x} in the {self.phase.value} phase")
+                f"unexpected message type 0x{kind:02x} in the {self.phase.value} phase"
+            )
         if len(buf) < n + 1:
             return None
         body = bytes(buf[5 : n + 1])

@@ -122,8 +122,25 @@ class CopyFail:
     message: str
 
 
-Event = (SSLRequest | GSSENCRequest | Startup | CancelRequest | Password | Query | Parse | Bind
-         | Describe | Execute | Close | Sync | Flush | Terminate | CopyData | CopyDone | CopyFail)
+Event = (
+    SSLRequest
+    | GSSENCRequest
+    | Startup
+    | CancelRequest
+    | Password
+    | Query
+    | Parse
+    | Bind
+    | Describe
+    | Execute
+    | Close
+    | Sync
+    | Flush
+    | Terminate
+    | CopyData
+    | CopyDone
+    | CopyFail
+)
 
 
 class Reader:
@@ -308,8 +325,11 @@ def row_description(fields: list[Field]) -> bytes:
     parts = [_H.pack(len(fields))]
     for f in fields:
         parts.append(_cstr(f.name))
-        parts.append(struct.pack("!ihihih", f.table_oid, f.column, f.type_oid, f.type_size,
-                                 f.type_mod, f.format))
+        parts.append(
+            struct.pack(
+                "!ihihih", f.table_oid, f.column, f.type_oid, f.type_size, f.type_mod, f.format
+            )
+        )
     return _msg(b"T", b"".join(parts))
 
 
@@ -358,7 +378,16 @@ def parameter_description(oids: list[int]) -> bytes:
 
 
 def _notice_fields(severity: str, sqlstate: str, message: str, detail: str | None) -> bytes:
-    parts = [b"S", _cstr(severity), b"V", _cstr(severity), b"C", _cstr(sqlstate), b"M", _cstr(message)]
+    parts = [
+        b"S",
+        _cstr(severity),
+        b"V",
+        _cstr(severity),
+        b"C",
+        _cstr(sqlstate),
+        b"M",
+        _cstr(message),
+    ]
     if detail:
         parts += [b"D", _cstr(detail)]
     return b"".join(parts) + b"\0"
@@ -368,19 +397,24 @@ def error_response(severity: str, sqlstate: str, message: str, detail: str | Non
     return _msg(b"E", _notice_fields(severity, sqlstate, message, detail))
 
 
-def notice_response(message: str, severity: str = "NOTICE", sqlstate: str = "00000",
-                    detail: str | None = None) -> bytes:
+def notice_response(
+    message: str, severity: str = "NOTICE", sqlstate: str = "00000", detail: str | None = None
+) -> bytes:
     return _msg(b"N", _notice_fields(severity, sqlstate, message, detail))
 
 
 def copy_in_response(fmt: int, column_formats: list[int]) -> bytes:
-    return _msg(b"G", bytes([fmt]) + _H.pack(len(column_formats))
-                + b"".join(_H.pack(f) for f in column_formats))
+    return _msg(
+        b"G",
+        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
+    )
 
 
 def copy_out_response(fmt: int, column_formats: list[int]) -> bytes:
-    return _msg(b"H", bytes([fmt]) + _H.pack(len(column_formats))
-                + b"".join(_H.pack(f) for f in column_formats))
+    return _msg(
+        b"H",
+        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
+    )
 
 
 def copy_data(data: bytes) -> bytes:

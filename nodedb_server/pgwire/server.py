@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nodedb_server.config import Config
@@ -31,7 +31,7 @@ from nodedb_server.errors import (
 from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire import types as t
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
-from nodedb_server.pgwire.connection import Phase, PgConnection
+from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast
 from nodedb_server.sql.execute import SERVER_VERSION, Column, Result, Session
 from nodedb_server.sql.parse import parse
@@ -67,7 +67,10 @@ class Portal:
 
 
 def _utf8(value: str) -> bool:
-    return value.strip().strip("'\"").upper().replace("-", "").replace("_", "") in ("UTF8", "UNICODE")
+    return value.strip().strip("'\"").upper().replace("-", "").replace("_", "") in (
+        "UTF8",
+        "UNICODE",
+    )
 
 
 def _formats(formats: tuple[int, ...], n: int) -> list[int]:
@@ -89,14 +92,18 @@ def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column])
         try:
             values.append(enc(v))
         except (ValueError, TypeError, OverflowError, AttributeError, struct.error):
-            raise DBError(f'a value of field "{col[0]}" does not fit its column type '
-                          f'{t.TYPE_NAMES.get(col[1], col[1])}; prepare the statement again',
-                          sqlstate="22000") from None
+            raise DBError(
+                f'a value of field "{col[0]}" does not fit its column type '
+                f"{t.TYPE_NAMES.get(col[1], col[1])}; prepare the statement again",
+                sqlstate="22000",
+            ) from None
     return m.data_row(values)
 
 
 class ClientHandler:
-    def __init__(self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -147,8 +154,13 @@ class ClientHandler:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            self.send(m.error_response("FATAL", AdminShutdown.sqlstate,
-                                       "terminating connection due to administrator command"))
+            self.send(
+                m.error_response(
+                    "FATAL",
+                    AdminShutdown.sqlstate,
+                    "terminating connection due to administrator command",
+                )
+            )
         except Exception:
             log.exception("connection %d: internal error", self.pid)
             self.send(m.error_response("FATAL", "XX000", "internal error; see the server log"))
@@ -184,8 +196,10 @@ class ClientHandler:
         if len(self.server.clients) > self.server.cfg["server.max_connections"]:
             raise TooManyConnections("sorry, too many clients already")
         if "client_encoding" in params and not _utf8(params["client_encoding"]):
-            raise DBError(f'client_encoding {params["client_encoding"]!r} is not supported; use UTF8',
-                          sqlstate="22023")
+            raise DBError(
+                f"client_encoding {params['client_encoding']!r} is not supported; use UTF8",
+                sqlstate="22023",
+            )
         manager = self.server.manager
         user = manager.user(user_name)
         if user is None:
@@ -200,13 +214,19 @@ class ClientHandler:
         self.session = Session(manager, tenant, user, database, self.pid, params)
         self.send(m.authentication_ok())
         s = self.session.settings
-        for name, value in (("server_version", SERVER_VERSION), ("server_encoding", "UTF8"),
-                            ("client_encoding", "UTF8"), ("DateStyle", s["datestyle"]),
-                            ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
-                            ("TimeZone", "UTC"), ("IntervalStyle", "postgres"),
-                            ("application_name", s["application_name"]),
-                            ("is_superuser", s["is_superuser"]),
-                            ("session_authorization", user["name"])):
+        for name, value in (
+            ("server_version", SERVER_VERSION),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", s["datestyle"]),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("application_name", s["application_name"]),
+            ("is_superuser", s["is_superuser"]),
+            ("session_authorization", user["name"]),
+        ):
             self.send(m.parameter_status(name, value))
         self.send(m.backend_key_data(self.pid, self.secret))
         self.send(m.ready_for_query("I"))
@@ -234,7 +254,9 @@ class ClientHandler:
             self.send(m.authentication_sasl_final(exchange.server_final(final.data)))
         except ScramError as e:
             if e.bad_password:
-                raise InvalidPassword(f'password authentication failed for user "{user["name"]}"') from None
+                raise InvalidPassword(
+                    f'password authentication failed for user "{user["name"]}"'
+                ) from None
             raise ProtocolViolation(str(e)) from None
 
     async def serve(self) -> None:
@@ -329,13 +351,16 @@ class ClientHandler:
     def bind(self, event: m.Bind) -> None:
         prepared = self.statements.get(event.statement)
         if prepared is None:
-            raise DBError(f'prepared statement "{event.statement}" does not exist', sqlstate="26000")
+            raise DBError(
+                f'prepared statement "{event.statement}" does not exist', sqlstate="26000"
+            )
         if len(event.params) != len(prepared.param_oids):
             raise ProtocolViolation(
                 f"bind message supplies {len(event.params)} parameters, but prepared statement "
-                f'"{event.statement}" requires {len(prepared.param_oids)}')
+                f'"{event.statement}" requires {len(prepared.param_oids)}'
+            )
         fmts = _formats(event.param_formats, len(event.params))
-        values = []
+        values: list[Any] = []
         for raw, fmt, oid in zip(event.params, fmts, prepared.param_oids, strict=True):
             if raw is None:
                 values.append(None)
@@ -345,7 +370,9 @@ class ClientHandler:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise DBError("invalid byte sequence for encoding UTF8", sqlstate="22021") from None
+                    raise DBError(
+                        "invalid byte sequence for encoding UTF8", sqlstate="22021"
+                    ) from None
                 values.append(t.decode_text(oid, text))
         if event.portal and event.portal in self.portals:
             raise DBError(f'portal "{event.portal}" already exists', sqlstate="42P03")
@@ -382,10 +409,14 @@ class ClientHandler:
             self.send(m.no_data())
             return
         fmts = _formats(tuple(formats), len(columns))
-        self.send(m.row_description([
-            m.Field(name, oid, t.TYPE_SIZES.get(oid, -1), -1, fmt)
-            for (name, oid), fmt in zip(columns, fmts, strict=True)
-        ]))
+        self.send(
+            m.row_description(
+                [
+                    m.Field(name, oid, t.TYPE_SIZES.get(oid, -1), -1, fmt)
+                    for (name, oid), fmt in zip(columns, fmts, strict=True)
+                ]
+            )
+        )
 
     async def execute(self, event: m.Execute) -> None:
         portal = self.portals.get(event.portal)
@@ -409,13 +440,19 @@ class ClientHandler:
         partial = Result(result.columns, chunk, result.tag, result.notices, result.parameter_status)
         result.notices, result.parameter_status = [], {}
         if portal.sent < len(rows):
-            await self.send_result(partial, portal.columns, list(portal.result_formats),
-                                   send_description=False, complete=False)
+            await self.send_result(
+                partial,
+                portal.columns,
+                list(portal.result_formats),
+                send_description=False,
+                complete=False,
+            )
             self.send(m.portal_suspended())
             return
         portal.done = True
-        await self.send_result(partial, portal.columns, list(portal.result_formats),
-                               send_description=False)
+        await self.send_result(
+            partial, portal.columns, list(portal.result_formats), send_description=False
+        )
 
     # ---- running and sending -----------------------------------------------------------------
 
@@ -447,8 +484,14 @@ class ClientHandler:
             self.cancel_requested = True
             self.running.cancel()
 
-    async def send_result(self, result: Result, columns: list[Column] | None, formats: list[int],
-                          send_description: bool, complete: bool = True) -> None:
+    async def send_result(
+        self,
+        result: Result,
+        columns: list[Column] | None,
+        formats: list[int],
+        send_description: bool,
+        complete: bool = True,
+    ) -> None:
         for notice in result.notices:
             self.send(m.notice_response(notice))
         for name, value in result.parameter_status.items():
@@ -482,7 +525,8 @@ class PgServer:
 
     async def start(self) -> tuple[str, int]:
         self._server = await asyncio.start_server(
-            self._on_client, self.cfg.host, self.cfg.port, reuse_address=True, limit=READ_CHUNK)
+            self._on_client, self.cfg.host, self.cfg.port, reuse_address=True, limit=READ_CHUNK
+        )
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 

@@ -7,7 +7,6 @@ into a column's bytes. Binary layouts follow PostgreSQL's send/recv functions
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import decimal
 import json
@@ -26,29 +25,94 @@ BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1
 FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
 
 ARRAY_ELEMENT = {
-    BOOL_ARRAY: BOOL, INT2_ARRAY: INT2, INT4_ARRAY: INT4, TEXT_ARRAY: TEXT, INT8_ARRAY: INT8,
-    FLOAT4_ARRAY: FLOAT4, FLOAT8_ARRAY: FLOAT8, VARCHAR_ARRAY: VARCHAR,
+    BOOL_ARRAY: BOOL,
+    INT2_ARRAY: INT2,
+    INT4_ARRAY: INT4,
+    TEXT_ARRAY: TEXT,
+    INT8_ARRAY: INT8,
+    FLOAT4_ARRAY: FLOAT4,
+    FLOAT8_ARRAY: FLOAT8,
+    VARCHAR_ARRAY: VARCHAR,
 }
 TYPE_NAMES = {
-    BOOL: "bool", BYTEA: "bytea", CHAR: "char", NAME: "name", INT8: "int8", INT2: "int2",
-    INT4: "int4", TEXT: "text", OID: "oid", JSON: "json", FLOAT4: "float4", FLOAT8: "float8",
-    UNKNOWN: "unknown", VARCHAR: "varchar", BPCHAR: "bpchar", TIMESTAMP: "timestamp",
-    TIMESTAMPTZ: "timestamptz", NUMERIC: "numeric", JSONB: "jsonb", VOID: "void",
-    REGTYPE: "regtype", BOOL_ARRAY: "_bool", INT2_ARRAY: "_int2", INT4_ARRAY: "_int4",
-    TEXT_ARRAY: "_text", INT8_ARRAY: "_int8", FLOAT4_ARRAY: "_float4", FLOAT8_ARRAY: "_float8",
+    BOOL: "bool",
+    BYTEA: "bytea",
+    CHAR: "char",
+    NAME: "name",
+    INT8: "int8",
+    INT2: "int2",
+    INT4: "int4",
+    TEXT: "text",
+    OID: "oid",
+    JSON: "json",
+    FLOAT4: "float4",
+    FLOAT8: "float8",
+    UNKNOWN: "unknown",
+    VARCHAR: "varchar",
+    BPCHAR: "bpchar",
+    TIMESTAMP: "timestamp",
+    TIMESTAMPTZ: "timestamptz",
+    NUMERIC: "numeric",
+    JSONB: "jsonb",
+    VOID: "void",
+    REGTYPE: "regtype",
+    BOOL_ARRAY: "_bool",
+    INT2_ARRAY: "_int2",
+    INT4_ARRAY: "_int4",
+    TEXT_ARRAY: "_text",
+    INT8_ARRAY: "_int8",
+    FLOAT4_ARRAY: "_float4",
+    FLOAT8_ARRAY: "_float8",
     VARCHAR_ARRAY: "_varchar",
 }
-TYPE_SIZES = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, TIMESTAMP: 8,
-              TIMESTAMPTZ: 8, OID: 4, CHAR: 1, NAME: 64}
+TYPE_SIZES = {
+    BOOL: 1,
+    INT2: 2,
+    INT4: 4,
+    INT8: 8,
+    FLOAT4: 4,
+    FLOAT8: 8,
+    TIMESTAMP: 8,
+    TIMESTAMPTZ: 8,
+    OID: 4,
+    CHAR: 1,
+    NAME: 64,
+}
 # Names accepted in casts (``$1::int8``, ``CAST(x AS text)``), as sqlglot and users spell them.
 CAST_NAMES = {
-    "bigint": INT8, "int8": INT8, "int": INT4, "integer": INT4, "int4": INT4, "smallint": INT2,
-    "int2": INT2, "text": TEXT, "varchar": VARCHAR, "char": TEXT, "string": TEXT, "bool": BOOL,
-    "boolean": BOOL, "double": FLOAT8, "double precision": FLOAT8, "float8": FLOAT8,
-    "float": FLOAT8, "real": FLOAT4, "float4": FLOAT4, "numeric": NUMERIC, "decimal": NUMERIC,
-    "bytea": BYTEA, "varbinary": BYTEA, "binary": BYTEA, "json": JSON, "jsonb": JSONB,
-    "timestamp": TIMESTAMP, "timestamptz": TIMESTAMPTZ, "timestamp with time zone": TIMESTAMPTZ,
-    "date": TIMESTAMPTZ, "regtype": REGTYPE, "oid": OID, "name": NAME,
+    "bigint": INT8,
+    "int8": INT8,
+    "int": INT4,
+    "integer": INT4,
+    "int4": INT4,
+    "smallint": INT2,
+    "int2": INT2,
+    "text": TEXT,
+    "varchar": VARCHAR,
+    "char": TEXT,
+    "string": TEXT,
+    "bool": BOOL,
+    "boolean": BOOL,
+    "double": FLOAT8,
+    "double precision": FLOAT8,
+    "float8": FLOAT8,
+    "float": FLOAT8,
+    "real": FLOAT4,
+    "float4": FLOAT4,
+    "numeric": NUMERIC,
+    "decimal": NUMERIC,
+    "bytea": BYTEA,
+    "varbinary": BYTEA,
+    "binary": BYTEA,
+    "json": JSON,
+    "jsonb": JSONB,
+    "timestamp": TIMESTAMP,
+    "timestamptz": TIMESTAMPTZ,
+    "timestamp with time zone": TIMESTAMPTZ,
+    "date": TIMESTAMPTZ,
+    "regtype": REGTYPE,
+    "oid": OID,
+    "name": NAME,
 }
 TEXTLIKE = frozenset({TEXT, VARCHAR, UNKNOWN, BPCHAR, NAME, CHAR, 0})
 
@@ -63,7 +127,8 @@ _f = struct.Struct("!f")
 def _bad(oid: int, raw: Any) -> InvalidTextRepresentation:
     shown = raw if isinstance(raw, str) and len(raw) <= 40 else "(value)"
     return InvalidTextRepresentation(
-        f'invalid input syntax for type {TYPE_NAMES.get(oid, oid)}: "{shown}"')
+        f'invalid input syntax for type {TYPE_NAMES.get(oid, oid)}: "{shown}"'
+    )
 
 
 # ---- text input ------------------------------------------------------------------------
@@ -86,7 +151,9 @@ def parse_timestamp(s: str) -> dt.datetime:
     text = s.strip()
     if text.lower() in ("now", "today"):
         now = dt.datetime.now(dt.UTC)
-        return now if text.lower() == "now" else now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return (
+            now if text.lower() == "now" else now.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
     t = text.replace("Z", "+00:00").replace("z", "+00:00")
     t = re.sub(r"([+-]\d\d)$", r"\1:00", t)
     try:
@@ -205,7 +272,7 @@ def _binary_array(b: bytes) -> list[Any]:
     if ndim != 1:
         raise InvalidTextRepresentation("only one-dimensional arrays are supported")
     (n, _lower) = struct.unpack_from("!ii", b, 12)
-    pos, out = 20, []
+    pos, out = 20, list[Any]()
     for _ in range(n):
         (size,) = _i.unpack_from(b, pos)
         pos += 4
@@ -250,7 +317,8 @@ def decode_binary(oid: int, b: bytes) -> Any:
         return b.decode("utf-8")
     except (struct.error, ValueError, UnicodeDecodeError):
         raise InvalidTextRepresentation(
-            f"incorrect binary data format for type {TYPE_NAMES.get(oid, oid)}") from None
+            f"incorrect binary data format for type {TYPE_NAMES.get(oid, oid)}"
+        ) from None
 
 
 # ---- output ----------------------------------------------------------------------------
@@ -397,12 +465,8 @@ def encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
     """A function turning a non-NULL value into the column's bytes in ``fmt``."""
     if fmt == 1:
         return lambda v: encode_binary(oid, v)
-    if oid == TEXT or oid == VARCHAR:
+    if oid in (TEXT, VARCHAR):
         return lambda v: (v if isinstance(v, str) else encode_text(oid, v)).encode("utf-8")
-    if oid == INT8 or oid == INT4:
+    if oid in (INT8, INT4):
         return lambda v: str(v).encode() if type(v) is int else encode_text(oid, v).encode()
     return lambda v: encode_text(oid, v).encode("utf-8")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

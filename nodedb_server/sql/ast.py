@@ -171,7 +171,29 @@ class Empty:
     pass
 
 
-Statement = (Select | Insert | Update | Delete | CreateCollection | DropCollection | UndropCollection
-             | CreateTenant | DropTenant | PurgeTenant | CreateUser | DropUser | Grant
-             | ShowCollections | ShowTenants | Show | SetVar | DescribeCollection | Begin | Commit
-             | Rollback | Checkpoint | Explain | Empty)
+Statement = (
+    Select
+    | Insert
+    | Update
+    | Delete
+    | CreateCollection
+    | DropCollection
+    | UndropCollection
+    | CreateTenant
+    | DropTenant
+    | PurgeTenant
+    | CreateUser
+    | DropUser
+    | Grant
+    | ShowCollections
+    | ShowTenants
+    | Show
+    | SetVar
+    | DescribeCollection
+    | Begin
+    | Commit
+    | Rollback
+    | Checkpoint
+    | Explain
+    | Empty
+)

@@ -64,14 +64,37 @@ SERVER_VERSION = f"15.0 (nodedb-server {__version__})"
 # cancelled and does not stall other sessions for long.
 YIELD_EVERY = 5000
 
-KV_TYPE_OIDS = {"text": t.TEXT, "int8": t.INT8, "float8": t.FLOAT8, "bool": t.BOOL,
-                "bytea": t.BYTEA, "timestamp": t.TIMESTAMPTZ, "jsonb": t.JSONB}
-TAG_OIDS = {"int": t.INT8, "float": t.FLOAT8, "bool": t.BOOL, "text": t.TEXT, "bytea": t.BYTEA,
-            "timestamp": t.TIMESTAMPTZ}
+KV_TYPE_OIDS = {
+    "text": t.TEXT,
+    "int8": t.INT8,
+    "float8": t.FLOAT8,
+    "bool": t.BOOL,
+    "bytea": t.BYTEA,
+    "timestamp": t.TIMESTAMPTZ,
+    "jsonb": t.JSONB,
+}
+TAG_OIDS = {
+    "int": t.INT8,
+    "float": t.FLOAT8,
+    "bool": t.BOOL,
+    "text": t.TEXT,
+    "bytea": t.BYTEA,
+    "timestamp": t.TIMESTAMPTZ,
+}
 
 Column = tuple[str, int]
-READ_ONLY = (ast.Select, ast.Show, ast.ShowCollections, ast.ShowTenants, ast.DescribeCollection,
-             ast.Explain, ast.Begin, ast.Rollback, ast.SetVar, ast.Empty)
+READ_ONLY = (
+    ast.Select,
+    ast.Show,
+    ast.ShowCollections,
+    ast.ShowTenants,
+    ast.DescribeCollection,
+    ast.Explain,
+    ast.Begin,
+    ast.Rollback,
+    ast.SetVar,
+    ast.Empty,
+)
 
 
 @dataclass
@@ -114,10 +137,18 @@ def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
     for c in _conjuncts(where):
         if isinstance(c, Cmp) and c.op == "=":
             for a, b in ((c.left, c.right), (c.right, c.left)):
-                if isinstance(a, Field) and a.name == key_field and isinstance(b, Const | Param | Cast):
+                if (
+                    isinstance(a, Field)
+                    and a.name == key_field
+                    and isinstance(b, Const | Param | Cast)
+                ):
                     return [b]
-        if (isinstance(c, In) and isinstance(c.inner, Field) and c.inner.name == key_field
-                and all(isinstance(i, Const | Param) for i in c.items)):
+        if (
+            isinstance(c, In)
+            and isinstance(c.inner, Field)
+            and c.inner.name == key_field
+            and all(isinstance(i, Const | Param) for i in c.items)
+        ):
             return list(c.items)
     return None
 
@@ -161,8 +192,15 @@ class Txn:
 
 
 class Session:
-    def __init__(self, manager: TenantManager, tenant: Tenant, user: dict[str, Any],
-                 database: str, pid: int, startup_params: dict[str, str]):
+    def __init__(
+        self,
+        manager: TenantManager,
+        tenant: Tenant,
+        user: dict[str, Any],
+        database: str,
+        pid: int,
+        startup_params: dict[str, str],
+    ):
         self.manager = manager
         self.tenant = tenant
         self.user = user
@@ -170,22 +208,34 @@ class Session:
         self.pid = pid
         self.txn: Txn | None = None
         self.settings: dict[str, str] = {
-            "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
-            "datestyle": "ISO, MDY", "timezone": "UTC", "integer_datetimes": "on",
-            "standard_conforming_strings": "on", "transaction_isolation": "read committed",
-            "default_transaction_isolation": "read committed", "application_name": "",
-            "search_path": '"$user", public', "is_superuser": "on" if user["superuser"] else "off",
-            "session_authorization": user["name"], "max_identifier_length": "63",
+            "server_version": SERVER_VERSION,
+            "server_encoding": "UTF8",
+            "client_encoding": "UTF8",
+            "datestyle": "ISO, MDY",
+            "timezone": "UTC",
+            "integer_datetimes": "on",
+            "standard_conforming_strings": "on",
+            "transaction_isolation": "read committed",
+            "default_transaction_isolation": "read committed",
+            "application_name": "",
+            "search_path": '"$user", public',
+            "is_superuser": "on" if user["superuser"] else "off",
+            "session_authorization": user["name"],
+            "max_identifier_length": "63",
             "statement_timeout": str(manager.cfg["limits.statement_timeout_ms"]),
-            "intervalstyle": "postgres", "extra_float_digits": "1",
+            "intervalstyle": "postgres",
+            "extra_float_digits": "1",
         }
         self.settings["application_name"] = startup_params.get("application_name", "")
         self._funcs: dict[str, Callable[[], Any]] = {
             "version": lambda: f"PostgreSQL {SERVER_VERSION}",
             "current_database": lambda: self.database,
-            "current_user": lambda: self.user["name"], "session_user": lambda: self.user["name"],
-            "current_schema": lambda: "public", "current_lsn": lambda: self.tenant.last_lsn,
-            "pg_backend_pid": lambda: self.pid, "pg_sleep": lambda: None,
+            "current_user": lambda: self.user["name"],
+            "session_user": lambda: self.user["name"],
+            "current_schema": lambda: "public",
+            "current_lsn": lambda: self.tenant.last_lsn,
+            "pg_backend_pid": lambda: self.pid,
+            "pg_sleep": lambda: None,
         }
 
     # ---- session state ------------------------------------------------------------------
@@ -226,8 +276,11 @@ class Session:
     def param_types(self, stmt: ast.Statement, declared: tuple[int, ...]) -> list[int]:
         """Each parameter's type: declared, else a cast, else a typed field, else text."""
         exprs, typed_targets = _statement_exprs(stmt)
-        count = max([p.index + 1 for e in exprs for p in e.walk() if isinstance(p, Param)]
-                    + [len(declared)], default=0)
+        count = max(
+            [p.index + 1 for e in exprs for p in e.walk() if isinstance(p, Param)]
+            + [len(declared)],
+            default=0,
+        )
         oids = [declared[i] if i < len(declared) and declared[i] else 0 for i in range(count)]
         engine = self._engine_of(stmt)
         hints: dict[int, int] = {}
@@ -238,15 +291,23 @@ class Session:
                 elif isinstance(node, Cmp):
                     for a, b in ((node.left, node.right), (node.right, node.left)):
                         if isinstance(a, Field) and isinstance(b, Param):
-                            oid = field_oid(engine, a.name) if isinstance(engine, KvCollection) else t.TEXT
+                            oid = (
+                                field_oid(engine, a.name)
+                                if isinstance(engine, KvCollection)
+                                else t.TEXT
+                            )
                             hints.setdefault(b.index, oid)
         for name, e in typed_targets:
-            if isinstance(e, Param) and isinstance(engine, KvCollection) and name in engine.typed_fields:
+            if (
+                isinstance(e, Param)
+                and isinstance(engine, KvCollection)
+                and name in engine.typed_fields
+            ):
                 hints.setdefault(e.index, KV_TYPE_OIDS[engine.typed_fields[name]])
         if isinstance(stmt, ast.Select):
-            for e in (stmt.limit, stmt.offset):
-                if isinstance(e, Param):
-                    hints.setdefault(e.index, t.INT8)
+            for clause in (stmt.limit, stmt.offset):
+                if isinstance(clause, Param):
+                    hints.setdefault(clause.index, t.INT8)
         return [oids[i] or hints.get(i, t.TEXT) for i in range(count)]
 
     def _engine_of(self, stmt: ast.Statement) -> RowCollection | None:
@@ -263,11 +324,19 @@ class Session:
         if isinstance(stmt, ast.Explain):
             return [("QUERY PLAN", t.TEXT)]
         if isinstance(stmt, ast.ShowCollections):
-            return [("name", t.TEXT), ("engine_type", t.TEXT), ("row_count", t.INT8),
-                    ("size_bytes_estimate", t.INT8)]
+            return [
+                ("name", t.TEXT),
+                ("engine_type", t.TEXT),
+                ("row_count", t.INT8),
+                ("size_bytes_estimate", t.INT8),
+            ]
         if isinstance(stmt, ast.ShowTenants):
-            return [("name", t.TEXT), ("id", t.INT8), ("collections", t.INT8),
-                    ("size_bytes_estimate", t.INT8)]
+            return [
+                ("name", t.TEXT),
+                ("id", t.INT8),
+                ("collections", t.INT8),
+                ("size_bytes_estimate", t.INT8),
+            ]
         if isinstance(stmt, ast.DescribeCollection):
             return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
         if isinstance(stmt, ast.Show):
@@ -282,8 +351,15 @@ class Session:
             if stmt.star:
                 return view_cols
             types = dict(view_cols)
-            return [(it.name, types.get(it.expr.name, t.TEXT) if isinstance(it.expr, Field)
-                     else self._infer(it.expr, None, param_oids)) for it in stmt.items]
+            return [
+                (
+                    it.name,
+                    types.get(it.expr.name, t.TEXT)
+                    if isinstance(it.expr, Field)
+                    else self._infer(it.expr, None, param_oids),
+                )
+                for it in stmt.items
+            ]
         engine = self._collection(stmt.source) if stmt.source else None
         cols: list[Column] = []
         for it in stmt.items:
@@ -336,9 +412,14 @@ class Session:
     # ---- execution ------------------------------------------------------------------------
 
     async def execute(self, stmt: ast.Statement, params: list[Any]) -> Result:
-        if self.txn is not None and self.txn.failed and not isinstance(stmt, ast.Commit | ast.Rollback):
+        if (
+            self.txn is not None
+            and self.txn.failed
+            and not isinstance(stmt, ast.Commit | ast.Rollback)
+        ):
             raise InFailedTransaction(
-                "current transaction is aborted, commands ignored until end of transaction block")
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
         try:
             await self.tenant.ensure_healthy()
         except DBError:
@@ -390,8 +471,9 @@ class Session:
                 continue
             if intent == "insert" and old is not None:
                 raise UniqueViolation(
-                    f'duplicate key value violates unique constraint: {engine.key_field}={key!r} '
-                    f'already exists in "{coll}"')
+                    f"duplicate key value violates unique constraint: {engine.key_field}={key!r} "
+                    f'already exists in "{coll}"'
+                )
             ops.append((OP_UPDATE if old is not None else OP_INSERT, coll, key, row, expires))
             current[ck] = row
         return ops
@@ -413,8 +495,9 @@ class Session:
         rows = [r for r in engine.scan(now) if r[kf] not in over]
         return rows + [r for r, _ in over.values() if r is not None]
 
-    async def _candidates(self, coll: str, engine: RowCollection, where: Expr | None,
-                          ctx: Ctx) -> list[Row]:
+    async def _candidates(
+        self, coll: str, engine: RowCollection, where: Expr | None, ctx: Ctx
+    ) -> list[Row]:
         now = _now_ms()
         keys = _key_values(where, engine.key_field)
         if keys is not None:
@@ -453,12 +536,18 @@ class Session:
             rows = await self._candidates(stmt.source, engine, stmt.where, ctx)
         star_fields = [c for c, _ in columns] if stmt.star else []
         aggs = [n for it in stmt.items for n in it.expr.walk() if isinstance(n, Agg)]
-        aggs += [n for o in stmt.order_by if o.expr is not None for n in o.expr.walk()
-                 if isinstance(n, Agg)]
+        aggs += [
+            n
+            for o in stmt.order_by
+            if o.expr is not None
+            for n in o.expr.walk()
+            if isinstance(n, Agg)
+        ]
         if aggs or stmt.group_by:
             if stmt.star:
-                raise SyntaxError_("SELECT * cannot be combined with GROUP BY or aggregates",
-                                   sqlstate="42803")
+                raise SyntaxError_(
+                    "SELECT * cannot be combined with GROUP BY or aggregates", sqlstate="42803"
+                )
             groups: dict[tuple[Any, ...], list[Row]] = {}
             for r in rows:
                 gk = tuple(_hashable(g.eval(r, ctx)) for g in stmt.group_by)
@@ -467,8 +556,12 @@ class Session:
                 groups[()] = []
             items = []
             for members in groups.values():
-                gctx = Ctx(params=params, now=ctx.now, funcs=ctx.funcs,
-                           aggs={id(a): a.compute(members, ctx) for a in aggs})
+                gctx = Ctx(
+                    params=params,
+                    now=ctx.now,
+                    funcs=ctx.funcs,
+                    aggs={id(a): a.compute(members, ctx) for a in aggs},
+                )
                 rep = members[0] if members else {}
                 items.append((rep, gctx))
         else:
@@ -523,14 +616,18 @@ class Session:
             engine = self._collection(source)
             keys = _key_values(inner.where, engine.key_field)
             if keys is not None:
-                lines.append(f"Point lookup on {source} by primary key {engine.key_field} "
-                             f"({len(keys)} key{'s' if len(keys) != 1 else ''})")
+                lines.append(
+                    f"Point lookup on {source} by primary key {engine.key_field} "
+                    f"({len(keys)} key{'s' if len(keys) != 1 else ''})"
+                )
             else:
                 lines.append(f"Full scan of {source} ({len(engine)} rows)")
             if inner.where is not None:
                 lines.append("  Filter: WHERE clause")
         if isinstance(inner, ast.Select):
-            if inner.group_by or any(isinstance(n, Agg) for it in inner.items for n in it.expr.walk()):
+            if inner.group_by or any(
+                isinstance(n, Agg) for it in inner.items for n in it.expr.walk()
+            ):
                 lines.append("  Aggregate")
             if inner.order_by:
                 lines.append("  Sort")
@@ -540,10 +637,14 @@ class Session:
 
     # -- writes --
 
-    async def _commit_or_buffer(self, coll: str, intents: list[tuple[str, Any, Row | None, int | None]]) -> None:
+    async def _commit_or_buffer(
+        self, coll: str, intents: list[tuple[str, Any, Row | None, int | None]]
+    ) -> None:
         """Commit now (outside a transaction) or add to the transaction."""
         if self.txn is None:
-            await self.tenant.commit_ops(self._fold(Txn([(i, coll, k, r, e) for i, k, r, e in intents])))
+            await self.tenant.commit_ops(
+                self._fold(Txn([(i, coll, k, r, e) for i, k, r, e in intents]))
+            )
             return
         over = self.txn.overlay.setdefault(coll, {})
         for intent, key, row, expires in intents:
@@ -569,22 +670,29 @@ class Session:
                 intents.append(("put", key, row, expires))
             elif stmt.on_conflict is None:
                 raise UniqueViolation(
-                    f'duplicate key value violates unique constraint: {kf}={key!r} already '
-                    f'exists in "{stmt.collection}"')
+                    f"duplicate key value violates unique constraint: {kf}={key!r} already "
+                    f'exists in "{stmt.collection}"'
+                )
             elif stmt.on_conflict.action == "nothing":
                 continue
             else:
                 uctx = Ctx(params=params, now=ctx.now, funcs=ctx.funcs, excluded=row)
                 new = self._assign(engine, old, stmt.on_conflict.assignments, uctx)
-                keep = engine.expires_at(key) if isinstance(engine, KvCollection) else None
+                keep = engine.expires_at(key)
                 intents.append(("put", key, new, expires if expires is not None else keep))
                 row = new
             pending[key] = row
         await self._commit_or_buffer(stmt.collection, intents)
         return Result(None, [], f"INSERT 0 {len(intents)}")
 
-    def _new_row(self, engine: RowCollection, fields: list[tuple[str, Expr]], ctx: Ctx,
-                 object_form: bool, now: int) -> tuple[Row, int | None]:
+    def _new_row(
+        self,
+        engine: RowCollection,
+        fields: list[tuple[str, Expr]],
+        ctx: Ctx,
+        object_form: bool,
+        now: int,
+    ) -> tuple[Row, int | None]:
         kf = engine.key_field
         values = {name: e.eval({}, ctx) for name, e in fields}
         expires = None
@@ -613,8 +721,9 @@ class Session:
                 return cast_value(v, oid)
         return v
 
-    def _assign(self, engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]],
-                ctx: Ctx) -> Row:
+    def _assign(
+        self, engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]], ctx: Ctx
+    ) -> Row:
         new = dict(old)
         for name, e in assignments:
             if name == engine.key_field:
@@ -627,10 +736,8 @@ class Session:
         ctx = self.ctx(params)
         rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
         kf = engine.key_field
-        kv = isinstance(engine, KvCollection)
         intents: list[tuple[str, Any, Row | None, int | None]] = [
-            ("put", r[kf], self._assign(engine, r, stmt.assignments, ctx),
-             engine.expires_at(r[kf]) if kv else None)  # type: ignore[attr-defined]
+            ("put", r[kf], self._assign(engine, r, stmt.assignments, ctx), engine.expires_at(r[kf]))
             for r in rows
         ]
         await self._commit_or_buffer(stmt.collection, intents)
@@ -649,21 +756,39 @@ class Session:
         meta = self.tenant.state.catalog.get(stmt.name)
         if meta is not None:
             if stmt.if_not_exists and meta.dropped_ms is None:
-                return Result(None, [], "CREATE COLLECTION", [f'collection "{stmt.name}" already exists, skipping'])
+                return Result(
+                    None,
+                    [],
+                    "CREATE COLLECTION",
+                    [f'collection "{stmt.name}" already exists, skipping'],
+                )
             hint = " (it is dropped: UNDROP or PURGE it first)" if meta.dropped_ms else ""
             raise DuplicateTable(f'collection "{stmt.name}" already exists{hint}')
         if stmt.name.startswith("_system") or stmt.name.startswith("pg_"):
-            raise InsufficientPrivilege(f'collection names starting with "{stmt.name.split("_")[0]}_" are reserved')
-        await self.tenant.commit_catalog("create_collection", {
-            "name": stmt.name, "engine": stmt.engine, "typed_fields": stmt.typed_fields,
-            "owner": self.user["name"]})
+            raise InsufficientPrivilege(
+                f'collection names starting with "{stmt.name.split("_")[0]}_" are reserved'
+            )
+        await self.tenant.commit_catalog(
+            "create_collection",
+            {
+                "name": stmt.name,
+                "engine": stmt.engine,
+                "typed_fields": stmt.typed_fields,
+                "owner": self.user["name"],
+            },
+        )
         return Result(None, [], "CREATE COLLECTION")
 
     async def _drop_collection(self, stmt: ast.DropCollection, params: list[Any]) -> Result:
         meta = self.tenant.state.catalog.get(stmt.name)
         if meta is None or (meta.dropped_ms is not None and not stmt.purge):
             if stmt.if_exists:
-                return Result(None, [], "DROP COLLECTION", [f'collection "{stmt.name}" does not exist, skipping'])
+                return Result(
+                    None,
+                    [],
+                    "DROP COLLECTION",
+                    [f'collection "{stmt.name}" does not exist, skipping'],
+                )
             raise UndefinedTable(f'collection "{stmt.name}" does not exist')
         action = "purge_collection" if stmt.purge else "drop_collection"
         await self.tenant.commit_catalog(action, {"name": stmt.name})
@@ -678,13 +803,22 @@ class Session:
 
     async def _show_collections(self, stmt: ast.ShowCollections, params: list[Any]) -> Result:
         st = self.tenant.state
-        rows = [(m.name, st.engines[m.name].engine, len(st.engines[m.name]),
-                 st.engines[m.name].size_bytes) for m in st.active()]
+        rows = [
+            (
+                m.name,
+                st.engines[m.name].engine,
+                len(st.engines[m.name]),
+                st.engines[m.name].size_bytes,
+            )
+            for m in st.active()
+        ]
         return Result(self.describe(stmt, []), rows, f"SHOW {len(rows)}")
 
     async def _describe_collection(self, stmt: ast.DescribeCollection, params: list[Any]) -> Result:
         engine = self._collection(stmt.name)
-        rows = [(f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field) for f in engine.fields()]
+        rows = [
+            (f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field) for f in engine.fields()
+        ]
         return Result(self.describe(stmt, []), rows, f"DESCRIBE {len(rows)}")
 
     # -- tenants, users --
@@ -719,7 +853,9 @@ class Session:
 
     async def _create_user(self, stmt: ast.CreateUser, params: list[Any]) -> Result:
         self._require_superuser("create users")
-        await self.manager.create_user(stmt.name, stmt.password, stmt.tenant or self.tenant.name, False)
+        await self.manager.create_user(
+            stmt.name, stmt.password, stmt.tenant or self.tenant.name, False
+        )
         return Result(None, [], "CREATE ROLE")
 
     async def _drop_user(self, stmt: ast.DropUser, params: list[Any]) -> Result:
@@ -738,9 +874,13 @@ class Session:
         name = stmt.name.lower()
         value = stmt.value
         if name == "client_encoding" and value is not None:
-            if value.strip("'\"").upper().replace("-", "").replace("_", "") not in ("UTF8", "UNICODE"):
-                raise DBError(f'invalid value for parameter "client_encoding": "{value}"',
-                              sqlstate="22023")
+            if value.strip("'\"").upper().replace("-", "").replace("_", "") not in (
+                "UTF8",
+                "UNICODE",
+            ):
+                raise DBError(
+                    f'invalid value for parameter "client_encoding": "{value}"', sqlstate="22023"
+                )
             value = "UTF8"
         if name in ("server_version", "server_encoding", "is_superuser", "integer_datetimes"):
             raise DBError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
@@ -748,14 +888,19 @@ class Session:
             try:
                 int(value.rstrip("ms").strip())
             except ValueError:
-                raise DBError(f'invalid value for parameter "statement_timeout": "{value}"',
-                              sqlstate="22023") from None
+                raise DBError(
+                    f'invalid value for parameter "statement_timeout": "{value}"', sqlstate="22023"
+                ) from None
         default = {"statement_timeout": str(self.manager.cfg["limits.statement_timeout_ms"])}
         self.settings[name] = value if value is not None else default.get(name, "")
         status = {}
-        reportable = {"client_encoding": "client_encoding", "datestyle": "DateStyle",
-                      "timezone": "TimeZone", "application_name": "application_name",
-                      "intervalstyle": "IntervalStyle"}
+        reportable = {
+            "client_encoding": "client_encoding",
+            "datestyle": "DateStyle",
+            "timezone": "TimeZone",
+            "application_name": "application_name",
+            "intervalstyle": "IntervalStyle",
+        }
         if name in reportable:
             status[reportable[name]] = self.settings[name]
         return Result(None, [], "SET", parameter_status=status)
@@ -789,20 +934,38 @@ class Session:
     def _system_view(self, name: str, rows: bool) -> tuple[list[Column], list[Row]]:
         view = name.split(".", 1)[1]
         if view == "wal":
-            cols = [("tenant", t.TEXT), ("segment", t.TEXT), ("first_lsn", t.INT8),
-                    ("last_lsn", t.INT8), ("bytes", t.INT8), ("archived", t.BOOL)]
+            cols = [
+                ("tenant", t.TEXT),
+                ("segment", t.TEXT),
+                ("first_lsn", t.INT8),
+                ("last_lsn", t.INT8),
+                ("bytes", t.INT8),
+                ("archived", t.BOOL),
+            ]
             out = []
             if rows:
                 for tenant in self._visible_tenants():
                     wal = tenant.store.wal
-                    for seg in (wal.segments if wal else []):
-                        out.append({"tenant": tenant.name, "segment": seg.path.name,
-                                    "first_lsn": seg.first_lsn, "last_lsn": seg.last_lsn,
-                                    "bytes": seg.bytes, "archived": False})
+                    for seg in wal.segments if wal else []:
+                        out.append(
+                            {
+                                "tenant": tenant.name,
+                                "segment": seg.path.name,
+                                "first_lsn": seg.first_lsn,
+                                "last_lsn": seg.last_lsn,
+                                "bytes": seg.bytes,
+                                "archived": False,
+                            }
+                        )
             return cols, out
         if view == "checkpoints":
-            cols = [("tenant", t.TEXT), ("lsn", t.INT8), ("at", t.TIMESTAMPTZ), ("files", t.INT8),
-                    ("bytes", t.INT8)]
+            cols = [
+                ("tenant", t.TEXT),
+                ("lsn", t.INT8),
+                ("at", t.TIMESTAMPTZ),
+                ("files", t.INT8),
+                ("bytes", t.INT8),
+            ]
             out = []
             if rows:
                 for tenant in self._visible_tenants():
@@ -812,9 +975,15 @@ class Session:
                             info = read_info(path, store.aead, store.tenant_id)
                         except Exception:
                             continue
-                        out.append({"tenant": tenant.name, "lsn": info.lsn,
-                                    "at": dt.datetime.fromtimestamp(info.created_ms / 1000, dt.UTC),
-                                    "files": info.files, "bytes": info.bytes})
+                        out.append(
+                            {
+                                "tenant": tenant.name,
+                                "lsn": info.lsn,
+                                "at": dt.datetime.fromtimestamp(info.created_ms / 1000, dt.UTC),
+                                "files": info.files,
+                                "bytes": info.bytes,
+                            }
+                        )
             return cols, out
         raise UndefinedTable(f'system view "{name}" does not exist')
 
@@ -834,7 +1003,9 @@ def _int_clause(e: Expr | None, ctx: Ctx, what: str) -> int | None:
     except (TypeError, ValueError):
         raise DataError(f"{what} must be an integer") from None
     if n < 0:
-        raise DataError(f"{what} must not be negative", sqlstate="2201W" if what == "LIMIT" else "2201X")
+        raise DataError(
+            f"{what} must not be negative", sqlstate="2201W" if what == "LIMIT" else "2201X"
+        )
     return n
 
 
@@ -846,7 +1017,13 @@ def uuid7() -> uuid.UUID:
     """A UUID version 7 (RFC 9562): 48-bit Unix ms timestamp, then random bits."""
     ms = int(time.time() * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 66) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    value = (
+        (ms << 80)
+        | (0x7 << 76)
+        | ((rand >> 66) & 0xFFF) << 64
+        | (0b10 << 62)
+        | (rand & ((1 << 62) - 1))
+    )
     return uuid.UUID(int=value)
 
 
@@ -873,14 +1050,28 @@ def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, E
 
 
 _HANDLERS: dict[type, Callable[..., Any]] = {
-    ast.Select: Session._select, ast.Insert: Session._insert, ast.Update: Session._update,
-    ast.Delete: Session._delete, ast.Begin: Session._begin, ast.Commit: Session._commit,
-    ast.Rollback: Session._rollback, ast.Explain: Session._explain,
-    ast.CreateCollection: Session._create_collection, ast.DropCollection: Session._drop_collection,
-    ast.UndropCollection: Session._undrop_collection, ast.ShowCollections: Session._show_collections,
-    ast.DescribeCollection: Session._describe_collection, ast.CreateTenant: Session._create_tenant,
-    ast.DropTenant: Session._drop_tenant, ast.PurgeTenant: Session._purge_tenant,
-    ast.ShowTenants: Session._show_tenants, ast.CreateUser: Session._create_user,
-    ast.DropUser: Session._drop_user, ast.Grant: Session._grant, ast.SetVar: Session._set,
-    ast.Show: Session._show, ast.Checkpoint: Session._checkpoint, ast.Empty: Session._empty,
+    ast.Select: Session._select,
+    ast.Insert: Session._insert,
+    ast.Update: Session._update,
+    ast.Delete: Session._delete,
+    ast.Begin: Session._begin,
+    ast.Commit: Session._commit,
+    ast.Rollback: Session._rollback,
+    ast.Explain: Session._explain,
+    ast.CreateCollection: Session._create_collection,
+    ast.DropCollection: Session._drop_collection,
+    ast.UndropCollection: Session._undrop_collection,
+    ast.ShowCollections: Session._show_collections,
+    ast.DescribeCollection: Session._describe_collection,
+    ast.CreateTenant: Session._create_tenant,
+    ast.DropTenant: Session._drop_tenant,
+    ast.PurgeTenant: Session._purge_tenant,
+    ast.ShowTenants: Session._show_tenants,
+    ast.CreateUser: Session._create_user,
+    ast.DropUser: Session._drop_user,
+    ast.Grant: Session._grant,
+    ast.SetVar: Session._set,
+    ast.Show: Session._show,
+    ast.Checkpoint: Session._checkpoint,
+    ast.Empty: Session._empty,
 }

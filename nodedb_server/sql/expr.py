@@ -93,7 +93,9 @@ def _num(v: Any) -> Any:
             try:
                 return float(v)
             except ValueError:
-                raise InvalidTextRepresentation(f'invalid input syntax for a number: "{v[:40]}"') from None
+                raise InvalidTextRepresentation(
+                    f'invalid input syntax for a number: "{v[:40]}"'
+                ) from None
     return v
 
 
@@ -101,9 +103,17 @@ def _align(a: Any, b: Any) -> tuple[Any, Any]:
     ta, tb = type(a), type(b)
     if ta is tb:
         return a, b
-    if isinstance(a, str) and isinstance(b, int | float | decimal.Decimal) and not isinstance(b, bool):
+    if (
+        isinstance(a, str)
+        and isinstance(b, int | float | decimal.Decimal)
+        and not isinstance(b, bool)
+    ):
         return _num(a), b
-    if isinstance(b, str) and isinstance(a, int | float | decimal.Decimal) and not isinstance(a, bool):
+    if (
+        isinstance(b, str)
+        and isinstance(a, int | float | decimal.Decimal)
+        and not isinstance(a, bool)
+    ):
         return a, _num(b)
     if isinstance(a, bool) and isinstance(b, str):
         return a, t.parse_bool(b)
@@ -287,8 +297,10 @@ def _arith(op: str, a: Any, b: Any) -> Any:
             return a - b
         raise DataError("unsupported timestamp arithmetic")
     a, b = _num(a), _num(b)
-    if isinstance(a, bool) or isinstance(b, bool) or not all(
-        isinstance(x, int | float | decimal.Decimal) for x in (a, b)
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not all(isinstance(x, int | float | decimal.Decimal) for x in (a, b))
     ):
         raise DataError(f"operator {op} needs numbers")
     try:
@@ -361,8 +373,17 @@ INTERVAL = -1  # a cast target that is not a wire type
 
 
 def parse_interval(s: str) -> dt.timedelta:
-    units = {"microsecond": 1e-6, "millisecond": 1e-3, "second": 1, "sec": 1, "minute": 60,
-             "min": 60, "hour": 3600, "day": 86400, "week": 604800}
+    units = {
+        "microsecond": 1e-6,
+        "millisecond": 1e-3,
+        "second": 1,
+        "sec": 1,
+        "minute": 60,
+        "min": 60,
+        "hour": 3600,
+        "day": 86400,
+        "week": 604800,
+    }
     total = 0.0
     found = False
     for num, unit in re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)", s.lower()):
@@ -473,9 +494,16 @@ class Func(Expr):
 
 # Functions answered by the session, with their result types.
 SESSION_FUNCS = {
-    "version": t.TEXT, "current_database": t.TEXT, "current_user": t.NAME, "session_user": t.NAME,
-    "current_schema": t.NAME, "now": t.TIMESTAMPTZ, "current_timestamp": t.TIMESTAMPTZ,
-    "current_lsn": t.INT8, "pg_backend_pid": t.INT4, "pg_sleep": t.VOID,
+    "version": t.TEXT,
+    "current_database": t.TEXT,
+    "current_user": t.NAME,
+    "session_user": t.NAME,
+    "current_schema": t.NAME,
+    "now": t.TIMESTAMPTZ,
+    "current_timestamp": t.TIMESTAMPTZ,
+    "current_lsn": t.INT8,
+    "pg_backend_pid": t.INT4,
+    "pg_sleep": t.VOID,
 }
 
 
@@ -516,7 +544,9 @@ class Agg(Expr):
             except TypeError:
                 raise DataError(f"{self.name}() over values of different types") from None
         nums = [_num(v) for v in values]
-        if any(isinstance(v, bool) or not isinstance(v, int | float | decimal.Decimal) for v in nums):
+        if any(
+            isinstance(v, bool) or not isinstance(v, int | float | decimal.Decimal) for v in nums
+        ):
             raise DataError(f"{self.name}() needs numbers")
         total = sum(nums)
         return total if self.name == "sum" else float(total) / len(nums)
@@ -533,10 +563,17 @@ class Star(Expr):
 _CMP = {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 _ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%", exp.DPipe: "||"}
 _NAMED_FUNCS = {
-    exp.CurrentDatabase: "current_database", exp.CurrentUser: "current_user",
-    exp.CurrentVersion: "version", exp.CurrentTimestamp: "now", exp.SessionUser: "session_user",
-    exp.CurrentSchema: "current_schema", exp.Lower: "lower", exp.Upper: "upper",
-    exp.Length: "length", exp.Abs: "abs", exp.Coalesce: "coalesce",
+    exp.CurrentDatabase: "current_database",
+    exp.CurrentUser: "current_user",
+    exp.CurrentVersion: "version",
+    exp.CurrentTimestamp: "now",
+    exp.SessionUser: "session_user",
+    exp.CurrentSchema: "current_schema",
+    exp.Lower: "lower",
+    exp.Upper: "upper",
+    exp.Length: "length",
+    exp.Abs: "abs",
+    exp.Coalesce: "coalesce",
 }
 _AGG_CLASSES = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max"}
 
@@ -557,8 +594,10 @@ def cast_oid(dtype: exp.DataType) -> int:
     return oid
 
 
-def from_sqlglot(node: exp.Expression) -> Expr:
-    cls = type(node)
+def from_sqlglot(node: Any) -> Expr:
+    """Our expression for a sqlglot node (sqlglot's node attributes are dynamic, hence Any)."""
+    cls: Any = type(node)
+    result: Expr
     if cls is exp.Paren:
         return from_sqlglot(node.this)
     if cls is exp.Literal:
@@ -603,21 +642,23 @@ def from_sqlglot(node: exp.Expression) -> Expr:
     if cls is exp.In:
         if node.args.get("query") is not None:
             raise FeatureNotSupported("IN (SELECT ...) is not supported")
-        e = In(from_sqlglot(node.this), [from_sqlglot(e) for e in node.expressions])
-        return Not(e) if node.args.get("negate") else e
+        result = In(from_sqlglot(node.this), [from_sqlglot(i) for i in node.expressions])
+        return Not(result) if node.args.get("negate") else result
     if cls in (exp.Like, exp.ILike):
-        e: Expr = Like(from_sqlglot(node.this), from_sqlglot(node.expression), cls is exp.ILike)
-        return Not(e) if node.args.get("negate") else e
+        result = Like(from_sqlglot(node.this), from_sqlglot(node.expression), cls is exp.ILike)
+        return Not(result) if node.args.get("negate") else result
     if cls is exp.Is:
         if not isinstance(node.expression, exp.Null):
             raise FeatureNotSupported("only IS [NOT] NULL is supported")
-        e = IsNull(from_sqlglot(node.this))
-        return Not(e) if node.args.get("negate") else e
+        result = IsNull(from_sqlglot(node.this))
+        return Not(result) if node.args.get("negate") else result
     if cls is exp.Between:
         inner = from_sqlglot(node.this)
-        e = And(Cmp(">=", inner, from_sqlglot(node.args["low"])),
-                Cmp("<=", inner, from_sqlglot(node.args["high"])))
-        return Not(e) if node.args.get("negate") else e
+        result = And(
+            Cmp(">=", inner, from_sqlglot(node.args["low"])),
+            Cmp("<=", inner, from_sqlglot(node.args["high"])),
+        )
+        return Not(result) if node.args.get("negate") else result
     if cls in (exp.Cast, exp.TryCast):
         return Cast(from_sqlglot(node.this), cast_oid(node.to))
     if cls is exp.Array:

@@ -15,9 +15,18 @@ import sqlglot.errors
 from sqlglot import exp
 
 from nodedb_server.errors import SyntaxError_
-from nodedb_server.sql import ast
 from nodedb_server.pgwire import types as t
-from nodedb_server.sql.expr import ArrayExpr, Cast, Const, Expr, Neg, ObjectExpr, Param, from_sqlglot
+from nodedb_server.sql import ast
+from nodedb_server.sql.expr import (
+    ArrayExpr,
+    Cast,
+    Const,
+    Expr,
+    Neg,
+    ObjectExpr,
+    Param,
+    from_sqlglot,
+)
 
 _TOKEN = re.compile(
     r"""
@@ -49,7 +58,7 @@ def tokenize(sql: str) -> list[Tok]:
     while pos < len(sql):
         mt = _TOKEN.match(sql, pos)
         if mt is None:
-            raise SyntaxError_(f"syntax error at or near {sql[pos:pos + 10]!r}")
+            raise SyntaxError_(f"syntax error at or near {sql[pos : pos + 10]!r}")
         kind = mt.lastgroup or "ws"
         raw = mt.group()
         if kind != "ws":
@@ -213,11 +222,28 @@ class Parser:
 
 # ---- statements ------------------------------------------------------------------------------
 
-_KV_TYPES = {"text": "text", "varchar": "text", "string": "text", "int": "int8", "int8": "int8",
-             "bigint": "int8", "integer": "int8", "int4": "int8", "float": "float8",
-             "float8": "float8", "double": "float8", "real": "float8", "bool": "bool",
-             "boolean": "bool", "bytea": "bytea", "bytes": "bytea", "timestamp": "timestamp",
-             "timestamptz": "timestamp", "json": "jsonb", "jsonb": "jsonb"}
+_KV_TYPES = {
+    "text": "text",
+    "varchar": "text",
+    "string": "text",
+    "int": "int8",
+    "int8": "int8",
+    "bigint": "int8",
+    "integer": "int8",
+    "int4": "int8",
+    "float": "float8",
+    "float8": "float8",
+    "double": "float8",
+    "real": "float8",
+    "bool": "bool",
+    "boolean": "bool",
+    "bytea": "bytea",
+    "bytes": "bytea",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamp",
+    "json": "jsonb",
+    "jsonb": "jsonb",
+}
 
 
 def parse_create(p: Parser) -> ast.Statement:

@@ -58,8 +58,11 @@ def parse_one(sql: str) -> ast.Statement:
         sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)
         word = "insert"
     if word not in ("select", "insert", "update", "delete", "with", "values", "table"):
-        raise SyntaxError_(f'syntax error at or near "{head[0] if head else ""}"'
-                           if word else "syntax error at end of input")
+        raise SyntaxError_(
+            f'syntax error at or near "{head[0] if head else ""}"'
+            if word
+            else "syntax error at end of input"
+        )
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except sqlglot.errors.ParseError as e:
@@ -133,8 +136,9 @@ def _select(tree: exp.Select) -> ast.Select:
             if isinstance(e, exp.Literal) and not e.is_string:
                 pos = int(e.this) - 1
                 if not 0 <= pos < len(items):
-                    raise SyntaxError_(f"ORDER BY position {pos + 1} is not in select list",
-                                       sqlstate="42P10")
+                    raise SyntaxError_(
+                        f"ORDER BY position {pos + 1} is not in select list", sqlstate="42P10"
+                    )
                 order.append(ast.OrderItem(None, pos, desc))
             elif isinstance(e, exp.Column) and not e.table and e.name in names and not star:
                 order.append(ast.OrderItem(None, names[e.name], desc))
@@ -144,7 +148,11 @@ def _select(tree: exp.Select) -> ast.Select:
     limit = tree.args.get("limit")
     offset = tree.args.get("offset")
     return ast.Select(
-        items=items, star=star, source=source, where=_where(tree), group_by=group_by,
+        items=items,
+        star=star,
+        source=source,
+        where=_where(tree),
+        group_by=group_by,
         order_by=order,
         limit=from_sqlglot(limit.expression) if limit is not None else None,
         offset=from_sqlglot(offset.expression) if offset is not None else None,

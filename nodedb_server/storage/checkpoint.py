@@ -61,7 +61,9 @@ class StateMachine(Protocol):
         """(metadata, [(part name, items)]): a consistent snapshot taken on the loop."""
         ...
 
-    def load_checkpoint(self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]) -> None: ...
+    def load_checkpoint(
+        self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,15 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
 
 
-def write_checkpoint(fs: FileIO, root: Path, aead: AESGCM, tenant_id: int, lsn: int,
-                     meta: dict[str, Any], parts: list[tuple[str, Iterable[Any]]]) -> CheckpointInfo:
+def write_checkpoint(
+    fs: FileIO,
+    root: Path,
+    aead: AESGCM,
+    tenant_id: int,
+    lsn: int,
+    meta: dict[str, Any],
+    parts: list[tuple[str, Iterable[Any]]],
+) -> CheckpointInfo:
     """Write and publish a checkpoint at ``lsn``. Runs on a worker thread."""
     fs.makedirs(root)
     final = root / f"{lsn:020d}"
@@ -111,7 +120,9 @@ def write_checkpoint(fs: FileIO, root: Path, aead: AESGCM, tenant_id: int, lsn: 
 
 def _seal_manifest(aead: AESGCM, tenant_id: int, body: bytes) -> bytes:
     nonce = secrets.token_bytes(12)
-    head = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, 0, tenant_id, nonce, len(body) + 16, 0)[:28]
+    head = MANIFEST_HEADER.pack(
+        MANIFEST_MAGIC, MANIFEST_VERSION, 0, tenant_id, nonce, len(body) + 16, 0
+    )[:28]
     ct = aead.encrypt(nonce, body, head)
     return head + struct.pack("<I", crc32c(head, ct)) + ct
 
@@ -121,7 +132,11 @@ def read_manifest(path: Path, aead: AESGCM, tenant_id: int) -> dict[str, Any]:
     if len(data) < MANIFEST_HEADER.size:
         raise CorruptRecord(f"checkpoint {path.name}: MANIFEST is missing or truncated")
     magic, ver, _f, tid, nonce, blen, crc = MANIFEST_HEADER.unpack_from(data)
-    if magic != MANIFEST_MAGIC or blen > MAX_MANIFEST_BODY or len(data) != MANIFEST_HEADER.size + blen:
+    if (
+        magic != MANIFEST_MAGIC
+        or blen > MAX_MANIFEST_BODY
+        or len(data) != MANIFEST_HEADER.size + blen
+    ):
         raise CorruptRecord(f"checkpoint {path.name}: MANIFEST header is damaged")
     if crc != crc32c(data[:28], data[32:]):
         raise CorruptRecord(f"checkpoint {path.name}: MANIFEST fails its CRC32C")
@@ -137,8 +152,9 @@ def read_manifest(path: Path, aead: AESGCM, tenant_id: int) -> dict[str, Any]:
 
 def read_info(path: Path, aead: AESGCM, tenant_id: int) -> CheckpointInfo:
     m = read_manifest(path, aead, tenant_id)
-    return CheckpointInfo(m["lsn"], m["created_ms"], len(m["files"]),
-                          sum(f["bytes"] for f in m["files"]), path)
+    return CheckpointInfo(
+        m["lsn"], m["created_ms"], len(m["files"]), sum(f["bytes"] for f in m["files"]), path
+    )
 
 
 def validate(path: Path, aead: AESGCM, tenant_id: int) -> dict[str, Any]:
@@ -154,8 +170,9 @@ def validate(path: Path, aead: AESGCM, tenant_id: int) -> dict[str, Any]:
     return manifest
 
 
-def part_reader(path: Path, manifest: dict[str, Any], aead: AESGCM,
-                tenant_id: int) -> Callable[[str], Iterator[Any]]:
+def part_reader(
+    path: Path, manifest: dict[str, Any], aead: AESGCM, tenant_id: int
+) -> Callable[[str], Iterator[Any]]:
     by_part = {f["part"]: f["name"] for f in manifest["files"]}
 
     def read_part(part: str) -> Iterator[Any]:

@@ -50,6 +50,4 @@ def pack(value: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(
-        data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True
-    )
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)

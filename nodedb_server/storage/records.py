@@ -116,8 +116,16 @@ def _nonce(epoch: int, lsn: int) -> bytes:
 def seal_record(aead: AESGCM, epoch: int, tenant_id: int, rec: Record) -> bytes:
     payload_len = len(rec.body) + GCM_TAG
     head = RECORD_HEADER.pack(
-        RECORD_MAGIC, FORMAT_VERSION, rec.rtype, 0, rec.lsn, tenant_id, payload_len,
-        rec.commit_ms, 0, 0,
+        RECORD_MAGIC,
+        FORMAT_VERSION,
+        rec.rtype,
+        0,
+        rec.lsn,
+        tenant_id,
+        payload_len,
+        rec.commit_ms,
+        0,
+        0,
     )[:_CRC_SPAN]
     payload = aead.encrypt(_nonce(epoch, rec.lsn), rec.body, head)
     crc = crc32c(head, payload)
@@ -139,7 +147,9 @@ def parse_record_header(data: bytes | memoryview) -> RecordHeader:
     """Check everything the header alone can tell before the payload is read."""
     if len(data) < RECORD_HEADER_SIZE:
         raise CorruptRecord("record header is truncated")
-    magic, ver, rtype, _fl, lsn, tenant_id, plen, commit_ms, crc, _z = RECORD_HEADER.unpack_from(data)
+    magic, ver, rtype, _fl, lsn, tenant_id, plen, commit_ms, crc, _z = RECORD_HEADER.unpack_from(
+        data
+    )
     if magic != RECORD_MAGIC:
         raise CorruptRecord("record has a bad magic number")
     if ver != FORMAT_VERSION:

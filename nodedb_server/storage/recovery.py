@@ -56,8 +56,16 @@ class WalSettings:
 class Store:
     """A directory holding ``wal/``, ``checkpoints/`` and ``quarantine/`` for one state machine."""
 
-    def __init__(self, name: str, root: Path, tenant_id: int, aead: AESGCM, fs: FileIO,
-                 settings: WalSettings, state: ckpt.StateMachine):
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        tenant_id: int,
+        aead: AESGCM,
+        fs: FileIO,
+        settings: WalSettings,
+        state: ckpt.StateMachine,
+    ):
         self.name = name
         self.root = root
         self.tenant_id = tenant_id
@@ -97,9 +105,15 @@ class Store:
     async def open_wal(self) -> None:
         """Start a fresh segment for new writes (fails with OSError on a full disk)."""
         self.wal = await Wal.open(
-            self.wal_dir, self.tenant_id, self.aead, self.fs, next_lsn=self._next_lsn,
-            segment_bytes=self.settings.segment_bytes, fsync=self.settings.fsync,
-            batch_ms=self.settings.batch_ms, segments=self._segments,
+            self.wal_dir,
+            self.tenant_id,
+            self.aead,
+            self.fs,
+            next_lsn=self._next_lsn,
+            segment_bytes=self.settings.segment_bytes,
+            fsync=self.settings.fsync,
+            batch_ms=self.settings.batch_ms,
+            segments=self._segments,
         )
 
     def _recover(self) -> tuple[RecoveryReport, list[SegmentInfo], int]:
@@ -122,9 +136,14 @@ class Store:
             report.discarded_bytes = result.discarded_bytes
             report.discard_reason = result.torn
             report.quarantined += [p.name for p in result.later_segments]
-            log.warning("%s: discarded %d bytes from the WAL tail of %s at offset %d: %s",
-                        self.name, result.discarded_bytes, result.torn_path.name if result.torn_path else "?",
-                        result.torn_offset, result.torn)
+            log.warning(
+                "%s: discarded %d bytes from the WAL tail of %s at offset %d: %s",
+                self.name,
+                result.discarded_bytes,
+                result.torn_path.name if result.torn_path else "?",
+                result.torn_offset,
+                result.torn,
+            )
             repair_tail(self.fs, self.wal_dir, result, self.quarantine_dir)
             result.segments = [s for s in result.segments if s.path.exists()]
         report.seconds = time.monotonic() - started
@@ -138,8 +157,12 @@ class Store:
                     manifest["meta"], ckpt.part_reader(path, manifest, self.aead, self.tenant_id)
                 )
             except (CorruptRecord, OSError, KeyError, ValueError) as e:
-                log.error("%s: checkpoint %s is unusable (%s); moving it to quarantine",
-                          self.name, path.name, e)
+                log.error(
+                    "%s: checkpoint %s is unusable (%s); moving it to quarantine",
+                    self.name,
+                    path.name,
+                    e,
+                )
                 self.quarantine_dir.mkdir(parents=True, exist_ok=True)
                 target = self.quarantine_dir / f"{int(time.time() * 1000)}-checkpoint-{path.name}"
                 os.replace(path, target)
@@ -148,8 +171,12 @@ class Store:
                 continue
             report.checkpoint_lsn = manifest["lsn"]
             self.last_checkpoint = ckpt.CheckpointInfo(
-                manifest["lsn"], manifest["created_ms"], len(manifest["files"]),
-                sum(f["bytes"] for f in manifest["files"]), path)
+                manifest["lsn"],
+                manifest["created_ms"],
+                len(manifest["files"]),
+                sum(f["bytes"] for f in manifest["files"]),
+                path,
+            )
             return manifest
         return None
 
@@ -167,16 +194,29 @@ class Store:
             await wal.wait_durable(lsn)
             loop = asyncio.get_running_loop()
             info = await loop.run_in_executor(
-                None, ckpt.write_checkpoint, self.fs, self.checkpoint_dir, self.aead,
-                self.tenant_id, lsn, meta, parts,
+                None,
+                ckpt.write_checkpoint,
+                self.fs,
+                self.checkpoint_dir,
+                self.aead,
+                self.tenant_id,
+                lsn,
+                meta,
+                parts,
             )
             self.last_checkpoint = info
             wal.bytes_since_checkpoint = 0
             kept = ckpt.checkpoint_dirs(self.checkpoint_dir)
             oldest_kept = int(kept[-1].name) if kept else 0
             removed = await loop.run_in_executor(None, wal.remove_segments_through, oldest_kept)
-            log.info("%s: checkpoint at LSN %d (%d files, %d bytes); removed %d WAL segments",
-                     self.name, info.lsn, info.files, info.bytes, len(removed))
+            log.info(
+                "%s: checkpoint at LSN %d (%d files, %d bytes); removed %d WAL segments",
+                self.name,
+                info.lsn,
+                info.files,
+                info.bytes,
+                len(removed),
+            )
             return info
 
     async def close(self) -> None:

@@ -50,8 +50,9 @@ FRAME_TARGET_BYTES = 1 << 20
 MAX_FRAME_BYTES = 64 << 20
 
 
-def write_l1(fs: FileIO, path: Path, aead: AESGCM, tenant_id: int,
-             items: Iterable[Any]) -> tuple[int, int, int]:
+def write_l1(
+    fs: FileIO, path: Path, aead: AESGCM, tenant_id: int, items: Iterable[Any]
+) -> tuple[int, int, int]:
     """Write ``items`` to a new L1 file and fsync it; return (bytes, crc32c, item count)."""
     prefix = secrets.token_bytes(8)
     base = HEADER.pack(L1_MAGIC, L1_VERSION, 0, tenant_id, prefix, 0, b"\0" * 8)[:20]
@@ -68,7 +69,9 @@ def write_l1(fs: FileIO, path: Path, aead: AESGCM, tenant_id: int,
     def frame(chunk: list[bytes], flags: int) -> None:
         nonlocal index
         plain = _pack_array(chunk)
-        ct = aead.encrypt(prefix + struct.pack("<I", index), plain, head[:20] + struct.pack("<II", index, flags))
+        ct = aead.encrypt(
+            prefix + struct.pack("<I", index), plain, head[:20] + struct.pack("<II", index, flags)
+        )
         emit(FRAME.pack(len(ct), index, flags, crc32c(ct)) + ct)
         index += 1
 
@@ -137,8 +140,11 @@ def read_l1(path: Path, aead: AESGCM, tenant_id: int) -> Iterator[Any]:
             if len(ct) != ct_len or crc32c(ct) != fcrc:
                 raise CorruptRecord(f"{path.name}: frame {index} fails its CRC32C")
             try:
-                plain = aead.decrypt(prefix + struct.pack("<I", index), ct,
-                                     raw[:20] + struct.pack("<II", index, flags))
+                plain = aead.decrypt(
+                    prefix + struct.pack("<I", index),
+                    ct,
+                    raw[:20] + struct.pack("<II", index, flags),
+                )
             except InvalidTag:
                 raise CorruptRecord(f"{path.name}: frame {index} fails authentication") from None
             yield from codec.unpack(plain)

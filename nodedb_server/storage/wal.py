@@ -16,6 +16,7 @@ recovers from what is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -194,11 +195,30 @@ class Wal:
         self._unsynced = False
 
     @classmethod
-    async def open(cls, wal_dir: Path, tenant_id: int, aead: AESGCM, fs: FileIO, *,
-                   next_lsn: int, segment_bytes: int, fsync: str, batch_ms: int,
-                   segments: list[SegmentInfo]) -> Wal:
-        wal = cls(wal_dir, tenant_id, aead, fs, next_lsn=next_lsn, segment_bytes=segment_bytes,
-                  fsync=fsync, batch_ms=batch_ms, segments=list(segments))
+    async def open(
+        cls,
+        wal_dir: Path,
+        tenant_id: int,
+        aead: AESGCM,
+        fs: FileIO,
+        *,
+        next_lsn: int,
+        segment_bytes: int,
+        fsync: str,
+        batch_ms: int,
+        segments: list[SegmentInfo],
+    ) -> Wal:
+        wal = cls(
+            wal_dir,
+            tenant_id,
+            aead,
+            fs,
+            next_lsn=next_lsn,
+            segment_bytes=segment_bytes,
+            fsync=fsync,
+            batch_ms=batch_ms,
+            segments=list(segments),
+        )
         await asyncio.get_running_loop().run_in_executor(None, wal._start_segment)
         wal._task = asyncio.create_task(wal._writer(), name=f"wal-writer-{tenant_id}")
         return wal
@@ -208,7 +228,9 @@ class Wal:
         """The last LSN handed out (durable or on its way)."""
         return self.next_lsn - 1
 
-    def append(self, rtype: int, body: bytes, commit_ms: int | None = None) -> tuple[int, asyncio.Future[int]]:
+    def append(
+        self, rtype: int, body: bytes, commit_ms: int | None = None
+    ) -> tuple[int, asyncio.Future[int]]:
         """Queue a record; the future resolves with its LSN once it is durable."""
         if self.broken is not None:
             raise self.broken
@@ -240,15 +262,11 @@ class Wal:
         if self._task is not None:
             if self.broken is None and self._queue:
                 _, fut = self.append_barrier()
-                try:
+                with contextlib.suppress(WalBroken):
                     await fut
-                except WalBroken:
-                    pass
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._close_fd)
@@ -268,10 +286,8 @@ class Wal:
             if not self._queue:
                 self._wake.clear()
                 timeout = self._batch_s if self._unsynced else None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
             batch, self._queue = self._queue, []
             records = [p.record for p in batch if p.record.lsn]
             try:
@@ -287,8 +303,12 @@ class Wal:
 
     def _fail(self, err: WalBroken, batch: list[_Pending]) -> None:
         self.broken = err
-        log.error("tenant %d: WAL write failed (%s); no further writes are accepted "
-                  "until it recovers from disk", self.tenant_id, err.cause)
+        log.error(
+            "tenant %d: WAL write failed (%s); no further writes are accepted "
+            "until it recovers from disk",
+            self.tenant_id,
+            err.cause,
+        )
         for p in batch + self._queue:
             if not p.future.done():
                 p.future.set_exception(err)
@@ -300,7 +320,9 @@ class Wal:
         if records:
             if self.segments[-1].bytes >= self._segment_bytes:
                 self._rotate(records[0].lsn)
-            data = b"".join(seal_record(self._aead, self._epoch, self.tenant_id, r) for r in records)
+            data = b"".join(
+                seal_record(self._aead, self._epoch, self.tenant_id, r) for r in records
+            )
             seg = self.segments[-1]
             try:
                 self._fs.write(self._fd, data)
@@ -332,7 +354,9 @@ class Wal:
         try:
             self._fs.ftruncate(self._fd, length)
         except OSError as e:
-            log.error("tenant %d: could not cut the failed batch from the WAL: %s", self.tenant_id, e)
+            log.error(
+                "tenant %d: could not cut the failed batch from the WAL: %s", self.tenant_id, e
+            )
 
     def _rotate(self, first_lsn: int) -> None:
         if self._fsync_mode != "off":
@@ -378,4 +402,3 @@ class Wal:
         if removed:
             self._fs.fsync_dir(self.dir)
         return removed
-

@@ -59,7 +59,9 @@ class TenantState:
         return meta, self.engines[name]
 
     def active(self) -> list[CollectionMeta]:
-        return sorted((m for m in self.catalog.values() if m.dropped_ms is None), key=lambda m: m.name)
+        return sorted(
+            (m for m in self.catalog.values() if m.dropped_ms is None), key=lambda m: m.name
+        )
 
     # ---- applying committed records ------------------------------------------
 
@@ -82,8 +84,12 @@ class TenantState:
         name = args["name"]
         if action == "create_collection":
             meta = CollectionMeta(
-                id=self.next_collection_id, name=name, engine=args["engine"],
-                owner=args.get("owner", ""), created_lsn=lsn, created_ms=at_ms,
+                id=self.next_collection_id,
+                name=name,
+                engine=args["engine"],
+                owner=args.get("owner", ""),
+                created_lsn=lsn,
+                created_ms=at_ms,
                 typed_fields=dict(args.get("typed_fields", {})),
             )
             self.next_collection_id += 1
@@ -102,7 +108,7 @@ class TenantState:
     # ---- checkpoint ------------------------------------------------------------
 
     def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
-        meta = {
+        meta: dict[str, Any] = {
             "next_collection_id": self.next_collection_id,
             "last_lsn": self.last_lsn,
             "collections": [
@@ -110,11 +116,15 @@ class TenantState:
                 for m in sorted(self.catalog.values(), key=lambda m: m.id)
             ],
         }
-        parts = [(f"c{m.id}", self.engines[m.name].snapshot_items())
-                 for m in sorted(self.catalog.values(), key=lambda m: m.id)]
+        parts: list[tuple[str, Iterable[Any]]] = [
+            (f"c{m.id}", self.engines[m.name].snapshot_items())
+            for m in sorted(self.catalog.values(), key=lambda m: m.id)
+        ]
         return meta, parts
 
-    def load_checkpoint(self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]) -> None:
+    def load_checkpoint(
+        self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]
+    ) -> None:
         self.catalog.clear()
         self.engines.clear()
         self.next_collection_id = meta.get("next_collection_id", 1)

@@ -95,11 +95,16 @@ class SystemState:
 
     def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
         return {
-            "tenants": self.tenants, "users": self.users, "grants": self.grants,
-            "settings": self.settings, "next_tenant_id": self.next_tenant_id,
+            "tenants": self.tenants,
+            "users": self.users,
+            "grants": self.grants,
+            "settings": self.settings,
+            "next_tenant_id": self.next_tenant_id,
         }, []
 
-    def load_checkpoint(self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]) -> None:
+    def load_checkpoint(
+        self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]
+    ) -> None:
         self.tenants = dict(meta.get("tenants", {}))
         self.users = dict(meta.get("users", {}))
         self.grants = dict(meta.get("grants", {}))
@@ -124,12 +129,21 @@ class TenantManager:
 
     async def open(self) -> list[RecoveryReport]:
         self.fs.makedirs(self.data_dir)
-        self.master, key_path = keys.load_master_key(self.cfg["encryption.master_key_file"], self.data_dir)
+        self.master, key_path = keys.load_master_key(
+            self.cfg["encryption.master_key_file"], self.data_dir
+        )
         self.master_key_id = keys.key_id(self.master)
         log.info("master key %s (id %s)", key_path, self.master_key_id)
         system_key = self._system_key()
-        self.store = Store("system catalog", self.data_dir / "system", SYSTEM_ID, AESGCM(system_key),
-                           self.fs, self.settings, self.system)
+        self.store = Store(
+            "system catalog",
+            self.data_dir / "system",
+            SYSTEM_ID,
+            AESGCM(system_key),
+            self.fs,
+            self.settings,
+            self.system,
+        )
         reports = [await self.store.open()]
         await self._bootstrap()
         self._remove_orphan_dirs()
@@ -143,7 +157,12 @@ class TenantManager:
         self.fs.makedirs(path.parent)
         if not path.exists():
             key = keys.new_key()
-            blob = KEY_FILE_MAGIC + b"\x01" + bytes.fromhex(self.master_key_id) + keys.wrap(self.master, key)
+            blob = (
+                KEY_FILE_MAGIC
+                + b"\x01"
+                + bytes.fromhex(self.master_key_id)
+                + keys.wrap(self.master, key)
+            )
             self.fs.write_file_atomic(path, blob)
             return key
         blob = path.read_bytes()
@@ -159,15 +178,26 @@ class TenantManager:
 
     async def _bootstrap(self) -> None:
         if DEFAULT_TENANT not in self.system.tenants:
-            await self._log("create_tenant", self._new_tenant_args(DEFAULT_TENANT, DEFAULT_TENANT_ID))
+            await self._log(
+                "create_tenant", self._new_tenant_args(DEFAULT_TENANT, DEFAULT_TENANT_ID)
+            )
         password = self.cfg["auth.superuser_password"] or secrets.token_urlsafe(24)
         if SUPERUSER not in self.system.users:
-            await self._log("create_user", {"name": SUPERUSER, "tenant": None, "superuser": True,
-                                            "verifier": make_verifier(password).encode()})
-        elif self.cfg["auth.superuser_password"]:
-            if not _verifier_matches(self.system.users[SUPERUSER]["verifier"], password):
-                await self._log("set_password", {"name": SUPERUSER,
-                                                 "verifier": make_verifier(password).encode()})
+            await self._log(
+                "create_user",
+                {
+                    "name": SUPERUSER,
+                    "tenant": None,
+                    "superuser": True,
+                    "verifier": make_verifier(password).encode(),
+                },
+            )
+        elif self.cfg["auth.superuser_password"] and not _verifier_matches(
+            self.system.users[SUPERUSER]["verifier"], password
+        ):
+            await self._log(
+                "set_password", {"name": SUPERUSER, "verifier": make_verifier(password).encode()}
+            )
 
     def _remove_orphan_dirs(self) -> None:
         """Directories of tenants purged before a crash finished deleting them."""
@@ -182,14 +212,28 @@ class TenantManager:
 
     async def _open_tenant(self, name: str) -> RecoveryReport:
         t = self.system.tenants[name]
-        tenant = Tenant(t["id"], name, self.data_dir / "tenants" / str(t["id"]),
-                        keys.unwrap(self.master, t["wrapped_key"]), self.fs, self.settings,
-                        self.cfg["checkpoint.wal_bytes"])
+        tenant = Tenant(
+            t["id"],
+            name,
+            self.data_dir / "tenants" / str(t["id"]),
+            keys.unwrap(self.master, t["wrapped_key"]),
+            self.fs,
+            self.settings,
+            self.cfg["checkpoint.wal_bytes"],
+        )
         self.tenants[name] = tenant
         report = await tenant.open()
-        log.info("tenant %s (id %d): checkpoint LSN %d, %d records replayed, %d bytes discarded, "
-                 "now at LSN %d, %.3fs", name, tenant.id, report.checkpoint_lsn, report.replayed,
-                 report.discarded_bytes, report.last_lsn, report.seconds)
+        log.info(
+            "tenant %s (id %d): checkpoint LSN %d, %d records replayed, %d bytes discarded, "
+            "now at LSN %d, %.3fs",
+            name,
+            tenant.id,
+            report.checkpoint_lsn,
+            report.replayed,
+            report.discarded_bytes,
+            report.last_lsn,
+            report.seconds,
+        )
         return report
 
     async def close(self, checkpoint: bool = True) -> None:
@@ -215,8 +259,13 @@ class TenantManager:
         await fut
 
     def _new_tenant_args(self, name: str, tenant_id: int) -> dict[str, Any]:
-        return {"name": name, "id": tenant_id, "wrapped_key": keys.wrap(self.master, keys.new_key()),
-                "key_id": self.master_key_id, "created_ms": int(time.time() * 1000)}
+        return {
+            "name": name,
+            "id": tenant_id,
+            "wrapped_key": keys.wrap(self.master, keys.new_key()),
+            "key_id": self.master_key_id,
+            "created_ms": int(time.time() * 1000),
+        }
 
     # ---- lookups ---------------------------------------------------------------------
 
@@ -236,7 +285,8 @@ class TenantManager:
     def check_access(self, user: dict[str, Any], tenant: Tenant) -> None:
         if not user["superuser"] and user["tenant"] != tenant.name:
             raise InsufficientPrivilege(
-                f'user "{user["name"]}" may not connect to database "{tenant.name}"')
+                f'user "{user["name"]}" may not connect to database "{tenant.name}"'
+            )
 
     # ---- statements --------------------------------------------------------------------
 
@@ -277,14 +327,23 @@ class TenantManager:
             await asyncio.get_running_loop().run_in_executor(None, _erase, path)
             return True
 
-    async def create_user(self, name: str, password: str, tenant: str | None, superuser: bool) -> None:
+    async def create_user(
+        self, name: str, password: str, tenant: str | None, superuser: bool
+    ) -> None:
         async with self._lock:
             if name in self.system.users:
                 raise DuplicateObject(f'role "{name}" already exists')
             if tenant is not None and self.system.tenants.get(tenant, {}).get("status") != "active":
                 raise UndefinedObject(f'tenant "{tenant}" does not exist')
-            await self._log("create_user", {"name": name, "tenant": tenant, "superuser": superuser,
-                                            "verifier": make_verifier(password).encode()})
+            await self._log(
+                "create_user",
+                {
+                    "name": name,
+                    "tenant": tenant,
+                    "superuser": superuser,
+                    "verifier": make_verifier(password).encode(),
+                },
+            )
 
     async def drop_user(self, name: str) -> None:
         async with self._lock:

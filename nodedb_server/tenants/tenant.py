@@ -13,6 +13,7 @@ thrown away and rebuilt from disk by the same recovery that runs at boot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -37,8 +38,16 @@ TTL_SWEEP_SECONDS = 1.0
 
 
 class Tenant:
-    def __init__(self, tenant_id: int, name: str, root: Path, key: bytes, fs: FileIO,
-                 settings: WalSettings, checkpoint_wal_bytes: int):
+    def __init__(
+        self,
+        tenant_id: int,
+        name: str,
+        root: Path,
+        key: bytes,
+        fs: FileIO,
+        settings: WalSettings,
+        checkpoint_wal_bytes: int,
+    ):
         self.id = tenant_id
         self.name = name
         self.root = root
@@ -54,8 +63,15 @@ class Tenant:
         self._sweeper: asyncio.Task[None] | None = None
 
     def _new_store(self) -> Store:
-        return Store(f"tenant {self.name}", self.root, self.id, self._aead, self._fs,
-                     self._settings, self.state)
+        return Store(
+            f"tenant {self.name}",
+            self.root,
+            self.id,
+            self._aead,
+            self._fs,
+            self._settings,
+            self.state,
+        )
 
     async def open(self) -> RecoveryReport:
         report = await self.store.open()
@@ -132,10 +148,8 @@ class Tenant:
             await self.reload()
 
     async def _reload_quietly(self) -> None:
-        try:
+        with contextlib.suppress(DiskFull):
             await self.reload()
-        except DiskFull:
-            pass
 
     async def reload(self) -> None:
         """Rebuild the state from disk after a WAL failure, then reopen the WAL.
@@ -150,8 +164,15 @@ class Tenant:
             if self.store.broken is not None:
                 await self.store.close()
                 state = TenantState()
-                store = Store(f"tenant {self.name}", self.root, self.id, self._aead, self._fs,
-                              self._settings, state)
+                store = Store(
+                    f"tenant {self.name}",
+                    self.root,
+                    self.id,
+                    self._aead,
+                    self._fs,
+                    self._settings,
+                    state,
+                )
                 try:
                     self.last_report = await store.recover()
                 except OSError as e:
@@ -169,8 +190,11 @@ class Tenant:
 
     def _maybe_checkpoint(self) -> None:
         wal = self.store.wal
-        if (self._checkpoint_wal_bytes and wal is not None
-                and wal.bytes_since_checkpoint >= self._checkpoint_wal_bytes):
+        if (
+            self._checkpoint_wal_bytes
+            and wal is not None
+            and wal.bytes_since_checkpoint >= self._checkpoint_wal_bytes
+        ):
             wal.bytes_since_checkpoint = 0
             asyncio.get_running_loop().create_task(self.checkpoint())
 

@@ -25,8 +25,10 @@ class ScramVerifier:
 
     def encode(self) -> str:
         b = base64.b64encode
-        return (f"SCRAM-SHA-256${self.iterations}:{b(self.salt).decode()}$"
-                f"{b(self.stored_key).decode()}:{b(self.server_key).decode()}")
+        return (
+            f"SCRAM-SHA-256${self.iterations}:{b(self.salt).decode()}$"
+            f"{b(self.stored_key).decode()}:{b(self.server_key).decode()}"
+        )
 
     @classmethod
     def decode(cls, text: str) -> ScramVerifier:
@@ -39,8 +41,9 @@ class ScramVerifier:
         return cls(int(iters), d(salt), d(stored), d(server))
 
 
-def make_verifier(password: str, salt: bytes | None = None,
-                  iterations: int = SCRAM_ITERATIONS) -> ScramVerifier:
+def make_verifier(
+    password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> ScramVerifier:
     salt = salt or secrets.token_bytes(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()

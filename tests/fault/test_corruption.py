@@ -101,5 +101,6 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(server: ServerProcess
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT COUNT(*) FROM docs").fetchone() == (ROWS + 2,)
     assert "unusable" in server.log()
-    assert any("checkpoint" in p.name for p in (server.data_dir / "tenants" / "1" / "quarantine").iterdir())
-
+    assert any(
+        "checkpoint" in p.name for p in (server.data_dir / "tenants" / "1" / "quarantine").iterdir()
+    )

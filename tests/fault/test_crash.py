@@ -19,8 +19,16 @@ async def _connect(srv: ServerProcess) -> asyncpg.Connection:
     return await asyncpg.connect(host="127.0.0.1", port=srv.port, user="nodedb", database="nodedb")
 
 
-async def _writer(srv: ServerProcess, wid: int, cycle: int, acked: list[str], attempted: list[str],
-                  counter_acked: list[int], counter_attempted: list[int], stop: asyncio.Event) -> None:
+async def _writer(
+    srv: ServerProcess,
+    wid: int,
+    cycle: int,
+    acked: list[str],
+    attempted: list[str],
+    counter_acked: list[int],
+    counter_attempted: list[int],
+    stop: asyncio.Event,
+) -> None:
     """Inserts documents and bumps a shared counter, recording what was acknowledged."""
     try:
         conn = await _connect(srv)
@@ -32,8 +40,9 @@ async def _writer(srv: ServerProcess, wid: int, cycle: int, acked: list[str], at
             doc_id = f"c{cycle}-w{wid}-{n}"
             n += 1
             attempted.append(doc_id)
-            await conn.execute("INSERT INTO docs (id, w, n) VALUES ($1, $2::int8, $3::int8)",
-                               doc_id, wid, n)
+            await conn.execute(
+                "INSERT INTO docs (id, w, n) VALUES ($1, $2::int8, $3::int8)", doc_id, wid, n
+            )
             acked.append(doc_id)
             counter_attempted[0] += 1
             await conn.execute("UPDATE counters SET n = n + 1 WHERE key = 'total'")
@@ -59,8 +68,12 @@ async def _crash_cycles(srv: ServerProcess, cycles: int) -> None:
     rng = random.Random(1234)
     for cycle in range(cycles):
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_writer(srv, w, cycle, acked, attempted, counter_acked,
-                                             counter_attempted, stop)) for w in range(WRITERS)]
+        tasks = [
+            asyncio.create_task(
+                _writer(srv, w, cycle, acked, attempted, counter_acked, counter_attempted, stop)
+            )
+            for w in range(WRITERS)
+        ]
         await asyncio.sleep(0.4 + rng.random() * 0.8)
         if cycle % 2 == 1:
             conn = await _connect(srv)
@@ -79,7 +92,8 @@ async def _crash_cycles(srv: ServerProcess, cycles: int) -> None:
             assert present <= set(attempted), "documents appeared that nobody wrote"
             total = await conn.fetchval("SELECT n FROM counters WHERE key = 'total'")
             assert counter_acked[0] <= total <= counter_attempted[0], (
-                f"cycle {cycle}: counter {total} outside [{counter_acked[0]}, {counter_attempted[0]}]")
+                f"cycle {cycle}: counter {total} outside [{counter_acked[0]}, {counter_attempted[0]}]"
+            )
             # Make the attempted-but-lost increments definite for the next cycle's bounds.
             counter_acked[0] = counter_attempted[0] = total
             assert await conn.fetchval("SELECT COUNT(*) FROM docs") == len(present)

@@ -46,19 +46,30 @@ class FaultyFileIO(FileIO):
 
 
 async def _start(data: Path, fs: FileIO) -> NodeDBServer:
-    cfg = load_config(None, {"server.data_dir": str(data), "server.ports.pgwire": free_port(),
-                             "checkpoint.interval_seconds": 0}, environ={})
+    cfg = load_config(
+        None,
+        {
+            "server.data_dir": str(data),
+            "server.ports.pgwire": free_port(),
+            "checkpoint.interval_seconds": 0,
+        },
+        environ={},
+    )
     srv = NodeDBServer(cfg, fs)
     await srv.start()
     return srv
 
 
 @pytest.fixture
-async def faulty(tmp_path: Path) -> AsyncIterator[tuple[NodeDBServer, FaultyFileIO, asyncpg.Connection]]:
+async def faulty(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[NodeDBServer, FaultyFileIO, asyncpg.Connection]]:
     fs = FaultyFileIO()
     srv = await _start(tmp_path / "data", fs)
     assert srv.address is not None
-    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb")
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb"
+    )
     await conn.execute("CREATE COLLECTION docs")
     await conn.execute("INSERT INTO docs (id) VALUES ('a')")
     try:
@@ -76,7 +87,9 @@ async def _ids(conn: asyncpg.Connection) -> list[str]:
 async def _restart_ids(data: Path) -> list[str]:
     srv = await _start(data, FileIO())
     assert srv.address is not None
-    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb")
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=srv.address[1], user="nodedb", database="nodedb"
+    )
     try:
         return await _ids(conn)
     finally:
@@ -84,7 +97,9 @@ async def _restart_ids(data: Path) -> list[str]:
         await srv.stop()
 
 
-async def test_failed_fsync_fails_the_statement_and_is_never_retried(faulty, tmp_path: Path) -> None:
+async def test_failed_fsync_fails_the_statement_and_is_never_retried(
+    faulty, tmp_path: Path
+) -> None:
     srv, fs, conn = faulty
     fs.fail_fsync = True
     with pytest.raises(asyncpg.PostgresError) as err:
@@ -100,7 +115,9 @@ async def test_failed_fsync_fails_the_statement_and_is_never_retried(faulty, tmp
     assert await _restart_ids(tmp_path / "data") == ["a", "c"]
 
 
-async def test_full_disk_is_53100_acknowledges_nothing_and_writes_resume(faulty, tmp_path: Path) -> None:
+async def test_full_disk_is_53100_acknowledges_nothing_and_writes_resume(
+    faulty, tmp_path: Path
+) -> None:
     srv, fs, conn = faulty
     fs.disk_full = True
     for doc in ("b", "b2"):

@@ -15,9 +15,26 @@ from tests.serverproc import ServerProcess
 
 def psql(srv: ServerProcess, *args: str, db: str = "nodedb", stdin: str | None = None) -> str:
     out = subprocess.run(
-        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(srv.port), "-U",
-         "nodedb", "-d", db, "-Atq", *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
+        [
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(srv.port),
+            "-U",
+            "nodedb",
+            "-d",
+            db,
+            "-Atq",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -25,7 +42,11 @@ def psql(srv: ServerProcess, *args: str, db: str = "nodedb", stdin: str | None =
 
 def test_psql_commands_and_script(server: ServerProcess) -> None:
     psql(server, "-c", "CREATE COLLECTION users")
-    psql(server, "-c", "INSERT INTO users (id, name, age) VALUES ('u1', 'Alice', 30), ('u2', 'Bob', 25)")
+    psql(
+        server,
+        "-c",
+        "INSERT INTO users (id, name, age) VALUES ('u1', 'Alice', 30), ('u2', 'Bob', 25)",
+    )
     script = """
     INSERT INTO users { id: 'u3', name: 'Carol', tags: ['ops', 'dev'], addr: { city: 'Oslo' } };
     INSERT INTO users [ { id: 'u4', name: 'Dan' }, { id: 'u5', name: 'Eve' } ];
@@ -81,8 +102,11 @@ def test_psycopg_implicit_transactions_commit_and_rollback(server: ServerProcess
         kv = conn.cursor()
         kv.execute("CREATE COLLECTION counters TYPE KEY_VALUE (key TEXT PRIMARY KEY, hits INT8)")
         for _ in range(3):
-            kv.execute("INSERT INTO counters (key, hits) VALUES (%s, 1) "
-                       "ON CONFLICT (key) DO UPDATE SET hits = counters.hits + 1", ("k",))
+            kv.execute(
+                "INSERT INTO counters (key, hits) VALUES (%s, 1) "
+                "ON CONFLICT (key) DO UPDATE SET hits = counters.hits + 1",
+                ("k",),
+            )
         conn.commit()
         assert kv.execute("SELECT hits FROM counters WHERE key = %s", ("k",)).fetchone() == (3,)
 
@@ -91,15 +115,19 @@ def test_psycopg_types_round_trip(server: ServerProcess) -> None:
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("CREATE COLLECTION things")
         ts = dt.datetime(2026, 4, 1, 12, 30, tzinfo=dt.UTC)
-        conn.execute("INSERT INTO things (id, b, blob, at, flag, doc) VALUES "
-                     "(%s, %s, %s, %s, %s, %s::jsonb)",
-                     ("t1", 7, b"\x00\x01\xff", ts, True, '{"a": [1, 2]}'))
+        conn.execute(
+            "INSERT INTO things (id, b, blob, at, flag, doc) VALUES "
+            "(%s, %s, %s, %s, %s, %s::jsonb)",
+            ("t1", 7, b"\x00\x01\xff", ts, True, '{"a": [1, 2]}'),
+        )
         row = conn.execute("SELECT b, blob, at, flag, doc FROM things WHERE id = 't1'").fetchone()
         assert row == (7, b"\x00\x01\xff", ts, True, {"a": [1, 2]})
 
 
 async def test_asyncpg_prepared_statements_and_types(server: ServerProcess) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="nodedb", database="nodedb")
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=server.port, user="nodedb", database="nodedb"
+    )
     try:
         await conn.execute("CREATE COLLECTION users")
         insert = await conn.prepare("INSERT INTO users (id, name, age) VALUES ($1, $2, $3::int8)")
@@ -108,16 +136,21 @@ async def test_asyncpg_prepared_statements_and_types(server: ServerProcess) -> N
         by_id = await conn.prepare("SELECT * FROM users WHERE id = $1")
         row = await by_id.fetchrow("u07")
         assert dict(row) == {"id": "u07", "name": "name7", "age": 7}
-        rows = await conn.fetch("SELECT id FROM users WHERE age >= $1::int8 ORDER BY age DESC LIMIT 3", 15)
+        rows = await conn.fetch(
+            "SELECT id FROM users WHERE age >= $1::int8 ORDER BY age DESC LIMIT 3", 15
+        )
         assert [r["id"] for r in rows] == ["u19", "u18", "u17"]
         agg = await conn.fetchrow("SELECT COUNT(*), SUM(age), AVG(age) FROM users")
         assert tuple(agg) == (20, 190, 9.5)
         grouped = await conn.fetch(
-            "SELECT age % 2 AS parity, COUNT(*) FROM users GROUP BY parity ORDER BY 1")
+            "SELECT age % 2 AS parity, COUNT(*) FROM users GROUP BY parity ORDER BY 1"
+        )
         assert [tuple(r) for r in grouped] == [(0, 10), (1, 10)]
         # A cursor fetching in pieces uses Execute with a row limit (PortalSuspended).
         async with conn.transaction():
-            got = [r["id"] async for r in conn.cursor("SELECT id FROM users ORDER BY id", prefetch=7)]
+            got = [
+                r["id"] async for r in conn.cursor("SELECT id FROM users ORDER BY id", prefetch=7)
+            ]
         assert got == [f"u{i:02d}" for i in range(20)]
         with pytest.raises(asyncpg.UniqueViolationError):
             await insert.fetch("u01", "dup", 1)

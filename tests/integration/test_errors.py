@@ -36,8 +36,12 @@ def prepared(shared_server: ServerProcess) -> ServerProcess:
 
 
 @pytest.mark.parametrize(("sql", "code"), CASES)
-async def test_error_has_sqlstate_and_connection_survives(prepared: ServerProcess, sql: str, code: str) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=prepared.port, user="nodedb", database="nodedb")
+async def test_error_has_sqlstate_and_connection_survives(
+    prepared: ServerProcess, sql: str, code: str
+) -> None:
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=prepared.port, user="nodedb", database="nodedb"
+    )
     try:
         with pytest.raises(asyncpg.PostgresError) as err:
             if "$1" in sql:
@@ -62,7 +66,9 @@ def test_error_in_transaction_aborts_it_until_rollback(prepared: ServerProcess) 
 
 
 async def test_statement_timeout_is_57014(prepared: ServerProcess) -> None:
-    conn = await asyncpg.connect(host="127.0.0.1", port=prepared.port, user="nodedb", database="nodedb")
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=prepared.port, user="nodedb", database="nodedb"
+    )
     try:
         await conn.execute("SET statement_timeout = 200")
         with pytest.raises(asyncpg.QueryCanceledError):
@@ -87,7 +93,9 @@ def test_cancel_request_is_57014(prepared: ServerProcess) -> None:
 async def test_too_many_connections_is_53300(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", env={"NODEDB_MAX_CONNECTIONS": "2"}).start()
     try:
-        held = [await asyncpg.connect(host="127.0.0.1", port=srv.port, user="nodedb") for _ in range(2)]
+        held = [
+            await asyncpg.connect(host="127.0.0.1", port=srv.port, user="nodedb") for _ in range(2)
+        ]
         with pytest.raises(asyncpg.PostgresError) as err:
             await asyncpg.connect(host="127.0.0.1", port=srv.port, user="nodedb")
         assert err.value.sqlstate == "53300"

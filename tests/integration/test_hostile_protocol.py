@@ -43,13 +43,18 @@ HOSTILE = {
     "giant-length-prefix": b"Q" + struct.pack("!i", 0x7FFFFFF0) + b"SELECT 1",
     "negative-length": b"Q" + struct.pack("!i", -5),
     "unknown-message-type": b"\x01" + struct.pack("!i", 4),
-    "bind-overrunning-its-length": b"B" + struct.pack("!i", 10) + b"\0\0" + struct.pack("!hh", 5, 1),
+    "bind-overrunning-its-length": b"B"
+    + struct.pack("!i", 10)
+    + b"\0\0"
+    + struct.pack("!hh", 5, 1),
     "describe-bad-kind": b"D" + struct.pack("!i", 6) + b"Zx",
 }
 
 
 @pytest.mark.parametrize("payload", list(HOSTILE.values()), ids=list(HOSTILE))
-def test_hostile_message_is_08P01_and_others_keep_working(shared_server: ServerProcess, payload: bytes) -> None:
+def test_hostile_message_is_08P01_and_others_keep_working(
+    shared_server: ServerProcess, payload: bytes
+) -> None:
     with psycopg.connect(shared_server.dsn(), autocommit=True) as bystander:
         with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
             _ready(sock)

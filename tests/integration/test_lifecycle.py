@@ -20,7 +20,9 @@ def test_sigterm_checkpoints_and_exits_zero(server: ServerProcess) -> None:
     server.start()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT SUM(n) FROM c").fetchone() == (45,)
-        rows = conn.execute("SELECT tenant, lsn, files FROM _system.checkpoints WHERE tenant = 'default'").fetchall()
+        rows = conn.execute(
+            "SELECT tenant, lsn, files FROM _system.checkpoints WHERE tenant = 'default'"
+        ).fetchall()
         assert rows and rows[0][1] == 11  # one catalog record and ten inserts
     log = server.log()
     assert "shutdown complete" in log
@@ -50,9 +52,13 @@ def test_wal_disk_use_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
             sizes = []
             for round_ in range(6):
                 for i in range(400):
-                    conn.execute("UPSERT INTO c { id: %s, pad: %s }", (f"k{i}", "x" * 500 + str(round_)))
+                    conn.execute(
+                        "UPSERT INTO c { id: %s, pad: %s }", (f"k{i}", "x" * 500 + str(round_))
+                    )
                 sizes.append(sum(p.stat().st_size for p in wal_dir.glob("*.wal")))
-            segs = conn.execute("SELECT segment, first_lsn, last_lsn, bytes FROM _system.wal").fetchall()
+            segs = conn.execute(
+                "SELECT segment, first_lsn, last_lsn, bytes FROM _system.wal"
+            ).fetchall()
             assert conn.execute("SELECT COUNT(*) FROM c").fetchone() == (400,)
         # ~1.4 MB written in all; what stays is bounded by the checkpoint threshold, not the total.
         assert max(sizes[2:]) < 1_000_000, sizes
@@ -70,7 +76,9 @@ def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> N
         conn.execute("CREATE COLLECTION docs")
         conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
         for i in range(60):
-            conn.execute("INSERT INTO docs { id: %s, n: %s, tags: ['a', %s] }", (f"d{i}", i, str(i)))
+            conn.execute(
+                "INSERT INTO docs { id: %s, n: %s, tags: ['a', %s] }", (f"d{i}", i, str(i))
+            )
             conn.execute("UPSERT INTO kv { key: %s, n: %s }", (f"k{i % 7}", i))
             if i % 9 == 0:
                 conn.execute("DELETE FROM docs WHERE id = %s", (f"d{i // 2}",))
@@ -85,9 +93,13 @@ def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> N
         srv.kill9()
         srv.start()
         with psycopg.connect(srv.dsn(), autocommit=True) as conn:
-            results.append((conn.execute("SELECT * FROM docs ORDER BY id").fetchall(),
-                            conn.execute("SELECT * FROM kv ORDER BY key").fetchall(),
-                            conn.execute("SHOW COLLECTIONS").fetchall()))
+            results.append(
+                (
+                    conn.execute("SELECT * FROM docs ORDER BY id").fetchall(),
+                    conn.execute("SELECT * FROM kv ORDER BY key").fetchall(),
+                    conn.execute("SHOW COLLECTIONS").fetchall(),
+                )
+            )
         srv.kill9()
     assert results[0] == results[1]
     assert len(results[0][0]) == 53 and len(results[0][1]) == 7

@@ -13,14 +13,16 @@ import pytest
 from tests.serverproc import ServerProcess
 
 
-def connect_sqlstate(srv: ServerProcess, user: str = "nodedb", database: str = "nodedb",
-                     password: str | None = None) -> str:
+def connect_sqlstate(
+    srv: ServerProcess, user: str = "nodedb", database: str = "nodedb", password: str | None = None
+) -> str:
     """The SQLSTATE a refused connection gets (asyncpg reports it; libpq does not)."""
 
     async def attempt() -> str:
         with pytest.raises(asyncpg.PostgresError) as err:
-            await asyncpg.connect(host="127.0.0.1", port=srv.port, user=user, database=database,
-                                  password=password)
+            await asyncpg.connect(
+                host="127.0.0.1", port=srv.port, user=user, database=database, password=password
+            )
         return str(err.value.sqlstate)
 
     return asyncio.run(attempt())
@@ -104,8 +106,9 @@ def scram_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def _connect_state(srv: ServerProcess, user: str, password: str) -> str:
     with pytest.raises(asyncpg.PostgresError) as err:
-        await asyncpg.connect(host="127.0.0.1", port=srv.port, user=user, database="nodedb",
-                              password=password)
+        await asyncpg.connect(
+            host="127.0.0.1", port=srv.port, user=user, database="nodedb", password=password
+        )
     return str(err.value.sqlstate)
 
 
@@ -113,12 +116,14 @@ async def test_scram_authentication_with_every_driver(scram_server: ServerProces
     srv = scram_server
     with psycopg.connect(srv.dsn(password="s3cret"), autocommit=True) as su:
         su.execute("CREATE USER carol WITH PASSWORD 'c-pass' TENANT default")
-    conn = await asyncpg.connect(host="127.0.0.1", port=srv.port, user="carol", password="c-pass",
-                                 database="nodedb")
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=srv.port, user="carol", password="c-pass", database="nodedb"
+    )
     assert await conn.fetchval("SELECT current_user") == "carol"
     await conn.close()
-    pg = pg8000.native.Connection("carol", password="c-pass", host="127.0.0.1", port=srv.port,
-                                  database="nodedb")
+    pg = pg8000.native.Connection(
+        "carol", password="c-pass", host="127.0.0.1", port=srv.port, database="nodedb"
+    )
     assert pg.run("SELECT 1") == [[1]]
     pg.close()
     assert await _connect_state(srv, "carol", "wrong") == "28P01"

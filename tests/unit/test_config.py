@@ -14,7 +14,9 @@ from nodedb_server.tenants.keys import load_master_key
 
 def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
     cfg_file = tmp_path / "n.toml"
-    cfg_file.write_text('[server]\nmax_connections = 7\n[server.ports]\npgwire = 7000\n[wal]\nfsync = "batch"\n')
+    cfg_file.write_text(
+        '[server]\nmax_connections = 7\n[server.ports]\npgwire = 7000\n[wal]\nfsync = "batch"\n'
+    )
     cfg = load_config(cfg_file, environ={"NODEDB_PORT_PGWIRE": "7100"})
     assert cfg["server.max_connections"] == 7 and cfg.port == 7100 and cfg["wal.fsync"] == "batch"
     assert load_config(None, environ={}).port == 6432
@@ -23,7 +25,7 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "env", "message"),
     [
-        ('[server]\nmax_conections = 5\n', {}, "server.max_conections"),
+        ("[server]\nmax_conections = 5\n", {}, "server.max_conections"),
         ('[wal]\nfsync = "sometimes"\n', {}, "wal.fsync"),
         ('[server.ports]\npgwire = "x"\n', {}, "server.ports.pgwire"),
         ("", {"NODEDB_MAX_CONNECTIONS": "many"}, "server.max_connections"),
@@ -32,7 +34,9 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ("[server\n", {}, "not valid TOML"),
     ],
 )
-def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+def test_bad_configuration_names_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
     cfg_file = tmp_path / "n.toml"
     cfg_file.write_text(toml)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

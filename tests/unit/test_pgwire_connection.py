@@ -8,11 +8,15 @@ import pytest
 
 from nodedb_server.errors import ProtocolViolation
 from nodedb_server.pgwire import messages as m
-from nodedb_server.pgwire.connection import Phase, PgConnection
+from nodedb_server.pgwire.connection import PgConnection, Phase
 
 
 def startup(**params: str) -> bytes:
-    body = struct.pack("!i", 196608) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()) + b"\0"
+    body = (
+        struct.pack("!i", 196608)
+        + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items())
+        + b"\0"
+    )
     return struct.pack("!i", len(body) + 4) + body
 
 
@@ -77,9 +81,15 @@ def test_extended_batch_is_skipped_until_sync_after_an_error() -> None:
 
 def test_bind_with_binary_and_null_parameters() -> None:
     c = ready_conn()
-    body = (b"p1\0s1\0" + struct.pack("!hh", 1, 1) + struct.pack("!h", 2)
-            + struct.pack("!i", 8) + struct.pack("!q", 42) + struct.pack("!i", -1)
-            + struct.pack("!hh", 1, 1))
+    body = (
+        b"p1\0s1\0"
+        + struct.pack("!hh", 1, 1)
+        + struct.pack("!h", 2)
+        + struct.pack("!i", 8)
+        + struct.pack("!q", 42)
+        + struct.pack("!i", -1)
+        + struct.pack("!hh", 1, 1)
+    )
     c.receive_data(msg(b"B", body))
     assert c.next_event() == m.Bind("p1", "s1", (1,), (struct.pack("!q", 42), None), (1,))
 

@@ -52,12 +52,21 @@ def test_hostile_header_length_is_refused_before_reading() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
-    | st.text() | st.binary() | st.datetimes(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-    max_leaves=12,
-))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**63 - 1)
+        | st.floats(allow_nan=False)
+        | st.text()
+        | st.binary()
+        | st.datetimes(),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
 def test_codec_round_trips_stored_values(value: object) -> None:
     import datetime as dt
 
@@ -139,8 +148,17 @@ def test_segment_header_damage_is_detected(tmp_path: Path) -> None:
 
 
 async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Path) -> None:
-    wal = await Wal.open(tmp_path, 1, KEY, FileIO(), next_lsn=1, segment_bytes=4096,
-                         fsync="always", batch_ms=5, segments=[])
+    wal = await Wal.open(
+        tmp_path,
+        1,
+        KEY,
+        FileIO(),
+        next_lsn=1,
+        segment_bytes=4096,
+        fsync="always",
+        batch_ms=5,
+        segments=[],
+    )
     # Concurrent appends share one write and fsync (group commit) ...
     futures = [wal.append(1, codec.pack(["x" * 300, i]))[1] for i in range(20)]
     assert await asyncio.gather(*futures) == list(range(1, 21))
