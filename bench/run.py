@@ -1,0 +1,92 @@
+"""``make bench``: W1 and W2 against PostgreSQL on this machine, plus the physical ceilings.
+
+Prints one table and appends it, dated, to bench/RESULTS.md (the history is the point).
+Each figure is the median of ``--runs`` runs; the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench import ceilings
+from bench.pg import Postgres
+from bench.workloads import NODEDB, POSTGRES, Target, existing_keys, setup, w1_insert, w2_point_select
+from nodedb_server import __version__
+from tests.serverproc import ServerProcess
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+async def measure(t: Target, seconds: float, runs: int) -> dict[str, float]:
+    await setup(t)
+    w1 = [await w1_insert(t, seconds, r) for r in range(runs)]
+    keys = await existing_keys(t)
+    w2 = [await w2_point_select(t, seconds, keys) for _ in range(runs)]
+    return {"W1": statistics.median(w1), "W2": statistics.median(w2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    args = ap.parse_args()
+    seconds = 2.0 if args.quick else args.seconds
+    runs = 1 if args.quick else args.runs
+
+    work = Path(tempfile.mkdtemp(prefix="nodedb-bench-"))
+    ceil = {
+        "fsyncs/s": ceilings.fsyncs_per_second(work),
+        "seq write MB/s (fsync)": ceilings.sequential_write_mb_s(work, 64 if args.quick else 256),
+        "AES-256-GCM MB/s (1 core)": ceilings.aes_gcm_mb_s(),
+        "CRC32C MB/s (1 core)": ceilings.crc32c_mb_s(),
+    }
+    pg = Postgres().start()
+    srv = ServerProcess(work / "nodedb").start()
+    try:
+        ours = asyncio.run(measure(dataclasses.replace(NODEDB, port=srv.port), seconds, runs))
+        theirs = asyncio.run(measure(dataclasses.replace(POSTGRES, port=pg.port), seconds, runs))
+        pg_version = pg.version()
+    finally:
+        srv.stop()
+        pg.stop()
+
+    goals = {"W1": 1.0, "W2": 0.6}
+    names = {"W1": "single-row INSERT, 16 conns, prepared (rows/s)",
+             "W2": "point SELECT by key, 16 conns, prepared (rows/s)"}
+    lines = [
+        f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{' (quick)' if args.quick else ''}",
+        "",
+        f"Machine: {os.cpu_count()} cores, {_mem_gib():.0f} GiB, {platform.platform()}; "
+        f"nodedb-server {__version__}, {pg_version}, Python {platform.python_version()}; "
+        f"median of {runs} run(s) of {seconds:g} s.",
+        "",
+        "| id | workload | nodedb | postgresql | ratio | goal |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for w in ("W1", "W2"):
+        lines.append(f"| {w} | {names[w]} | {ours[w]:,.0f} | {theirs[w]:,.0f} | "
+                     f"{ours[w] / theirs[w]:.2f}x | >= {goals[w]}x |")
+    lines += ["", "| ceiling | figure |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:,.0f} |" for k, v in ceil.items()]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    history = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nNewest first.\n\n"
+    head, _, rest = history.partition("\n\n## ")
+    RESULTS.write_text(f"{head}\n\n{table}\n" + (f"## {rest}" if rest else ""))
+
+
+def _mem_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+if __name__ == "__main__":
+    main()
