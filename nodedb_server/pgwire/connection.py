@@ -30,6 +30,10 @@ MAX_STARTUP_BYTES = 10000
 _EXTENDED = (m.Parse, m.Bind, m.Describe, m.Execute, m.Close, m.Flush)
 _TAGS_IN_READY = frozenset(b"QPBDECSHXdcf")
 _TAGS_IN_COPY = frozenset(b"dcfSHX")
+_TAGS_IN_AUTH = frozenset(b"pX")
+# Consumed bytes are dropped from the front of the buffer once there are this
+# many, so a burst of small messages costs one memmove, not one per message.
+_COMPACT_AT = 64 * 1024
 
 
 class Phase(enum.Enum):
@@ -40,19 +44,26 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+_ALLOWED = {Phase.AUTH: _TAGS_IN_AUTH, Phase.READY: _TAGS_IN_READY, Phase.COPY_IN: _TAGS_IN_COPY}
+
+
 class PgConnection:
     def __init__(self, max_message_bytes: int):
         self.max_message_bytes = max_message_bytes
         self.phase = Phase.STARTUP
         self._buf = bytearray()
+        self._pos = 0  # bytes of _buf already consumed
         self._skip_until_sync = False
 
     def receive_data(self, data: bytes) -> None:
+        if self._pos >= _COMPACT_AT or self._pos == len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def next_event(self) -> m.Event | None:
         """The next complete event, or None if more bytes are needed."""
@@ -71,39 +82,40 @@ class PgConnection:
         if self.phase is Phase.CLOSED:
             return None
         buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
         if self.phase is Phase.STARTUP:
-            if len(buf) < 4:
+            if avail < 4:
                 return None
-            (n,) = _LEN.unpack_from(buf)
+            (n,) = _LEN.unpack_from(buf, pos)
             if n < 8 or n > MAX_STARTUP_BYTES:
                 raise ProtocolViolation("invalid length of startup packet")
-            if len(buf) < n:
+            if avail < n:
                 return None
-            body = bytes(buf[4:n])
-            del buf[:n]
+            body = bytes(buf[pos + 4 : pos + n])
+            self._pos = pos + n
             event = m.decode_startup(body)
             if isinstance(event, m.Startup):
                 self.phase = Phase.AUTH
             elif isinstance(event, m.CancelRequest):
                 self.phase = Phase.CLOSED
             return event
-        if len(buf) < 5:
+        if avail < 5:
             return None
-        kind = buf[0]
-        (n,) = _LEN.unpack_from(buf, 1)
+        kind = buf[pos]
+        (n,) = _LEN.unpack_from(buf, pos + 1)
         if n < 4:
             raise ProtocolViolation("invalid message length")
         if n > self.max_message_bytes:
             raise ProtocolViolation(f"message of {n} bytes exceeds max_message_bytes")
-        allowed = {Phase.AUTH: b"pX", Phase.READY: _TAGS_IN_READY, Phase.COPY_IN: _TAGS_IN_COPY}
-        if kind not in allowed[self.phase]:
+        if kind not in _ALLOWED[self.phase]:
             raise ProtocolViolation(
                 f"unexpected message type 0x{kind:02x} in the {self.phase.value} phase"
             )
-        if len(buf) < n + 1:
+        if avail < n + 1:
             return None
-        body = bytes(buf[5 : n + 1])
-        del buf[: n + 1]
+        body = bytes(buf[pos + 5 : pos + n + 1])
+        self._pos = pos + n + 1
         event = m.decode_message(kind, body)
         if isinstance(event, m.Terminate):
             self.phase = Phase.CLOSED

@@ -25,47 +25,47 @@ _II = struct.Struct("!ii")
 # ---- frontend events ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SSLRequest:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GSSENCRequest:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Startup:
     params: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CancelRequest:
     pid: int
     secret: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Password:
     """PasswordMessage, SASLInitialResponse or SASLResponse: told apart by the auth phase."""
 
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Query:
     sql: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Parse:
     name: str
     sql: str
     param_oids: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Bind:
     portal: str
     statement: str
@@ -74,50 +74,50 @@ class Bind:
     result_formats: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Describe:
     kind: str  # "S" statement, "P" portal
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Execute:
     portal: str
     max_rows: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Close:
     kind: str
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sync:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Flush:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Terminate:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CopyData:
     data: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CopyDone:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CopyFail:
     message: str
 
@@ -310,7 +310,7 @@ def ready_for_query(status: str) -> bytes:
     return _msg(b"Z", status.encode())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Field:
     name: str
     type_oid: int

@@ -113,7 +113,7 @@ class ClientHandler:
         self.session: Session | None = None
         self.statements: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
-        self.running: asyncio.Task[Result] | None = None
+        self.running: asyncio.Task[Any] | None = None
         self.cancel_requested = False
         self.out: list[bytes] = []
         self.in_extended = False
@@ -430,7 +430,7 @@ class ClientHandler:
                 self.send(m.empty_query_response())
                 return
             columns = self.portal_columns(portal)
-            portal.result = await self.run_statement(portal.prepared.stmt, portal.params)
+            portal.result = await self.run_statement(portal.prepared.stmt, portal.params, columns)
             portal.columns = columns if columns is not None else portal.result.columns
         result = portal.result
         rows = result.rows
@@ -456,19 +456,26 @@ class ClientHandler:
 
     # ---- running and sending -----------------------------------------------------------------
 
-    async def run_statement(self, stmt: ast.Statement, params: list[Any]) -> Result:
-        assert self.session is not None
+    async def run_statement(
+        self, stmt: ast.Statement, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
+        """Run one statement in this connection's own task (no task per statement: it is
+        the hot path); a CancelRequest cancels this task while ``running`` is set."""
+        session = self.session
+        assert session is not None
         self.cancel_requested = False
-        task = asyncio.ensure_future(self.session.execute(stmt, params))
-        self.running = task
-        timeout = self.session.timeout_ms / 1000 or None
+        self.running = asyncio.current_task()
+        timeout_ms = session.timeout_ms
         try:
-            return await asyncio.wait_for(task, timeout)
+            if not timeout_ms:
+                return await session.execute(stmt, params, columns)
+            async with asyncio.timeout(timeout_ms / 1000):
+                return await session.execute(stmt, params, columns)
         except TimeoutError:
             raise QueryCanceled("canceling statement due to statement timeout") from None
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self.cancel_requested and (current is None or not current.cancelling()):
+            task = asyncio.current_task()
+            if self.cancel_requested and task is not None and task.uncancel() == 0:
                 raise QueryCanceled("canceling statement due to user request") from None
             raise
         except DBError:
@@ -478,9 +485,10 @@ class ClientHandler:
             raise DBError(f"internal error: {type(e).__name__}") from None
         finally:
             self.running = None
+            self.cancel_requested = False
 
     def cancel_running(self) -> None:
-        if self.running is not None and not self.running.done():
+        if self.running is not None and not self.cancel_requested:
             self.cancel_requested = True
             self.running.cancel()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import time
 import uuid
@@ -132,6 +133,7 @@ def _conjuncts(e: Expr | None) -> list[Expr]:
     return [e]
 
 
+@functools.lru_cache(maxsize=4096)
 def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
     """Expressions giving the primary keys a WHERE pins down, or None if it needs a scan."""
     for c in _conjuncts(where):
@@ -235,6 +237,8 @@ class Session:
             "current_schema": lambda: "public",
             "current_lsn": lambda: self.tenant.last_lsn,
             "pg_backend_pid": lambda: self.pid,
+            "now": lambda: dt.datetime.now(dt.UTC),
+            "current_timestamp": lambda: dt.datetime.now(dt.UTC),
             "pg_sleep": lambda: None,
         }
 
@@ -411,7 +415,11 @@ class Session:
 
     # ---- execution ------------------------------------------------------------------------
 
-    async def execute(self, stmt: ast.Statement, params: list[Any]) -> Result:
+    async def execute(
+        self, stmt: ast.Statement, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
+        """Run a statement. ``columns``: what the client was told the rows look like
+        (Describe), so that ``SELECT *`` sends exactly those fields."""
         if (
             self.txn is not None
             and self.txn.failed
@@ -425,6 +433,8 @@ class Session:
         except DBError:
             if not isinstance(stmt, READ_ONLY):
                 raise  # reads go on from the recovered state while the WAL cannot be written
+        if type(stmt) is ast.Select:
+            return await self._select(stmt, params, columns)
         handler = _HANDLERS.get(type(stmt))
         if handler is None:
             raise FeatureNotSupported(f"{type(stmt).__name__} is not supported")
@@ -520,10 +530,13 @@ class Session:
                 await asyncio.sleep(0)
         return out
 
-    async def _select(self, stmt: ast.Select, params: list[Any]) -> Result:
+    async def _select(
+        self, stmt: ast.Select, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
         ctx = self.ctx(params)
         await self._sleep_if_asked(stmt, ctx)
-        columns = self._select_columns(stmt, [])
+        if columns is None or (stmt.star and len(stmt.items) > 1):
+            columns = self._select_columns(stmt, [])
         if stmt.source is None:
             rows: list[Row] = [{}]
             engine = None
@@ -535,14 +548,7 @@ class Session:
             engine = self._collection(stmt.source)
             rows = await self._candidates(stmt.source, engine, stmt.where, ctx)
         star_fields = [c for c, _ in columns] if stmt.star else []
-        aggs = [n for it in stmt.items for n in it.expr.walk() if isinstance(n, Agg)]
-        aggs += [
-            n
-            for o in stmt.order_by
-            if o.expr is not None
-            for n in o.expr.walk()
-            if isinstance(n, Agg)
-        ]
+        aggs = _aggregates(stmt)
         if aggs or stmt.group_by:
             if stmt.star:
                 raise SyntaxError_(
@@ -558,7 +564,6 @@ class Session:
             for members in groups.values():
                 gctx = Ctx(
                     params=params,
-                    now=ctx.now,
                     funcs=ctx.funcs,
                     aggs={id(a): a.compute(members, ctx) for a in aggs},
                 )
@@ -676,7 +681,7 @@ class Session:
             elif stmt.on_conflict.action == "nothing":
                 continue
             else:
-                uctx = Ctx(params=params, now=ctx.now, funcs=ctx.funcs, excluded=row)
+                uctx = Ctx(params=params, funcs=ctx.funcs, excluded=row)
                 new = self._assign(engine, old, stmt.on_conflict.assignments, uctx)
                 keep = engine.expires_at(key)
                 intents.append(("put", key, new, expires if expires is not None else keep))
@@ -986,6 +991,22 @@ class Session:
                         )
             return cols, out
         raise UndefinedTable(f'system view "{name}" does not exist')
+
+
+_AGG_CACHE: dict[int, tuple[ast.Select, list[Agg]]] = {}
+
+
+def _aggregates(stmt: ast.Select) -> list[Agg]:
+    """The aggregate calls of a SELECT, found once per parsed statement."""
+    hit = _AGG_CACHE.get(id(stmt))
+    if hit is not None and hit[0] is stmt:
+        return hit[1]
+    exprs = [it.expr for it in stmt.items] + [o.expr for o in stmt.order_by if o.expr is not None]
+    aggs = [n for e in exprs for n in e.walk() if isinstance(n, Agg)]
+    if len(_AGG_CACHE) > 4096:
+        _AGG_CACHE.clear()
+    _AGG_CACHE[id(stmt)] = (stmt, aggs)
+    return aggs
 
 
 def _hashable(v: Any) -> Any:

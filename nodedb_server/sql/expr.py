@@ -32,7 +32,6 @@ class Ctx:
     """What an expression may read besides the row."""
 
     params: list[Any] = field(default_factory=list)
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     funcs: dict[str, Callable[[], Any]] = field(default_factory=dict)
     aggs: dict[int, Any] | None = None
     excluded: dict[str, Any] | None = None
