@@ -27,7 +27,7 @@ class Target:
 
 NODEDB = Target(
     "nodedb", 0, "nodedb", "nodedb",
-    "CREATE COLLECTION docs",
+    "CREATE COLLECTION IF NOT EXISTS docs",
     "INSERT INTO docs (id, name, age) VALUES ($1, $2, $3::int8)",
     "SELECT * FROM docs WHERE id = $1",
 )

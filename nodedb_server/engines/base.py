@@ -34,6 +34,20 @@ def type_tag(value: Any) -> str:
     return "object"
 
 
+# type_tag for the exact built-in types, without its chain of isinstance tests.
+_TAGS: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "text",
+    bytes: "bytea",
+    dt.datetime: "timestamp",
+    list: "array",
+    dict: "object",
+}
+
+
 class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
     replaces the dict, so a checkpoint can snapshot with a shallow copy."""
@@ -66,13 +80,17 @@ class RowCollection:
     def note_fields(self, row: Row) -> None:
         ft = self.field_types
         for name, value in row.items():
+            tag = _TAGS.get(type(value)) or type_tag(value)
             tags = ft.get(name)
             if tags is None:
-                ft[name] = {type_tag(value)}
-            else:
-                tags.add(type_tag(value))
+                ft[name] = {tag}
+            elif tag not in tags:
+                tags.add(tag)
 
-    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+    def apply(
+        self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
+    ) -> None:
+        """``size``: the row's encoded size if the caller already packed it."""
         old = self.rows.get(key)
         if old is not None:
             self.size_bytes -= len(codec.pack(old))
@@ -81,7 +99,7 @@ class RowCollection:
             return
         assert row is not None
         self.rows[key] = row
-        self.size_bytes += len(codec.pack(row))
+        self.size_bytes += size if size is not None else len(codec.pack(row))
         self.note_fields(row)
 
     # ---- checkpoint ---------------------------------------------------------

@@ -41,8 +41,10 @@ class KvCollection(RowCollection):
     def expires_at(self, key: Any) -> int | None:
         return self.expiry.get(key)
 
-    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        super().apply(op, key, row, expires_ms)
+    def apply(
+        self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
+    ) -> None:
+        super().apply(op, key, row, expires_ms, size)
         if op == OP_DELETE or expires_ms is None:
             self.expiry.pop(key, None)
         else:

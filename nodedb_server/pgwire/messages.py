@@ -225,7 +225,20 @@ def decode_startup(body: bytes) -> Event:
     return Startup(params)
 
 
+_SYNC = Sync()
+
+
 def decode_message(kind: int, body: bytes) -> Event:
+    if kind == 0x53:  # S, the most frequent message: no body, one shared instance
+        return _SYNC
+    if kind == 0x45:  # E
+        end = body.find(b"\0")
+        if end < 0 or len(body) != end + 5:
+            raise ProtocolViolation("malformed Execute message")
+        try:
+            return Execute(body[:end].decode("utf-8"), _I.unpack_from(body, end + 1)[0])
+        except UnicodeDecodeError:
+            raise ProtocolViolation("invalid UTF-8 in a string field") from None
     r = Reader(body)
     if kind == 0x51:  # Q
         return Query(r.cstring())

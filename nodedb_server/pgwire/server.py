@@ -43,6 +43,7 @@ log = logging.getLogger("nodedb.pgwire")
 READ_CHUNK = 256 * 1024
 # Rows sent between drains on a large result, bounding the write buffer.
 DRAIN_EVERY_ROWS = 1000
+WRITE_HIGH_WATER = 256 * 1024
 
 
 @dataclass
@@ -116,18 +117,24 @@ class ClientHandler:
         self.running: asyncio.Task[Any] | None = None
         self.cancel_requested = False
         self.out: list[bytes] = []
+        self.out_bytes = 0
         self.in_extended = False
 
     # ---- I/O --------------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         self.out.append(data)
+        self.out_bytes += len(data)
 
     async def flush(self) -> None:
         if self.out:
             self.writer.write(b"".join(self.out))
             self.out.clear()
-        await self.writer.drain()
+            self.out_bytes = 0
+        # Waiting for the socket only when its buffer is past the high-water
+        # mark keeps the common small reply to one write call.
+        if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await self.writer.drain()
 
     async def next_event(self) -> m.Event | None:
         while True:
@@ -311,7 +318,7 @@ class ClientHandler:
         elif isinstance(event, m.Close):
             (self.statements if event.kind == "S" else self.portals).pop(event.name, None)
             self.send(m.close_complete())
-        if sum(map(len, self.out)) > 1 << 20:
+        if self.out_bytes > WRITE_HIGH_WATER:
             await self.flush()
 
     # ---- simple query -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import re
@@ -461,10 +462,34 @@ def encode_binary(oid: int, v: Any) -> bytes:
     return encode_text(oid, v).encode("utf-8")
 
 
+def _text_binary(v: Any) -> bytes:
+    return v.encode("utf-8") if type(v) is str else encode_text(TEXT, v).encode("utf-8")
+
+
+def _int8_binary(v: Any) -> bytes:
+    return _q.pack(v) if type(v) is int else _q.pack(int(v))
+
+
+def _float8_binary(v: Any) -> bytes:
+    return _d.pack(v) if type(v) is float else _d.pack(float(v))
+
+
+# The common column types, without encode_binary's chain of type tests.
+_BINARY_FAST: dict[int, Callable[[Any], bytes]] = {
+    TEXT: _text_binary,
+    VARCHAR: _text_binary,
+    NAME: _text_binary,
+    INT8: _int8_binary,
+    FLOAT8: _float8_binary,
+}
+
+
+@functools.lru_cache(maxsize=256)
 def encoder(oid: int, fmt: int) -> Callable[[Any], bytes]:
     """A function turning a non-NULL value into the column's bytes in ``fmt``."""
     if fmt == 1:
-        return lambda v: encode_binary(oid, v)
+        fast = _BINARY_FAST.get(oid)
+        return fast if fast is not None else lambda v: encode_binary(oid, v)
     if oid in (TEXT, VARCHAR):
         return lambda v: (v if isinstance(v, str) else encode_text(oid, v)).encode("utf-8")
     if oid in (INT8, INT4):

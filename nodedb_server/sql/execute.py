@@ -429,7 +429,8 @@ class Session:
                 "current transaction is aborted, commands ignored until end of transaction block"
             )
         try:
-            await self.tenant.ensure_healthy()
+            if self.tenant.store.wal is None or self.tenant.store.broken is not None:
+                await self.tenant.ensure_healthy()
         except DBError:
             if not isinstance(stmt, READ_ONLY):
                 raise  # reads go on from the recovered state while the WAL cannot be written

@@ -45,6 +45,18 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
+def pack_array(packed_items: list[bytes]) -> bytes:
+    """A msgpack array whose items are already packed (each packed once, reused)."""
+    n = len(packed_items)
+    if n < 16:
+        head = bytes([0x90 | n])
+    elif n < 1 << 16:
+        head = b"\xdc" + struct.pack(">H", n)
+    else:
+        head = b"\xdd" + struct.pack(">I", n)
+    return head + b"".join(packed_items)
+
+
 def pack(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, use_bin_type=True)
 

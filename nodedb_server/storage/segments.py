@@ -68,7 +68,7 @@ def write_l1(
 
     def frame(chunk: list[bytes], flags: int) -> None:
         nonlocal index
-        plain = _pack_array(chunk)
+        plain = codec.pack_array(chunk)
         ct = aead.encrypt(
             prefix + struct.pack("<I", index), plain, head[:20] + struct.pack("<II", index, flags)
         )
@@ -92,17 +92,6 @@ def write_l1(
     finally:
         fs.close(fd)
     return total, crc, count
-
-
-def _pack_array(packed_items: list[bytes]) -> bytes:
-    n = len(packed_items)
-    if n < 16:
-        head = bytes([0x90 | n])
-    elif n < 1 << 16:
-        head = b"\xdc" + struct.pack(">H", n)
-    else:
-        head = b"\xdd" + struct.pack(">I", n)
-    return head + b"".join(packed_items)
 
 
 def file_crc(path: Path) -> tuple[int, int]:

@@ -7,7 +7,7 @@ CATALOG records carry one catalog change (create, drop, undrop, purge).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,12 +73,15 @@ class TenantState:
             self.apply_catalog(rec.lsn, rec.commit_ms, body[0], body[1])
         self.last_lsn = rec.lsn
 
-    def apply_ops(self, ops: Iterable[Op] | Iterable[list[Any]]) -> None:
+    def apply_ops(
+        self, ops: Sequence[Op] | Sequence[list[Any]], sizes: Sequence[int] | None = None
+    ) -> None:
+        """Apply row operations; ``sizes`` are their encoded sizes when the caller has them."""
         engines = self.engines
-        for op, coll, key, row, expires in ops:
+        for i, (op, coll, key, row, expires) in enumerate(ops):
             engine = engines.get(coll)
             if engine is not None:
-                engine.apply(op, key, row, expires)
+                engine.apply(op, key, row, expires, sizes[i] if sizes is not None else None)
 
     def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
         name = args["name"]

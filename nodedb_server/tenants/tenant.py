@@ -107,8 +107,9 @@ class Tenant:
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
-        lsn, fut = wal.append(REC_DATA, codec.pack(list(ops)))
-        self.state.apply_ops(ops)
+        packed = [codec.pack(op) for op in ops]
+        lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))
+        self.state.apply_ops(ops, [len(p) for p in packed])
         self.state.last_lsn = lsn
         await self._await_durable(fut)
         self._maybe_checkpoint()
@@ -126,8 +127,10 @@ class Tenant:
         return lsn
 
     async def _await_durable(self, fut: asyncio.Future[int]) -> None:
+        # A cancelled statement cancels only its wait: the writer skips
+        # resolving a cancelled future, and the record is written regardless.
         try:
-            await asyncio.shield(fut)
+            await fut
         except WalBroken as e:
             asyncio.get_running_loop().create_task(self._reload_quietly())
             if e.disk_full:
