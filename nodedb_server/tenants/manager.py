@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
 import time
@@ -26,7 +25,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
-    DBError,
     DuplicateObject,
     InsufficientPrivilege,
     InvalidCatalogName,
@@ -38,7 +36,7 @@ from nodedb_server.storage.records import REC_CATALOG, Record
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.tenant import Tenant
-from nodedb_server.tenants.users import make_verifier
+from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
 log = logging.getLogger("nodedb.tenants")
 
@@ -324,7 +322,7 @@ class TenantManager:
                 await tenant.close(checkpoint=False)
             await self._log("purge_tenant", {"name": name})
             path = self.data_dir / "tenants" / str(t["id"])
-            await asyncio.get_running_loop().run_in_executor(None, _erase, path)
+            await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)
             return True
 
     async def create_user(
@@ -367,16 +365,11 @@ class TenantManager:
 
 
 def _verifier_matches(verifier: str, password: str) -> bool:
-    from nodedb_server.tenants.users import ScramVerifier
-
     v = ScramVerifier.decode(verifier)
     return make_verifier(password, v.salt, v.iterations) == v
 
 
-def _erase(path: Path) -> None:
+def _erase(fs: FileIO, path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
-        os.sync()
-
-
-__all__ = ["TenantManager", "SUPERUSER", "DEFAULT_TENANT", "DBError"]
+        fs.fsync_dir(path.parent)
