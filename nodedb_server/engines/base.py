@@ -7,6 +7,7 @@ import decimal
 from collections.abc import Iterator
 from typing import Any
 
+from nodedb_server.engines.index import FieldIndex
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import OP_DELETE
 
@@ -60,6 +61,7 @@ class RowCollection:
         self.rows: dict[Any, Row] = {}
         self.field_types: dict[str, set[str]] = {self.key_field: {"text"}}
         self.size_bytes = 0
+        self.indexes: dict[str, FieldIndex] = {}  # by field
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -69,6 +71,15 @@ class RowCollection:
 
     def scan(self, now_ms: int = 0) -> Iterator[Row]:
         return iter(list(self.rows.values()))
+
+    def add_index(self, name: str, field: str) -> FieldIndex:
+        index = FieldIndex(name, field)
+        index.build(self.rows.items())
+        self.indexes[field] = index
+        return index
+
+    def drop_index(self, field: str) -> None:
+        self.indexes.pop(field, None)
 
     def expires_at(self, key: Any) -> int | None:
         """When a key expires (Unix ms); only key-value rows have a TTL."""
@@ -94,11 +105,15 @@ class RowCollection:
         old = self.rows.get(key)
         if old is not None:
             self.size_bytes -= len(codec.pack(old))
+            for f, index in self.indexes.items():
+                index.remove(old.get(f), key)
         if op == OP_DELETE:
             self.rows.pop(key, None)
             return
         assert row is not None
         self.rows[key] = row
+        for f, index in self.indexes.items():
+            index.add(row.get(f), key)
         self.size_bytes += size if size is not None else len(codec.pack(row))
         self.note_fields(row)
 

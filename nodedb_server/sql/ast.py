@@ -77,6 +77,20 @@ class DropCollection:
 
 
 @dataclass(frozen=True)
+class CreateIndex:
+    name: str | None
+    collection: str
+    field: str
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropIndex:
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
 class UndropCollection:
     name: str
 
@@ -164,6 +178,7 @@ class Checkpoint:
 @dataclass(frozen=True)
 class Explain:
     statement: Select | Update | Delete
+    analyze: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,8 @@ Statement = (
     | CreateCollection
     | DropCollection
     | UndropCollection
+    | CreateIndex
+    | DropIndex
     | CreateTenant
     | DropTenant
     | PurgeTenant

@@ -52,6 +52,7 @@ from nodedb_server.sql.expr import (
     Neg,
     Param,
     Star,
+    _num,
     cast_value,
 )
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
@@ -155,6 +156,75 @@ def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
     return None
 
 
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
+_VALUE = (Const, Param, Cast)  # what an index or key lookup can be probed with
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One way an index can answer part of a WHERE: equality values or a range."""
+
+    field: str
+    values: tuple[Expr, ...] = ()
+    low: Expr | None = None
+    low_inclusive: bool = True
+    high: Expr | None = None
+    high_inclusive: bool = True
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a statement finds its rows: by primary key, through an index, or by a scan.
+    With several usable index probes, the one expecting fewest rows is chosen when the
+    parameter values are known."""
+
+    kind: str  # "key" | "index" | "scan"
+    values: tuple[Expr, ...] = ()  # primary key values
+    probes: tuple[Probe, ...] = ()
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_access(where: Expr | None, key_field: str, indexed: frozenset[str]) -> Access:
+    keys = _key_values(where, key_field)
+    if keys is not None:
+        return Access("key", tuple(keys))
+    conj = _conjuncts(where)
+    probes: list[Probe] = []
+    bounds: dict[str, dict[str, tuple[Expr, bool]]] = {}
+    for c in conj:
+        if isinstance(c, Cmp):
+            for a, b, op in ((c.left, c.right, c.op), (c.right, c.left, _FLIP.get(c.op, ""))):
+                if not (isinstance(a, Field) and a.name in indexed and isinstance(b, _VALUE)):
+                    continue
+                if op == "=":
+                    probes.append(Probe(a.name, (b,)))
+                elif op in ("<", "<=", ">", ">="):
+                    side = "low" if op in (">", ">=") else "high"
+                    bounds.setdefault(a.name, {})[side] = (b, op in (">=", "<="))
+        elif (
+            isinstance(c, In)
+            and isinstance(c.inner, Field)
+            and c.inner.name in indexed
+            and all(isinstance(i, _VALUE) for i in c.items)
+        ):
+            probes.append(Probe(c.inner.name, tuple(c.items)))
+    for f, bnd in bounds.items():
+        low, high = bnd.get("low"), bnd.get("high")
+        probes.append(
+            Probe(
+                f,
+                (),
+                low[0] if low else None,
+                low[1] if low else True,
+                high[0] if high else None,
+                high[1] if high else True,
+            )
+        )
+    if probes:
+        return Access("index", probes=tuple(probes))
+    return Access("scan")
+
+
 def _sort_key(v: Any) -> tuple[int, Any]:
     if v is None:
         return (9, 0)
@@ -209,6 +279,7 @@ class Session:
         self.database = database
         self.pid = pid
         self.txn: Txn | None = None
+        self.examined = 0  # rows the last read looked at (EXPLAIN ANALYZE)
         self.settings: dict[str, str] = {
             "server_version": SERVER_VERSION,
             "server_encoding": "UTF8",
@@ -506,30 +577,85 @@ class Session:
         rows = [r for r in engine.scan(now) if r[kf] not in over]
         return rows + [r for r, _ in over.values() if r is not None]
 
+    def _access(self, engine: RowCollection, where: Expr | None) -> Access:
+        return plan_access(where, engine.key_field, frozenset(engine.indexes))
+
     async def _candidates(
         self, coll: str, engine: RowCollection, where: Expr | None, ctx: Ctx
     ) -> list[Row]:
+        """The rows matching ``where``; ``self.examined`` counts the rows looked at."""
         now = _now_ms()
-        keys = _key_values(where, engine.key_field)
-        if keys is not None:
-            seen, rows = set(), []
-            for k in keys:
-                key = k.eval({}, ctx)
-                key = key if key is None or isinstance(key, str) else t.encode_text(t.TEXT, key)
-                if key in seen:
-                    continue
-                seen.add(key)
-                row = self._get(coll, engine, key, now)
-                if row is not None and (where is None or where.eval(row, ctx) is True):
-                    rows.append(row)
-            return rows
-        out = []
-        for i, row in enumerate(self._scan(coll, engine, now)):
-            if where is None or where.eval(row, ctx) is True:
-                out.append(row)
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
-        return out
+        access = self._access(engine, where)
+        if access.kind == "scan":
+            out = []
+            i = -1
+            for i, row in enumerate(self._scan(coll, engine, now)):
+                if where is None or where.eval(row, ctx) is True:
+                    out.append(row)
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+            self.examined = i + 1
+            return out
+        if access.kind == "key":
+            keys: Iterable[Any] = (_text_key(k.eval({}, ctx)) for k in access.values)
+        else:
+            keys = self._index_keys(engine, access, ctx)
+        seen: set[Any] = set()
+        rows = []
+        for key in keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            found = self._get(coll, engine, key, now)
+            if found is not None and (where is None or where.eval(found, ctx) is True):
+                rows.append(found)
+        over = self.txn.overlay.get(coll) if self.txn is not None else None
+        if access.kind == "index" and over:
+            for key, (pending, _) in over.items():
+                if (
+                    key not in seen
+                    and pending is not None
+                    and (where is None or where.eval(pending, ctx) is True)
+                ):
+                    seen.add(key)
+                    rows.append(pending)
+        self.examined = len(seen)
+        return rows
+
+    def _index_keys(self, engine: RowCollection, access: Access, ctx: Ctx) -> Iterable[Any]:
+        """Keys from the probe that expects the fewest rows for these parameter values."""
+        probe, values = self._choose_probe(engine, access, ctx)
+        index = engine.indexes[probe.field]
+        if probe.values:
+            keys: set[Any] = set()
+            for v in values:
+                keys |= index.equal(v)
+            return keys
+        low, high = values
+        if (probe.low is not None and low is None) or (probe.high is not None and high is None):
+            return ()  # a NULL bound matches nothing
+        return list(index.range(low, probe.low_inclusive, high, probe.high_inclusive))
+
+    def _choose_probe(
+        self, engine: RowCollection, access: Access, ctx: Ctx
+    ) -> tuple[Probe, list[Any]]:
+        best: tuple[float, Probe, list[Any]] | None = None
+        for p in access.probes:
+            index = engine.indexes[p.field]
+            numeric = bool(engine.field_types.get(p.field, set()) & {"int", "float"})
+            if p.values:
+                values = [_probe_value(e.eval({}, ctx), numeric) for e in p.values]
+                cost = float(sum(index.count_equal(v) for v in values))
+            else:
+                values = [
+                    _probe_value(e.eval({}, ctx), numeric) if e is not None else None
+                    for e in (p.low, p.high)
+                ]
+                cost = index.estimate_range(values[0], p.low_inclusive, values[1], p.high_inclusive)
+            if best is None or cost < best[0]:
+                best = (cost, p, values)
+        assert best is not None
+        return best[1], best[2]
 
     async def _select(
         self, stmt: ast.Select, params: list[Any], columns: list[Column] | None = None
@@ -620,11 +746,20 @@ class Session:
             lines.append(f"System view {source}")
         else:
             engine = self._collection(source)
-            keys = _key_values(inner.where, engine.key_field)
-            if keys is not None:
+            access = self._access(engine, inner.where)
+            if access.kind == "key":
+                n = len(access.values)
                 lines.append(
                     f"Point lookup on {source} by primary key {engine.key_field} "
-                    f"({len(keys)} key{'s' if len(keys) != 1 else ''})"
+                    f"({n} key{'s' if n != 1 else ''})"
+                )
+            elif access.kind == "index":
+                probe, _ = self._choose_probe(engine, access, self.ctx(params))
+                n = len(probe.values)
+                how = f"equality, {n} value{'s' if n != 1 else ''}" if n else "range"
+                lines.append(
+                    f"Index scan on {source} using {engine.indexes[probe.field].name} "
+                    f"({probe.field}, {how})"
                 )
             else:
                 lines.append(f"Full scan of {source} ({len(engine)} rows)")
@@ -639,6 +774,9 @@ class Session:
                 lines.append("  Sort")
             if inner.limit is not None or inner.offset is not None:
                 lines.append("  Limit")
+        if stmt.analyze and isinstance(inner, ast.Select):
+            result = await self._select(inner, params)
+            lines.append(f"Rows examined: {self.examined}, rows returned: {len(result.rows)}")
         return Result([("QUERY PLAN", t.TEXT)], [(line,) for line in lines], "EXPLAIN")
 
     # -- writes --
@@ -800,6 +938,37 @@ class Session:
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
 
+    async def _create_index(self, stmt: ast.CreateIndex, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        name = stmt.name or f"idx_{stmt.collection}_{stmt.field}"
+        state = self.tenant.state
+        if name in state.indexes or stmt.field in engine.indexes:
+            if stmt.if_not_exists:
+                return Result(
+                    None, [], "CREATE INDEX", [f'index "{name}" already exists, skipping']
+                )
+            raise DuplicateTable(
+                f'index "{name}" already exists'
+                if name in state.indexes
+                else f'field "{stmt.field}" of "{stmt.collection}" is already indexed'
+            )
+        if stmt.field == engine.key_field:
+            raise DataError(f"{stmt.field} is the primary key and needs no index")
+        await self.tenant.commit_catalog(
+            "create_index", {"name": name, "collection": stmt.collection, "field": stmt.field}
+        )
+        return Result(None, [], "CREATE INDEX")
+
+    async def _drop_index(self, stmt: ast.DropIndex, params: list[Any]) -> Result:
+        if stmt.name not in self.tenant.state.indexes:
+            if stmt.if_exists:
+                return Result(
+                    None, [], "DROP INDEX", [f'index "{stmt.name}" does not exist, skipping']
+                )
+            raise UndefinedObject(f'index "{stmt.name}" does not exist')
+        await self.tenant.commit_catalog("drop_index", {"name": stmt.name})
+        return Result(None, [], "DROP INDEX")
+
     async def _undrop_collection(self, stmt: ast.UndropCollection, params: list[Any]) -> Result:
         meta = self.tenant.state.catalog.get(stmt.name)
         if meta is None or meta.dropped_ms is None:
@@ -823,7 +992,8 @@ class Session:
     async def _describe_collection(self, stmt: ast.DescribeCollection, params: list[Any]) -> Result:
         engine = self._collection(stmt.name)
         rows = [
-            (f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field) for f in engine.fields()
+            (f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field or f in engine.indexes)
+            for f in engine.fields()
         ]
         return Result(self.describe(stmt, []), rows, f"DESCRIBE {len(rows)}")
 
@@ -1010,6 +1180,21 @@ def _aggregates(stmt: ast.Select) -> list[Agg]:
     return aggs
 
 
+def _probe_value(v: Any, numeric: bool) -> Any:
+    """Untyped text probing a numeric field is read as a number (as comparisons do)."""
+    if numeric and isinstance(v, str):
+        try:
+            return _num(v)
+        except DBError:
+            return v
+    return v
+
+
+def _text_key(key: Any) -> Any:
+    """Primary keys are text: a number given for one is its text form."""
+    return key if key is None or isinstance(key, str) else t.encode_text(t.TEXT, key)
+
+
 def _hashable(v: Any) -> Any:
     return t.to_json(v) if isinstance(v, dict | list) else v
 
@@ -1083,6 +1268,8 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.CreateCollection: Session._create_collection,
     ast.DropCollection: Session._drop_collection,
     ast.UndropCollection: Session._undrop_collection,
+    ast.CreateIndex: Session._create_index,
+    ast.DropIndex: Session._drop_index,
     ast.ShowCollections: Session._show_collections,
     ast.DescribeCollection: Session._describe_collection,
     ast.CreateTenant: Session._create_tenant,

@@ -276,7 +276,26 @@ def parse_create(p: Parser) -> ast.Statement:
         tenant = p.name() if p.accept("tenant") else None
         p.end()
         return ast.CreateUser(name, password, tenant)
-    raise p.error("expected COLLECTION, TENANT or USER")
+    if p.accept("index"):
+        if_not_exists = False
+        if p.accept("if"):
+            p.expect("not")
+            p.expect("exists")
+            if_not_exists = True
+        index_name: str | None = None
+        if not p.accept("on"):
+            index_name = p.name()
+            p.expect("on")
+        collection = p.name()
+        p.expect("fields", "field")
+        field = p.name()
+        if p.accept(","):
+            raise SyntaxError_(
+                "an index covers one field; create one index per field", sqlstate="0A000"
+            )
+        p.end()
+        return ast.CreateIndex(index_name, collection, field, if_not_exists)
+    raise p.error("expected COLLECTION, INDEX, TENANT or USER")
 
 
 def _kv_schema(p: Parser) -> dict[str, str]:
@@ -323,7 +342,15 @@ def parse_drop(p: Parser) -> ast.Statement:
         name = p.name()
         p.end()
         return ast.DropUser(name)
-    raise p.error("expected COLLECTION, TENANT or USER")
+    if p.accept("index"):
+        if_exists = False
+        if p.accept("if"):
+            p.expect("exists")
+            if_exists = True
+        name = p.name()
+        p.end()
+        return ast.DropIndex(name, if_exists)
+    raise p.error("expected COLLECTION, INDEX, TENANT or USER")
 
 
 def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
@@ -429,9 +456,11 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return None
     word = first.text
     p.take()
-    if word == "create" and p.peek() and p.peek().is_kw("collection", "tenant", "user", "role"):  # type: ignore[union-attr]
+    second = p.peek()
+    ours = second is not None and second.is_kw("collection", "tenant", "user", "role", "index")
+    if word == "create" and ours:
         return parse_create(p)
-    if word == "drop" and p.peek() and p.peek().is_kw("collection", "tenant", "user", "role"):  # type: ignore[union-attr]
+    if word == "drop" and ours:
         return parse_drop(p)
     if word == "undrop":
         p.expect("collection")

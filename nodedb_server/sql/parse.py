@@ -49,10 +49,13 @@ def parse_one(sql: str) -> ast.Statement:
     head = sql.lstrip().split(None, 1)
     word = head[0].lower() if head else ""
     if word == "explain":
-        inner = parse_one(head[1] if len(head) > 1 else "")
+        rest = head[1] if len(head) > 1 else ""
+        first, _, after = rest.partition(" ")
+        analyze = first.lower() == "analyze"
+        inner = parse_one(after if analyze else rest)
         if not isinstance(inner, ast.Select | ast.Update | ast.Delete):
             raise SyntaxError_("EXPLAIN takes a SELECT, UPDATE or DELETE")
-        return ast.Explain(inner)
+        return ast.Explain(inner, analyze)
     upsert = word == "upsert"
     if upsert:
         sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)

@@ -43,9 +43,18 @@ def new_engine(meta: CollectionMeta) -> RowCollection:
     return DocumentCollection(meta.name)
 
 
+@dataclass
+class IndexMeta:
+    name: str
+    collection: str
+    field: str
+    created_lsn: int
+
+
 class TenantState:
     def __init__(self) -> None:
         self.catalog: dict[str, CollectionMeta] = {}
+        self.indexes: dict[str, IndexMeta] = {}  # by index name
         self.engines: dict[str, RowCollection] = {}
         self.next_collection_id = 1
         self.last_lsn = 0
@@ -85,7 +94,15 @@ class TenantState:
 
     def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
         name = args["name"]
-        if action == "create_collection":
+        if action == "create_index":
+            meta_i = IndexMeta(name, args["collection"], args["field"], lsn)
+            self.indexes[name] = meta_i
+            self.engines[meta_i.collection].add_index(name, meta_i.field)
+        elif action == "drop_index":
+            dropped = self.indexes.pop(name, None)
+            if dropped is not None and dropped.collection in self.engines:
+                self.engines[dropped.collection].drop_index(dropped.field)
+        elif action == "create_collection":
             meta = CollectionMeta(
                 id=self.next_collection_id,
                 name=name,
@@ -105,6 +122,8 @@ class TenantState:
         elif action == "purge_collection":
             self.catalog.pop(name, None)
             self.engines.pop(name, None)
+            for iname in [i for i, m in self.indexes.items() if m.collection == name]:
+                del self.indexes[iname]
         else:
             raise ValueError(f"unknown catalog action {action!r}")
 
@@ -118,6 +137,7 @@ class TenantState:
                 {"meta": asdict(m), "engine": self.engines[m.name].meta()}
                 for m in sorted(self.catalog.values(), key=lambda m: m.id)
             ],
+            "indexes": [asdict(i) for i in sorted(self.indexes.values(), key=lambda i: i.name)],
         }
         parts: list[tuple[str, Iterable[Any]]] = [
             (f"c{m.id}", self.engines[m.name].snapshot_items())
@@ -140,3 +160,9 @@ class TenantState:
                 engine.load_item(item)
             self.catalog[m.name] = m
             self.engines[m.name] = engine
+        # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.
+        self.indexes.clear()
+        for entry in meta.get("indexes", []):
+            im = IndexMeta(**entry)
+            self.indexes[im.name] = im
+            self.engines[im.collection].add_index(im.name, im.field)
