@@ -7,9 +7,10 @@ import decimal
 from collections.abc import Iterator
 from typing import Any
 
+from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.index import FieldIndex
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import OP_DELETE
+from nodedb_server.storage.records import OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
 
 Row = dict[str, Any]
 
@@ -62,6 +63,7 @@ class RowCollection:
         self.field_types: dict[str, set[str]] = {self.key_field: {"text"}}
         self.size_bytes = 0
         self.indexes: dict[str, FieldIndex] = {}  # by field
+        self.edges = EdgeStore()  # graph edges overlaying this collection
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -71,6 +73,20 @@ class RowCollection:
 
     def scan(self, now_ms: int = 0) -> Iterator[Row]:
         return iter(list(self.rows.values()))
+
+    def _apply_edge(self, op: int, key: list[str], props: dict[str, Any]) -> None:
+        src, dst, label = key
+        old = self.edges.get(src, dst, label)
+        if old is not None:
+            self.size_bytes -= len(codec.pack([key, old]))
+        if op == OP_EDGE_DELETE:
+            self.edges.delete(src, dst, label)
+        else:
+            self.edges.put(src, dst, label, props)
+            self.size_bytes += len(codec.pack([key, props]))
+
+    def load_edge(self, item: list[Any]) -> None:
+        self._apply_edge(OP_EDGE_PUT, item[:3], item[3])
 
     def add_index(self, name: str, field: str) -> FieldIndex:
         index = FieldIndex(name, field)
@@ -102,6 +118,9 @@ class RowCollection:
         self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
     ) -> None:
         """``size``: the row's encoded size if the caller already packed it."""
+        if op >= OP_EDGE_PUT:
+            self._apply_edge(op, key, row or {})
+            return
         old = self.rows.get(key)
         if old is not None:
             self.size_bytes -= len(codec.pack(old))

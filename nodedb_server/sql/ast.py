@@ -182,6 +182,39 @@ class Explain:
 
 
 @dataclass(frozen=True)
+class GraphEdgeWrite:
+    """GRAPH INSERT EDGE / GRAPH DELETE EDGE."""
+
+    delete: bool
+    collection: str
+    source: Expr
+    target: Expr
+    label: Expr
+    properties: Expr | None = None
+
+
+@dataclass(frozen=True)
+class GraphQuery:
+    """GRAPH NEIGHBORS / TRAVERSE / PATH: ``kind`` says which."""
+
+    kind: str  # "neighbors" | "traverse" | "path"
+    collection: str
+    start: Expr
+    target: Expr | None = None
+    depth: Expr | None = None
+    label: Expr | None = None
+    direction: str = "out"
+
+
+@dataclass(frozen=True)
+class GraphAlgo:
+    algorithm: str  # "pagerank" | "wcc"
+    collection: str
+    damping: Expr | None = None
+    iterations: Expr | None = None
+
+
+@dataclass(frozen=True)
 class Empty:
     pass
 
@@ -212,5 +245,8 @@ Statement = (
     | Rollback
     | Checkpoint
     | Explain
+    | GraphEdgeWrite
+    | GraphQuery
+    | GraphAlgo
     | Empty
 )

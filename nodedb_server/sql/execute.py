@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
 import os
 import time
 import uuid
@@ -29,6 +30,7 @@ from nodedb_server.errors import (
     FeatureNotSupported,
     InFailedTransaction,
     InsufficientPrivilege,
+    InvalidTextRepresentation,
     SyntaxError_,
     UndefinedObject,
     UndefinedTable,
@@ -56,7 +58,13 @@ from nodedb_server.sql.expr import (
     cast_value,
 )
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
-from nodedb_server.storage.records import OP_DELETE, OP_INSERT, OP_UPDATE
+from nodedb_server.storage.records import (
+    OP_DELETE,
+    OP_EDGE_DELETE,
+    OP_EDGE_PUT,
+    OP_INSERT,
+    OP_UPDATE,
+)
 from nodedb_server.tenants.catalog import Op
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
@@ -87,6 +95,8 @@ TAG_OIDS = {
 Column = tuple[str, int]
 READ_ONLY = (
     ast.Select,
+    ast.GraphQuery,
+    ast.GraphAlgo,
     ast.Show,
     ast.ShowCollections,
     ast.ShowTenants,
@@ -414,6 +424,16 @@ class Session:
             ]
         if isinstance(stmt, ast.DescribeCollection):
             return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
+        if isinstance(stmt, ast.GraphQuery):
+            return {
+                "neighbors": [("node", t.TEXT), ("label", t.TEXT), ("properties", t.JSONB)],
+                "traverse": [("node", t.TEXT), ("depth", t.INT8)],
+                "path": [("step", t.INT8), ("node", t.TEXT)],
+            }[stmt.kind]
+        if isinstance(stmt, ast.GraphAlgo):
+            if stmt.algorithm == "wcc":
+                return [("node", t.TEXT), ("component", t.INT8)]
+            return [("node", t.TEXT), ("rank", t.FLOAT8)]
         if isinstance(stmt, ast.Show):
             if stmt.name == "all":
                 return [("name", t.TEXT), ("setting", t.TEXT), ("description", t.TEXT)]
@@ -543,6 +563,10 @@ class Session:
         current: dict[tuple[str, Any], Row | None] = {}
         ops: list[Op] = []
         for intent, coll, key, row, expires in txn.intents:
+            if intent in ("edge_put", "edge_delete"):
+                op = OP_EDGE_PUT if intent == "edge_put" else OP_EDGE_DELETE
+                ops.append((op, coll, key, row, None))
+                continue
             engine = self._collection(coll)
             ck = (coll, key)
             old = current[ck] if ck in current else engine.get(key, now)
@@ -793,7 +817,8 @@ class Session:
         over = self.txn.overlay.setdefault(coll, {})
         for intent, key, row, expires in intents:
             self.txn.intents.append((intent, coll, key, row, expires))
-            over[key] = (row, expires)
+            if not intent.startswith("edge_"):  # reads see own rows; edges only once committed
+                over[key] = (row, expires)
 
     async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
         engine = self._collection(stmt.collection)
@@ -937,6 +962,73 @@ class Session:
         action = "purge_collection" if stmt.purge else "drop_collection"
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
+
+    # -- graph --
+
+    async def _graph_write(self, stmt: ast.GraphEdgeWrite, params: list[Any]) -> Result:
+        if self.tenant.state.collection(stmt.collection) is None:
+            if stmt.delete:
+                raise UndefinedTable(f'collection "{stmt.collection}" does not exist')
+            await self._create_collection(
+                ast.CreateCollection(stmt.collection, "document", {}), params
+            )
+        engine = self._collection(stmt.collection)
+        ctx = self.ctx(params)
+        key = [
+            _node(e.eval({}, ctx), what)
+            for e, what in ((stmt.source, "FROM"), (stmt.target, "TO"), (stmt.label, "TYPE"))
+        ]
+        if stmt.delete:
+            exists = engine.edges.get(*key) is not None
+            if exists:
+                await self._commit_or_buffer(stmt.collection, [("edge_delete", key, None, None)])
+            return Result(None, [], f"GRAPH DELETE EDGE {int(exists)}")
+        props = _properties(stmt.properties.eval({}, ctx) if stmt.properties is not None else None)
+        await self._commit_or_buffer(stmt.collection, [("edge_put", key, props, None)])
+        return Result(None, [], "GRAPH INSERT EDGE 1")
+
+    async def _graph_query(self, stmt: ast.GraphQuery, params: list[Any]) -> Result:
+        edges = self._collection(stmt.collection).edges
+        ctx = self.ctx(params)
+        start = _node(stmt.start.eval({}, ctx), "start node")
+        label = _node(stmt.label.eval({}, ctx), "LABEL") if stmt.label is not None else None
+        columns = self.describe(stmt, [])
+        rows: list[tuple[Any, ...]]
+        if stmt.kind == "neighbors":
+            rows = [tuple(n) for n in edges.neighbors(start, label, stmt.direction)]
+        else:
+            assert stmt.depth is not None
+            depth = _count(stmt.depth.eval({}, ctx), "DEPTH")
+            if stmt.kind == "traverse":
+                rows = list(edges.traverse(start, depth, label, stmt.direction))
+            else:
+                assert stmt.target is not None
+                target = _node(stmt.target.eval({}, ctx), "TO")
+                path = edges.shortest_path(start, target, depth, label, stmt.direction)
+                rows = list(enumerate(path))
+        return Result(columns, rows, f"SELECT {len(rows)}")
+
+    async def _graph_algo(self, stmt: ast.GraphAlgo, params: list[Any]) -> Result:
+        edges = self._collection(stmt.collection).edges
+        ctx = self.ctx(params)
+        columns = self.describe(stmt, [])
+        rows: list[tuple[str, Any]]
+        if stmt.algorithm == "wcc":
+            comp = edges.components()
+            rows = sorted(comp.items(), key=lambda kv: (kv[1], kv[0]))
+        else:
+            damping = float(stmt.damping.eval({}, ctx)) if stmt.damping is not None else 0.85
+            iterations = (
+                _count(stmt.iterations.eval({}, ctx), "ITERATIONS")
+                if stmt.iterations is not None
+                else 20
+            )
+            if not 0.0 <= damping <= 1.0:
+                raise DataError("DAMPING must lie between 0 and 1")
+            loop = asyncio.get_running_loop()
+            ranks = await loop.run_in_executor(None, edges.pagerank, damping, iterations)
+            rows = sorted(ranks.items(), key=lambda kv: (-kv[1], kv[0]))
+        return Result(columns, [tuple(r) for r in rows], f"SELECT {len(rows)}")
 
     async def _create_index(self, stmt: ast.CreateIndex, params: list[Any]) -> Result:
         engine = self._collection(stmt.collection)
@@ -1190,6 +1282,36 @@ def _probe_value(v: Any, numeric: bool) -> Any:
     return v
 
 
+def _node(v: Any, what: str) -> str:
+    if v is None:
+        raise DataError(f"{what} must not be NULL")
+    return v if isinstance(v, str) else t.encode_text(t.TEXT, v)
+
+
+def _count(v: Any, what: str) -> int:
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be a whole number") from None
+    if n < 0:
+        raise DataError(f"{what} must not be negative")
+    return n
+
+
+def _properties(v: Any) -> dict[str, Any]:
+    """Edge PROPERTIES: an object literal, or JSON object text."""
+    if v is None:
+        return {}
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            raise InvalidTextRepresentation("PROPERTIES is not valid JSON") from None
+    if not isinstance(v, dict):
+        raise DataError("PROPERTIES must be an object")
+    return v
+
+
 def _text_key(key: Any) -> Any:
     """Primary keys are text: a number given for one is its text form."""
     return key if key is None or isinstance(key, str) else t.encode_text(t.TEXT, key)
@@ -1253,7 +1375,23 @@ def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, E
         return exprs, list(stmt.assignments)
     if isinstance(stmt, ast.Delete):
         return ([stmt.where] if stmt.where else []), []
+    if isinstance(stmt, ast.GraphEdgeWrite):
+        return [e for e in (stmt.source, stmt.target, stmt.label, stmt.properties) if e], []
+    if isinstance(stmt, ast.GraphQuery):
+        exprs = [e for e in (stmt.start, stmt.target, stmt.label) if e is not None]
+        return exprs + ([ast_cast(stmt.depth, t.INT8)] if stmt.depth is not None else []), []
+    if isinstance(stmt, ast.GraphAlgo):
+        return [
+            ast_cast(e, oid)
+            for e, oid in ((stmt.damping, t.FLOAT8), (stmt.iterations, t.INT8))
+            if e is not None
+        ], []
     return [], []
+
+
+def ast_cast(e: Expr, oid: int) -> Expr:
+    """A parameter standing for a number is typed as one (DEPTH $1, DAMPING $2 ...)."""
+    return Cast(e, oid) if isinstance(e, Param) else e
 
 
 _HANDLERS: dict[type, Callable[..., Any]] = {
@@ -1269,6 +1407,9 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.DropCollection: Session._drop_collection,
     ast.UndropCollection: Session._undrop_collection,
     ast.CreateIndex: Session._create_index,
+    ast.GraphEdgeWrite: Session._graph_write,
+    ast.GraphQuery: Session._graph_query,
+    ast.GraphAlgo: Session._graph_algo,
     ast.DropIndex: Session._drop_index,
     ast.ShowCollections: Session._show_collections,
     ast.DescribeCollection: Session._describe_collection,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 import sqlglot.errors
@@ -408,6 +409,108 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0][:200]
 
 
+def _collection_string(p: Parser) -> str:
+    tok = p.take()
+    if tok.kind not in ("string", "ident", "qident"):
+        raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a collection name')
+    return tok.text
+
+
+def _graph_options(p: Parser, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Trailing ``LABEL x``, ``DIRECTION d``, ``DEPTH n`` ... clauses, in any order."""
+    opts: dict[str, Any] = {}
+    while p.peek() is not None:
+        word = p.name()
+        if word not in allowed or word in opts:
+            raise SyntaxError_(f'syntax error at or near "{word.upper()}"')
+        if word == "direction":
+            d = p.name()
+            if d not in ("out", "in", "both"):
+                raise SyntaxError_("DIRECTION is out, in or both")
+            opts[word] = d
+        elif word == "in":
+            opts[word] = _collection_string(p)
+        else:
+            opts[word] = p.value()
+    return opts
+
+
+def parse_graph(p: Parser) -> ast.Statement:
+    verb = p.name()
+    if verb in ("insert", "delete"):
+        p.expect("edge")
+        p.expect("in")
+        coll = _collection_string(p)
+        p.expect("from")
+        src = p.value()
+        p.expect("to")
+        dst = p.value()
+        p.expect("type", "label")
+        label = p.value()
+        props = p.value() if verb == "insert" and p.accept("properties") else None
+        p.end()
+        return ast.GraphEdgeWrite(verb == "delete", coll, src, dst, label, props)
+    if verb == "neighbors":
+        p.expect("of")
+        start = p.value()
+        opts = _graph_options(p, ("in", "label", "direction"))
+        return ast.GraphQuery(
+            "neighbors",
+            _required(opts, "in"),
+            start,
+            label=opts.get("label"),
+            direction=opts.get("direction", "out"),
+        )
+    if verb == "traverse":
+        p.expect("from")
+        start = p.value()
+        opts = _graph_options(p, ("in", "depth", "label", "direction"))
+        return ast.GraphQuery(
+            "traverse",
+            _required(opts, "in"),
+            start,
+            depth=_required(opts, "depth"),
+            label=opts.get("label"),
+            direction=opts.get("direction", "out"),
+        )
+    if verb == "path":
+        p.expect("from")
+        start = p.value()
+        p.expect("to")
+        target = p.value()
+        opts = _graph_options(p, ("in", "max_depth", "label", "direction"))
+        return ast.GraphQuery(
+            "path",
+            _required(opts, "in"),
+            start,
+            target=target,
+            depth=_required(opts, "max_depth"),
+            label=opts.get("label"),
+            direction=opts.get("direction", "out"),
+        )
+    if verb == "algo":
+        algo = p.name()
+        p.expect("on")
+        coll = _collection_string(p)
+        if algo == "pagerank":
+            opts = _graph_options(p, ("damping", "iterations"))
+            return ast.GraphAlgo("pagerank", coll, opts.get("damping"), opts.get("iterations"))
+        if algo == "wcc":
+            p.end()
+            return ast.GraphAlgo("wcc", coll)
+        raise SyntaxError_(f"graph algorithm {algo.upper()} is not known; try PAGERANK or WCC")
+    raise SyntaxError_(
+        f'syntax error at or near "{verb.upper()}": expected INSERT, DELETE, '
+        "NEIGHBORS, TRAVERSE, PATH or ALGO"
+    )
+
+
+def _required(opts: dict[str, Any], word: str) -> Any:
+    if word not in opts:
+        raise SyntaxError_(f"{word.upper()} is required here")
+    return opts[word]
+
+
 def parse_show(p: Parser) -> ast.Statement:
     if p.accept("collections"):
         p.end()
@@ -511,6 +614,8 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         if p.accept("to"):
             raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
         return ast.Rollback()
+    if word == "graph":
+        return parse_graph(p)
     if word == "checkpoint":
         p.end()
         return ast.Checkpoint()

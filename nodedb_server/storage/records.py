@@ -27,7 +27,8 @@ is truncated never reuses a nonce.
 Record types and bodies (msgpack):
 
     1 DATA     [[op, collection, key, row, expires_ms], ...]   one atomic batch
-               op: 1 INSERT, 2 UPDATE (row = full new row), 3 DELETE (row = row as found)
+               op: 1 INSERT, 2 UPDATE (row = full new row), 3 DELETE (row = row as found),
+                   4 EDGE PUT, 5 EDGE DELETE (key = [source, target, label], row = properties)
     2 CATALOG  [action, {args}]                                one catalog change
 """
 
@@ -60,7 +61,15 @@ RECORD_TYPES = (REC_DATA, REC_CATALOG)
 OP_INSERT = 1
 OP_UPDATE = 2
 OP_DELETE = 3
-OP_NAMES = {OP_INSERT: "INSERT", OP_UPDATE: "UPDATE", OP_DELETE: "DELETE"}
+OP_EDGE_PUT = 4  # key = [source, target, label], row = properties
+OP_EDGE_DELETE = 5
+OP_NAMES = {
+    OP_INSERT: "INSERT",
+    OP_UPDATE: "UPDATE",
+    OP_DELETE: "DELETE",
+    OP_EDGE_PUT: "EDGE PUT",
+    OP_EDGE_DELETE: "EDGE DELETE",
+}
 
 
 def crc32c(*parts: bytes | memoryview) -> int:

@@ -139,10 +139,12 @@ class TenantState:
             ],
             "indexes": [asdict(i) for i in sorted(self.indexes.values(), key=lambda i: i.name)],
         }
-        parts: list[tuple[str, Iterable[Any]]] = [
-            (f"c{m.id}", self.engines[m.name].snapshot_items())
-            for m in sorted(self.catalog.values(), key=lambda m: m.id)
-        ]
+        parts: list[tuple[str, Iterable[Any]]] = []
+        for m in sorted(self.catalog.values(), key=lambda m: m.id):
+            engine = self.engines[m.name]
+            parts.append((f"c{m.id}", engine.snapshot_items()))
+            if engine.edges.count:
+                parts.append((f"c{m.id}.edges", [[*e[:3], e[3]] for e in engine.edges.edges()]))
         return meta, parts
 
     def load_checkpoint(
@@ -158,6 +160,8 @@ class TenantState:
             engine.load_meta(entry["engine"])
             for item in read_part(f"c{m.id}"):
                 engine.load_item(item)
+            for edge in read_part(f"c{m.id}.edges"):
+                engine.load_edge(edge)
             self.catalog[m.name] = m
             self.engines[m.name] = engine
         # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.

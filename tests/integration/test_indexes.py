@@ -16,7 +16,8 @@ N = 20_000
 def _bulk(conn: psycopg.Connection, coll: str, docs: list[dict]) -> None:
     for i in range(0, len(docs), 1000):
         body = ", ".join(
-            "{ id: '%s', age: %d, city: '%s' }" % (d["id"], d["age"], d["city"]) for d in docs[i : i + 1000]
+            "{ id: '%s', age: %d, city: '%s' }" % (d["id"], d["age"], d["city"])
+            for d in docs[i : i + 1000]
         )
         conn.execute(f"INSERT INTO {coll} [ {body} ]")
 
@@ -28,8 +29,10 @@ def _plan(conn: psycopg.Connection, sql: str, params: tuple = ()) -> list[str]:
 @pytest.fixture(scope="module")
 def people(shared_server: ServerProcess) -> list[dict]:
     rng = random.Random(3)
-    docs = [{"id": f"p{i:06d}", "age": rng.randrange(0, 100), "city": rng.choice("ABCDEFGHIJ")}
-            for i in range(N)]
+    docs = [
+        {"id": f"p{i:06d}", "age": rng.randrange(0, 100), "city": rng.choice("ABCDEFGHIJ")}
+        for i in range(N)
+    ]
     with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
         conn.execute("CREATE COLLECTION people")
         _bulk(conn, "people", docs)
@@ -64,9 +67,14 @@ def test_indexed_queries_answer_like_a_scan_without_touching_every_row(
 
 def test_explain_names_the_index(shared_server: ServerProcess, people: list[dict]) -> None:
     with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
-        plan = [r[0] for r in conn.execute("EXPLAIN SELECT * FROM people WHERE city = 'A'").fetchall()]
+        plan = [
+            r[0] for r in conn.execute("EXPLAIN SELECT * FROM people WHERE city = 'A'").fetchall()
+        ]
         assert plan[0] == "Index scan on people using idx_people_city (city, equality, 1 value)"
-        plan = [r[0] for r in conn.execute("EXPLAIN SELECT * FROM people WHERE id = 'p000001'").fetchall()]
+        plan = [
+            r[0]
+            for r in conn.execute("EXPLAIN SELECT * FROM people WHERE id = 'p000001'").fetchall()
+        ]
         assert plan[0].startswith("Point lookup on people by primary key id")
         describe = dict((f, idx) for f, _, idx in conn.execute("DESCRIBE people").fetchall())
         assert describe == {"id": True, "age": True, "city": True}
@@ -95,7 +103,10 @@ def test_index_follows_updates_deletes_transactions_ttl_and_restarts(server: Ser
 
     with psycopg.connect(server.dsn()) as conn:
         conn.execute("INSERT INTO docs { id: 'tx', score: 100 }")
-        assert sorted(r[0] for r in conn.execute("SELECT id FROM docs WHERE score = 100")) == ["d3", "tx"]
+        assert sorted(r[0] for r in conn.execute("SELECT id FROM docs WHERE score = 100")) == [
+            "d3",
+            "tx",
+        ]
         conn.rollback()
     time.sleep(1.2)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -112,4 +123,7 @@ def test_index_follows_updates_deletes_transactions_ttl_and_restarts(server: Ser
         conn.execute("DROP INDEX idx_score")
         plan = conn.execute("EXPLAIN SELECT id FROM docs WHERE score = 3").fetchone()
         assert plan is not None and plan[0].startswith("Full scan")
-        assert sorted(r[0] for r in conn.execute("SELECT id FROM docs WHERE score = 3")) == ["d13", "d23"]
+        assert sorted(r[0] for r in conn.execute("SELECT id FROM docs WHERE score = 3")) == [
+            "d13",
+            "d23",
+        ]
