@@ -16,7 +16,7 @@ N = 20_000
 def _bulk(conn: psycopg.Connection, coll: str, docs: list[dict]) -> None:
     for i in range(0, len(docs), 1000):
         body = ", ".join(
-            "{ id: '%s', age: %d, city: '%s' }" % (d["id"], d["age"], d["city"])
+            f"{{ id: '{d['id']}', age: {d['age']}, city: '{d['city']}' }}"
             for d in docs[i : i + 1000]
         )
         conn.execute(f"INSERT INTO {coll} [ {body} ]")
