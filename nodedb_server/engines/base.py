@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+from nodedb_server.engines.crdt import CrdtError, CrdtStore
 from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.index import FieldIndex
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
+from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
 
 Row = dict[str, Any]
+log = logging.getLogger("nodedb.engines")
 
 
 def type_tag(value: Any) -> str:
@@ -64,6 +67,7 @@ class RowCollection:
         self.size_bytes = 0
         self.indexes: dict[str, FieldIndex] = {}  # by field
         self.edges = EdgeStore()  # graph edges overlaying this collection
+        self.crdt = CrdtStore()  # CRDT documents of this collection
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -84,6 +88,22 @@ class RowCollection:
         else:
             self.edges.put(src, dst, label, props)
             self.size_bytes += len(codec.pack([key, props]))
+
+    def _apply_crdt(self, doc_id: str, data: Any) -> None:
+        before = len(self.crdt.snapshot(doc_id) or b"")
+        try:
+            self.crdt.apply(doc_id, data)
+        except CrdtError:
+            # Updates are checked before they are logged; one that still fails
+            # must not stop replay of everything after it.
+            log.error(
+                "collection %s: skipped a CRDT update of %s that does not decode", self.name, doc_id
+            )
+            return
+        self.size_bytes += len(self.crdt.snapshot(doc_id) or b"") - before
+
+    def load_crdt(self, item: list[Any]) -> None:
+        self._apply_crdt(item[0], item[1])
 
     def load_edge(self, item: list[Any]) -> None:
         self._apply_edge(OP_EDGE_PUT, item[:3], item[3])
@@ -118,6 +138,9 @@ class RowCollection:
         self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
     ) -> None:
         """``size``: the row's encoded size if the caller already packed it."""
+        if op == OP_CRDT_APPLY:
+            self._apply_crdt(key, row)
+            return
         if op >= OP_EDGE_PUT:
             self._apply_edge(op, key, row or {})
             return

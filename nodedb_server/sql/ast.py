@@ -207,6 +207,15 @@ class GraphQuery:
 
 
 @dataclass(frozen=True)
+class CrdtApply:
+    """``SELECT crdt_apply(collection, doc_id, update)``: a write, though spelled as a SELECT."""
+
+    collection: Expr
+    doc_id: Expr
+    data: Expr
+
+
+@dataclass(frozen=True)
 class GraphAlgo:
     algorithm: str  # "pagerank" | "wcc"
     collection: str
@@ -248,5 +257,6 @@ Statement = (
     | GraphEdgeWrite
     | GraphQuery
     | GraphAlgo
+    | CrdtApply
     | Empty
 )

@@ -22,6 +22,7 @@ from typing import Any
 
 from nodedb_server import __version__
 from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.errors import (
     DataError,
@@ -39,6 +40,7 @@ from nodedb_server.errors import (
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
 from nodedb_server.sql.expr import (
+    FUNC_ARG_TYPES,
     SESSION_FUNCS,
     Agg,
     And,
@@ -59,6 +61,7 @@ from nodedb_server.sql.expr import (
 )
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
 from nodedb_server.storage.records import (
+    OP_CRDT_APPLY,
     OP_DELETE,
     OP_EDGE_DELETE,
     OP_EDGE_PUT,
@@ -93,6 +96,8 @@ TAG_OIDS = {
 }
 
 Column = tuple[str, int]
+# A write a statement wants: (intent, key, row or payload, expires_ms); see Session._fold.
+Intent = tuple[str, Any, Any, int | None]
 READ_ONLY = (
     ast.Select,
     ast.GraphQuery,
@@ -166,6 +171,8 @@ def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
     return None
 
 
+# Transaction intents that become one operation as they are, checked against nothing.
+_PASS_THROUGH = {"edge_put": OP_EDGE_PUT, "edge_delete": OP_EDGE_DELETE, "crdt": OP_CRDT_APPLY}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
 _VALUE = (Const, Param, Cast)  # what an index or key lookup can be probed with
 
@@ -268,7 +275,7 @@ class _Desc:
 
 @dataclass
 class Txn:
-    intents: list[tuple[str, str, Any, Row | None, int | None]] = field(default_factory=list)
+    intents: list[tuple[str, str, Any, Any, int | None]] = field(default_factory=list)
     overlay: dict[str, dict[Any, tuple[Row | None, int | None]]] = field(default_factory=dict)
     failed: bool = False
 
@@ -310,7 +317,8 @@ class Session:
             "extra_float_digits": "1",
         }
         self.settings["application_name"] = startup_params.get("application_name", "")
-        self._funcs: dict[str, Callable[[], Any]] = {
+        self._funcs: dict[str, Callable[..., Any]] = {
+            "crdt_state": self._crdt_state,
             "version": lambda: f"PostgreSQL {SERVER_VERSION}",
             "current_database": lambda: self.database,
             "current_user": lambda: self.user["name"],
@@ -320,7 +328,7 @@ class Session:
             "pg_backend_pid": lambda: self.pid,
             "now": lambda: dt.datetime.now(dt.UTC),
             "current_timestamp": lambda: dt.datetime.now(dt.UTC),
-            "pg_sleep": lambda: None,
+            "pg_sleep": lambda _seconds=None: None,
         }
 
     # ---- session state ------------------------------------------------------------------
@@ -373,6 +381,10 @@ class Session:
             for node in e.walk():
                 if isinstance(node, Cast) and isinstance(node.inner, Param):
                     hints.setdefault(node.inner.index, node.oid_hint)
+                elif isinstance(node, Func) and node.name in FUNC_ARG_TYPES:
+                    for arg, oid in zip(node.args, FUNC_ARG_TYPES[node.name], strict=False):
+                        if isinstance(arg, Param):
+                            hints.setdefault(arg.index, oid)
                 elif isinstance(node, Cmp):
                     for a, b in ((node.left, node.right), (node.right, node.left)):
                         if isinstance(a, Field) and isinstance(b, Param):
@@ -424,6 +436,8 @@ class Session:
             ]
         if isinstance(stmt, ast.DescribeCollection):
             return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
+        if isinstance(stmt, ast.CrdtApply):
+            return [("crdt_apply", t.BOOL)]
         if isinstance(stmt, ast.GraphQuery):
             return {
                 "neighbors": [("node", t.TEXT), ("label", t.TEXT), ("properties", t.JSONB)],
@@ -563,9 +577,8 @@ class Session:
         current: dict[tuple[str, Any], Row | None] = {}
         ops: list[Op] = []
         for intent, coll, key, row, expires in txn.intents:
-            if intent in ("edge_put", "edge_delete"):
-                op = OP_EDGE_PUT if intent == "edge_put" else OP_EDGE_DELETE
-                ops.append((op, coll, key, row, None))
+            if intent in _PASS_THROUGH:
+                ops.append((_PASS_THROUGH[intent], coll, key, row, None))
                 continue
             engine = self._collection(coll)
             ck = (coll, key)
@@ -805,9 +818,7 @@ class Session:
 
     # -- writes --
 
-    async def _commit_or_buffer(
-        self, coll: str, intents: list[tuple[str, Any, Row | None, int | None]]
-    ) -> None:
+    async def _commit_or_buffer(self, coll: str, intents: list[Intent]) -> None:
         """Commit now (outside a transaction) or add to the transaction."""
         if self.txn is None:
             await self.tenant.commit_ops(
@@ -817,7 +828,7 @@ class Session:
         over = self.txn.overlay.setdefault(coll, {})
         for intent, key, row, expires in intents:
             self.txn.intents.append((intent, coll, key, row, expires))
-            if not intent.startswith("edge_"):  # reads see own rows; edges only once committed
+            if intent not in _PASS_THROUGH:  # reads see own rows; edges and CRDT once committed
                 over[key] = (row, expires)
 
     async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
@@ -825,7 +836,7 @@ class Session:
         ctx = self.ctx(params)
         now = _now_ms()
         kf = engine.key_field
-        intents: list[tuple[str, Any, Row | None, int | None]] = []
+        intents: list[Intent] = []
         pending: dict[Any, Row] = {}
         for fields in stmt.rows:
             row, expires = self._new_row(engine, fields, ctx, stmt.object_form, now)
@@ -905,7 +916,7 @@ class Session:
         ctx = self.ctx(params)
         rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
         kf = engine.key_field
-        intents: list[tuple[str, Any, Row | None, int | None]] = [
+        intents: list[Intent] = [
             ("put", r[kf], self._assign(engine, r, stmt.assignments, ctx), engine.expires_at(r[kf]))
             for r in rows
         ]
@@ -962,6 +973,29 @@ class Session:
         action = "purge_collection" if stmt.purge else "drop_collection"
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
+
+    # -- CRDT --
+
+    async def _crdt_apply(self, stmt: ast.CrdtApply, params: list[Any]) -> Result:
+        ctx = self.ctx(params)
+        coll = _node(stmt.collection.eval({}, ctx), "collection")
+        doc_id = _node(stmt.doc_id.eval({}, ctx), "document id")
+        data = stmt.data.eval({}, ctx)
+        if isinstance(data, str):
+            data = t.parse_bytea(data)
+        if not isinstance(data, bytes):
+            raise DataError("crdt_apply() takes the update as bytea")
+        self._collection(coll)
+        try:
+            check_update(data)
+        except CrdtError as e:
+            raise DataError(f"crdt_apply(): {e}") from None
+        await self._commit_or_buffer(coll, [("crdt", doc_id, data, None)])
+        return Result([("crdt_apply", t.BOOL)], [(True,)], "SELECT 1")
+
+    def _crdt_state(self, coll: Any, doc_id: Any) -> bytes | None:
+        engine = self._collection(_node(coll, "collection"))
+        return engine.crdt.snapshot(_node(doc_id, "document id"))
 
     # -- graph --
 
@@ -1375,6 +1409,8 @@ def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, E
         return exprs, list(stmt.assignments)
     if isinstance(stmt, ast.Delete):
         return ([stmt.where] if stmt.where else []), []
+    if isinstance(stmt, ast.CrdtApply):
+        return [Func("crdt_apply", [stmt.collection, stmt.doc_id, stmt.data])], []
     if isinstance(stmt, ast.GraphEdgeWrite):
         return [e for e in (stmt.source, stmt.target, stmt.label, stmt.properties) if e], []
     if isinstance(stmt, ast.GraphQuery):
@@ -1408,6 +1444,7 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.UndropCollection: Session._undrop_collection,
     ast.CreateIndex: Session._create_index,
     ast.GraphEdgeWrite: Session._graph_write,
+    ast.CrdtApply: Session._crdt_apply,
     ast.GraphQuery: Session._graph_query,
     ast.GraphAlgo: Session._graph_algo,
     ast.DropIndex: Session._drop_index,

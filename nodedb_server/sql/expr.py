@@ -32,7 +32,7 @@ class Ctx:
     """What an expression may read besides the row."""
 
     params: list[Any] = field(default_factory=list)
-    funcs: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    funcs: dict[str, Callable[..., Any]] = field(default_factory=dict)
     aggs: dict[int, Any] | None = None
     excluded: dict[str, Any] | None = None
 
@@ -485,7 +485,7 @@ class Func(Expr):
         session_fn = ctx.funcs.get(self.name)
         if session_fn is None:
             raise UndefinedFunction(f"function {self.name}() does not exist")
-        return session_fn()
+        return session_fn(*(a.eval(row, ctx) for a in self.args))
 
     def children(self) -> list[Expr]:
         return list(self.args)
@@ -503,8 +503,17 @@ SESSION_FUNCS = {
     "current_lsn": t.INT8,
     "pg_backend_pid": t.INT4,
     "pg_sleep": t.VOID,
+    "crdt_state": t.BYTEA,
+    "crdt_apply": t.BOOL,
 }
 
+
+# Declared argument types, which type an untyped parameter passed to the function.
+FUNC_ARG_TYPES: dict[str, tuple[int, ...]] = {
+    "crdt_apply": (t.TEXT, t.TEXT, t.BYTEA),
+    "crdt_state": (t.TEXT, t.TEXT),
+    "doc_get": (t.JSONB, t.TEXT),
+}
 
 AGGREGATES = frozenset({"count", "sum", "avg", "min", "max"})
 

@@ -73,7 +73,16 @@ def parse_one(sql: str) -> ast.Statement:
     except sqlglot.errors.TokenError as e:
         raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
     if isinstance(tree, exp.Select):
-        return _select(tree)
+        select = _select(tree)
+        item = select.items[0].expr if select.items else None
+        if isinstance(item, Func) and item.name == "crdt_apply":
+            if select.source is not None or len(select.items) != 1 or len(item.args) != 3:
+                raise SyntaxError_(
+                    "use crdt_apply(collection, doc_id, update) alone: "
+                    "SELECT crdt_apply('c', 'doc', $1)"
+                )
+            return ast.CrdtApply(*item.args)
+        return select
     if isinstance(tree, exp.Insert):
         return _insert(tree, upsert)
     if isinstance(tree, exp.Update):

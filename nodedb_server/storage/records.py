@@ -28,7 +28,8 @@ Record types and bodies (msgpack):
 
     1 DATA     [[op, collection, key, row, expires_ms], ...]   one atomic batch
                op: 1 INSERT, 2 UPDATE (row = full new row), 3 DELETE (row = row as found),
-                   4 EDGE PUT, 5 EDGE DELETE (key = [source, target, label], row = properties)
+                   4 EDGE PUT, 5 EDGE DELETE (key = [source, target, label], row = properties),
+                   6 CRDT APPLY (key = document id, row = Loro update bytes)
     2 CATALOG  [action, {args}]                                one catalog change
 """
 
@@ -63,13 +64,7 @@ OP_UPDATE = 2
 OP_DELETE = 3
 OP_EDGE_PUT = 4  # key = [source, target, label], row = properties
 OP_EDGE_DELETE = 5
-OP_NAMES = {
-    OP_INSERT: "INSERT",
-    OP_UPDATE: "UPDATE",
-    OP_DELETE: "DELETE",
-    OP_EDGE_PUT: "EDGE PUT",
-    OP_EDGE_DELETE: "EDGE DELETE",
-}
+OP_CRDT_APPLY = 6  # key = document id, row = the Loro update bytes
 
 
 def crc32c(*parts: bytes | memoryview) -> int:

@@ -145,6 +145,8 @@ class TenantState:
             parts.append((f"c{m.id}", engine.snapshot_items()))
             if engine.edges.count:
                 parts.append((f"c{m.id}.edges", [[*e[:3], e[3]] for e in engine.edges.edges()]))
+            if len(engine.crdt):
+                parts.append((f"c{m.id}.crdt", engine.crdt.items()))
         return meta, parts
 
     def load_checkpoint(
@@ -162,6 +164,8 @@ class TenantState:
                 engine.load_item(item)
             for edge in read_part(f"c{m.id}.edges"):
                 engine.load_edge(edge)
+            for doc in read_part(f"c{m.id}.crdt"):
+                engine.load_crdt(doc)
             self.catalog[m.name] = m
             self.engines[m.name] = engine
         # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.

@@ -1,10 +1,11 @@
 """kill -9 under concurrent load: every acknowledged write survives, none is applied twice.
 
 Each writer records what it attempted and what was acknowledged, for every
-engine in the mix (documents, a KV counter, KV upserts, graph edges). After
+engine in the mix (documents, a KV counter, KV upserts, graph edges, CRDT). After
 each restart, everything acknowledged must be there, nothing unattempted may
 appear, and the counter must lie between the acknowledged and the attempted
-number of increments.
+number of increments. CRDT updates from one Loro peer per writer must all be
+in the merged state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 
 import asyncpg
+import loro
 import pytest
 
 from tests.serverproc import ServerProcess
@@ -28,6 +30,7 @@ class Ledger:
     docs_attempted: set[str] = field(default_factory=set)
     docs_acked: list[str] = field(default_factory=list)
     edges_acked: list[tuple[str, str]] = field(default_factory=list)
+    crdt_acked: list[tuple[int, str]] = field(default_factory=list)
     counter_acked: int = 0
     counter_attempted: int = 0
 
@@ -44,6 +47,9 @@ async def _writer(
     except (OSError, asyncpg.PostgresError):
         return
     n = 0
+    peer = loro.LoroDoc()
+    peer.peer_id = cycle * 100 + wid + 1
+    text = peer.get_text("log")
     try:
         while not stop.is_set():
             doc_id = f"c{cycle}-w{wid}-{n}"
@@ -61,6 +67,12 @@ async def _writer(
                 "GRAPH INSERT EDGE IN 'g' FROM $1 TO $2 TYPE 'wrote'", f"w{wid}", doc_id
             )
             ledger.edges_acked.append((f"w{wid}", doc_id))
+            before = peer.oplog_vv
+            text.insert(text.len_unicode, f"<{doc_id}>")
+            peer.commit()
+            update = bytes(peer.export(loro.ExportMode.Updates(before)))
+            await conn.execute("SELECT crdt_apply('notes', 'shared', $1)", update)
+            ledger.crdt_acked.append((wid, f"<{doc_id}>"))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
         return
     finally:
@@ -87,6 +99,13 @@ async def _verify(conn: asyncpg.Connection, ledger: Ledger, cycle: int) -> None:
     lost = [e for e in ledger.edges_acked if e not in edges]
     assert not lost, f"cycle {cycle}: acknowledged edges lost: {lost[:5]}"
     assert {dst for _, dst in edges} <= ledger.docs_attempted
+    snapshot = await conn.fetchval("SELECT crdt_state('notes', 'shared')")
+    merged = loro.LoroDoc()
+    if snapshot is not None:
+        merged.import_(snapshot)
+    body = merged.get_text("log").to_string()
+    lost_crdt = [piece for _, piece in ledger.crdt_acked if piece not in body]
+    assert not lost_crdt, f"cycle {cycle}: acknowledged CRDT updates lost: {lost_crdt[:5]}"
 
 
 async def _crash_cycles(srv: ServerProcess, cycles: int) -> Ledger:
@@ -95,6 +114,7 @@ async def _crash_cycles(srv: ServerProcess, cycles: int) -> Ledger:
     await conn.execute("CREATE COLLECTION counters TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
     await conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY)")
     await conn.execute("INSERT INTO counters (key, n) VALUES ('total', 0)")
+    await conn.execute("CREATE COLLECTION notes")
     await conn.close()
     ledger = Ledger()
     rng = random.Random(1234)
