@@ -11,6 +11,7 @@ from typing import Any
 from nodedb_server.engines.crdt import CrdtError, CrdtStore
 from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.index import FieldIndex
+from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
 
@@ -35,7 +36,7 @@ def type_tag(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return "timestamp"
     if isinstance(value, list):
-        return "array"
+        return "vector" if as_vector(value) is not None else "array"
     return "object"
 
 
@@ -48,9 +49,8 @@ _TAGS: dict[type, str] = {
     str: "text",
     bytes: "bytea",
     dt.datetime: "timestamp",
-    list: "array",
     dict: "object",
-}
+}  # lists go through type_tag: a list of numbers is a "vector"
 
 
 class RowCollection:
@@ -68,6 +68,7 @@ class RowCollection:
         self.indexes: dict[str, FieldIndex] = {}  # by field
         self.edges = EdgeStore()  # graph edges overlaying this collection
         self.crdt = CrdtStore()  # CRDT documents of this collection
+        self.vectors: dict[str, VectorIndex] = {}  # by index name
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -117,6 +118,22 @@ class RowCollection:
     def drop_index(self, field: str) -> None:
         self.indexes.pop(field, None)
 
+    def add_vector_index(self, name: str, field: str | None, metric: str, dim: int) -> VectorIndex:
+        """Create a vector index; unbound, it takes the first field already holding vectors."""
+        vindex = VectorIndex(name, field, metric, dim)
+        if field is None:
+            vindex.field = next(
+                (f for f, tags in self.field_types.items() if "vector" in tags), None
+            )
+        if vindex.field is not None:
+            for key, row in self.rows.items():
+                vindex.put(key, row.get(vindex.field))
+        self.vectors[name] = vindex
+        return vindex
+
+    def vector_index_on(self, field: str) -> VectorIndex | None:
+        return next((v for v in self.vectors.values() if v.field == field), None)
+
     def expires_at(self, key: Any) -> int | None:
         """When a key expires (Unix ms); only key-value rows have a TTL."""
         return None
@@ -151,11 +168,17 @@ class RowCollection:
                 index.remove(old.get(f), key)
         if op == OP_DELETE:
             self.rows.pop(key, None)
+            for vindex in self.vectors.values():
+                vindex.remove(key)
             return
         assert row is not None
         self.rows[key] = row
         for f, index in self.indexes.items():
             index.add(row.get(f), key)
+        for vindex in self.vectors.values():
+            vindex.bind_from(row, row)
+            if vindex.field is not None:
+                vindex.put(key, row.get(vindex.field))
         self.size_bytes += size if size is not None else len(codec.pack(row))
         self.note_fields(row)
 

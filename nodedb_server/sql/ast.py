@@ -85,6 +85,25 @@ class CreateIndex:
 
 
 @dataclass(frozen=True)
+class CreateVectorIndex:
+    name: str
+    collection: str
+    field: str | None  # None: bind to the first field holding numeric arrays
+    metric: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class VectorSearch:
+    """SEARCH c USING VECTOR(field, query, k): id and distance, nearest first."""
+
+    collection: str
+    field: str
+    query: Expr
+    k: Expr
+
+
+@dataclass(frozen=True)
 class DropIndex:
     name: str
     if_exists: bool = False
@@ -237,6 +256,8 @@ Statement = (
     | DropCollection
     | UndropCollection
     | CreateIndex
+    | CreateVectorIndex
+    | VectorSearch
     | DropIndex
     | CreateTenant
     | DropTenant

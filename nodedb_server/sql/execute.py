@@ -24,6 +24,8 @@ from nodedb_server import __version__
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
+from nodedb_server.engines.vector import as_vector
+from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
     DataError,
     DBError,
@@ -100,6 +102,7 @@ Column = tuple[str, int]
 Intent = tuple[str, Any, Any, int | None]
 READ_ONLY = (
     ast.Select,
+    ast.VectorSearch,
     ast.GraphQuery,
     ast.GraphAlgo,
     ast.Show,
@@ -136,6 +139,8 @@ def field_oid(engine: RowCollection | None, name: str) -> int:
         return t.TEXT
     if tags <= {"int", "float"}:
         return t.INT8 if tags == {"int"} else t.FLOAT8
+    if tags == {"vector"}:
+        return t.FLOAT4_ARRAY
     if len(tags) == 1:
         return TAG_OIDS.get(next(iter(tags)), t.JSONB)
     return t.JSONB
@@ -395,6 +400,8 @@ class Session:
                             )
                             hints.setdefault(b.index, oid)
         for name, e in typed_targets:
+            if isinstance(e, Param) and engine is not None and engine.vector_index_on(name):
+                hints.setdefault(e.index, t.FLOAT4_ARRAY)
             if (
                 isinstance(e, Param)
                 and isinstance(engine, KvCollection)
@@ -438,6 +445,8 @@ class Session:
             return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
         if isinstance(stmt, ast.CrdtApply):
             return [("crdt_apply", t.BOOL)]
+        if isinstance(stmt, ast.VectorSearch):
+            return [("id", t.TEXT), ("distance", t.FLOAT8)]
         if isinstance(stmt, ast.GraphQuery):
             return {
                 "neighbors": [("node", t.TEXT), ("label", t.TEXT), ("properties", t.JSONB)],
@@ -698,6 +707,12 @@ class Session:
         self, stmt: ast.Select, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
         ctx = self.ctx(params)
+        if _uses(stmt, "vector_distance"):
+            found = self.tenant.state.collection(stmt.source) if stmt.source else None
+            ctx.funcs = {
+                **ctx.funcs,
+                "vector_distance": self._vector_distance(found[1] if found else None),
+            }
         await self._sleep_if_asked(stmt, ctx)
         if columns is None or (stmt.star and len(stmt.items) > 1):
             columns = self._select_columns(stmt, [])
@@ -892,6 +907,7 @@ class Session:
         row: Row = {kf: key}
         for name, v in values.items():
             row[name] = self._typed(engine, name, v)
+        self._check_vectors(engine, row)
         return row, expires
 
     def _typed(self, engine: RowCollection, name: str, v: Any) -> Any:
@@ -909,6 +925,7 @@ class Session:
             if name == engine.key_field:
                 raise FeatureNotSupported(f"the primary key {name} cannot be updated")
             new[name] = self._typed(engine, name, e.eval(old, ctx))
+        self._check_vectors(engine, new)
         return new
 
     async def _update(self, stmt: ast.Update, params: list[Any]) -> Result:
@@ -973,6 +990,85 @@ class Session:
         action = "purge_collection" if stmt.purge else "drop_collection"
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
+
+    # -- vectors --
+
+    async def _create_vector_index(self, stmt: ast.CreateVectorIndex, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        if stmt.name in self.tenant.state.indexes:
+            raise DuplicateTable(f'index "{stmt.name}" already exists')
+        if stmt.field is not None and engine.vector_index_on(stmt.field) is not None:
+            raise DuplicateTable(
+                f'field "{stmt.field}" of "{stmt.collection}" already has a vector index'
+            )
+        if stmt.field is None and any(v.field is None for v in engine.vectors.values()):
+            raise DuplicateTable(
+                f'"{stmt.collection}" already has a vector index waiting to bind; name the FIELD'
+            )
+        await self.tenant.commit_catalog(
+            "create_vector_index",
+            {
+                "name": stmt.name,
+                "collection": stmt.collection,
+                "field": stmt.field,
+                "metric": stmt.metric,
+                "dim": stmt.dim,
+            },
+        )
+        return Result(None, [], "CREATE VECTOR INDEX")
+
+    async def _vector_search(self, stmt: ast.VectorSearch, params: list[Any]) -> Result:
+        engine = self._collection(stmt.collection)
+        vindex = engine.vector_index_on(stmt.field)
+        if vindex is None:
+            raise UndefinedObject(
+                f'"{stmt.collection}" has no vector index on field "{stmt.field}"'
+            )
+        ctx = self.ctx(params)
+        query = self._query_vector(stmt.query.eval({}, ctx), vindex.dim)
+        k = _count(stmt.k.eval({}, ctx), "k")
+        now = _now_ms()
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, vindex.search, query, k)
+        rows = [(key, d) for key, d in found if engine.get(key, now) is not None]
+        return Result(self.describe(stmt, []), rows, f"SELECT {len(rows)}")
+
+    @staticmethod
+    def _query_vector(value: Any, dim: int) -> list[float]:
+        vec = as_vector(value)
+        if vec is None:
+            raise DataError("the query vector must be an array of numbers")
+        if len(vec) != dim:
+            raise DataError(f"the query vector has dimension {len(vec)}; the index has DIM {dim}")
+        return vec
+
+    def _check_vectors(self, engine: RowCollection, row: Row) -> None:
+        """A vector of the wrong dimension in an indexed field is refused (22000)."""
+        for vindex in engine.vectors.values():
+            field = vindex.field
+            if field is None:
+                field = next((f for f in row if as_vector(row[f]) is not None), None)
+            vec = as_vector(row.get(field)) if field is not None else None
+            if vec is not None and len(vec) != vindex.dim:
+                raise DataError(
+                    f'field "{field}" holds a vector of dimension {len(vec)}; '
+                    f'vector index "{vindex.name}" has DIM {vindex.dim}'
+                )
+
+    def _vector_distance(self, engine: RowCollection | None) -> Callable[..., Any]:
+        def vector_distance(value: Any, query: Any) -> float | None:
+            a, b = as_vector(value), as_vector(query)
+            if a is None or b is None:
+                return None
+            if len(a) != len(b):
+                raise DataError(f"vector_distance() of dimensions {len(a)} and {len(b)}")
+            field_metric = "cosine"
+            if engine is not None:
+                vindex = next((v for v in engine.vectors.values() if v.dim == len(a)), None)
+                field_metric = vindex.metric if vindex is not None else field_metric
+            return vector_distance_of(field_metric, a, b)
+
+        return vector_distance
 
     # -- CRDT --
 
@@ -1117,10 +1213,16 @@ class Session:
 
     async def _describe_collection(self, stmt: ast.DescribeCollection, params: list[Any]) -> Result:
         engine = self._collection(stmt.name)
-        rows = [
-            (f, t.TYPE_NAMES[field_oid(engine, f)], f == engine.key_field or f in engine.indexes)
-            for f in engine.fields()
-        ]
+        rows = []
+        for f in engine.fields():
+            name = t.TYPE_NAMES[field_oid(engine, f)]
+            vindex = engine.vector_index_on(f)
+            if vindex is not None:
+                name = f"vector({vindex.dim}) {vindex.metric}, index {vindex.name}"
+            elif name.startswith("_"):
+                name = name[1:] + "[]"
+            indexed = f == engine.key_field or f in engine.indexes or vindex is not None
+            rows.append((f, name, indexed))
         return Result(self.describe(stmt, []), rows, f"DESCRIBE {len(rows)}")
 
     # -- tenants, users --
@@ -1290,20 +1392,31 @@ class Session:
         raise UndefinedTable(f'system view "{name}" does not exist')
 
 
-_AGG_CACHE: dict[int, tuple[ast.Select, list[Agg]]] = {}
+def _uses(stmt: ast.Select, func: str) -> bool:
+    return any(isinstance(n, Func) and n.name == func for n in _select_nodes(stmt)[1])
 
 
 def _aggregates(stmt: ast.Select) -> list[Agg]:
-    """The aggregate calls of a SELECT, found once per parsed statement."""
-    hit = _AGG_CACHE.get(id(stmt))
+    """The aggregate calls of a SELECT's output and ORDER BY."""
+    return [n for n in _select_nodes(stmt)[0] if isinstance(n, Agg)]
+
+
+_NODE_CACHE: dict[int, tuple[ast.Select, tuple[list[Expr], list[Expr]]]] = {}
+
+
+def _select_nodes(stmt: ast.Select) -> tuple[list[Expr], list[Expr]]:
+    """(nodes of the output and ORDER BY, nodes of everything), once per parsed statement."""
+    hit = _NODE_CACHE.get(id(stmt))
     if hit is not None and hit[0] is stmt:
         return hit[1]
-    exprs = [it.expr for it in stmt.items] + [o.expr for o in stmt.order_by if o.expr is not None]
-    aggs = [n for e in exprs for n in e.walk() if isinstance(n, Agg)]
-    if len(_AGG_CACHE) > 4096:
-        _AGG_CACHE.clear()
-    _AGG_CACHE[id(stmt)] = (stmt, aggs)
-    return aggs
+    out_roots = [it.expr for it in stmt.items] + [o.expr for o in stmt.order_by if o.expr]
+    other_roots = [e for e in (stmt.where, *stmt.group_by) if e is not None]
+    output = [n for r in out_roots for n in r.walk()]
+    nodes = (output, output + [n for r in other_roots for n in r.walk()])
+    if len(_NODE_CACHE) > 4096:
+        _NODE_CACHE.clear()
+    _NODE_CACHE[id(stmt)] = (stmt, nodes)
+    return nodes
 
 
 def _probe_value(v: Any, numeric: bool) -> Any:
@@ -1411,6 +1524,8 @@ def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, E
         return ([stmt.where] if stmt.where else []), []
     if isinstance(stmt, ast.CrdtApply):
         return [Func("crdt_apply", [stmt.collection, stmt.doc_id, stmt.data])], []
+    if isinstance(stmt, ast.VectorSearch):
+        return [ast_cast(stmt.query, t.FLOAT4_ARRAY), ast_cast(stmt.k, t.INT8)], []
     if isinstance(stmt, ast.GraphEdgeWrite):
         return [e for e in (stmt.source, stmt.target, stmt.label, stmt.properties) if e], []
     if isinstance(stmt, ast.GraphQuery):
@@ -1445,6 +1560,8 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.CreateIndex: Session._create_index,
     ast.GraphEdgeWrite: Session._graph_write,
     ast.CrdtApply: Session._crdt_apply,
+    ast.CreateVectorIndex: Session._create_vector_index,
+    ast.VectorSearch: Session._vector_search,
     ast.GraphQuery: Session._graph_query,
     ast.GraphAlgo: Session._graph_algo,
     ast.DropIndex: Session._drop_index,

@@ -505,6 +505,7 @@ SESSION_FUNCS = {
     "pg_sleep": t.VOID,
     "crdt_state": t.BYTEA,
     "crdt_apply": t.BOOL,
+    "vector_distance": t.FLOAT8,
 }
 
 
@@ -513,6 +514,7 @@ FUNC_ARG_TYPES: dict[str, tuple[int, ...]] = {
     "crdt_apply": (t.TEXT, t.TEXT, t.BYTEA),
     "crdt_state": (t.TEXT, t.TEXT),
     "doc_get": (t.JSONB, t.TEXT),
+    "vector_distance": (t.FLOAT4_ARRAY, t.FLOAT4_ARRAY),
 }
 
 AGGREGATES = frozenset({"count", "sum", "avg", "min", "max"})

@@ -296,7 +296,23 @@ def parse_create(p: Parser) -> ast.Statement:
             )
         p.end()
         return ast.CreateIndex(index_name, collection, field, if_not_exists)
-    raise p.error("expected COLLECTION, INDEX, TENANT or USER")
+    if p.accept("vector"):
+        p.expect("index")
+        name = p.name()
+        p.expect("on")
+        collection = p.name()
+        vfield = p.name() if p.accept("field") else None
+        p.expect("metric")
+        metric = p.name()
+        if metric not in ("cosine", "l2", "ip"):
+            raise SyntaxError_(f"METRIC {metric} is not known; use cosine, l2 or ip")
+        p.expect("dim")
+        tok = p.take()
+        if tok.kind != "number" or not tok.text.isdigit() or not 0 < int(tok.text) <= 65536:
+            raise SyntaxError_("DIM takes a whole number from 1 to 65536")
+        p.end()
+        return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text))
+    raise p.error("expected COLLECTION, INDEX, VECTOR INDEX, TENANT or USER")
 
 
 def _kv_schema(p: Parser) -> dict[str, str]:
@@ -560,7 +576,9 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
     word = first.text
     p.take()
     second = p.peek()
-    ours = second is not None and second.is_kw("collection", "tenant", "user", "role", "index")
+    ours = second is not None and second.is_kw(
+        "collection", "tenant", "user", "role", "index", "vector"
+    )
     if word == "create" and ours:
         return parse_create(p)
     if word == "drop" and ours:
@@ -616,6 +634,19 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return ast.Rollback()
     if word == "graph":
         return parse_graph(p)
+    if word == "search":
+        collection = p.name()
+        p.expect("using")
+        p.expect("vector")
+        p.expect("(")
+        field = p.name()
+        p.expect(",")
+        query = p.value()
+        p.expect(",")
+        k = p.value()
+        p.expect(")")
+        p.end()
+        return ast.VectorSearch(collection, field, query, k)
     if word == "checkpoint":
         p.end()
         return ast.Checkpoint()

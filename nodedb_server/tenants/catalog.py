@@ -47,8 +47,11 @@ def new_engine(meta: CollectionMeta) -> RowCollection:
 class IndexMeta:
     name: str
     collection: str
-    field: str
+    field: str | None  # a vector index may be unbound until a vector arrives
     created_lsn: int
+    kind: str = "field"  # "field" (secondary) | "vector"
+    metric: str = ""
+    dim: int = 0
 
 
 class TenantState:
@@ -94,14 +97,20 @@ class TenantState:
 
     def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
         name = args["name"]
-        if action == "create_index":
+        if action in ("create_index", "create_vector_index"):
             meta_i = IndexMeta(name, args["collection"], args["field"], lsn)
+            if action == "create_vector_index":
+                meta_i.kind, meta_i.metric, meta_i.dim = "vector", args["metric"], args["dim"]
             self.indexes[name] = meta_i
-            self.engines[meta_i.collection].add_index(name, meta_i.field)
+            self._build_index(meta_i)
         elif action == "drop_index":
             dropped = self.indexes.pop(name, None)
             if dropped is not None and dropped.collection in self.engines:
-                self.engines[dropped.collection].drop_index(dropped.field)
+                engine = self.engines[dropped.collection]
+                if dropped.kind == "vector":
+                    engine.vectors.pop(name, None)
+                elif dropped.field is not None:
+                    engine.drop_index(dropped.field)
         elif action == "create_collection":
             meta = CollectionMeta(
                 id=self.next_collection_id,
@@ -127,6 +136,20 @@ class TenantState:
         else:
             raise ValueError(f"unknown catalog action {action!r}")
 
+    def _build_index(self, meta: IndexMeta) -> None:
+        engine = self.engines[meta.collection]
+        if meta.kind == "vector":
+            engine.add_vector_index(meta.name, meta.field, meta.metric, meta.dim)
+        elif meta.field is not None:
+            engine.add_index(meta.name, meta.field)
+
+    def index_field(self, meta: IndexMeta) -> str | None:
+        """The field an index covers now (a vector index binds on first use)."""
+        if meta.kind == "vector":
+            vindex = self.engines[meta.collection].vectors.get(meta.name)
+            return vindex.field if vindex is not None else meta.field
+        return meta.field
+
     # ---- checkpoint ------------------------------------------------------------
 
     def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
@@ -137,7 +160,10 @@ class TenantState:
                 {"meta": asdict(m), "engine": self.engines[m.name].meta()}
                 for m in sorted(self.catalog.values(), key=lambda m: m.id)
             ],
-            "indexes": [asdict(i) for i in sorted(self.indexes.values(), key=lambda i: i.name)],
+            "indexes": [
+                {**asdict(i), "field": self.index_field(i)}
+                for i in sorted(self.indexes.values(), key=lambda i: i.name)
+            ],
         }
         parts: list[tuple[str, Iterable[Any]]] = []
         for m in sorted(self.catalog.values(), key=lambda m: m.id):
@@ -173,4 +199,4 @@ class TenantState:
         for entry in meta.get("indexes", []):
             im = IndexMeta(**entry)
             self.indexes[im.name] = im
-            self.engines[im.collection].add_index(im.name, im.field)
+            self._build_index(im)

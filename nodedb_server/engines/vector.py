@@ -1,0 +1,101 @@
+"""Vector indexes: HNSW through usearch, with exact search alongside as the check.
+
+Distances (the same in SEARCH and ``vector_distance``):
+  cosine  1 - cos(a, b)
+  l2      Euclidean distance |a - b|
+  ip      1 - a . b            (smaller is more similar, as for the others)
+
+usearch labels are integers, so each index maps document keys to labels.
+An update removes the old vector and adds the new one; a delete removes it.
+The index is rebuilt from the stored documents when a checkpoint is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from usearch.index import Index
+
+METRICS = {"cosine": "cos", "l2": "l2sq", "ip": "ip"}
+
+
+def as_vector(value: Any) -> list[float] | None:
+    """The value as a vector if it is a non-empty list of numbers, else None."""
+    if not isinstance(value, list) or not value:
+        return None
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            return None
+    return [float(x) for x in value]
+
+
+def distance(metric: str, a: list[float], b: list[float]) -> float:
+    va = np.asarray(a, dtype=np.float32)
+    vb = np.asarray(b, dtype=np.float32)
+    if metric == "l2":
+        return float(np.linalg.norm(va - vb))
+    if metric == "ip":
+        return float(1.0 - np.dot(va, vb))
+    na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+    if na == 0.0 or nb == 0.0:
+        return 1.0
+    return float(1.0 - np.dot(va, vb) / (na * nb))
+
+
+class VectorIndex:
+    def __init__(self, name: str, field: str | None, metric: str, dim: int):
+        self.name = name
+        self.field = field  # None until bound to the first field holding numeric arrays
+        self.metric = metric
+        self.dim = dim
+        self._index = Index(ndim=dim, metric=METRICS[metric], dtype="f32")
+        self._labels: dict[Any, int] = {}
+        self._keys: dict[int, Any] = {}
+        self._next_label = 1
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def bind_from(self, fields: Iterable[str], row: dict[str, Any]) -> None:
+        """Bind to the first of ``fields`` whose value in ``row`` is a numeric array."""
+        if self.field is not None:
+            return
+        for f in fields:
+            if as_vector(row.get(f)) is not None:
+                self.field = f
+                return
+
+    def put(self, key: Any, value: Any) -> None:
+        self.remove(key)
+        vec = as_vector(value)
+        if vec is None or len(vec) != self.dim:
+            return
+        label = self._next_label
+        self._next_label += 1
+        self._labels[key] = label
+        self._keys[label] = key
+        self._index.add(label, np.asarray(vec, dtype=np.float32))
+
+    def remove(self, key: Any) -> None:
+        label = self._labels.pop(key, None)
+        if label is not None:
+            del self._keys[label]
+            self._index.remove(label)
+
+    def search(self, query: list[float], k: int) -> list[tuple[Any, float]]:
+        """Approximate nearest neighbours (HNSW), nearest first."""
+        if not self._labels or k <= 0:
+            return []
+        found = self._index.search(np.asarray(query, dtype=np.float32), k)
+        out = []
+        for label, dist in zip(found.keys, found.distances, strict=True):
+            key = self._keys.get(int(label))
+            if key is not None:
+                out.append((key, self._report(float(dist))))
+        return out
+
+    def _report(self, raw: float) -> float:
+        return math.sqrt(max(raw, 0.0)) if self.metric == "l2" else raw
