@@ -1,7 +1,8 @@
 """kill -9 under concurrent load: every acknowledged write survives, none is applied twice.
 
 Each writer records what it attempted and what was acknowledged, for every
-engine in the mix (documents, a KV counter, KV upserts, graph edges, CRDT). After
+engine in the mix (documents with a vector field, a KV counter, KV upserts,
+graph edges, CRDT). After
 each restart, everything acknowledged must be there, nothing unattempted may
 appear, and the counter must lie between the acknowledged and the attempted
 number of increments. CRDT updates from one Loro peer per writer must all be
@@ -56,7 +57,11 @@ async def _writer(
             n += 1
             ledger.docs_attempted.add(doc_id)
             await conn.execute(
-                "INSERT INTO docs (id, w, n) VALUES ($1, $2::int8, $3::int8)", doc_id, wid, n
+                "INSERT INTO docs (id, w, n, emb) VALUES ($1, $2::int8, $3::int8, "
+                "ARRAY[$2::float8, $3::float8, 1.0])",
+                doc_id,
+                wid,
+                n,
             )
             ledger.docs_acked.append(doc_id)
             ledger.counter_attempted += 1
@@ -85,6 +90,12 @@ async def _verify(conn: asyncpg.Connection, ledger: Ledger, cycle: int) -> None:
     assert not missing, f"cycle {cycle}: acknowledged documents lost: {missing[:5]}"
     assert present <= ledger.docs_attempted, "documents appeared that nobody wrote"
     assert await conn.fetchval("SELECT COUNT(*) FROM docs") == len(present)
+    for doc_id in random.Random(cycle).sample(ledger.docs_acked, min(20, len(ledger.docs_acked))):
+        _, w, n = doc_id.split("-")
+        nearest = await conn.fetchrow(
+            f"SEARCH docs USING VECTOR(emb, ARRAY[{w[1:]}.0, {int(n) + 1}.0, 1.0], 1)"
+        )
+        assert nearest is not None and nearest["distance"] < 1e-3, f"{doc_id}: {nearest}"
     total = await conn.fetchval("SELECT n FROM counters WHERE key = 'total'")
     assert ledger.counter_acked <= total <= ledger.counter_attempted, (
         f"cycle {cycle}: counter {total} outside "
@@ -111,6 +122,7 @@ async def _verify(conn: asyncpg.Connection, ledger: Ledger, cycle: int) -> None:
 async def _crash_cycles(srv: ServerProcess, cycles: int) -> Ledger:
     conn = await _connect(srv)
     await conn.execute("CREATE COLLECTION docs")
+    await conn.execute("CREATE VECTOR INDEX idx_emb ON docs FIELD emb METRIC l2 DIM 3")
     await conn.execute("CREATE COLLECTION counters TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
     await conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY)")
     await conn.execute("INSERT INTO counters (key, n) VALUES ('total', 0)")

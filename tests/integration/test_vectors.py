@@ -1,0 +1,124 @@
+"""Vector indexes: binding, literals and array parameters, HNSW checked against exact search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pg8000.native
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+DIM = 16
+N = 1500
+
+
+def _exact(vectors: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[str]:
+    def cos(v: np.ndarray) -> float:
+        return float(1 - np.dot(v, query) / (np.linalg.norm(v) * np.linalg.norm(query)))
+
+    return [key for key, _ in sorted(vectors.items(), key=lambda kv: cos(kv[1]))[:k]]
+
+
+@pytest.fixture
+def loaded(server: ServerProcess) -> tuple[ServerProcess, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    vectors = {f"v{i:05d}": rng.standard_normal(DIM).astype(np.float32) for i in range(N)}
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION items")
+        conn.execute(f"CREATE VECTOR INDEX idx_items ON items METRIC cosine DIM {DIM}")
+        keys = list(vectors)
+        for i in range(0, N, 250):
+            body = ", ".join(
+                f"{{ id: '{k}', emb: [{', '.join(f'{x:.6f}' for x in vectors[k])}] }}"
+                for k in keys[i : i + 250]
+            )
+            conn.execute(f"INSERT INTO items [ {body} ]")
+    rounded = {
+        k: np.array([float(f"{x:.6f}") for x in v], dtype=np.float32) for k, v in vectors.items()
+    }
+    return server, rounded
+
+
+def test_search_recall_against_exact_and_distance_agreement(loaded) -> None:
+    server, vectors = loaded
+    rng = np.random.default_rng(9)
+    hits = total = 0
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        desc = {f: ty for f, ty, _ in conn.execute("DESCRIBE items").fetchall()}
+        assert desc["emb"] == f"vector({DIM}) cosine, index idx_items"
+        for _ in range(20):
+            q = rng.standard_normal(DIM).astype(np.float32)
+            rows = conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),)).fetchall()
+            got = [r[0] for r in rows]
+            assert [r[1] for r in rows] == sorted(r[1] for r in rows), "distances must ascend"
+            hits += len(set(got) & set(_exact(vectors, q, 10)))
+            total += 10
+            top = conn.execute(
+                "SELECT id, vector_distance(emb, %s) AS d FROM items ORDER BY d LIMIT 1",
+                (q.tolist(),),
+            ).fetchone()
+            assert top[0] == _exact(vectors, q, 1)[0]
+            assert abs(top[1] - rows[0][1]) < 1e-4 or top[0] != got[0]
+    assert hits / total >= 0.95, f"recall@10 {hits / total:.3f}"
+
+
+def test_deletes_updates_and_dimension_errors(loaded) -> None:
+    server, vectors = loaded
+    probe = vectors["v00042"]
+    lit = "ARRAY[" + ", ".join(f"{x:.6f}" for x in probe) + "]"
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        first = conn.execute(f"SEARCH items USING VECTOR(emb, {lit}, 1)").fetchone()
+        assert first[0] == "v00042" and first[1] < 1e-5
+        conn.execute("DELETE FROM items WHERE id = 'v00042'")
+        assert conn.execute(f"SEARCH items USING VECTOR(emb, {lit}, 1)").fetchone()[0] != "v00042"
+        conn.execute(f"UPDATE items SET emb = {lit} WHERE id = 'v00007'")
+        assert conn.execute(f"SEARCH items USING VECTOR(emb, {lit}, 1)").fetchone()[0] == "v00007"
+        for bad in (
+            "INSERT INTO items { id: 'x', emb: [1.0, 2.0] }",
+            "UPDATE items SET emb = ARRAY[1.0] WHERE id = 'v00001'",
+            "SEARCH items USING VECTOR(emb, ARRAY[1.0, 2.0], 3)",
+        ):
+            with pytest.raises(psycopg.errors.DataException) as err:
+                conn.execute(bad)
+            assert err.value.sqlstate == "22000"
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone() == (N - 1,)
+
+
+def test_vector_index_survives_kill9_and_checkpoint(loaded) -> None:
+    server, vectors = loaded
+    q = vectors["v00100"]
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        before = conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),)).fetchall()
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        after = conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),)).fetchall()
+        conn.execute("CHECKPOINT")
+    assert [r[0] for r in after] == [r[0] for r in before]
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        again = conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),)).fetchall()
+    assert [r[0] for r in again] == [r[0] for r in before]
+
+
+def test_binding_to_the_first_vector_field_and_metrics(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION pts")
+        conn.execute("CREATE VECTOR INDEX idx_pts ON pts METRIC l2 DIM 2")
+        conn.execute("INSERT INTO pts { id: 'a', name: 'x', tags: ['t'], pos: [0.0, 0.0] }")
+        conn.execute("INSERT INTO pts { id: 'b', pos: [3.0, 4.0] }")
+        desc = {f: ty for f, ty, _ in conn.execute("DESCRIBE pts").fetchall()}
+        assert desc["pos"] == "vector(2) l2, index idx_pts"
+        rows = conn.execute("SEARCH pts USING VECTOR(pos, ARRAY[0.0, 0.0], 5)").fetchall()
+        assert rows == [("a", 0.0), ("b", 5.0)]
+        assert conn.execute(
+            "SELECT vector_distance(pos, ARRAY[0.0, 0.0]) FROM pts WHERE id = 'b'"
+        ).fetchone() == (5.0,)
+    pg = pg8000.native.Connection("nodedb", host="127.0.0.1", port=server.port, database="nodedb")
+    try:
+        pg.run("INSERT INTO pts (id, pos) VALUES ('c', :v)", v=[1.0, 1.0])
+        assert pg.run("SEARCH pts USING VECTOR(pos, :q, 1)", q=[1.0, 1.1])[0][0] == "c"
+    finally:
+        pg.close()
