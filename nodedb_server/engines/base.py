@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from nodedb_server.engines.crdt import CrdtError, CrdtStore
@@ -190,6 +190,23 @@ class RowCollection:
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.field_types = {k: set(v) for k, v in meta.get("field_types", {}).items()}
         self.field_types.setdefault(self.key_field, {"text"})
+
+    def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:
+        """What a checkpoint stores, as (part name, items): a copy taken on the event loop."""
+        parts: list[tuple[str, Iterable[Any]]] = [(prefix, self.snapshot_items())]
+        if self.edges.count:
+            parts.append((f"{prefix}.edges", [[*e[:3], e[3]] for e in self.edges.edges()]))
+        if len(self.crdt):
+            parts.append((f"{prefix}.crdt", self.crdt.items()))
+        return parts
+
+    def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
+        for item in read_part(prefix):
+            self.load_item(item)
+        for edge in read_part(f"{prefix}.edges"):
+            self.load_edge(edge)
+        for doc in read_part(f"{prefix}.crdt"):
+            self.load_crdt(doc)
 
     def snapshot_items(self) -> list[Any]:
         """A consistent copy of what a checkpoint stores (taken on the event loop)."""

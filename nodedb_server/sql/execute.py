@@ -24,6 +24,7 @@ from nodedb_server import __version__
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
+from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.engines.vector import as_vector
 from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
@@ -70,7 +71,7 @@ from nodedb_server.storage.records import (
     OP_INSERT,
     OP_UPDATE,
 )
-from nodedb_server.tenants.catalog import Op
+from nodedb_server.tenants.catalog import Engine, Op
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
 
@@ -126,10 +127,21 @@ class Result:
     parameter_status: dict[str, str] = field(default_factory=dict)
 
 
-def field_oid(engine: RowCollection | None, name: str) -> int:
+TS_KIND_OIDS = {
+    "timestamp": t.TIMESTAMPTZ,
+    "text": t.TEXT,
+    "float": t.FLOAT8,
+    "int": t.INT8,
+    "bool": t.BOOL,
+}
+
+
+def field_oid(engine: Engine | None, name: str) -> int:
     """The column type of a field, from the value types seen in it (SQL.md)."""
     if engine is None:
         return t.TEXT
+    if isinstance(engine, TimeseriesCollection):
+        return TS_KIND_OIDS.get(engine.columns.get(name, "text"), t.TEXT)
     if name == engine.key_field:
         return t.TEXT
     if isinstance(engine, KvCollection) and name in engine.typed_fields:
@@ -363,11 +375,21 @@ class Session:
         if not self.user["superuser"]:
             raise InsufficientPrivilege(f"must be superuser to {what}")
 
-    def _collection(self, name: str) -> RowCollection:
+    def _any_collection(self, name: str) -> Engine:
         found = self.tenant.state.collection(name)
         if found is None:
             raise UndefinedTable(f'collection "{name}" does not exist')
         return found[1]
+
+    def _collection(self, name: str) -> RowCollection:
+        """A document or key-value collection (what most statements work on)."""
+        engine = self._any_collection(name)
+        if not isinstance(engine, RowCollection):
+            raise FeatureNotSupported(
+                f'"{name}" is a timeseries collection: this statement '
+                "works on document and key-value collections"
+            )
+        return engine
 
     # ---- typing ---------------------------------------------------------------------------
 
@@ -400,7 +422,11 @@ class Session:
                             )
                             hints.setdefault(b.index, oid)
         for name, e in typed_targets:
-            if isinstance(e, Param) and engine is not None and engine.vector_index_on(name):
+            if (
+                isinstance(e, Param)
+                and isinstance(engine, RowCollection)
+                and engine.vector_index_on(name)
+            ):
                 hints.setdefault(e.index, t.FLOAT4_ARRAY)
             if (
                 isinstance(e, Param)
@@ -414,7 +440,7 @@ class Session:
                     hints.setdefault(clause.index, t.INT8)
         return [oids[i] or hints.get(i, t.TEXT) for i in range(count)]
 
-    def _engine_of(self, stmt: ast.Statement) -> RowCollection | None:
+    def _engine_of(self, stmt: ast.Statement) -> Engine | None:
         name = getattr(stmt, "collection", None) or getattr(stmt, "source", None)
         if isinstance(stmt, ast.Explain):
             return self._engine_of(stmt.statement)
@@ -709,10 +735,8 @@ class Session:
         ctx = self.ctx(params)
         if _uses(stmt, "vector_distance"):
             found = self.tenant.state.collection(stmt.source) if stmt.source else None
-            ctx.funcs = {
-                **ctx.funcs,
-                "vector_distance": self._vector_distance(found[1] if found else None),
-            }
+            rows_engine = found[1] if found and isinstance(found[1], RowCollection) else None
+            ctx.funcs = {**ctx.funcs, "vector_distance": self._vector_distance(rows_engine)}
         await self._sleep_if_asked(stmt, ctx)
         if columns is None or (stmt.star and len(stmt.items) > 1):
             columns = self._select_columns(stmt, [])

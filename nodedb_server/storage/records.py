@@ -29,7 +29,8 @@ Record types and bodies (msgpack):
     1 DATA     [[op, collection, key, row, expires_ms], ...]   one atomic batch
                op: 1 INSERT, 2 UPDATE (row = full new row), 3 DELETE (row = row as found),
                    4 EDGE PUT, 5 EDGE DELETE (key = [source, target, label], row = properties),
-                   6 CRDT APPLY (key = document id, row = Loro update bytes)
+                   6 CRDT APPLY (key = document id, row = Loro update bytes),
+                   7 TS APPEND (key = nil, row = Arrow IPC stream of timeseries rows)
     2 CATALOG  [action, {args}]                                one catalog change
 """
 
@@ -65,6 +66,7 @@ OP_DELETE = 3
 OP_EDGE_PUT = 4  # key = [source, target, label], row = properties
 OP_EDGE_DELETE = 5
 OP_CRDT_APPLY = 6  # key = document id, row = the Loro update bytes
+OP_TS_APPEND = 7  # key = nil, row = an Arrow IPC stream of the appended rows
 
 
 def crc32c(*parts: bytes | memoryview) -> int:

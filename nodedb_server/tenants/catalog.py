@@ -8,12 +8,13 @@ CATALOG records carry one catalog change (create, drop, undrop, purge).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.document import DocumentCollection
 from nodedb_server.engines.kv import KvCollection
+from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import REC_CATALOG, REC_DATA, Record
 
@@ -25,21 +26,32 @@ Op = tuple[int, str, Any, dict[str, Any] | None, int | None]
 class CollectionMeta:
     id: int
     name: str
-    engine: str  # "document" | "kv"
+    engine: str  # "document" | "kv" | "timeseries"
     owner: str
     created_lsn: int
     created_ms: int
-    typed_fields: dict[str, str]
+    typed_fields: dict[str, str]  # KV value fields, or timeseries columns (name -> kind)
     dropped_ms: int | None = None
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # timeseries: time_key, partition_us, dynamic
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CollectionMeta:
         return cls(**d)
 
 
-def new_engine(meta: CollectionMeta) -> RowCollection:
+Engine = RowCollection | TimeseriesCollection
+
+
+def new_engine(meta: CollectionMeta) -> Engine:
     if meta.engine == "kv":
         return KvCollection(meta.name, meta.typed_fields)
+    if meta.engine == "timeseries":
+        o = meta.options
+        return TimeseriesCollection(
+            meta.name, o["time_key"], meta.typed_fields, o["partition_us"], o["dynamic"]
+        )
     return DocumentCollection(meta.name)
 
 
@@ -58,13 +70,13 @@ class TenantState:
     def __init__(self) -> None:
         self.catalog: dict[str, CollectionMeta] = {}
         self.indexes: dict[str, IndexMeta] = {}  # by index name
-        self.engines: dict[str, RowCollection] = {}
+        self.engines: dict[str, Engine] = {}
         self.next_collection_id = 1
         self.last_lsn = 0
 
     # ---- reading -------------------------------------------------------------
 
-    def collection(self, name: str) -> tuple[CollectionMeta, RowCollection] | None:
+    def collection(self, name: str) -> tuple[CollectionMeta, Engine] | None:
         meta = self.catalog.get(name)
         if meta is None or meta.dropped_ms is not None:
             return None
@@ -105,8 +117,8 @@ class TenantState:
             self._build_index(meta_i)
         elif action == "drop_index":
             dropped = self.indexes.pop(name, None)
-            if dropped is not None and dropped.collection in self.engines:
-                engine = self.engines[dropped.collection]
+            engine = self.engines.get(dropped.collection) if dropped is not None else None
+            if dropped is not None and isinstance(engine, RowCollection):
                 if dropped.kind == "vector":
                     engine.vectors.pop(name, None)
                 elif dropped.field is not None:
@@ -120,6 +132,7 @@ class TenantState:
                 created_lsn=lsn,
                 created_ms=at_ms,
                 typed_fields=dict(args.get("typed_fields", {})),
+                options=dict(args.get("options", {})),
             )
             self.next_collection_id += 1
             self.catalog[name] = meta
@@ -138,6 +151,8 @@ class TenantState:
 
     def _build_index(self, meta: IndexMeta) -> None:
         engine = self.engines[meta.collection]
+        if not isinstance(engine, RowCollection):
+            raise ValueError(f"collection {meta.collection} takes no index")
         if meta.kind == "vector":
             engine.add_vector_index(meta.name, meta.field, meta.metric, meta.dim)
         elif meta.field is not None:
@@ -167,12 +182,7 @@ class TenantState:
         }
         parts: list[tuple[str, Iterable[Any]]] = []
         for m in sorted(self.catalog.values(), key=lambda m: m.id):
-            engine = self.engines[m.name]
-            parts.append((f"c{m.id}", engine.snapshot_items()))
-            if engine.edges.count:
-                parts.append((f"c{m.id}.edges", [[*e[:3], e[3]] for e in engine.edges.edges()]))
-            if len(engine.crdt):
-                parts.append((f"c{m.id}.crdt", engine.crdt.items()))
+            parts += self.engines[m.name].checkpoint_parts(f"c{m.id}")
         return meta, parts
 
     def load_checkpoint(
@@ -186,12 +196,7 @@ class TenantState:
             m = CollectionMeta.from_dict(entry["meta"])
             engine = new_engine(m)
             engine.load_meta(entry["engine"])
-            for item in read_part(f"c{m.id}"):
-                engine.load_item(item)
-            for edge in read_part(f"c{m.id}.edges"):
-                engine.load_edge(edge)
-            for doc in read_part(f"c{m.id}.crdt"):
-                engine.load_crdt(doc)
+            engine.load_parts(f"c{m.id}", read_part)
             self.catalog[m.name] = m
             self.engines[m.name] = engine
         # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.

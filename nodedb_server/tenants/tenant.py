@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nodedb_server.engines.kv import KvCollection
 from nodedb_server.errors import CannotConnectNow, DiskFull, StorageFailure
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
@@ -216,10 +217,9 @@ class Tenant:
             ops: list[Op] = []
             for meta in self.state.active():
                 engine = self.state.engines[meta.name]
-                expired = getattr(engine, "expired", None)
-                if expired is None:
+                if not isinstance(engine, KvCollection):
                     continue
-                for key in expired(now):
+                for key in engine.expired(now):
                     ops.append((OP_DELETE, meta.name, key, engine.rows.get(key), None))
             if ops and self.status == "online":
                 try:
