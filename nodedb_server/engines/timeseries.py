@@ -171,6 +171,8 @@ class TimeseriesCollection:
             raise TimeseriesError(f'column "{unknown[0]}" of "{self.name}" does not exist')
         types = {c: (pa.string() if c == self.time_key else KINDS[self.columns[c]]) for c in names}
         sep = delimiter or ("," if fmt == "csv" else "\t")
+        if data.endswith(b"\\.\n") or data == b"\\.":  # an end-of-data marker from old clients
+            data = data[: -3 if data.endswith(b"\n") else -2]
         try:
             table = pcsv.read_csv(
                 pa.BufferReader(data),

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import struct
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ READ_CHUNK = 256 * 1024
 # Rows sent between drains on a large result, bounding the write buffer.
 DRAIN_EVERY_ROWS = 1000
 WRITE_HIGH_WATER = 256 * 1024
+# One COPY is one WAL record (atomic), and a record holds at most 256 MiB.
+MAX_COPY_BYTES = 192 * 1024 * 1024
 
 
 @dataclass
@@ -335,11 +338,46 @@ class ClientHandler:
                 self.send(m.empty_query_response())
                 continue
             try:
-                result = await self.run_statement(stmt, [])
+                if isinstance(stmt, ast.CopyFrom):
+                    result = await self.copy_in(stmt)
+                else:
+                    result = await self.run_statement(stmt, [])
             except DBError as e:
                 self.report(e)
                 return
             await self.send_result(result, result.columns, [], send_description=True)
+
+    async def copy_in(self, stmt: ast.CopyFrom) -> Result:
+        """COPY .. FROM STDIN: CopyInResponse, then CopyData until CopyDone (or CopyFail)."""
+        assert self.session is not None
+        ncols = self.session.copy_begin(stmt)
+        self.send(m.copy_in_response(0, [0] * ncols))
+        await self.flush()
+        self.conn.start_copy_in()
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while True:
+                event = await self.next_event()
+                if event is None:
+                    raise ConnectionError("client went away during COPY")
+                if isinstance(event, m.CopyData):
+                    total += len(event.data)
+                    if total <= MAX_COPY_BYTES:
+                        chunks.append(event.data)
+                elif isinstance(event, m.CopyDone):
+                    break
+                elif isinstance(event, m.CopyFail):
+                    raise QueryCanceled(f"COPY from stdin failed: {event.message}")
+        finally:
+            self.conn.end_copy_in()
+        if total > MAX_COPY_BYTES:
+            raise DBError(
+                f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
+                "may load as a single transaction; split the data",
+                sqlstate="54000",
+            )
+        return await self.guarded(self.session.copy_end(stmt, b"".join(chunks)), stmt)
 
     # ---- extended query ---------------------------------------------------------------------
 
@@ -466,8 +504,13 @@ class ClientHandler:
     async def run_statement(
         self, stmt: ast.Statement, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
-        """Run one statement in this connection's own task (no task per statement: it is
-        the hot path); a CancelRequest cancels this task while ``running`` is set."""
+        assert self.session is not None
+        return await self.guarded(self.session.execute(stmt, params, columns), stmt)
+
+    async def guarded(self, work: Coroutine[Any, Any, Result], stmt: ast.Statement) -> Result:
+        """Run a statement's work in this connection's own task (no task per statement: it
+        is the hot path), under statement_timeout; a CancelRequest cancels this task while
+        ``running`` is set."""
         session = self.session
         assert session is not None
         self.cancel_requested = False
@@ -475,9 +518,9 @@ class ClientHandler:
         timeout_ms = session.timeout_ms
         try:
             if not timeout_ms:
-                return await session.execute(stmt, params, columns)
+                return await work
             async with asyncio.timeout(timeout_ms / 1000):
-                return await session.execute(stmt, params, columns)
+                return await work
         except TimeoutError:
             raise QueryCanceled("canceling statement due to statement timeout") from None
         except asyncio.CancelledError:

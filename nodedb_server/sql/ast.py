@@ -4,6 +4,7 @@ so nothing here is mutated after parsing."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodedb_server.sql.expr import Expr
 
@@ -64,9 +65,21 @@ class Delete:
 @dataclass(frozen=True)
 class CreateCollection:
     name: str
-    engine: str  # "document" | "kv"
+    engine: str  # "document" | "kv" | "timeseries"
     typed_fields: dict[str, str]
     if_not_exists: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CopyFrom:
+    """COPY c [(cols)] FROM STDIN [WITH (FORMAT csv|text, HEADER, DELIMITER 'x')]."""
+
+    collection: str
+    columns: list[str] | None
+    format: str = "text"
+    header: bool = False
+    delimiter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,5 +292,6 @@ Statement = (
     | GraphQuery
     | GraphAlgo
     | CrdtApply
+    | CopyFrom
     | Empty
 )

@@ -24,7 +24,7 @@ from nodedb_server import __version__
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
-from nodedb_server.engines.timeseries import TimeseriesCollection
+from nodedb_server.engines.timeseries import TimeseriesCollection, TimeseriesError, to_ipc
 from nodedb_server.engines.vector import as_vector
 from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
@@ -42,6 +42,7 @@ from nodedb_server.errors import (
 )
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
+from nodedb_server.sql.columnar import arrow_filter, time_bounds, vector_aggregate
 from nodedb_server.sql.expr import (
     FUNC_ARG_TYPES,
     SESSION_FUNCS,
@@ -69,6 +70,7 @@ from nodedb_server.storage.records import (
     OP_EDGE_DELETE,
     OP_EDGE_PUT,
     OP_INSERT,
+    OP_TS_APPEND,
     OP_UPDATE,
 )
 from nodedb_server.tenants.catalog import Engine, Op
@@ -189,7 +191,12 @@ def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
 
 
 # Transaction intents that become one operation as they are, checked against nothing.
-_PASS_THROUGH = {"edge_put": OP_EDGE_PUT, "edge_delete": OP_EDGE_DELETE, "crdt": OP_CRDT_APPLY}
+_PASS_THROUGH = {
+    "edge_put": OP_EDGE_PUT,
+    "edge_delete": OP_EDGE_DELETE,
+    "crdt": OP_CRDT_APPLY,
+    "ts": OP_TS_APPEND,
+}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
 _VALUE = (Const, Param, Cast)  # what an index or key lookup can be probed with
 
@@ -314,6 +321,7 @@ class Session:
         self.pid = pid
         self.txn: Txn | None = None
         self.examined = 0  # rows the last read looked at (EXPLAIN ANALYZE)
+        self.partitions = (0, 0)  # timeseries partitions the last read used and skipped
         self.settings: dict[str, str] = {
             "server_version": SERVER_VERSION,
             "server_encoding": "UTF8",
@@ -504,7 +512,7 @@ class Session:
                 )
                 for it in stmt.items
             ]
-        engine = self._collection(stmt.source) if stmt.source else None
+        engine = self._any_collection(stmt.source) if stmt.source else None
         cols: list[Column] = []
         for it in stmt.items:
             if isinstance(it.expr, Star):
@@ -515,7 +523,7 @@ class Session:
                 cols.append((it.name, self._infer(it.expr, engine, param_oids)))
         return cols
 
-    def _infer(self, e: Expr, engine: RowCollection | None, param_oids: list[int]) -> int:
+    def _infer(self, e: Expr, engine: Engine | None, param_oids: list[int]) -> int:
         if isinstance(e, Field):
             return field_oid(engine, e.name)
         if isinstance(e, Const):
@@ -740,19 +748,24 @@ class Session:
         await self._sleep_if_asked(stmt, ctx)
         if columns is None or (stmt.star and len(stmt.items) > 1):
             columns = self._select_columns(stmt, [])
+        fast: list[tuple[Any, ...]] | None = None
         if stmt.source is None:
             rows: list[Row] = [{}]
-            engine = None
         elif stmt.source.startswith("_system."):
             _, view_rows = self._system_view(stmt.source, rows=True)
             rows = [r for r in view_rows if stmt.where is None or stmt.where.eval(r, ctx) is True]
-            engine = None
         else:
-            engine = self._collection(stmt.source)
-            rows = await self._candidates(stmt.source, engine, stmt.where, ctx)
+            any_engine = self._any_collection(stmt.source)
+            if isinstance(any_engine, TimeseriesCollection):
+                rows, fast = self._timeseries_rows(stmt, any_engine, ctx)
+            else:
+                rows = await self._candidates(stmt.source, any_engine, stmt.where, ctx)
         star_fields = [c for c, _ in columns] if stmt.star else []
         aggs = _aggregates(stmt)
-        if aggs or stmt.group_by:
+        items: list[tuple[Row, Ctx]]
+        if fast is not None:
+            items, out = [({}, ctx)] * len(fast), fast
+        elif aggs or stmt.group_by:
             if stmt.star:
                 raise SyntaxError_(
                     "SELECT * cannot be combined with GROUP BY or aggregates", sqlstate="42803"
@@ -774,12 +787,13 @@ class Session:
                 items.append((rep, gctx))
         else:
             items = [(r, ctx) for r in rows]
-        out = []
-        for rep, c in items:
-            if stmt.star:
-                out.append(tuple(rep.get(f) for f in star_fields))
-            else:
-                out.append(tuple(it.expr.eval(rep, c) for it in stmt.items))
+        if fast is None:
+            out = []
+            for rep, c in items:
+                if stmt.star:
+                    out.append(tuple(rep.get(f) for f in star_fields))
+                else:
+                    out.append(tuple(it.expr.eval(rep, c) for it in stmt.items))
         if stmt.order_by:
             order = list(range(len(out)))
 
@@ -802,6 +816,75 @@ class Session:
             out = out[:limit]
         return Result(columns, out, f"SELECT {len(out)}")
 
+    def _timeseries_rows(
+        self, stmt: ast.Select, engine: TimeseriesCollection, ctx: Ctx
+    ) -> tuple[list[Row], list[tuple[Any, ...]] | None]:
+        """Rows of the partitions in the WHERE's time range, filtered column-wise; or,
+        for GROUP BY / aggregates Arrow can compute, the output rows themselves."""
+        lo, hi = time_bounds(stmt.where, engine, ctx)
+        table, read, skipped = engine.table(lo, hi)
+        self.partitions = (read, skipped)
+        self.examined = table.num_rows
+        residual = stmt.where
+        if residual is not None:
+            arrow_where = arrow_filter(residual, engine, ctx)
+            if arrow_where is not None:
+                table, residual = table.filter(arrow_where), None
+        if residual is None and (stmt.group_by or _aggregates(stmt)) and not stmt.star:
+            fast = vector_aggregate(stmt, table, engine, ctx)
+            if fast is not None:
+                return [], fast
+        rows = table.to_pylist()
+        if residual is not None:
+            rows = [r for r in rows if residual.eval(r, ctx) is True]
+        return rows, None
+
+    async def _insert_timeseries(
+        self, stmt: ast.Insert, engine: TimeseriesCollection, params: list[Any]
+    ) -> Result:
+        if stmt.on_conflict is not None or stmt.upsert:
+            raise FeatureNotSupported(
+                "timeseries rows have no key: ON CONFLICT and UPSERT do not apply"
+            )
+        ctx = self.ctx(params)
+        rows = [{name: e.eval({}, ctx) for name, e in fields} for fields in stmt.rows]
+        try:
+            batch = engine.batch_from_rows(rows)
+        except TimeseriesError as e:
+            raise _timeseries_error(e) from None
+        await self._commit_or_buffer(stmt.collection, [("ts", None, to_ipc(batch), None)])
+        return Result(None, [], f"INSERT 0 {len(rows)}")
+
+    def copy_begin(self, stmt: ast.CopyFrom) -> int:
+        """Check a COPY before the client sends data; returns the column count."""
+        engine = self._any_collection(stmt.collection)
+        if not isinstance(engine, TimeseriesCollection):
+            raise FeatureNotSupported("COPY FROM STDIN loads timeseries collections")
+        if self.txn is not None and self.txn.failed:
+            raise InFailedTransaction("current transaction is aborted")
+        return len(stmt.columns or engine.columns)
+
+    async def copy_end(self, stmt: ast.CopyFrom, data: bytes) -> Result:
+        """Parse the COPY data column-wise and commit it as one operation."""
+        engine = self._any_collection(stmt.collection)
+        assert isinstance(engine, TimeseriesCollection)
+        loop = asyncio.get_running_loop()
+        try:
+            table = await loop.run_in_executor(
+                None,
+                engine.batch_from_csv,
+                data,
+                stmt.columns,
+                stmt.format,
+                stmt.header,
+                stmt.delimiter,
+            )
+            payload = await loop.run_in_executor(None, to_ipc, table)
+        except TimeseriesError as e:
+            raise _timeseries_error(e) from None
+        await self._commit_or_buffer(stmt.collection, [("ts", None, payload, None)])
+        return Result(None, [], f"COPY {table.num_rows}")
+
     async def _sleep_if_asked(self, stmt: ast.Select, ctx: Ctx) -> None:
         """``SELECT pg_sleep(s)``: waits without blocking other sessions (cancellable)."""
         for it in stmt.items:
@@ -820,6 +903,17 @@ class Session:
             lines.append("Result (no collection)")
         elif source.startswith("_system."):
             lines.append(f"System view {source}")
+        elif isinstance(self._any_collection(source), TimeseriesCollection):
+            ts_engine = self._any_collection(source)
+            assert isinstance(ts_engine, TimeseriesCollection)
+            lo, hi = time_bounds(inner.where, ts_engine, self.ctx(params))
+            _, read, skipped = ts_engine.table(lo, hi)
+            lines.append(
+                f"Partition scan on {source}: {read} partitions read, "
+                f"{skipped} skipped by the time range"
+            )
+            if inner.where is not None:
+                lines.append("  Filter: WHERE clause (columnar)")
         else:
             engine = self._collection(source)
             access = self._access(engine, inner.where)
@@ -871,6 +965,9 @@ class Session:
                 over[key] = (row, expires)
 
     async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
+        any_engine = self._any_collection(stmt.collection)
+        if isinstance(any_engine, TimeseriesCollection):
+            return await self._insert_timeseries(stmt, any_engine, params)
         engine = self._collection(stmt.collection)
         ctx = self.ctx(params)
         now = _now_ms()
@@ -996,6 +1093,7 @@ class Session:
                 "engine": stmt.engine,
                 "typed_fields": stmt.typed_fields,
                 "owner": self.user["name"],
+                "options": stmt.options,
             },
         )
         return Result(None, [], "CREATE COLLECTION")
@@ -1236,16 +1334,18 @@ class Session:
         return Result(self.describe(stmt, []), rows, f"SHOW {len(rows)}")
 
     async def _describe_collection(self, stmt: ast.DescribeCollection, params: list[Any]) -> Result:
-        engine = self._collection(stmt.name)
+        engine = self._any_collection(stmt.name)
         rows = []
         for f in engine.fields():
             name = t.TYPE_NAMES[field_oid(engine, f)]
-            vindex = engine.vector_index_on(f)
+            vindex = engine.vector_index_on(f) if isinstance(engine, RowCollection) else None
             if vindex is not None:
                 name = f"vector({vindex.dim}) {vindex.metric}, index {vindex.name}"
             elif name.startswith("_"):
                 name = name[1:] + "[]"
             indexed = f == engine.key_field or f in engine.indexes or vindex is not None
+            if isinstance(engine, TimeseriesCollection) and f == engine.time_key:
+                name += " (time key)"
             rows.append((f, name, indexed))
         return Result(self.describe(stmt, []), rows, f"DESCRIBE {len(rows)}")
 
@@ -1481,6 +1581,15 @@ def _properties(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise DataError("PROPERTIES must be an object")
     return v
+
+
+def _timeseries_error(e: TimeseriesError) -> DBError:
+    text = str(e)
+    if "does not exist" in text:
+        return DBError(text, sqlstate="42703")
+    if "timestamp" in text or "time value" in text:
+        return DBError(text, sqlstate="22007")
+    return DataError(text)
 
 
 def _text_key(key: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from nodedb_server.engines.timeseries import TimeseriesError, to_micros
 from nodedb_server.errors import (
     DataError,
     FeatureNotSupported,
@@ -453,6 +454,21 @@ def doc_get(value: Any, path: Any) -> Any:
     return value
 
 
+def time_bucket(spec: Any, ts: Any) -> dt.datetime | None:
+    """The start of the interval-wide bucket holding ``ts``, buckets aligned to the epoch."""
+    if spec is None or ts is None:
+        return None
+    delta = spec if isinstance(spec, dt.timedelta) else parse_interval(str(spec))
+    width = int(delta.total_seconds() * 1_000_000)
+    if width <= 0:
+        raise DataError("time_bucket() needs a positive interval")
+    try:
+        us = to_micros(ts)
+    except TimeseriesError as e:
+        raise DataError(str(e)) from None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us - us % width)
+
+
 # name -> (result OID, argument count or None for any, implementation)
 SCALAR_FUNCS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "doc_get": (t.TEXT, 2, lambda v, p: _textual(doc_get(v, p))),
@@ -461,6 +477,7 @@ SCALAR_FUNCS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "length": (t.INT4, 1, lambda v: None if v is None else len(v)),
     "abs": (t.FLOAT8, 1, lambda v: None if v is None else abs(_num(v))),
     "coalesce": (t.TEXT, None, lambda *vs: next((v for v in vs if v is not None), None)),
+    "time_bucket": (t.TIMESTAMPTZ, 2, time_bucket),
 }
 
 

@@ -15,6 +15,7 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from nodedb_server.engines.timeseries import parse_partition
 from nodedb_server.errors import SyntaxError_
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
@@ -256,15 +257,34 @@ def parse_create(p: Parser) -> ast.Statement:
             if_not_exists = True
         name = p.name()
         engine, typed = "document", {}
+        options: dict[str, Any] = {}
         if p.accept("type"):
             kind = p.name()
             if kind in ("key_value", "kv"):
                 engine = "kv"
                 typed = _kv_schema(p)
+            elif kind == "columnar":
+                engine = "timeseries"
+                typed, time_key = _columnar_schema(p)
+                with_opts = _with_options(p)
+                if with_opts.get("profile", "timeseries") != "timeseries":
+                    raise SyntaxError_("only profile = 'timeseries' is supported for COLUMNAR")
+                options = _timeseries_options(time_key, with_opts, dynamic=False)
             elif kind != "document":
-                raise SyntaxError_(f"collection type {kind.upper()} is not supported yet")
+                raise SyntaxError_(f"collection type {kind.upper()} is not supported")
         p.end()
-        return ast.CreateCollection(name, engine, typed, if_not_exists)
+        return ast.CreateCollection(name, engine, typed, if_not_exists, options)
+    if p.accept("timeseries"):
+        name = p.name()
+        with_opts = _with_options(p)
+        p.end()
+        return ast.CreateCollection(
+            name,
+            "timeseries",
+            {"ts": "timestamp"},
+            False,
+            _timeseries_options("ts", with_opts, dynamic=True),
+        )
     if p.accept("tenant"):
         name = p.name()
         p.end()
@@ -313,6 +333,121 @@ def parse_create(p: Parser) -> ast.Statement:
         p.end()
         return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text))
     raise p.error("expected COLLECTION, INDEX, VECTOR INDEX, TENANT or USER")
+
+
+_COLUMN_KINDS = {
+    "timestamp": "timestamp",
+    "timestamptz": "timestamp",
+    "varchar": "text",
+    "text": "text",
+    "string": "text",
+    "float": "float",
+    "double": "float",
+    "float8": "float",
+    "real": "float",
+    "int": "int",
+    "integer": "int",
+    "bigint": "int",
+    "int8": "int",
+    "bool": "bool",
+    "boolean": "bool",
+}
+
+
+def _columnar_schema(p: Parser) -> tuple[dict[str, str], str]:
+    """``(ts TIMESTAMP TIME_KEY, host VARCHAR, load FLOAT)``: columns and the time key."""
+    p.expect("(")
+    columns: dict[str, str] = {}
+    time_key = None
+    while True:
+        col = p.name()
+        tname = p.name()
+        kind = _COLUMN_KINDS.get(tname)
+        if kind is None:
+            raise SyntaxError_(f"type {tname} is not supported for a columnar field")
+        if p.accept("time_key"):
+            if kind != "timestamp" or time_key is not None:
+                raise SyntaxError_("exactly one TIMESTAMP column must be the TIME_KEY")
+            time_key = col
+        columns[col] = kind
+        if p.accept(")"):
+            break
+        p.expect(",")
+    if time_key is None:
+        raise SyntaxError_("a COLUMNAR collection needs a TIMESTAMP column marked TIME_KEY")
+    return columns, time_key
+
+
+def _with_options(p: Parser) -> dict[str, str]:
+    """``WITH name = 'value', ...`` (parentheses optional)."""
+    opts: dict[str, str] = {}
+    if not p.accept("with"):
+        return opts
+    wrapped = p.accept("(")
+    while True:
+        key = p.name()
+        p.expect("=")
+        tok = p.take()
+        opts[key] = tok.text
+        if not p.accept(","):
+            break
+    if wrapped:
+        p.expect(")")
+    return opts
+
+
+def _timeseries_options(time_key: str, opts: dict[str, str], dynamic: bool) -> dict[str, Any]:
+    unknown = set(opts) - {"profile", "partition_by"}
+    if unknown:
+        raise SyntaxError_(f"unknown option {sorted(unknown)[0]}")
+    try:
+        partition = parse_partition(opts.get("partition_by", "1h"))
+    except ValueError as e:
+        raise SyntaxError_(str(e)) from None
+    return {"time_key": time_key, "partition_us": partition, "dynamic": dynamic}
+
+
+def parse_copy(p: Parser) -> ast.CopyFrom:
+    name = p.name()
+    columns = None
+    if p.accept("("):
+        columns = [p.name()]
+        while p.accept(","):
+            columns.append(p.name())
+        p.expect(")")
+    p.expect("from")
+    if not p.accept("stdin"):
+        raise SyntaxError_(
+            "COPY reads FROM STDIN; server-side files are not read", sqlstate="0A000"
+        )
+    fmt, header, delimiter = "text", False, None
+    if p.accept("with"):
+        if p.accept("("):
+            while True:
+                opt = p.name()
+                if opt == "format":
+                    fmt = p.name()
+                elif opt == "header":
+                    header = not p.accept("false") and (p.accept("true") or True)
+                elif opt == "delimiter":
+                    delimiter = p.string()
+                else:
+                    raise SyntaxError_(f"COPY option {opt.upper()} is not supported")
+                if p.accept(")"):
+                    break
+                p.expect(",")
+        elif p.accept("csv"):
+            fmt = "csv"
+            header = p.accept("header")
+    elif p.accept("csv"):
+        fmt = "csv"
+        header = p.accept("header")
+    if fmt not in ("csv", "text"):
+        raise SyntaxError_(f"COPY format {fmt} is not supported; use csv or text", sqlstate="0A000")
+    if delimiter is not None and len(delimiter) != 1:
+        raise SyntaxError_("COPY delimiter must be a single one-byte character", sqlstate="22023")
+    p.end()
+    return ast.CopyFrom(name, columns, fmt, header, delimiter)
 
 
 def _kv_schema(p: Parser) -> dict[str, str]:
@@ -577,7 +712,7 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
     p.take()
     second = p.peek()
     ours = second is not None and second.is_kw(
-        "collection", "tenant", "user", "role", "index", "vector"
+        "collection", "tenant", "user", "role", "index", "vector", "timeseries"
     )
     if word == "create" and ours:
         return parse_create(p)
@@ -634,6 +769,8 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return ast.Rollback()
     if word == "graph":
         return parse_graph(p)
+    if word == "copy":
+        return parse_copy(p)
     if word == "search":
         collection = p.name()
         p.expect("using")
