@@ -160,6 +160,19 @@ def field_oid(engine: Engine | None, name: str) -> int:
     return t.JSONB
 
 
+def _typed_target(engine: Engine | None, name: str) -> int | None:
+    """The type of a field that has one: a KV value field declared in DDL, a timeseries
+    column, or a field bound to a vector index. Schemaless fields have none."""
+    if isinstance(engine, TimeseriesCollection):
+        kind = engine.columns.get(name)
+        return TS_KIND_OIDS[kind] if kind is not None else None
+    if isinstance(engine, KvCollection) and name in engine.typed_fields:
+        return KV_TYPE_OIDS[engine.typed_fields[name]]
+    if isinstance(engine, RowCollection) and engine.vector_index_on(name) is not None:
+        return t.FLOAT4_ARRAY
+    return None
+
+
 def _conjuncts(e: Expr | None) -> list[Expr]:
     if e is None:
         return []
@@ -430,18 +443,9 @@ class Session:
                             )
                             hints.setdefault(b.index, oid)
         for name, e in typed_targets:
-            if (
-                isinstance(e, Param)
-                and isinstance(engine, RowCollection)
-                and engine.vector_index_on(name)
-            ):
-                hints.setdefault(e.index, t.FLOAT4_ARRAY)
-            if (
-                isinstance(e, Param)
-                and isinstance(engine, KvCollection)
-                and name in engine.typed_fields
-            ):
-                hints.setdefault(e.index, KV_TYPE_OIDS[engine.typed_fields[name]])
+            target = _typed_target(engine, name)
+            if isinstance(e, Param) and target is not None:
+                hints.setdefault(e.index, target)
         if isinstance(stmt, ast.Select):
             for clause in (stmt.limit, stmt.offset):
                 if isinstance(clause, Param):

@@ -2,7 +2,7 @@
 
 Each writer records what it attempted and what was acknowledged, for every
 engine in the mix (documents with a vector field, a KV counter, KV upserts,
-graph edges, CRDT). After
+graph edges, CRDT, timeseries). After
 each restart, everything acknowledged must be there, nothing unattempted may
 appear, and the counter must lie between the acknowledged and the attempted
 number of increments. CRDT updates from one Loro peer per writer must all be
@@ -12,6 +12,7 @@ in the merged state.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import random
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pytest
 from tests.serverproc import ServerProcess
 
 CYCLES = int(os.environ.get("NODEDB_FAULT_CYCLES", "3"))
+T0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
 WRITERS = 6
 
 
@@ -32,6 +34,7 @@ class Ledger:
     docs_acked: list[str] = field(default_factory=list)
     edges_acked: list[tuple[str, str]] = field(default_factory=list)
     crdt_acked: list[tuple[int, str]] = field(default_factory=list)
+    ts_acked: list[dt.datetime] = field(default_factory=list)
     counter_acked: int = 0
     counter_attempted: int = 0
 
@@ -78,6 +81,11 @@ async def _writer(
             update = bytes(peer.export(loro.ExportMode.Updates(before)))
             await conn.execute("SELECT crdt_apply('notes', 'shared', $1)", update)
             ledger.crdt_acked.append((wid, f"<{doc_id}>"))
+            at = T0 + dt.timedelta(seconds=len(ledger.ts_acked) + wid * 100_000)
+            await conn.execute(
+                "INSERT INTO metrics (ts, w, v) VALUES ($1, $2, $3)", at, wid, float(n)
+            )
+            ledger.ts_acked.append(at)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
         return
     finally:
@@ -117,6 +125,9 @@ async def _verify(conn: asyncpg.Connection, ledger: Ledger, cycle: int) -> None:
     body = merged.get_text("log").to_string()
     lost_crdt = [piece for _, piece in ledger.crdt_acked if piece not in body]
     assert not lost_crdt, f"cycle {cycle}: acknowledged CRDT updates lost: {lost_crdt[:5]}"
+    stamps = {r["ts"] for r in await conn.fetch("SELECT ts FROM metrics")}
+    lost_ts = [at for at in ledger.ts_acked if at not in stamps]
+    assert not lost_ts, f"cycle {cycle}: acknowledged timeseries rows lost: {lost_ts[:5]}"
 
 
 async def _crash_cycles(srv: ServerProcess, cycles: int) -> Ledger:
@@ -127,6 +138,10 @@ async def _crash_cycles(srv: ServerProcess, cycles: int) -> Ledger:
     await conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY)")
     await conn.execute("INSERT INTO counters (key, n) VALUES ('total', 0)")
     await conn.execute("CREATE COLLECTION notes")
+    await conn.execute(
+        "CREATE COLLECTION metrics TYPE COLUMNAR (ts TIMESTAMP TIME_KEY, w BIGINT, v FLOAT) "
+        "WITH profile = 'timeseries', partition_by = '1h'"
+    )
     await conn.close()
     ledger = Ledger()
     rng = random.Random(1234)
