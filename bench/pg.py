@@ -19,11 +19,16 @@ from tests.serverproc import free_port
 
 
 def _bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         return _bin(name)
     if found is None:
         raise RuntimeError(f"{name} not found: install PostgreSQL (Debian package postgresql)")
@@ -52,8 +57,20 @@ class Postgres:
     def start(self) -> Postgres:
         data = self.dir / "data"
         _run_as(self.user, [_bin("initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)])
-        _run_as(self.user, [_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o",
-                            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"])
+        _run_as(
+            self.user,
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+        )
         return self
 
     def version(self) -> str:
@@ -61,6 +78,8 @@ class Postgres:
 
     def stop(self) -> None:
         prefix = ["runuser", "-u", self.user, "--"] if self.user else []
-        subprocess.run([*prefix, _bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*prefix, _bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)

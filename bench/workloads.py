@@ -26,13 +26,19 @@ class Target:
 
 
 NODEDB = Target(
-    "nodedb", 0, "nodedb", "nodedb",
+    "nodedb",
+    0,
+    "nodedb",
+    "nodedb",
     "CREATE COLLECTION IF NOT EXISTS docs",
     "INSERT INTO docs (id, name, age) VALUES ($1, $2, $3::int8)",
     "SELECT * FROM docs WHERE id = $1",
 )
 POSTGRES = Target(
-    "postgresql", 0, "postgres", "postgres",
+    "postgresql",
+    0,
+    "postgres",
+    "postgres",
     "CREATE TABLE docs (id text PRIMARY KEY, name text, age int8)",
     "INSERT INTO docs (id, name, age) VALUES ($1, $2, $3)",
     "SELECT * FROM docs WHERE id = $1",
@@ -40,8 +46,10 @@ POSTGRES = Target(
 
 
 async def _pool(t: Target) -> list[asyncpg.Connection]:
-    return [await asyncpg.connect(host="127.0.0.1", port=t.port, user=t.user, database=t.database)
-            for _ in range(CONNECTIONS)]
+    return [
+        await asyncpg.connect(host="127.0.0.1", port=t.port, user=t.user, database=t.database)
+        for _ in range(CONNECTIONS)
+    ]
 
 
 async def _run_for(conns: list[asyncpg.Connection], seconds: float, op) -> int:  # type: ignore[no-untyped-def]

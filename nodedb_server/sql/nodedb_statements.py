@@ -421,25 +421,23 @@ def parse_copy(p: Parser) -> ast.CopyFrom:
             "COPY reads FROM STDIN; server-side files are not read", sqlstate="0A000"
         )
     fmt, header, delimiter = "text", False, None
-    if p.accept("with"):
-        if p.accept("("):
-            while True:
-                opt = p.name()
-                if opt == "format":
-                    fmt = p.name()
-                elif opt == "header":
-                    header = not p.accept("false") and (p.accept("true") or True)
-                elif opt == "delimiter":
-                    delimiter = p.string()
-                else:
-                    raise SyntaxError_(f"COPY option {opt.upper()} is not supported")
-                if p.accept(")"):
-                    break
-                p.expect(",")
-        elif p.accept("csv"):
-            fmt = "csv"
-            header = p.accept("header")
-    elif p.accept("csv"):
+    p.accept("with")
+    if p.accept("("):  # COPY .. FROM STDIN [WITH] (FORMAT csv, HEADER, DELIMITER ',')
+        while True:
+            opt = p.name()
+            if opt == "format":
+                fmt = p.take().text.lower()  # FORMAT csv or FORMAT 'csv' (asyncpg quotes it)
+            elif opt == "header":
+                header = not p.accept("false", "off", "0")
+                p.accept("true", "on", "1")
+            elif opt == "delimiter":
+                delimiter = p.string()
+            else:
+                raise SyntaxError_(f"COPY option {opt.upper()} is not supported")
+            if p.accept(")"):
+                break
+            p.expect(",")
+    elif p.accept("csv"):  # the pre-9.0 spelling, still what some clients send
         fmt = "csv"
         header = p.accept("header")
     if fmt not in ("csv", "text"):
