@@ -68,40 +68,37 @@ async def _run_for(conns: list[asyncpg.Connection], seconds: float, op) -> int: 
     return done
 
 
-async def w1_insert(t: Target, seconds: float, run_id: int) -> float:
-    """Single-row INSERT of a small document, 16 connections, prepared: rows/s."""
+async def _rate(t: Target, sql: str, seconds: float, op) -> float:  # type: ignore[no-untyped-def]
+    """Statements per second of ``op(prepared_statement, worker, i)`` over 16 connections."""
     conns = await _pool(t)
     try:
-        stmts = [await c.prepare(t.insert) for c in conns]
-
-        async def op(conn: asyncpg.Connection, wid: int, i: int) -> None:
-            await stmts[wid].fetch(f"r{run_id}-w{wid}-{i}", f"name-{i}", i)
-
+        stmts = [await c.prepare(sql) for c in conns]
         start = time.perf_counter()
-        n = await _run_for(conns, seconds, op)
+        n = await _run_for(conns, seconds, lambda conn, wid, i: op(stmts[wid], wid, i))
         return n / (time.perf_counter() - start)
     finally:
         for c in conns:
             await c.close()
+
+
+async def w1_insert(t: Target, seconds: float, run_id: int) -> float:
+    """Single-row INSERT of a small document, 16 connections, prepared: rows/s."""
+
+    async def op(stmt: asyncpg.PreparedStatement, wid: int, i: int) -> None:
+        await stmt.fetch(f"r{run_id}-w{wid}-{i}", f"name-{i}", i)
+
+    return await _rate(t, t.insert, seconds, op)
 
 
 async def w2_point_select(t: Target, seconds: float, keys: list[str]) -> float:
     """Point SELECT by primary key, 16 connections, prepared: rows/s."""
-    conns = await _pool(t)
-    try:
-        stmts = [await c.prepare(t.select) for c in conns]
-        rng = random.Random(7)
+    rng = random.Random(7)
 
-        async def op(conn: asyncpg.Connection, wid: int, i: int) -> None:
-            row = await stmts[wid].fetchrow(rng.choice(keys))
-            assert row is not None
+    async def op(stmt: asyncpg.PreparedStatement, wid: int, i: int) -> None:
+        row = await stmt.fetchrow(rng.choice(keys))
+        assert row is not None
 
-        start = time.perf_counter()
-        n = await _run_for(conns, seconds, op)
-        return n / (time.perf_counter() - start)
-    finally:
-        for c in conns:
-            await c.close()
+    return await _rate(t, t.select, seconds, op)
 
 
 async def setup(t: Target) -> None:

@@ -104,7 +104,7 @@ class Store:
 
     async def open_wal(self) -> None:
         """Start a fresh segment for new writes (fails with OSError on a full disk)."""
-        self.wal = await Wal.open(
+        wal = Wal(
             self.wal_dir,
             self.tenant_id,
             self.aead,
@@ -115,6 +115,8 @@ class Store:
             batch_ms=self.settings.batch_ms,
             segments=self._segments,
         )
+        await wal.start()
+        self.wal = wal
 
     def _recover(self) -> tuple[RecoveryReport, list[SegmentInfo], int]:
         started = time.monotonic()

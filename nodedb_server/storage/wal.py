@@ -159,7 +159,7 @@ def _quarantine(path: Path, quarantine: Path) -> None:
 
 
 class Wal:
-    """The append side of one tenant's WAL. Create with ``Wal.open``."""
+    """The append side of one tenant's WAL: construct it, then ``await start()``."""
 
     def __init__(
         self,
@@ -183,7 +183,7 @@ class Wal:
         self._batch_s = batch_ms / 1000.0
         self.next_lsn = next_lsn
         self.durable_lsn = next_lsn - 1
-        self.segments = segments  # closed segments, oldest first, then the active one
+        self.segments = list(segments)  # closed segments, oldest first, then the active one
         self.broken: WalBroken | None = None
         self.bytes_since_checkpoint = 0
         self._fd = -1
@@ -194,34 +194,10 @@ class Wal:
         self._synced_at = time.monotonic()
         self._unsynced = False
 
-    @classmethod
-    async def open(
-        cls,
-        wal_dir: Path,
-        tenant_id: int,
-        aead: AESGCM,
-        fs: FileIO,
-        *,
-        next_lsn: int,
-        segment_bytes: int,
-        fsync: str,
-        batch_ms: int,
-        segments: list[SegmentInfo],
-    ) -> Wal:
-        wal = cls(
-            wal_dir,
-            tenant_id,
-            aead,
-            fs,
-            next_lsn=next_lsn,
-            segment_bytes=segment_bytes,
-            fsync=fsync,
-            batch_ms=batch_ms,
-            segments=list(segments),
-        )
-        await asyncio.get_running_loop().run_in_executor(None, wal._start_segment)
-        wal._task = asyncio.create_task(wal._writer(), name=f"wal-writer-{tenant_id}")
-        return wal
+    async def start(self) -> None:
+        """Open a fresh segment (fresh nonce epoch) and start the writer task."""
+        await asyncio.get_running_loop().run_in_executor(None, self._start_segment)
+        self._task = asyncio.create_task(self._writer(), name=f"wal-writer-{self.tenant_id}")
 
     @property
     def last_lsn(self) -> int:

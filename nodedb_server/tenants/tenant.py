@@ -57,21 +57,15 @@ class Tenant:
         self._settings = settings
         self._checkpoint_wal_bytes = checkpoint_wal_bytes
         self.state = TenantState()
-        self.store = self._new_store()
+        self.store = self._new_store(self.state)
         self.status = "recovering"
         self.last_report: RecoveryReport | None = None
         self._reload_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 
-    def _new_store(self) -> Store:
+    def _new_store(self, state: TenantState) -> Store:
         return Store(
-            f"tenant {self.name}",
-            self.root,
-            self.id,
-            self._aead,
-            self._fs,
-            self._settings,
-            self.state,
+            f"tenant {self.name}", self.root, self.id, self._aead, self._fs, self._settings, state
         )
 
     async def open(self) -> RecoveryReport:
@@ -168,15 +162,7 @@ class Tenant:
             if self.store.broken is not None:
                 await self.store.close()
                 state = TenantState()
-                store = Store(
-                    f"tenant {self.name}",
-                    self.root,
-                    self.id,
-                    self._aead,
-                    self._fs,
-                    self._settings,
-                    state,
-                )
+                store = self._new_store(state)
                 try:
                     self.last_report = await store.recover()
                 except OSError as e:

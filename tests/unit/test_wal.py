@@ -148,7 +148,7 @@ def test_segment_header_damage_is_detected(tmp_path: Path) -> None:
 
 
 async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Path) -> None:
-    wal = await Wal.open(
+    wal = Wal(
         tmp_path,
         1,
         KEY,
@@ -159,6 +159,7 @@ async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Pa
         batch_ms=5,
         segments=[],
     )
+    await wal.start()
     # Concurrent appends share one write and fsync (group commit) ...
     futures = [wal.append(1, codec.pack(["x" * 300, i]))[1] for i in range(20)]
     assert await asyncio.gather(*futures) == list(range(1, 21))
