@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--only", default="W1,W2,W3,W4,W8", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W8,IDX", help="comma-separated workloads")
     args = ap.parse_args()
     only = set(args.only.upper().split(","))
     seconds = 2.0 if args.quick else args.seconds
@@ -97,6 +97,9 @@ def main() -> None:
                 f"W8: {n:,} x 128 float32, cosine, k = 10: recall@10 {recall:.3f} "
                 f"at {qps:,.0f} queries/s (goal: recall >= 0.95 at >= 1,000 queries/s)"
             )
+        if "IDX" in only:
+            n = 100_000 if args.quick else 1_000_000
+            extra += [f"IDX: {line}" for line in engines.index_at_scale(srv.dsn(), n)]
         pg_version = pg.version()
     finally:
         srv.stop()
