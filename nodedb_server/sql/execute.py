@@ -30,11 +30,13 @@ from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
     DataError,
     DBError,
+    DiskFull,
     DuplicateTable,
     FeatureNotSupported,
     InFailedTransaction,
     InsufficientPrivilege,
     InvalidTextRepresentation,
+    StorageFailure,
     SyntaxError_,
     UndefinedObject,
     UndefinedTable,
@@ -583,7 +585,7 @@ class Session:
         try:
             if self.tenant.store.wal is None or self.tenant.store.broken is not None:
                 await self.tenant.ensure_healthy()
-        except DBError:
+        except (DiskFull, StorageFailure):
             if not isinstance(stmt, READ_ONLY):
                 raise  # reads go on from the recovered state while the WAL cannot be written
         if type(stmt) is ast.Select:

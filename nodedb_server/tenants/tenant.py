@@ -135,13 +135,16 @@ class Tenant:
             ) from None
 
     def _check_writable(self) -> None:
-        if self.store.wal is None or self.store.broken is not None:
-            raise StorageFailure(f"tenant {self.name!r} is recovering from a WAL failure; retry")
         if self.status != "online":
             raise CannotConnectNow(f"tenant {self.name!r} is not available ({self.status})")
+        if self.store.wal is None or self.store.broken is not None:
+            raise StorageFailure(f"tenant {self.name!r} is recovering from a WAL failure; retry")
 
     async def ensure_healthy(self) -> None:
         """Before a statement: if the WAL broke, recover from disk first."""
+        if self.status != "online":
+            # Dropped, purged or shut down: never reopen its WAL behind the catalog's back.
+            raise CannotConnectNow(f"tenant {self.name!r} is not available ({self.status})")
         if self.store.broken is not None or self.store.wal is None:
             await self.reload()
 

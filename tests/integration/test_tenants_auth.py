@@ -81,8 +81,14 @@ def test_drop_and_purge_tenant(server: ServerProcess) -> None:
         t.execute("INSERT INTO c { id: 'x' }")
     tenant_dir = server.data_dir / "tenants" / "2"
     assert tenant_dir.exists()
+    open_session = psycopg.connect(server.dsn(database="temp"), autocommit=True)
     with psycopg.connect(server.dsn(), autocommit=True) as su:
         su.execute("DROP TENANT temp")
+        for sql in ("SELECT * FROM c", "INSERT INTO c { id: 'y' }"):
+            with pytest.raises(psycopg.Error) as err:
+                open_session.execute(sql)
+            assert err.value.sqlstate == "57P03"
+        open_session.close()
         assert connect_sqlstate(server, database="temp") == "3D000"
         assert tenant_dir.exists(), "DROP keeps the files until PURGE"
         assert _sqlstate(su.execute, "DROP TENANT default") == "42501"
