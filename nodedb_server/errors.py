@@ -103,10 +103,6 @@ class InFailedTransaction(DBError):
     sqlstate = "25P02"
 
 
-class ObjectInUse(DBError):
-    sqlstate = "55006"
-
-
 class DuplicateObject(DBError):
     sqlstate = "42710"
 

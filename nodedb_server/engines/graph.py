@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 Props = dict[str, Any]
-DIRECTIONS = ("out", "in", "both")
 
 
 class EdgeStore:

@@ -61,10 +61,6 @@ class PgConnection:
             self._pos = 0
         self._buf += data
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
     def next_event(self) -> m.Event | None:
         """The next complete event, or None if more bytes are needed."""
         while True:

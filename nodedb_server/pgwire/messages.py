@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from nodedb_server.errors import ProtocolViolation
 
-PROTOCOL_3_0 = 196608
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
@@ -421,18 +420,3 @@ def copy_in_response(fmt: int, column_formats: list[int]) -> bytes:
         b"G",
         bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
     )
-
-
-def copy_out_response(fmt: int, column_formats: list[int]) -> bytes:
-    return _msg(
-        b"H",
-        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
-    )
-
-
-def copy_data(data: bytes) -> bytes:
-    return _msg(b"d", data)
-
-
-def copy_done() -> bytes:
-    return b"c\0\0\0\4"

@@ -38,6 +38,7 @@ from nodedb_server.errors import (
     InvalidTextRepresentation,
     StorageFailure,
     SyntaxError_,
+    UndefinedColumn,
     UndefinedObject,
     UndefinedTable,
     UniqueViolation,
@@ -1592,7 +1593,7 @@ def _properties(v: Any) -> dict[str, Any]:
 def _timeseries_error(e: TimeseriesError) -> DBError:
     text = str(e)
     if "does not exist" in text:
-        return DBError(text, sqlstate="42703")
+        return UndefinedColumn(text)
     if "timestamp" in text or "time value" in text:
         return DBError(text, sqlstate="22007")
     return DataError(text)

@@ -19,9 +19,6 @@ class FileIO:
         """Create a file that must not exist yet; return its descriptor."""
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
-    def open_append(self, path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-
     def write(self, fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:

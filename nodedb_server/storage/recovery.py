@@ -41,7 +41,6 @@ class RecoveryReport:
     replayed: int = 0
     last_lsn: int = 0
     discarded_bytes: int = 0
-    discard_reason: str | None = None
     quarantined: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -136,7 +135,6 @@ class Store:
         report.last_lsn = max([report.checkpoint_lsn] + [s.last_lsn for s in result.segments])
         if result.torn is not None:
             report.discarded_bytes = result.discarded_bytes
-            report.discard_reason = result.torn
             report.quarantined += [p.name for p in result.later_segments]
             log.warning(
                 "%s: discarded %d bytes from the WAL tail of %s at offset %d: %s",

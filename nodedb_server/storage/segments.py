@@ -24,7 +24,6 @@ manifest also records each file's total size and whole-file CRC32C.
 
 from __future__ import annotations
 
-import os
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
@@ -142,9 +141,3 @@ def read_l1(path: Path, aead: AESGCM, tenant_id: int) -> Iterator[Any]:
                     raise CorruptRecord(f"{path.name}: bytes after the final frame")
                 return
             expect += 1
-
-
-def remove_tree(path: Path) -> None:
-    for p in path.iterdir():
-        p.unlink()
-    os.rmdir(path)

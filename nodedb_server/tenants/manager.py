@@ -360,9 +360,6 @@ class TenantManager:
             if not self.has_grant(user, privilege, tenant):
                 await self._log("grant", {"user": user, "privilege": privilege, "tenant": tenant})
 
-    async def set_setting(self, name: str, value: Any) -> None:
-        await self._log("set", {"name": name, "value": value})
-
 
 def _verifier_matches(verifier: str, password: str) -> bool:
     v = ScramVerifier.decode(verifier)

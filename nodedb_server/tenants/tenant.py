@@ -59,7 +59,6 @@ class Tenant:
         self.state = TenantState()
         self.store = self._new_store(self.state)
         self.status = "recovering"
-        self.last_report: RecoveryReport | None = None
         self._reload_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -70,7 +69,6 @@ class Tenant:
 
     async def open(self) -> RecoveryReport:
         report = await self.store.open()
-        self.last_report = report
         self.status = "online"
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_ttl(), name=f"ttl-{self.name}")
@@ -167,7 +165,7 @@ class Tenant:
                 state = TenantState()
                 store = self._new_store(state)
                 try:
-                    self.last_report = await store.recover()
+                    await store.recover()
                 except OSError as e:
                     log.error("tenant %s: recovery after a WAL failure failed: %s", self.name, e)
                     raise DiskFull(f"tenant storage is not writable: {e.strerror}") from None
