@@ -24,6 +24,7 @@ JSON, FLOAT4, FLOAT8, UNKNOWN, VARCHAR, BPCHAR = 114, 700, 701, 705, 1043, 1042
 TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 2278, 2206
 BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
 FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
+OID_ARRAY, NAME_ARRAY = 1028, 1003
 
 ARRAY_ELEMENT = {
     BOOL_ARRAY: BOOL,
@@ -34,6 +35,8 @@ ARRAY_ELEMENT = {
     FLOAT4_ARRAY: FLOAT4,
     FLOAT8_ARRAY: FLOAT8,
     VARCHAR_ARRAY: VARCHAR,
+    OID_ARRAY: OID,
+    NAME_ARRAY: NAME,
 }
 TYPE_NAMES = {
     BOOL: "bool",
@@ -65,6 +68,8 @@ TYPE_NAMES = {
     FLOAT4_ARRAY: "_float4",
     FLOAT8_ARRAY: "_float8",
     VARCHAR_ARRAY: "_varchar",
+    OID_ARRAY: "_oid",
+    NAME_ARRAY: "_name",
 }
 TYPE_SIZES = {
     BOOL: 1,
@@ -432,6 +437,8 @@ def encode_binary(oid: int, v: Any) -> bytes:
         return _q.pack(int(v))
     if oid == INT4:
         return _i.pack(int(v))
+    if oid == OID:
+        return struct.pack("!I", int(v))
     if oid == INT2:
         return _h.pack(int(v))
     if oid == FLOAT8:

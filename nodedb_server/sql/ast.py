@@ -256,6 +256,13 @@ class GraphAlgo:
 
 
 @dataclass(frozen=True)
+class CatalogQuery:
+    """A query over pg_catalog (drivers' type introspection): see sql/catalog_query.py."""
+
+    query: Any
+
+
+@dataclass(frozen=True)
 class Empty:
     pass
 
@@ -293,5 +300,6 @@ Statement = (
     | GraphAlgo
     | CrdtApply
     | CopyFrom
+    | CatalogQuery
     | Empty
 )

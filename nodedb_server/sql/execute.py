@@ -108,6 +108,7 @@ Column = tuple[str, int]
 Intent = tuple[str, Any, Any, int | None]
 READ_ONLY = (
     ast.Select,
+    ast.CatalogQuery,
     ast.VectorSearch,
     ast.GraphQuery,
     ast.GraphAlgo,
@@ -360,6 +361,8 @@ class Session:
         self.settings["application_name"] = startup_params.get("application_name", "")
         self._funcs: dict[str, Callable[..., Any]] = {
             "crdt_state": self._crdt_state,
+            "current_setting": self._current_setting,
+            "set_config": self._set_config,
             "version": lambda: f"PostgreSQL {SERVER_VERSION}",
             "current_database": lambda: self.database,
             "current_user": lambda: self.user["name"],
@@ -419,6 +422,12 @@ class Session:
 
     def param_types(self, stmt: ast.Statement, declared: tuple[int, ...]) -> list[int]:
         """Each parameter's type: declared, else a cast, else a typed field, else text."""
+        if isinstance(stmt, ast.CatalogQuery):
+            inferred = stmt.query.param_types()
+            return [
+                declared[i] if i < len(declared) and declared[i] else o
+                for i, o in enumerate(inferred)
+            ]
         exprs, typed_targets = _statement_exprs(stmt)
         count = max(
             [p.index + 1 for e in exprs for p in e.walk() if isinstance(p, Param)]
@@ -486,6 +495,8 @@ class Session:
             return [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
         if isinstance(stmt, ast.CrdtApply):
             return [("crdt_apply", t.BOOL)]
+        if isinstance(stmt, ast.CatalogQuery):
+            return list(stmt.query.columns(param_oids))
         if isinstance(stmt, ast.VectorSearch):
             return [("id", t.TEXT), ("distance", t.FLOAT8)]
         if isinstance(stmt, ast.GraphQuery):
@@ -1120,6 +1131,27 @@ class Session:
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
 
+    # -- driver introspection --
+
+    def _current_setting(self, name: Any) -> str:
+        key = str(name).lower()
+        if key not in self.settings and key != "jit":
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
+        return self.settings.get(key, "off")  # no JIT here: "jit" reads off
+
+    def _set_config(self, name: Any, value: Any, is_local: Any = False) -> str:
+        self.settings[str(name).lower()] = str(value)
+        return str(value)
+
+    async def _catalog_query(self, stmt: ast.CatalogQuery, params: list[Any]) -> Result:
+        oids = self._catalog_param_oids(stmt)
+        columns, rows = stmt.query.run(params, oids)
+        return Result(columns, rows, f"SELECT {len(rows)}")
+
+    @staticmethod
+    def _catalog_param_oids(stmt: ast.CatalogQuery) -> list[int]:
+        return list(stmt.query.param_types())
+
     # -- vectors --
 
     async def _create_vector_index(self, stmt: ast.CreateVectorIndex, params: list[Any]) -> Result:
@@ -1700,6 +1732,7 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.CreateIndex: Session._create_index,
     ast.GraphEdgeWrite: Session._graph_write,
     ast.CrdtApply: Session._crdt_apply,
+    ast.CatalogQuery: Session._catalog_query,
     ast.CreateVectorIndex: Session._create_vector_index,
     ast.VectorSearch: Session._vector_search,
     ast.GraphQuery: Session._graph_query,

@@ -521,6 +521,8 @@ SESSION_FUNCS = {
     "pg_backend_pid": t.INT4,
     "pg_sleep": t.VOID,
     "crdt_state": t.BYTEA,
+    "current_setting": t.TEXT,
+    "set_config": t.TEXT,
     "crdt_apply": t.BOOL,
     "vector_distance": t.FLOAT8,
 }

@@ -16,7 +16,7 @@ import sqlglot.errors
 from sqlglot import exp
 
 from nodedb_server.errors import FeatureNotSupported, SyntaxError_
-from nodedb_server.sql import ast
+from nodedb_server.sql import ast, catalog_query
 from nodedb_server.sql.expr import Agg, Const, Expr, Field, Func, Star, from_sqlglot
 from nodedb_server.sql.nodedb_statements import (
     _first_line,
@@ -60,6 +60,8 @@ def parse_one(sql: str) -> ast.Statement:
     if upsert:
         sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)
         word = "insert"
+    if word in ("select", "with") and catalog_query.mentions_catalog(sql):
+        return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
     if word not in ("select", "insert", "update", "delete", "with", "values", "table"):
         raise SyntaxError_(
             f'syntax error at or near "{head[0] if head else ""}"'

@@ -122,3 +122,23 @@ def test_binding_to_the_first_vector_field_and_metrics(server: ServerProcess) ->
         assert pg.run("SEARCH pts USING VECTOR(pos, :q, 1)", q=[1.0, 1.1])[0][0] == "c"
     finally:
         pg.close()
+
+
+async def test_asyncpg_array_parameters_through_type_introspection(server: ServerProcess) -> None:
+    """asyncpg looks float4[] up in pg_catalog before it sends one; the server answers."""
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", port=server.port, user="nodedb")
+    try:
+        await conn.execute("CREATE COLLECTION pts")
+        await conn.execute("CREATE VECTOR INDEX idx ON pts FIELD pos METRIC l2 DIM 3")
+        insert = await conn.prepare("INSERT INTO pts (id, pos) VALUES ($1, $2)")
+        for i in range(5):
+            await insert.fetch(f"p{i}", [float(i), 0.0, 0.0])
+        rows = await conn.fetch("SEARCH pts USING VECTOR(pos, $1, $2)", [2.1, 0.0, 0.0], 2)
+        assert [r["id"] for r in rows] == ["p2", "p3"]
+        assert abs(rows[0]["distance"] - 0.1) < 1e-5
+        assert await conn.fetchval("SELECT $1::float8[]", [0.5, 1.5]) == [0.5, 1.5]
+        assert await conn.fetchval("SELECT $1::text[]", ["a", "b c"]) == ["a", "b c"]
+    finally:
+        await conn.close()

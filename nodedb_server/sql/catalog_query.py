@@ -1,0 +1,501 @@
+"""Queries over pg_catalog: a small relational evaluator for what drivers ask at run time.
+
+asyncpg, before it sends an array parameter (float4[], text[] ...), looks the
+type up with a recursive query over pg_type, pg_namespace, pg_range,
+pg_attribute and pg_class. Rather than recognise that query's text, this
+module answers that kind of SQL: joins (inner, left, comma), derived tables,
+WITH [RECURSIVE] ... UNION [ALL], scalar subqueries, CASE, COALESCE,
+array_agg, ``= any(array)``, DISTINCT, ORDER BY, LIMIT and the casts the
+catalog needs (::oid[], ::regtype, ::text), over small in-memory tables.
+Written here because sqlglot's own executor does not run recursive CTEs.
+
+Every column has a static type, so a statement can be described (Describe)
+before it runs, as the extended protocol requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.tokens import TokenType
+
+from nodedb_server.errors import DataError, FeatureNotSupported, SyntaxError_, UndefinedTable
+from nodedb_server.pgwire import types as t
+
+Rows = list[tuple[Any, ...]]
+Scope = dict[str, dict[str, Any]]  # alias -> column -> value
+TScope = dict[str, dict[str, int]]  # alias -> column -> type OID
+
+
+class CatalogDialect(Postgres):
+    """PostgreSQL as sqlglot reads it, except that ``oid`` is an ordinary type, so that
+    ``$1::oid[]`` parses (sqlglot otherwise takes oid for a reg* identifier)."""
+
+    class Tokenizer(Postgres.Tokenizer):
+        KEYWORDS = {**Postgres.Tokenizer.KEYWORDS, "OID": TokenType.UINT}
+
+
+def _type_rows() -> list[tuple[Any, ...]]:
+    rows = []
+    for oid, name in sorted(t.TYPE_NAMES.items()):
+        elem = t.ARRAY_ELEMENT.get(oid, 0)
+        length = t.TYPE_SIZES.get(oid, -1)
+        rows.append((oid, name, 11, "b", 0, elem, length, ",", 0))
+    return rows
+
+
+# name -> ([(column, type OID)], rows)
+TABLES: dict[str, tuple[list[tuple[str, int]], Rows]] = {
+    "pg_type": (
+        [
+            ("oid", t.OID),
+            ("typname", t.NAME),
+            ("typnamespace", t.OID),
+            ("typtype", t.CHAR),
+            ("typbasetype", t.OID),
+            ("typelem", t.OID),
+            ("typlen", t.INT2),
+            ("typdelim", t.CHAR),
+            ("typrelid", t.OID),
+        ],
+        _type_rows(),
+    ),
+    "pg_namespace": ([("oid", t.OID), ("nspname", t.NAME)], [(11, "pg_catalog"), (2200, "public")]),
+    "pg_range": ([("rngtypid", t.OID), ("rngsubtype", t.OID), ("rngmultitypid", t.OID)], []),
+    "pg_attribute": (
+        [
+            ("attrelid", t.OID),
+            ("attname", t.NAME),
+            ("atttypid", t.OID),
+            ("attnum", t.INT2),
+            ("attisdropped", t.BOOL),
+        ],
+        [],
+    ),
+    "pg_class": ([("oid", t.OID), ("relname", t.NAME), ("reltype", t.OID)], []),
+}
+_NAME_BY_OID = {oid: name for oid, name in t.TYPE_NAMES.items()}
+_ARRAY_OF = {elem: arr for arr, elem in t.ARRAY_ELEMENT.items()}
+MAX_RECURSION = 100
+
+
+def mentions_catalog(sql: str) -> bool:
+    low = sql.lower()
+    return any(name in low for name in TABLES)
+
+
+def parse(sql: str) -> exp.Expression:
+    try:
+        tree = sqlglot.parse_one(sql, read=CatalogDialect)
+        assert isinstance(tree, exp.Expression)
+        return tree
+    except sqlglot.errors.SqlglotError as e:
+        raise SyntaxError_(f"syntax error: {str(e).splitlines()[0][:200]}") from None
+
+
+class Query:
+    """One parsed catalog query: describe it, then run it with parameter values."""
+
+    def __init__(self, tree: exp.Expression):
+        self.tree = tree
+
+    def columns(self, param_oids: list[int]) -> list[tuple[str, int]]:
+        names, types, _ = Evaluator([None] * len(param_oids), param_oids, typing_only=True).query(
+            self.tree, {}, {}, {}
+        )
+        return list(zip(names, types, strict=True))
+
+    def run(self, params: list[Any], param_oids: list[int]) -> tuple[list[tuple[str, int]], Rows]:
+        names, types, rows = Evaluator(params, param_oids).query(self.tree, {}, {}, {})
+        return list(zip(names, types, strict=True)), rows
+
+    def param_count(self) -> int:
+        return max((int(p.this.this) for p in self.tree.find_all(exp.Parameter)), default=0)
+
+    def param_types(self) -> list[int]:
+        """A parameter takes the type of its cast (``$1::oid[]``), else text."""
+        oids = [t.TEXT] * self.param_count()
+        for cast in self.tree.find_all(exp.Cast):
+            if isinstance(cast.this, exp.Parameter):
+                oids[int(cast.this.this.this) - 1] = _cast_oid(cast.to)
+        return oids
+
+
+def _cast_oid(to: exp.Expression) -> int:
+    if isinstance(to, exp.ObjectIdentifier):
+        return t.REGTYPE if str(to.this).lower() == "regtype" else t.OID
+    assert isinstance(to, exp.DataType)
+    if to.this == exp.DataType.Type.ARRAY:
+        return _ARRAY_OF.get(_cast_oid(to.expressions[0]), t.TEXT_ARRAY)
+    name = to.sql(CatalogDialect).lower()
+    if name in ("uint", "oid"):
+        return t.OID
+    return t.CAST_NAMES.get(name, t.TEXT)
+
+
+class Evaluator:
+    def __init__(self, params: list[Any], param_oids: list[int], typing_only: bool = False):
+        self.params = params
+        self.param_oids = param_oids
+        self.typing_only = typing_only
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def query(
+        self, node: exp.Expression, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> tuple[list[str], list[int], Rows]:
+        if isinstance(node, exp.Subquery):
+            return self.query(node.this, ctes, outer, outer_types)
+        if isinstance(node, exp.Union):
+            ln, lt, lrows = self.query(node.this, ctes, outer, outer_types)
+            _, _, rrows = self.query(node.expression, ctes, outer, outer_types)
+            rows = lrows + rrows
+            return ln, lt, (_distinct(rows) if node.args.get("distinct") else rows)
+        if not isinstance(node, exp.Select):
+            raise FeatureNotSupported(f"{type(node).__name__} is not supported over pg_catalog")
+        ctes = self._ctes(node, ctes, outer, outer_types)
+        sources = self._sources(node, ctes, outer, outer_types)
+        types: TScope = {
+            **outer_types,
+            **{a: dict(zip(n, ty, strict=True)) for a, n, ty, _ in sources},
+        }
+        scopes = list(self._join(node, sources, outer, types))
+        where = node.args.get("where")
+        if where is not None and not self.typing_only:
+            scopes = [s for s in scopes if self.value(where.this, s, ctes, types) is True]
+        names, out_types, rows = self._project(node, sources, scopes, ctes, types)
+        if node.args.get("distinct"):
+            rows = _distinct(rows)
+        order = node.args.get("order")
+        if order is not None and not self.typing_only:
+            for o in reversed(order.expressions):
+                pos = _position(o.this, names)
+                rows.sort(key=_column_key(pos), reverse=bool(o.args.get("desc")))
+        limit = node.args.get("limit")
+        if limit is not None:
+            rows = rows[: int(limit.expression.this)]
+        return names, out_types, rows
+
+    def _ctes(
+        self, node: exp.Select, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> dict[str, Any]:
+        with_ = node.args.get("with_") or node.args.get("with")
+        if with_ is None:
+            return ctes
+        ctes = dict(ctes)
+        for cte in with_.expressions:
+            name = cte.alias
+            cols = [c.name for c in cte.args["alias"].columns] if cte.args.get("alias") else []
+            body = cte.this
+            if with_.args.get("recursive") and isinstance(body, exp.Union):
+                n, ty, seed = self.query(body.this, ctes, outer, outer_types)
+                cols = cols or n
+                result, delta = list(seed), seed
+                for _ in range(MAX_RECURSION):
+                    ctes[name] = (cols, ty, delta)
+                    _, _, new = self.query(body.expression, ctes, outer, outer_types)
+                    if not new or self.typing_only:
+                        break
+                    result += new
+                    delta = new
+                ctes[name] = (cols, ty, result)
+            else:
+                n, ty, rows = self.query(body, ctes, outer, outer_types)
+                ctes[name] = (cols or n, ty, rows)
+        return ctes
+
+    def _source(
+        self, node: exp.Expression, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> tuple[str, list[str], list[int], Rows]:
+        if isinstance(node, exp.Table):
+            name = node.name
+            alias = node.alias or name
+            if name in ctes and not node.args.get("db"):
+                cols, ty, rows = ctes[name]
+                return alias, cols, ty, rows
+            table = TABLES.get(name)
+            if table is None:
+                raise UndefinedTable(f'relation "{name}" does not exist')
+            cols_types, rows = table
+            return alias, [c for c, _ in cols_types], [o for _, o in cols_types], rows
+        if isinstance(node, exp.Subquery):
+            n, ty, rows = self.query(node.this, ctes, outer, outer_types)
+            return node.alias, n, ty, rows
+        raise FeatureNotSupported(f"{type(node).__name__} is not supported in FROM over pg_catalog")
+
+    def _sources(
+        self, node: exp.Select, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> list[tuple[str, list[str], list[int], Rows]]:
+        frm = node.args.get("from_") or node.args.get("from")
+        if frm is None:
+            return []
+        out = [self._source(frm.this, ctes, outer, outer_types)]
+        for join in node.args.get("joins") or []:
+            out.append(self._source(join.this, ctes, outer, outer_types))
+        return out
+
+    def _join(
+        self,
+        node: exp.Select,
+        sources: list[tuple[str, list[str], list[int], Rows]],
+        outer: Scope,
+        types: TScope,
+    ) -> Iterator[Scope]:
+        if not sources:
+            yield dict(outer)
+            return
+        alias, cols, _, rows = sources[0]
+        scopes = [{**outer, alias: dict(zip(cols, r, strict=True))} for r in rows]
+        for join, (alias, cols, _, rows) in zip(
+            node.args.get("joins") or [], sources[1:], strict=True
+        ):
+            on = join.args.get("on")
+            left = join.args.get("side") == "LEFT"
+            nxt = []
+            for s in scopes:
+                matched = False
+                for r in rows:
+                    candidate = {**s, alias: dict(zip(cols, r, strict=True))}
+                    if on is None or self.value(on, candidate, {}, types) is True:
+                        nxt.append(candidate)
+                        matched = True
+                if left and not matched:
+                    nxt.append({**s, alias: dict.fromkeys(cols)})
+            scopes = nxt
+        yield from scopes
+
+    def _project(
+        self,
+        node: exp.Select,
+        sources: list[tuple[str, list[str], list[int], Rows]],
+        scopes: list[Scope],
+        ctes: dict[str, Any],
+        types: TScope,
+    ) -> tuple[list[str], list[int], Rows]:
+        items: list[tuple[str, exp.Expression | None, str | None, str | None]] = []
+        for e in node.expressions:
+            if isinstance(e, exp.Star):
+                items += [(c, None, a, c) for a, cols, _, _ in sources for c in cols]
+            else:
+                inner = e.this if isinstance(e, exp.Alias) else e
+                items.append((e.alias_or_name, inner, None, None))
+        out_types = [
+            types[a][c] if e is None else self.type_of(e, types)  # type: ignore[index]
+            for _, e, a, c in items
+        ]
+        names = [n for n, *_ in items]
+        if self.typing_only:
+            return names, out_types, []
+        aggregate = any(e is not None and _has_aggregate(e) for _, e, _, _ in items)
+        if aggregate:
+            row = tuple(self._aggregate(e, scopes, ctes, types) for _, e, _, _ in items)  # type: ignore[arg-type]
+            return names, out_types, [row]
+        rows = [
+            tuple(
+                s[a][c] if e is None else self.value(e, s, ctes, types)  # type: ignore[index]
+                for _, e, a, c in items
+            )
+            for s in scopes
+        ]
+        return names, out_types, rows
+
+    def _aggregate(
+        self, e: exp.Expression, scopes: list[Scope], ctes: dict[str, Any], types: TScope
+    ) -> Any:
+        if isinstance(e, exp.Count):
+            return len(scopes)
+        if isinstance(e, exp.ArrayAgg):
+            arg = e.this
+            if isinstance(arg, exp.Order):
+                pairs = [(s, self.value(arg.this, s, ctes, types)) for s in scopes]
+                for o in reversed(arg.expressions):  # stable sorts, last key first
+                    keys = [_sortable(self.value(o.this, sc, ctes, types)) for sc, _ in pairs]
+                    order = sorted(
+                        range(len(pairs)), key=keys.__getitem__, reverse=bool(o.args.get("desc"))
+                    )
+                    pairs = [pairs[k] for k in order]
+                values = [v for _, v in pairs]
+            else:
+                values = [self.value(arg, s, ctes, types) for s in scopes]
+            return values or None
+        raise FeatureNotSupported(f"{e.sql()[:40]} is not supported as an aggregate here")
+
+    # ---- expressions ------------------------------------------------------------------------
+
+    def value(self, e: exp.Expression, s: Scope, ctes: dict[str, Any], types: TScope) -> Any:
+        if isinstance(e, exp.Paren):
+            return self.value(e.this, s, ctes, types)
+        if isinstance(e, exp.Column):
+            return _column(e, s)
+        if isinstance(e, exp.Literal):
+            return e.this if e.is_string else (float(e.this) if "." in e.this else int(e.this))
+        if isinstance(e, exp.Null):
+            return None
+        if isinstance(e, exp.Boolean):
+            return bool(e.this)
+        if isinstance(e, exp.Parameter):
+            return self.params[int(e.this.this) - 1]
+        if isinstance(e, exp.And | exp.Or):
+            a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            if isinstance(e, exp.And):
+                return (
+                    False
+                    if a is False or b is False
+                    else (None if a is None or b is None else True)
+                )
+            return True if a is True or b is True else (None if a is None or b is None else False)
+        if isinstance(e, exp.Not):
+            v = self.value(e.this, s, ctes, types)
+            return None if v is None else not v
+        if isinstance(e, exp.Is):
+            v = self.value(e.this, s, ctes, types) is None
+            return (not v) if e.args.get("negate") else v
+        if isinstance(e, exp.In):
+            v = self.value(e.this, s, ctes, types)
+            found = v is not None and v in [self.value(i, s, ctes, types) for i in e.expressions]
+            return (not found) if e.args.get("negate") else found
+        if isinstance(e, exp.EQ) and isinstance(e.expression, exp.Any):
+            v = self.value(e.this, s, ctes, types)
+            arr = self.value(e.expression.this, s, ctes, types)
+            return None if v is None or arr is None else v in arr
+        if isinstance(e, exp.EQ | exp.NEQ | exp.GT | exp.GTE | exp.LT | exp.LTE):
+            a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            if a is None or b is None:
+                return None
+            op = {
+                exp.EQ: "__eq__",
+                exp.NEQ: "__ne__",
+                exp.GT: "__gt__",
+                exp.GTE: "__ge__",
+                exp.LT: "__lt__",
+                exp.LTE: "__le__",
+            }[type(e)]
+            return bool(getattr(a, op)(b))
+        if isinstance(e, exp.Add | exp.Sub):
+            a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            return None if a is None or b is None else (a + b if isinstance(e, exp.Add) else a - b)
+        if isinstance(e, exp.Neg):
+            v = self.value(e.this, s, ctes, types)
+            return None if v is None else -v
+        if isinstance(e, exp.Case):
+            for branch in e.args.get("ifs") or []:
+                if self.value(branch.this, s, ctes, types) is True:
+                    return self.value(branch.args["true"], s, ctes, types)
+            default = e.args.get("default")
+            return self.value(default, s, ctes, types) if default is not None else None
+        if isinstance(e, exp.Coalesce):
+            for arg in [e.this, *e.expressions]:
+                v = self.value(arg, s, ctes, types)
+                if v is not None:
+                    return v
+            return None
+        if isinstance(e, exp.Cast):
+            return _cast(self.value(e.this, s, ctes, types), _cast_oid(e.to))
+        if isinstance(e, exp.Subquery):
+            _, _, rows = self.query(e.this, ctes, s, types)
+            return rows[0][0] if rows else None
+        raise FeatureNotSupported(f"{type(e).__name__} is not supported over pg_catalog")
+
+    def type_of(self, e: exp.Expression, types: TScope) -> int:
+        if isinstance(e, exp.Paren):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.Column):
+            table = e.table
+            if table:
+                return types.get(table, {}).get(e.name, t.TEXT)
+            return next((cols[e.name] for cols in types.values() if e.name in cols), t.TEXT)
+        if isinstance(e, exp.Literal):
+            return t.TEXT if e.is_string else (t.NUMERIC if "." in e.this else t.INT4)
+        if isinstance(e, exp.Cast):
+            return _cast_oid(e.to)
+        if isinstance(e, exp.Parameter):
+            i = int(e.this.this) - 1
+            return self.param_oids[i] if i < len(self.param_oids) else t.TEXT
+        if isinstance(e, exp.Case):
+            branches = [b.args["true"] for b in e.args.get("ifs") or []]
+            if e.args.get("default") is not None:
+                branches.append(e.args["default"])
+            return next(
+                (self.type_of(b, types) for b in branches if not isinstance(b, exp.Null)), t.TEXT
+            )
+        if isinstance(e, exp.Coalesce):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.Add | exp.Sub | exp.Neg):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.Subquery):
+            _, ty, _ = Evaluator(self.params, self.param_oids, typing_only=True).query(
+                e.this, {}, {}, types
+            )
+            return ty[0]
+        if isinstance(e, exp.ArrayAgg):
+            arg = e.this.this if isinstance(e.this, exp.Order) else e.this
+            return _ARRAY_OF.get(self.type_of(arg, types), t.TEXT_ARRAY)
+        if isinstance(e, exp.Count):
+            return t.INT8
+        return t.BOOL if isinstance(e, exp.Predicate | exp.Not | exp.And | exp.Or) else t.TEXT
+
+
+def _has_aggregate(e: exp.Expression) -> bool:
+    """An aggregate call in this SELECT's own expression (not inside a subquery)."""
+    if isinstance(e, exp.ArrayAgg | exp.Count):
+        return True
+    if isinstance(e, exp.Subquery):
+        return False
+    return any(_has_aggregate(c) for c in e.iter_expressions())
+
+
+def _column(e: exp.Column, s: Scope) -> Any:
+    if e.table:
+        table = s.get(e.table)
+        if table is None or e.name not in table:
+            raise DataError(f"column {e.table}.{e.name} does not exist", sqlstate="42703")
+        return table[e.name]
+    for cols in reversed(list(s.values())):
+        if e.name in cols:
+            return cols[e.name]
+    raise DataError(f'column "{e.name}" does not exist', sqlstate="42703")
+
+
+def _cast(v: Any, oid: int) -> Any:
+    if v is None:
+        return None
+    if oid == t.REGTYPE:
+        return _NAME_BY_OID.get(int(v), str(v)) if v else "-"
+    if oid in t.ARRAY_ELEMENT or oid == t.OID_ARRAY:
+        return list(v)
+    if oid in (t.OID, t.INT2, t.INT4, t.INT8):
+        return int(v)
+    if oid in t.TEXTLIKE:
+        return str(v)
+    return v
+
+
+def _position(e: exp.Expression, names: list[str]) -> int:
+    if isinstance(e, exp.Column) and e.name in names:
+        return names.index(e.name)
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return int(e.this) - 1
+    raise FeatureNotSupported("ORDER BY over pg_catalog takes an output column")
+
+
+def _column_key(pos: int) -> Callable[[tuple[Any, ...]], tuple[int, Any]]:
+    return lambda row: _sortable(row[pos])
+
+
+def _sortable(v: Any) -> tuple[int, Any]:
+    return (1, 0) if v is None else (0, tuple(v) if isinstance(v, list) else v)
+
+
+def _distinct(rows: Rows) -> Rows:
+    seen: set[Any] = set()
+    out = []
+    for r in rows:
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in r)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
