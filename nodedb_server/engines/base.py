@@ -118,9 +118,16 @@ class RowCollection:
     def drop_index(self, field: str) -> None:
         self.indexes.pop(field, None)
 
-    def add_vector_index(self, name: str, field: str | None, metric: str, dim: int) -> VectorIndex:
+    def add_vector_index(
+        self,
+        name: str,
+        field: str | None,
+        metric: str,
+        dim: int,
+        options: dict[str, int] | None = None,
+    ) -> VectorIndex:
         """Create a vector index; unbound, it takes the first field already holding vectors."""
-        vindex = VectorIndex(name, field, metric, dim)
+        vindex = VectorIndex(name, field, metric, dim, options)
         if field is None:
             vindex.field = next(
                 (f for f, tags in self.field_types.items() if "vector" in tags), None

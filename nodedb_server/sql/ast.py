@@ -3,6 +3,7 @@ so nothing here is mutated after parsing."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,9 @@ class CreateVectorIndex:
     field: str | None  # None: bind to the first field holding numeric arrays
     metric: str
     dim: int
+    options: dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # m, ef_construction, ef_search
 
 
 @dataclass(frozen=True)

@@ -1174,6 +1174,7 @@ class Session:
                 "field": stmt.field,
                 "metric": stmt.metric,
                 "dim": stmt.dim,
+                "options": stmt.options,
             },
         )
         return Result(None, [], "CREATE VECTOR INDEX")

@@ -16,6 +16,7 @@ import sqlglot.errors
 from sqlglot import exp
 
 from nodedb_server.engines.timeseries import parse_partition
+from nodedb_server.engines.vector import HNSW_OPTIONS
 from nodedb_server.errors import SyntaxError_
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
@@ -330,8 +331,16 @@ def parse_create(p: Parser) -> ast.Statement:
         tok = p.take()
         if tok.kind != "number" or not tok.text.isdigit() or not 0 < int(tok.text) <= 65536:
             raise SyntaxError_("DIM takes a whole number from 1 to 65536")
+        hnsw: dict[str, int] = {}
+        for key, value in _with_options(p).items():
+            if key not in HNSW_OPTIONS or not value.isdigit() or not 0 < int(value) <= 4096:
+                raise SyntaxError_(
+                    f"vector index option {key} = {value} is not one of "
+                    "m, ef_construction, ef_search (1-4096)"
+                )
+            hnsw[key] = int(value)
         p.end()
-        return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text))
+        return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text), hnsw)
     raise p.error("expected COLLECTION, INDEX, VECTOR INDEX, TENANT or USER")
 
 

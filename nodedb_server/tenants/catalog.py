@@ -7,6 +7,7 @@ CATALOG records carry one catalog change (create, drop, undrop, purge).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ class IndexMeta:
     kind: str = "field"  # "field" (secondary) | "vector"
     metric: str = ""
     dim: int = 0
+    options: dict[str, int] = dataclasses.field(default_factory=dict)  # HNSW parameters
 
 
 class TenantState:
@@ -113,6 +115,7 @@ class TenantState:
             meta_i = IndexMeta(name, args["collection"], args["field"], lsn)
             if action == "create_vector_index":
                 meta_i.kind, meta_i.metric, meta_i.dim = "vector", args["metric"], args["dim"]
+                meta_i.options = dict(args.get("options", {}))
             self.indexes[name] = meta_i
             self._build_index(meta_i)
         elif action == "drop_index":
@@ -154,7 +157,7 @@ class TenantState:
         if not isinstance(engine, RowCollection):
             raise ValueError(f"collection {meta.collection} takes no index")
         if meta.kind == "vector":
-            engine.add_vector_index(meta.name, meta.field, meta.metric, meta.dim)
+            engine.add_vector_index(meta.name, meta.field, meta.metric, meta.dim, meta.options)
         elif meta.field is not None:
             engine.add_index(meta.name, meta.field)
 

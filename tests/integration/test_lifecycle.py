@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import loro
 import psycopg
 import pytest
 
@@ -71,35 +72,75 @@ def test_wal_disk_use_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
         srv.kill9()
 
 
-def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> None:
-    def workload(conn: psycopg.Connection, checkpoint: bool) -> None:
-        conn.execute("CREATE COLLECTION docs")
-        conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
-        for i in range(60):
+def _every_engine(conn: psycopg.Connection, checkpoint: bool) -> None:
+    """A workload touching all seven kinds of data, with an optional CHECKPOINT midway."""
+    conn.execute("CREATE COLLECTION docs")
+    conn.execute("CREATE INDEX idx_n ON docs FIELDS n")
+    conn.execute("CREATE VECTOR INDEX idx_v ON docs FIELD v METRIC l2 DIM 2")
+    conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
+    conn.execute("CREATE TIMESERIES ts")
+    conn.execute("CREATE COLLECTION notes")
+    peer = loro.LoroDoc()
+    text = peer.get_text("t")
+    for i in range(60):
+        conn.execute(
+            "INSERT INTO docs { id: %s, n: %s, tags: ['a', %s], v: [%s, 1.0] }",
+            (f"d{i}", i, str(i), float(i)),
+        )
+        conn.execute("UPSERT INTO kv { key: %s, n: %s }", (f"k{i % 7}", i))
+        conn.execute(
+            "GRAPH INSERT EDGE IN 'docs' FROM %s TO %s TYPE 'next'", (f"d{i}", f"d{i + 1}")
+        )
+        conn.execute("INSERT INTO ts (ts, n) VALUES (%s, %s)", (1775001600000 + i * 60_000, i))
+        text.insert(0, str(i))
+        peer.commit()
+        conn.execute(
+            "SELECT crdt_apply('notes', 'n', %s)", (bytes(peer.export(loro.ExportMode.Snapshot())),)
+        )
+        if i % 9 == 0:
+            conn.execute("DELETE FROM docs WHERE id = %s", (f"d{i // 2}",))
             conn.execute(
-                "INSERT INTO docs { id: %s, n: %s, tags: ['a', %s] }", (f"d{i}", i, str(i))
+                "GRAPH DELETE EDGE IN 'docs' FROM %s TO %s TYPE 'next'",
+                (f"d{i // 2}", f"d{i // 2 + 1}"),
             )
-            conn.execute("UPSERT INTO kv { key: %s, n: %s }", (f"k{i % 7}", i))
-            if i % 9 == 0:
-                conn.execute("DELETE FROM docs WHERE id = %s", (f"d{i // 2}",))
-            if i == 30 and checkpoint:
-                conn.execute("CHECKPOINT")
+        if i == 30 and checkpoint:
+            conn.execute("CHECKPOINT")
 
+
+def _answers(conn: psycopg.Connection) -> tuple:
+    state = conn.execute("SELECT crdt_state('notes', 'n')").fetchone()[0]
+    merged = loro.LoroDoc()
+    merged.import_(state)
+    return (
+        conn.execute("SELECT * FROM docs ORDER BY id").fetchall(),
+        conn.execute("SELECT * FROM kv ORDER BY key").fetchall(),
+        conn.execute("SELECT id FROM docs WHERE n >= 50 ORDER BY id").fetchall(),
+        conn.execute("SEARCH docs USING VECTOR(v, ARRAY[20.2, 1.0], 3)").fetchall(),
+        conn.execute("GRAPH TRAVERSE FROM 'd40' IN 'docs' DEPTH 100").fetchall(),
+        conn.execute(
+            "SELECT time_bucket('10 minutes', ts) AS b, SUM(n) FROM ts GROUP BY b ORDER BY b"
+        ).fetchall(),
+        merged.get_text("t").to_string(),
+        [r[:3] for r in conn.execute("SHOW COLLECTIONS").fetchall()],
+    )
+
+
+def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> None:
     results = []
     for checkpoint in (True, False):
         srv = ServerProcess(tmp_path / f"data-{checkpoint}").start()
         with psycopg.connect(srv.dsn(), autocommit=True) as conn:
-            workload(conn, checkpoint)
+            _every_engine(conn, checkpoint)
+            live = _answers(conn)
         srv.kill9()
         srv.start()
         with psycopg.connect(srv.dsn(), autocommit=True) as conn:
-            results.append(
-                (
-                    conn.execute("SELECT * FROM docs ORDER BY id").fetchall(),
-                    conn.execute("SELECT * FROM kv ORDER BY key").fetchall(),
-                    conn.execute("SHOW COLLECTIONS").fetchall(),
-                )
-            )
+            recovered = _answers(conn)
         srv.kill9()
+        assert recovered == live
+        results.append(recovered)
     assert results[0] == results[1]
-    assert len(results[0][0]) == 53 and len(results[0][1]) == 7
+    docs, kv, indexed, nearest, path, buckets, text, _ = results[0]
+    assert len(docs) == 53 and len(kv) == 7 and len(indexed) == 10
+    assert [r[0] for r in nearest] == ["d20", "d21", "d19"]
+    assert len(path) == 21 and len(buckets) == 6 and text.startswith("59585756")

@@ -142,3 +142,26 @@ async def test_asyncpg_array_parameters_through_type_introspection(server: Serve
         assert await conn.fetchval("SELECT $1::text[]", ["a", "b c"]) == ["a", "b c"]
     finally:
         await conn.close()
+
+
+def test_hnsw_options_are_accepted_and_checked(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION tuned")
+        conn.execute(
+            "CREATE VECTOR INDEX idx_t ON tuned FIELD v METRIC ip DIM 2 "
+            "WITH (m = 32, ef_construction = 200, ef_search = 128)"
+        )
+        conn.execute("INSERT INTO tuned { id: 'a', v: [1.0, 0.0] }")
+        assert conn.execute("SEARCH tuned USING VECTOR(v, ARRAY[1.0, 0.0], 1)").fetchone() == (
+            "a",
+            0.0,
+        )
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("CREATE VECTOR INDEX idx_u ON tuned FIELD w METRIC l2 DIM 2 WITH (m = 0)")
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SEARCH tuned USING VECTOR(v, ARRAY[1.0, 0.0], 1)").fetchone() == (
+            "a",
+            0.0,
+        )
