@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -x --durations=10 tests
 
 fault: $(STAMP)
-	NODEDB_FAULT_CYCLES=25 $(BIN)/pytest -q -m fault tests/fault
+	NODEDB_FAULT_CYCLES=25 NODEDB_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -m fault tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check nodedb_server tests bench
