@@ -42,6 +42,11 @@ def _at_least(low: int) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
+def _absolute_paths(v: list[str]) -> str | None:
+    bad = [p for p in v if not os.path.isabs(p)]
+    return f"{bad[0]!r} is not an absolute path" if bad else None
+
+
 def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "must be a TCP port (0-65535)"
 
@@ -78,6 +83,9 @@ KEYS: tuple[Key, ...] = (
     Key("encryption", "master_key_file", str, "", "NODEDB_MASTER_KEY_FILE"),
     Key("limits", "max_message_bytes", int, 64 * MiB, "NODEDB_MAX_MESSAGE_BYTES", _at_least(1024)),
     Key("limits", "statement_timeout_ms", int, 0, "NODEDB_STATEMENT_TIMEOUT_MS", _at_least(0)),
+    # Absolute directories BACKUP and RESTORE may touch; empty: <data_dir>/backups.
+    # In the environment, separate them with ':'.
+    Key("backup", "allowed_dirs", list, [], "NODEDB_BACKUP_ALLOWED_DIRS", _absolute_paths),
 )
 
 SECRET_KEYS = frozenset({"auth.superuser_password"})
@@ -101,6 +109,11 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return Path(self.values["server.data_dir"]).resolve()
+
+    @property
+    def backup_dirs(self) -> list[Path]:
+        dirs = self.values["backup.allowed_dirs"] or [str(self.data_dir / "backups")]
+        return [Path(d) for d in dirs]
 
     def is_loopback(self) -> bool:
         host = self.host
@@ -129,6 +142,11 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
             raise ConfigError(f"{key.path} ({origin}): expected an integer")
     elif key.type is str and not isinstance(raw, str):
         raise ConfigError(f"{key.path} ({origin}): expected a string")
+    elif key.type is list:
+        if isinstance(raw, str):
+            raw = [p for p in raw.split(os.pathsep) if p]
+        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+            raise ConfigError(f"{key.path} ({origin}): expected a list of strings")
     problem = key.check(raw)
     if problem:
         raise ConfigError(f"{key.path} ({origin}): {problem}")

@@ -286,6 +286,24 @@ class TimeseriesCollection:
             self.size_bytes += len(data)
 
 
+def to_python(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """A column as Python values. Timestamps are converted here, not by pyarrow: its
+    time-zone-aware conversion crashes the process (a segfault in libstdc++) once a
+    usearch index exists in it (seen with pyarrow 26 and usearch 2.26)."""
+    if pa.types.is_timestamp(column.type):
+        micros = pc.cast(column, pa.int64()).to_pylist()
+        return [None if m is None else _EPOCH + dt.timedelta(microseconds=m) for m in micros]
+    values: list[Any] = column.to_pylist()
+    return values
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    columns = {name: to_python(table.column(name)) for name in table.column_names}
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+
+
 def to_ipc(batch: pa.RecordBatch | pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:

@@ -420,3 +420,18 @@ def copy_in_response(fmt: int, column_formats: list[int]) -> bytes:
         b"G",
         bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
     )
+
+
+def copy_out_response(fmt: int, column_formats: list[int]) -> bytes:
+    return _msg(
+        b"H",
+        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
+    )
+
+
+def copy_data(data: bytes) -> bytes:
+    return _msg(b"d", data)
+
+
+def copy_done() -> bytes:
+    return b"c\0\0\0\4"

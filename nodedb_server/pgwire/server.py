@@ -13,10 +13,12 @@ import contextlib
 import logging
 import secrets
 import struct
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from nodedb_server.backup.writer import Summary, take_snapshot, write_envelope
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     AdminShutdown,
@@ -340,12 +342,57 @@ class ClientHandler:
             try:
                 if isinstance(stmt, ast.CopyFrom):
                     result = await self.copy_in(stmt)
+                elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
+                    result = await self.copy_out_backup(stmt)
                 else:
                     result = await self.run_statement(stmt, [])
             except DBError as e:
                 self.report(e)
                 return
             await self.send_result(result, result.columns, [], send_description=True)
+
+    async def copy_out_backup(self, stmt: ast.BackupTenant) -> Result:
+        """COPY (BACKUP TENANT t) TO STDOUT: the envelope as binary COPY data (format 1, so
+        psql writes it out byte for byte). The sealing thread hands chunks over a bounded
+        queue, so memory stays flat whatever the tenant's size."""
+        assert self.session is not None
+        tenant = self.session.backup_tenant(stmt.tenant)
+        snapshot = await take_snapshot(self.server.manager, tenant)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+        stop = threading.Event()
+
+        class Sink:
+            def write(self, data: bytes) -> None:
+                if stop.is_set():
+                    raise ConnectionError("the client stopped reading the backup")
+                asyncio.run_coroutine_threadsafe(queue.put(bytes(data)), loop).result()
+
+        def produce() -> Summary:
+            try:
+                return write_envelope(snapshot, Sink())  # type: ignore[arg-type]
+            finally:
+                if not stop.is_set():
+                    asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        self.send(m.copy_out_response(1, [1]))
+        work = loop.run_in_executor(None, produce)
+        try:
+            while (piece := await queue.get()) is not None:
+                self.send(m.copy_data(piece))
+                if self.out_bytes > WRITE_HIGH_WATER:
+                    await self.flush()
+                    await self.writer.drain()
+            summary = await work
+        finally:
+            if not work.done():
+                stop.set()
+                while not work.done():  # unblock a producer waiting on a full queue
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    await asyncio.sleep(0.01)
+        self.send(m.copy_done())
+        return Result(None, [], f"COPY {summary.bytes}", [summary.notice()])
 
     async def copy_in(self, stmt: ast.CopyFrom) -> Result:
         """COPY .. FROM STDIN: CopyInResponse, then CopyData until CopyDone (or CopyFail)."""

@@ -260,6 +260,26 @@ class GraphAlgo:
 
 
 @dataclass(frozen=True)
+class BackupTenant:
+    """BACKUP TENANT t TO 'path' [WITH (overwrite)]; path None: COPY (BACKUP ..) TO STDOUT."""
+
+    tenant: str
+    path: str | None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreTenant:
+    """RESTORE TENANT t FROM 'path' [DRY RUN] [WITH (rename, resurrect)]."""
+
+    tenant: str
+    path: str | None
+    dry_run: bool
+    rename: bool = False
+    resurrect: bool = False
+
+
+@dataclass(frozen=True)
 class CatalogQuery:
     """A query over pg_catalog (drivers' type introspection): see sql/catalog_query.py."""
 
@@ -305,5 +325,7 @@ Statement = (
     | CrdtApply
     | CopyFrom
     | CatalogQuery
+    | BackupTenant
+    | RestoreTenant
     | Empty
 )

@@ -15,7 +15,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nodedb_server.engines.timeseries import KINDS, TimeseriesCollection, TimeseriesError, to_micros
+from nodedb_server.engines.timeseries import (
+    KINDS,
+    TimeseriesCollection,
+    TimeseriesError,
+    to_micros,
+    to_python,
+)
 from nodedb_server.errors import DataError
 from nodedb_server.sql import ast
 from nodedb_server.sql.expr import (
@@ -116,6 +122,9 @@ def arrow_filter(e: Expr, engine: TimeseriesCollection, ctx: Ctx) -> pc.Expressi
         if not all(constant(i) for i in e.items):
             return None
         kind = engine.columns[e.inner.name]
+        if kind == "timestamp":  # through int64: see engines.timeseries.to_python
+            micros = [_micros(i.eval({}, ctx)) for i in e.items]
+            return pc.field(e.inner.name).isin(pa.array(micros, pa.int64()).cast(KINDS[kind]))
         values = [_scalar(i.eval({}, ctx), kind) for i in e.items]
         return pc.field(e.inner.name).isin(pa.array([v.as_py() for v in values], KINDS[kind]))
     if isinstance(e, Cmp):
@@ -205,10 +214,10 @@ def vector_aggregate(
     out_cols = []
     for kind, i in plan:
         if kind == "key":
-            out_cols.append(grouped.column(f"k{i}").to_pylist())
+            out_cols.append(to_python(grouped.column(f"k{i}")))
         else:
             name = "count_all" if aggs[i].arg is None else f"a{i}_{_PA_AGG[aggs[i].name]}"
-            out_cols.append(grouped.column(names.index(name)).to_pylist())
+            out_cols.append(to_python(grouped.column(names.index(name))))
     return [_fix_types(row, plan, aggs) for row in zip(*out_cols, strict=True)]
 
 
@@ -224,6 +233,8 @@ def _whole(a: Agg, work: pa.Table, j: int) -> Any:
         return pc.count(col).as_py()
     if col.null_count == len(col):
         return None
+    if pa.types.is_timestamp(col.type) and a.name in ("min", "max"):
+        return to_python(pa.array([{"min": pc.min, "max": pc.max}[a.name](col)]))[0]
     return {"sum": pc.sum, "avg": pc.mean, "min": pc.min, "max": pc.max}[a.name](col).as_py()
 
 

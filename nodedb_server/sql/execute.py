@@ -21,10 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodedb_server import __version__
+from nodedb_server.backup.envelope import EnvelopeError
+from nodedb_server.backup.restore import dry_run
+from nodedb_server.backup.writer import COUNT_NAMES, Summary, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
-from nodedb_server.engines.timeseries import TimeseriesCollection, TimeseriesError, to_ipc
+from nodedb_server.engines.timeseries import (
+    TimeseriesCollection,
+    TimeseriesError,
+    table_rows,
+    to_ipc,
+)
 from nodedb_server.engines.vector import as_vector
 from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
@@ -108,6 +116,8 @@ Column = tuple[str, int]
 Intent = tuple[str, Any, Any, int | None]
 READ_ONLY = (
     ast.Select,
+    ast.BackupTenant,
+    ast.RestoreTenant,
     ast.CatalogQuery,
     ast.VectorSearch,
     ast.GraphQuery,
@@ -497,6 +507,8 @@ class Session:
             return [("crdt_apply", t.BOOL)]
         if isinstance(stmt, ast.CatalogQuery):
             return list(stmt.query.columns(param_oids))
+        if isinstance(stmt, ast.BackupTenant | ast.RestoreTenant) and stmt.path is not None:
+            return list(self.BACKUP_COLUMNS)
         if isinstance(stmt, ast.VectorSearch):
             return [("id", t.TEXT), ("distance", t.FLOAT8)]
         if isinstance(stmt, ast.GraphQuery):
@@ -852,7 +864,7 @@ class Session:
             fast = vector_aggregate(stmt, table, engine, ctx)
             if fast is not None:
                 return [], fast
-        rows = table.to_pylist()
+        rows = table_rows(table)
         if residual is not None:
             rows = [r for r in rows if residual.eval(r, ctx) is True]
         return rows, None
@@ -1130,6 +1142,63 @@ class Session:
         action = "purge_collection" if stmt.purge else "drop_collection"
         await self.tenant.commit_catalog(action, {"name": stmt.name})
         return Result(None, [], "DROP COLLECTION")
+
+    # -- backup and restore --
+
+    BACKUP_COLUMNS = [("tenant", t.TEXT), ("watermark_lsn", t.INT8), ("bytes", t.INT8)] + [
+        (name, t.INT8) for name in COUNT_NAMES
+    ]
+
+    def backup_tenant(self, name: str, restore: bool = False) -> Tenant:
+        """The tenant a BACKUP or DRY RUN names, if this user may act on it (else 42501)."""
+        user = self.user
+        if not user["superuser"] and (
+            restore or not self.manager.has_grant(user["name"], "backup", name)
+        ):
+            what = "RESTORE" if restore else "BACKUP"
+            raise InsufficientPrivilege(
+                f'{what} of tenant "{name}" needs the superuser'
+                + ("" if restore else " or GRANT BACKUP ON TENANT")
+            )
+        tenant = self.manager.tenants.get(name)
+        if tenant is None:
+            raise UndefinedObject(f'tenant "{name}" does not exist')
+        return tenant
+
+    async def _backup(self, stmt: ast.BackupTenant, params: list[Any]) -> Result:
+        tenant = self.backup_tenant(stmt.tenant)
+        assert stmt.path is not None  # the COPY form is streamed by the wire layer
+        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=False)
+        summary = await backup_to_file(self.manager, tenant, path, stmt.overwrite)
+        return Result(self.BACKUP_COLUMNS, [summary.row()], "BACKUP")
+
+    async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
+        if not stmt.dry_run:
+            self.backup_tenant(stmt.tenant, restore=True)
+            raise FeatureNotSupported(
+                "RESTORE TENANT without DRY RUN is not available in this "
+                "version; DRY RUN verifies a backup completely"
+            )
+        if not self.user["superuser"] and not self.manager.has_grant(
+            self.user["name"], "backup", stmt.tenant
+        ):
+            raise InsufficientPrivilege(
+                f'DRY RUN of tenant "{stmt.tenant}" needs the superuser or GRANT BACKUP ON TENANT'
+            )
+        assert stmt.path is not None
+        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
+
+        def run() -> Summary:
+            with open(path, "rb") as f:
+                return dry_run(
+                    f, self.manager.master, self.manager.master_key_id, stmt.tenant, stmt.rename
+                )
+
+        try:
+            summary = await asyncio.get_running_loop().run_in_executor(None, run)
+        except EnvelopeError as e:
+            raise DataError(f"invalid backup: {e}") from None
+        return Result(self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()])
 
     # -- driver introspection --
 
@@ -1734,6 +1803,8 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.GraphEdgeWrite: Session._graph_write,
     ast.CrdtApply: Session._crdt_apply,
     ast.CatalogQuery: Session._catalog_query,
+    ast.BackupTenant: Session._backup,
+    ast.RestoreTenant: Session._restore,
     ast.CreateVectorIndex: Session._create_vector_index,
     ast.VectorSearch: Session._vector_search,
     ast.GraphQuery: Session._graph_query,

@@ -416,8 +416,68 @@ def _timeseries_options(time_key: str, opts: dict[str, str], dynamic: bool) -> d
     return {"time_key": time_key, "partition_us": partition, "dynamic": dynamic}
 
 
-def parse_copy(p: Parser) -> ast.CopyFrom:
+def _flags(p: Parser, allowed: tuple[str, ...]) -> set[str]:
+    """``WITH (a, b)`` naming options that are on when present."""
+    found: set[str] = set()
+    if not p.accept("with"):
+        return found
+    p.expect("(")
+    while True:
+        word = p.name()
+        if word not in allowed:
+            raise SyntaxError_(
+                f"option {word.upper()} is not known here; "
+                f"use {', '.join(a.upper() for a in allowed)}"
+            )
+        found.add(word)
+        if p.accept(")"):
+            return found
+        p.expect(",")
+
+
+def parse_backup(p: Parser) -> ast.BackupTenant:
+    p.expect("tenant")
+    tenant = p.name()
+    p.expect("to")
+    path = p.string()
+    overwrite = "overwrite" in _flags(p, ("overwrite",))
+    p.end()
+    return ast.BackupTenant(tenant, path, overwrite)
+
+
+def parse_restore(p: Parser, tenant: str | None = None) -> ast.RestoreTenant:
+    path = None
+    if tenant is None:
+        p.expect("tenant")
+        tenant = p.name()
+        p.expect("from")
+        path = p.string()
+    dry_run = p.accept("dry")
+    if dry_run:
+        p.expect("run")
+    flags = _flags(p, ("rename", "resurrect"))
+    p.end()
+    return ast.RestoreTenant(tenant, path, dry_run, "rename" in flags, "resurrect" in flags)
+
+
+def parse_copy(p: Parser) -> ast.Statement:
+    if p.accept("("):  # COPY (BACKUP TENANT t) TO STDOUT
+        p.expect("backup")
+        p.expect("tenant")
+        tenant = p.name()
+        p.expect(")")
+        p.expect("to")
+        if not p.accept("stdout"):
+            raise SyntaxError_("COPY (BACKUP TENANT ..) writes TO STDOUT", sqlstate="0A000")
+        p.end()
+        return ast.BackupTenant(tenant, None)
     name = p.name()
+    if name == "tenant_restore" and p.accept("("):  # COPY tenant_restore(t) FROM STDIN [DRY RUN]
+        tenant = p.name()
+        p.expect(")")
+        p.expect("from")
+        p.expect("stdin")
+        return parse_restore(p, tenant)
     columns = None
     if p.accept("("):
         columns = [p.name()]
@@ -778,6 +838,10 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return parse_graph(p)
     if word == "copy":
         return parse_copy(p)
+    if word == "backup":
+        return parse_backup(p)
+    if word == "restore":
+        return parse_restore(p)
     if word == "search":
         collection = p.name()
         p.expect("using")

@@ -72,6 +72,7 @@ class TenantState:
     def __init__(self) -> None:
         self.catalog: dict[str, CollectionMeta] = {}
         self.indexes: dict[str, IndexMeta] = {}  # by index name
+        self.tombstones: dict[str, int] = {}  # purged collection -> the LSN of its purge
         self.engines: dict[str, Engine] = {}
         self.next_collection_id = 1
         self.last_lsn = 0
@@ -147,6 +148,7 @@ class TenantState:
         elif action == "purge_collection":
             self.catalog.pop(name, None)
             self.engines.pop(name, None)
+            self.tombstones[name] = lsn
             for iname in [i for i, m in self.indexes.items() if m.collection == name]:
                 del self.indexes[iname]
         else:
@@ -174,6 +176,7 @@ class TenantState:
         meta: dict[str, Any] = {
             "next_collection_id": self.next_collection_id,
             "last_lsn": self.last_lsn,
+            "tombstones": dict(self.tombstones),
             "collections": [
                 {"meta": asdict(m), "engine": self.engines[m.name].meta()}
                 for m in sorted(self.catalog.values(), key=lambda m: m.id)
@@ -195,6 +198,7 @@ class TenantState:
         self.engines.clear()
         self.next_collection_id = meta.get("next_collection_id", 1)
         self.last_lsn = meta.get("last_lsn", 0)
+        self.tombstones = dict(meta.get("tombstones", {}))
         for entry in meta.get("collections", []):
             m = CollectionMeta.from_dict(entry["meta"])
             engine = new_engine(m)

@@ -170,3 +170,20 @@ def test_timeseries_survive_kill9_and_checkpoint(server: ServerProcess) -> None:
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute(query).fetchall() == after
         assert conn.execute("SELECT COUNT(*) FROM cpu").fetchone() == (3000,)
+
+
+def test_rows_come_back_when_a_vector_index_lives_in_the_same_process(
+    server: ServerProcess,
+) -> None:
+    """pyarrow's own time-zone conversion crashes once a usearch index exists; the server
+    converts timestamps itself, so this must simply work."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION items")
+        conn.execute("CREATE VECTOR INDEX iv ON items FIELD v METRIC l2 DIM 2")
+        conn.execute("INSERT INTO items { id: 'a', v: [1.0, 0.0] }")
+        conn.execute("SEARCH items USING VECTOR(v, ARRAY[1.0, 0.0], 1)")
+        conn.execute(CPU)
+        conn.execute("INSERT INTO cpu (ts, host, load) VALUES (%s, 'h1', 0.5)", (T0,))
+        assert conn.execute("SELECT * FROM cpu").fetchall() == [(T0, "h1", 0.5)]
+        assert conn.execute("SELECT MIN(ts), MAX(ts) FROM cpu").fetchone() == (T0, T0)
+        assert conn.execute("SELECT host FROM cpu WHERE ts IN (%s)", (T0,)).fetchall() == [("h1",)]

@@ -1,0 +1,186 @@
+"""BACKUP TENANT and RESTORE .. DRY RUN: files, streams, paths, permissions, damage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import loro
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+FIGURES = (
+    "tenant",
+    "watermark_lsn",
+    "bytes",
+    "documents",
+    "indexes",
+    "vectors",
+    "edges",
+    "kv",
+    "timeseries",
+    "crdt",
+)
+
+
+@pytest.fixture
+def backup_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    allowed = tmp_path / "backups"
+    allowed.mkdir()
+    srv = ServerProcess(tmp_path / "data", env={"NODEDB_BACKUP_ALLOWED_DIRS": str(allowed)}).start()
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute("CREATE TENANT acme")
+        su.execute("CREATE USER ops WITH PASSWORD 'x' TENANT acme")
+        su.execute("GRANT BACKUP ON TENANT acme TO ops")
+        su.execute("CREATE USER nobody WITH PASSWORD 'x' TENANT acme")
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION users")
+        conn.execute(
+            "INSERT INTO users [ {id: 'a', n: 1, v: [1.0, 2.0]}, {id: 'b', n: 2, v: [0.0, 1.0]} ]"
+        )
+        conn.execute("CREATE VECTOR INDEX iv ON users FIELD v METRIC l2 DIM 2")
+        conn.execute("CREATE INDEX ON users FIELDS n")
+        conn.execute("CREATE COLLECTION kv TYPE KEY_VALUE (key TEXT PRIMARY KEY)")
+        conn.execute("UPSERT INTO kv { key: 'k', x: 1 }")
+        conn.execute("GRAPH INSERT EDGE IN 'users' FROM 'a' TO 'b' TYPE 'knows'")
+        conn.execute("CREATE TIMESERIES m")
+        conn.execute("INSERT INTO m (ts, x) VALUES ('2026-04-01', 1), ('2026-04-02', 2)")
+        conn.execute("CREATE COLLECTION notes")
+        doc = loro.LoroDoc()
+        doc.get_text("t").insert(0, "hi")
+        doc.commit()
+        conn.execute(
+            "SELECT crdt_apply('notes', 'n1', %s)", (bytes(doc.export(loro.ExportMode.Snapshot())),)
+        )
+    yield srv, allowed
+    srv.kill9()
+
+
+def test_backup_file_and_dry_run_agree_and_change_nothing(backup_server) -> None:
+    srv, allowed = backup_server
+    path = allowed / "acme.bak"
+    with psycopg.connect(srv.dsn(user="ops", database="acme"), autocommit=True) as conn:
+        row = conn.execute(f"BACKUP TENANT acme TO '{path}'").fetchone()
+        figures = dict(zip(FIGURES, row, strict=True))
+        assert figures["tenant"] == "acme" and figures["bytes"] == path.stat().st_size
+        assert (
+            figures["documents"],
+            figures["indexes"],
+            figures["vectors"],
+            figures["edges"],
+            figures["kv"],
+            figures["timeseries"],
+            figures["crdt"],
+        ) == (2, 2, 2, 1, 1, 2, 1)
+        assert (path.stat().st_mode & 0o777) == 0o600
+        lsn_before = conn.execute("SELECT current_lsn()").fetchone()
+        checked = conn.execute(f"RESTORE TENANT acme FROM '{path}' DRY RUN").fetchone()
+        assert checked == row
+        assert conn.execute("SELECT current_lsn()").fetchone() == lsn_before
+        assert not [p for p in allowed.iterdir() if p.name != "acme.bak"], "no temporary files left"
+
+
+def test_copy_backup_to_stdout_through_psql(backup_server) -> None:
+    srv, allowed = backup_server
+    out = allowed / "streamed.bak"
+    with open(out, "wb") as f:
+        res = subprocess.run(
+            [
+                "psql",
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(srv.port),
+                "-U",
+                "nodedb",
+                "-d",
+                "acme",
+                "-c",
+                "COPY (BACKUP TENANT acme) TO STDOUT",
+            ],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=False,
+            timeout=60,
+        )
+    assert res.returncode == 0, res.stderr
+    assert b"documents 2" in res.stderr  # the NOTICE with the figures
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        row = conn.execute(f"RESTORE TENANT acme FROM '{out}' DRY RUN").fetchone()
+        assert row[0] == "acme" and row[3:] == (2, 2, 2, 1, 1, 2, 1)
+
+
+def test_paths_outside_allowed_dirs_and_overwrite_are_42501(backup_server, tmp_path: Path) -> None:
+    srv, allowed = backup_server
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (allowed / "link").symlink_to(outside)
+    (allowed / "taken.bak").write_bytes(b"x")
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        for target in (
+            "relative.bak",
+            f"{allowed}/../escape.bak",
+            f"{outside}/x.bak",
+            f"{allowed}/link/x.bak",
+            f"{allowed}/taken.bak",
+        ):
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(f"BACKUP TENANT acme TO '{target}'")
+            assert err.value.sqlstate == "42501", target
+        assert not any(outside.iterdir())
+        assert (allowed / "taken.bak").read_bytes() == b"x"
+        conn.execute(f"BACKUP TENANT acme TO '{allowed}/taken.bak' WITH (overwrite)")
+        assert (allowed / "taken.bak").stat().st_size > 100
+
+
+def test_permissions(backup_server) -> None:
+    srv, allowed = backup_server
+    with psycopg.connect(srv.dsn(user="nobody", database="acme"), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute(f"BACKUP TENANT acme TO '{allowed}/n.bak'")
+        assert err.value.sqlstate == "42501"
+    with psycopg.connect(srv.dsn(user="ops", database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{allowed}/ops.bak'")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute(f"RESTORE TENANT acme FROM '{allowed}/ops.bak'")
+        assert err.value.sqlstate == "42501"
+
+
+def test_damaged_foreign_and_wrong_key_backups_are_22000(backup_server, tmp_path: Path) -> None:
+    srv, allowed = backup_server
+    good = allowed / "good.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{good}'")
+        blob = good.read_bytes()
+        cases = {
+            "flipped.bak": blob[:300] + bytes([blob[300] ^ 1]) + blob[301:],
+            "truncated.bak": blob[: len(blob) // 2],
+            "empty.bak": b"",
+            "random.bak": os.urandom(2000),
+        }
+        for name, data in cases.items():
+            (allowed / name).write_bytes(data)
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(f"RESTORE TENANT acme FROM '{allowed / name}' DRY RUN")
+            assert err.value.sqlstate == "22000", name
+            assert "invalid backup" in str(err.value)
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute(f"RESTORE TENANT other FROM '{good}' DRY RUN")
+        assert err.value.sqlstate == "22000" and "rename" in str(err.value)
+        ok = conn.execute(f"RESTORE TENANT other FROM '{good}' DRY RUN WITH (rename)").fetchone()
+        assert ok[0] == "acme"
+    # A server with another master key cannot open it, and says which key it needs.
+    other = ServerProcess(
+        tmp_path / "other", env={"NODEDB_BACKUP_ALLOWED_DIRS": str(allowed)}
+    ).start()
+    try:
+        with psycopg.connect(other.dsn(), autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(f"RESTORE TENANT acme FROM '{good}' DRY RUN")
+            assert err.value.sqlstate == "22000" and "needs master key id" in str(err.value)
+    finally:
+        other.kill9()
