@@ -133,8 +133,8 @@ class RowCollection:
                 (f for f, tags in self.field_types.items() if "vector" in tags), None
             )
         if vindex.field is not None:
-            for key, row in self.rows.items():
-                vindex.put(key, row.get(vindex.field))
+            field = vindex.field
+            vindex.build((key, row.get(field)) for key, row in self.rows.items())
         self.vectors[name] = vindex
         return vindex
 

@@ -26,6 +26,7 @@ EXACT_BELOW = 20_000
 # HNSW parameters an index may set (WITH m = .., ef_construction = .., ef_search = ..);
 # the defaults are usearch's.
 HNSW_OPTIONS = ("m", "ef_construction", "ef_search")
+BUILD_THREADS = 2  # threads for building an index from stored rows (CREATE, checkpoint load)
 
 
 def as_vector(value: Any) -> list[float] | None:
@@ -99,6 +100,23 @@ class VectorIndex:
         self._labels[key] = label
         self._keys[label] = key
         self._index.add(label, np.asarray(vec, dtype=np.float32))
+
+    def build(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Add many (key, value) pairs at once: one multi-threaded usearch call."""
+        keys, vectors = [], []
+        for key, value in items:
+            vec = as_vector(value)
+            if vec is not None and len(vec) == self.dim:
+                keys.append(key)
+                vectors.append(vec)
+        if not keys:
+            return
+        labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.uint64)
+        self._next_label += len(keys)
+        for key, label in zip(keys, labels.tolist(), strict=True):
+            self._labels[key] = label
+            self._keys[label] = key
+        self._index.add(labels, np.asarray(vectors, dtype=np.float32), threads=BUILD_THREADS)
 
     def remove(self, key: Any) -> None:
         label = self._labels.pop(key, None)
