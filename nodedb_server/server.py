@@ -47,6 +47,7 @@ class NodeDBServer:
         self.cfg = cfg
         self.manager = TenantManager(cfg, fs)
         self.pg = PgServer(cfg, self.manager)
+        self.manager.end_sessions = self.pg.end_tenant_sessions
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
         self._checkpointer: asyncio.Task[None] | None = None

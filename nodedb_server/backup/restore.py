@@ -1,22 +1,39 @@
-"""Reading a backup back: DRY RUN verifies and counts everything without changing a byte.
+"""Reading a backup back: DRY RUN verifies and counts; RESTORE rebuilds the tenant.
 
-(Restoring into a live tenant, all-or-nothing through a staging area, builds
-on ``read_backup`` below.)
+A restore is all-or-nothing. The backup is decoded into a new tenant
+directory (a fresh tenant id) holding one checkpoint, written and fsynced
+beside the live tenant, which keeps serving reads meanwhile. Only then does
+one system-catalog record point the tenant's name at the new directory: that
+record is the commit. A crash before it leaves an orphan directory that the
+next boot deletes (the old tenant is untouched); a crash after it boots the
+restored tenant, and the old directory is the orphan. Any damage found while
+decoding aborts before the commit, so nothing changes.
+
+The restored checkpoint's LSN is above both the backup's watermark and the
+tenant's last LSN, so LSNs keep increasing for the Event Plane and later
+backups. Collections in the backup's tombstone set are never restored; nor
+are collections the live tenant purged after the backup's watermark, unless
+WITH (resurrect).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader, Header
 from nodedb_server.backup.writer import COUNT_NAMES, Summary
 from nodedb_server.engines.vector import as_vector
+from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import codec
+from nodedb_server.storage.fsio import FileIO
 from nodedb_server.tenants import keys
 
 # A single item (a row, an edge, a Parquet piece) is at most this big.
@@ -151,3 +168,117 @@ def _count(
         for field, dim in vector_fields.get(base, []):
             vec = as_vector(row.get(field)) if isinstance(row, dict) else None
             counts["vectors"] += vec is not None and len(vec) == dim
+
+
+@dataclass
+class Staged:
+    """A restore decoded into its new directory, ready to be committed."""
+
+    summary: Summary
+    tenant_key: bytes
+    tenant_id: int
+    catalog: dict[str, Any]
+    skipped: list[str]
+
+
+def stage_restore(
+    source: BinaryIO,
+    master: bytes,
+    master_key_id: str,
+    target: str,
+    rename: bool,
+    new_id: int,
+    root: Path,
+    base_lsn: int,
+    live_tombstones: dict[str, int],
+    resurrect: bool,
+    fs: FileIO,
+) -> Staged:
+    """Decode a backup into ``root`` (the new tenant directory) as one checkpoint.
+    Runs on a worker thread; raises EnvelopeError (and leaves ``root`` to be removed)
+    on any damage."""
+    stream = read_backup(source, master, master_key_id)
+    kind, header = next(stream)
+    assert kind == "header"
+    if header.tenant != target and not rename:
+        raise EnvelopeError(
+            f"this is a backup of tenant {header.tenant!r}, not {target!r}; "
+            f"add WITH (rename) to restore it as {target!r}"
+        )
+    kind, catalog = next(stream)
+    kind2, tombstones = next(stream)
+    if kind != "catalog" or kind2 != "tombstones":
+        raise EnvelopeError("the backup does not start with its catalog and tombstones")
+    tenant_key = keys.unwrap(master, header.wrapped_key)
+    meta = catalog.get("meta", {})
+    dead = set(tombstones)
+    if not resurrect:
+        dead |= {name for name, lsn in live_tombstones.items() if lsn > header.watermark_lsn}
+    keep = [c for c in meta.get("collections", []) if c["meta"]["name"] not in dead]
+    skipped = sorted(
+        {c["meta"]["name"] for c in meta.get("collections", [])} - {c["meta"]["name"] for c in keep}
+    )
+    kept_ids = {f"c{c['meta']['id']}" for c in keep}
+    kept_names = {c["meta"]["name"] for c in keep}
+    meta = {
+        **meta,
+        "collections": keep,
+        "indexes": [i for i in meta.get("indexes", []) if i["collection"] in kept_names],
+        "tombstones": {**live_tombstones, **tombstones},
+    }
+    lsn = max(base_lsn, header.watermark_lsn) + 1
+    meta["last_lsn"] = lsn
+    counts = dict.fromkeys(COUNT_NAMES, 0)
+    kinds = {f"c{c['meta']['id']}": c["meta"]["engine"] for c in keep}
+    ids = {c["meta"]["name"]: f"c{c['meta']['id']}" for c in keep}
+    vector_fields: dict[str, list[tuple[str, int]]] = {}
+    for index in meta["indexes"]:
+        if index.get("kind") == "vector" and index.get("field"):
+            vector_fields.setdefault(ids[index["collection"]], []).append(
+                (index["field"], index["dim"])
+            )
+
+    def count(part: str, item: Any) -> None:
+        _count(counts, kinds, vector_fields, part, item)
+
+    fs.makedirs(root / "wal")
+    parts = _parts(stream, kept_ids, count)
+    ckpt.write_checkpoint(fs, root / "checkpoints", AESGCM(tenant_key), new_id, lsn, meta, parts)
+    counts["indexes"] = len(meta["indexes"])
+    summary = Summary(target, header.watermark_lsn, source.tell(), counts)
+    return Staged(summary, tenant_key, new_id, catalog, skipped)
+
+
+def _parts(
+    stream: Iterator[tuple[str, Any]], keep: set[str], on_item: Callable[[str, Any], None]
+) -> Iterator[tuple[str, Iterator[Any]]]:
+    """The backup's parts one by one, each with an iterator over its items; parts of
+    collections not in ``keep`` are read (so every tag is still checked) and dropped."""
+    look = next(stream)
+    while look[0] == "part":
+        name = look[1]
+        after: list[tuple[str, Any]] = []
+
+        kept = name.partition(".")[0] in keep
+
+        def items(
+            name: str = name, after: list[tuple[str, Any]] = after, kept: bool = kept
+        ) -> Iterator[Any]:
+            for kind, value in stream:
+                if kind != "item":
+                    after.append((kind, value))
+                    return
+                if kept:
+                    on_item(name, value)
+                yield value
+
+        it = items()
+        if kept:
+            yield name, it
+        for _ in it:  # whatever the consumer left, or the whole part when it is dropped
+            pass
+        if not after:
+            raise EnvelopeError("the backup ends inside a section")
+        look = after[0]
+    if look[0] != "end":
+        raise EnvelopeError("the backup's sections are out of order")

@@ -123,6 +123,7 @@ class ClientHandler:
         self.cancel_requested = False
         self.out: list[bytes] = []
         self.out_bytes = 0
+        self.task: asyncio.Task[Any] | None = None
         self.in_extended = False
 
     # ---- I/O --------------------------------------------------------------------------------
@@ -640,12 +641,21 @@ class PgServer:
         self.clients[handler.pid] = handler
         task = asyncio.current_task()
         assert task is not None
+        handler.task = task
         self.tasks.add(task)  # type: ignore[arg-type]
         try:
             await handler.run()
         finally:
             self.clients.pop(handler.pid, None)
             self.tasks.discard(task)  # type: ignore[arg-type]
+
+    def end_tenant_sessions(self, tenant: str, keep_pid: int) -> None:
+        """A restore replaces the tenant: its other sessions end (57P01)."""
+        for pid, client in list(self.clients.items()):
+            session = client.session
+            same = session is not None and session.tenant.name == tenant
+            if pid != keep_pid and same and client.task is not None:
+                client.task.cancel()
 
     def cancel(self, pid: int, secret: int) -> None:
         target = self.clients.get(pid)

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from typing import Any
 
 from nodedb_server import __version__
 from nodedb_server.backup.envelope import EnvelopeError
-from nodedb_server.backup.restore import dry_run
+from nodedb_server.backup.restore import Staged, dry_run, stage_restore
 from nodedb_server.backup.writer import COUNT_NAMES, Summary, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
@@ -1174,11 +1175,7 @@ class Session:
 
     async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
         if not stmt.dry_run:
-            self.backup_tenant(stmt.tenant, restore=True)
-            raise FeatureNotSupported(
-                "RESTORE TENANT without DRY RUN is not available in this "
-                "version; DRY RUN verifies a backup completely"
-            )
+            return await self._restore_for_real(stmt)
         if not self.user["superuser"] and not self.manager.has_grant(
             self.user["name"], "backup", stmt.tenant
         ):
@@ -1199,6 +1196,54 @@ class Session:
         except EnvelopeError as e:
             raise DataError(f"invalid backup: {e}") from None
         return Result(self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()])
+
+    async def _restore_for_real(self, stmt: ast.RestoreTenant) -> Result:
+        self._require_superuser("restore a tenant")
+        if stmt.tenant in ("default", "nodedb", "postgres") or not stmt.tenant:
+            raise InsufficientPrivilege("the default tenant cannot be replaced by a restore")
+        assert stmt.path is not None
+        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
+        manager = self.manager
+        new_id = manager.reserve_tenant_id()
+        root = manager.data_dir / "tenants" / str(new_id)
+        old = manager.tenants.get(stmt.tenant)
+        base_lsn = old.last_lsn if old is not None else 0
+        tombstones = dict(old.state.tombstones) if old is not None else {}
+
+        def run() -> Staged:
+            with open(path, "rb") as f:
+                return stage_restore(
+                    f,
+                    manager.master,
+                    manager.master_key_id,
+                    stmt.tenant,
+                    stmt.rename,
+                    new_id,
+                    root,
+                    base_lsn,
+                    tombstones,
+                    stmt.resurrect,
+                    manager.fs,
+                )
+
+        loop = asyncio.get_running_loop()
+        try:
+            staged = await loop.run_in_executor(None, run)
+        except EnvelopeError as e:
+            await loop.run_in_executor(None, shutil.rmtree, root, True)
+            raise DataError(f"invalid backup: {e}; nothing was changed") from None
+        except BaseException:
+            await loop.run_in_executor(None, shutil.rmtree, root, True)
+            raise
+        tenant = await manager.commit_restore(
+            stmt.tenant, new_id, staged.tenant_key, staged.catalog, self.pid
+        )
+        if self.tenant.name == stmt.tenant:
+            self.tenant = tenant
+        notices = [staged.summary.notice()]
+        if staged.skipped:
+            notices.append("not restored (purged): " + ", ".join(staged.skipped))
+        return Result(self.BACKUP_COLUMNS, [staged.summary.row()], "RESTORE", notices)
 
     # -- driver introspection --
 

@@ -89,9 +89,10 @@ def write_checkpoint(
     tenant_id: int,
     lsn: int,
     meta: dict[str, Any],
-    parts: list[tuple[str, Iterable[Any]]],
+    parts: Iterable[tuple[str, Iterable[Any]]],
 ) -> CheckpointInfo:
-    """Write and publish a checkpoint at ``lsn``. Runs on a worker thread."""
+    """Write and publish a checkpoint at ``lsn``. Runs on a worker thread. ``parts`` may be
+    a generator; each part's items are consumed before the next part is asked for."""
     fs.makedirs(root)
     final = root / f"{lsn:020d}"
     if final.exists():

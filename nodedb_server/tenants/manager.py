@@ -68,6 +68,20 @@ class SystemState:
         if action == "create_tenant":
             self.tenants[a["name"]] = {**a, "status": "active"}
             self.next_tenant_id = max(self.next_tenant_id, a["id"] + 1)
+        elif action == "restore_tenant":
+            self.tenants[a["name"]] = {
+                k: a[k] for k in ("name", "id", "wrapped_key", "key_id", "created_ms")
+            } | {"status": "active"}
+            self.next_tenant_id = max(self.next_tenant_id, a["id"] + 1)
+            for user in [u for u, d in self.users.items() if d["tenant"] == a["name"]]:
+                self.users.pop(user)
+                self.grants.pop(user, None)
+            for user in a["users"]:
+                if user["name"] not in self.users:  # never take over another tenant's user
+                    self.users[user["name"]] = {**user, "tenant": a["name"]}
+                    self.grants[user["name"]] = [
+                        [p, a["name"]] for p, _ in a["grants"].get(user["name"], [])
+                    ]
         elif action == "drop_tenant":
             self.tenants[a["name"]]["status"] = "dropped"
         elif action == "purge_tenant":
@@ -122,6 +136,9 @@ class TenantManager:
         self.store: Store | None = None
         self.tenants: dict[str, Tenant] = {}
         self._lock = asyncio.Lock()
+        self._reserved_id = 0
+        # Set by the wire layer: end every session of a tenant but one (57P01).
+        self.end_sessions: Callable[[str, int], None] = lambda _name, _keep_pid: None
 
     # ---- boot and shutdown ----------------------------------------------------------
 
@@ -295,6 +312,39 @@ class TenantManager:
             args = self._new_tenant_args(name, self.system.next_tenant_id)
             await self._log("create_tenant", args)
             await self._open_tenant(name)
+            return self.tenants[name]
+
+    def reserve_tenant_id(self) -> int:
+        """An id no tenant has, for a restore's new directory (committed by its record)."""
+        self._reserved_id = max(self._reserved_id, self.system.next_tenant_id) + 1
+        return self._reserved_id - 1
+
+    async def commit_restore(
+        self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
+    ) -> Tenant:
+        """Switch ``name`` to the restored directory: one system record is the commit."""
+        async with self._lock:
+            old = self.tenants.get(name)
+            if old is not None:
+                old.status = "restoring"  # new connections get 57P03 from here on
+                self.end_sessions(name, keep_pid)
+                await old.close(checkpoint=False)
+            await self._log(
+                "restore_tenant",
+                {
+                    "name": name,
+                    "id": tenant_id,
+                    "wrapped_key": keys.wrap(self.master, tenant_key),
+                    "key_id": self.master_key_id,
+                    "created_ms": int(time.time() * 1000),
+                    "users": catalog.get("users", []),
+                    "grants": catalog.get("grants", {}),
+                },
+            )
+            await self._open_tenant(name)
+            if old is not None:
+                path = self.data_dir / "tenants" / str(old.id)
+                await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)
             return self.tenants[name]
 
     async def drop_tenant(self, name: str) -> Tenant:

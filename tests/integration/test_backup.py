@@ -184,3 +184,66 @@ def test_damaged_foreign_and_wrong_key_backups_are_22000(backup_server, tmp_path
             assert err.value.sqlstate == "22000" and "needs master key id" in str(err.value)
     finally:
         other.kill9()
+
+
+def test_restore_replaces_the_tenant_and_survives_kill9(backup_server) -> None:
+    srv, allowed = backup_server
+    bak = allowed / "r.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{bak}'")
+        conn.execute("INSERT INTO users { id: 'late' }")
+        conn.execute("DROP COLLECTION kv PURGE")
+        lsn_before = conn.execute("SELECT current_lsn()").fetchone()[0]
+    bystander = psycopg.connect(srv.dsn(database="acme"), autocommit=True)
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        row = su.execute(f"RESTORE TENANT acme FROM '{bak}'").fetchone()
+        assert row[0] == "acme"
+    with pytest.raises(psycopg.OperationalError) as err:
+        bystander.execute("SELECT 1")
+    assert err.value.sqlstate == "57P01"  # ended by the restore
+    bystander.close()
+
+    def check() -> None:
+        with psycopg.connect(srv.dsn(user="ops", database="acme"), autocommit=True) as conn:
+            assert [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]
+            names = [r[0] for r in conn.execute("SHOW COLLECTIONS")]
+            assert "kv" not in names, "a collection purged after the backup stays purged"
+            assert (
+                conn.execute("SEARCH users USING VECTOR(v, ARRAY[1.0, 2.0], 1)").fetchone()[0]
+                == "a"
+            )
+            assert conn.execute("GRAPH NEIGHBORS OF 'a' IN 'users'").fetchall() == [
+                ("b", "knows", {})
+            ]
+            assert conn.execute("SELECT COUNT(*) FROM m").fetchone() == (2,)
+            assert conn.execute("SELECT current_lsn()").fetchone()[0] > lsn_before
+
+    check()
+    srv.kill9()
+    srv.start()
+    check()
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute(f"RESTORE TENANT acme FROM '{bak}' WITH (resurrect)")
+        su.execute(f"RESTORE TENANT copy FROM '{bak}' WITH (rename)")
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        assert "kv" in [r[0] for r in conn.execute("SHOW COLLECTIONS")]
+    with psycopg.connect(srv.dsn(database="copy"), autocommit=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM users").fetchone() == (2,)
+
+
+def test_a_damaged_restore_changes_nothing(backup_server) -> None:
+    srv, allowed = backup_server
+    bak = allowed / "d.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{bak}'")
+        conn.execute("INSERT INTO users { id: 'after' }")
+    blob = bak.read_bytes()
+    bak.write_bytes(blob[: len(blob) * 9 // 10])  # cut at 90 %
+    tenants_before = sorted(p.name for p in (srv.data_dir / "tenants").iterdir())
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        with pytest.raises(psycopg.Error) as err:
+            su.execute(f"RESTORE TENANT acme FROM '{bak}'")
+        assert err.value.sqlstate == "22000"
+    assert sorted(p.name for p in (srv.data_dir / "tenants").iterdir()) == tenants_before
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM users").fetchone() == (3,)
