@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import secrets
 import struct
 import threading
@@ -104,6 +105,52 @@ def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column])
                 sqlstate="22000",
             ) from None
     return m.data_row(values)
+
+
+class StreamSource:
+    """A file-like ``read`` over COPY data, fed by the event loop and read by a worker
+    thread. The queue is bounded, so a large backup never sits in memory whole."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+
+    def offer(self, data: bytes) -> bool:
+        try:
+            self._queue.put_nowait(data)
+            return True
+        except queue.Full:
+            return False
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._queue.put(None, timeout=0.5)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n and not self._eof:
+            item = self._queue.get()
+            if item is None:
+                self._eof = True
+            else:
+                self._buf += item
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._pos += len(out)
+        return out
+
+    def tell(self) -> int:
+        return self._pos
+
+
+async def _awaited(fut: asyncio.Future[Result]) -> Result:
+    return await fut
 
 
 class ClientHandler:
@@ -345,6 +392,8 @@ class ClientHandler:
                     result = await self.copy_in(stmt)
                 elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
                     result = await self.copy_out_backup(stmt)
+                elif isinstance(stmt, ast.RestoreTenant) and stmt.path is None:
+                    result = await self.copy_in_restore(stmt)
                 else:
                     result = await self.run_statement(stmt, [])
             except DBError as e:
@@ -394,6 +443,41 @@ class ClientHandler:
                     await asyncio.sleep(0.01)
         self.send(m.copy_done())
         return Result(None, [], f"COPY {summary.bytes}", [summary.notice()])
+
+    async def copy_in_restore(self, stmt: ast.RestoreTenant) -> Result:
+        """COPY tenant_restore(t) FROM STDIN [DRY RUN]: the backup arrives as binary COPY
+        data and is verified (and restored) as it streams, through a bounded queue."""
+        assert self.session is not None
+        self.session.check_restore(stmt)
+        source = StreamSource()
+        self.send(m.copy_in_response(1, [1]))
+        await self.flush()
+        self.conn.start_copy_in()
+        work = asyncio.ensure_future(self.session.restore_from(stmt, source))  # type: ignore[arg-type]
+        failure: DBError | None = None
+        try:
+            while True:
+                event = await self.next_event()
+                if event is None:
+                    raise ConnectionError("client went away during COPY")
+                if isinstance(event, m.CopyData):
+                    while not source.offer(event.data):
+                        if work.done():
+                            break  # the reader gave up (damage found): discard the rest
+                        await asyncio.sleep(0.002)
+                elif isinstance(event, m.CopyDone):
+                    break
+                elif isinstance(event, m.CopyFail):
+                    failure = QueryCanceled(f"COPY from stdin failed: {event.message}")
+                    break
+        finally:
+            self.conn.end_copy_in()
+            source.close()
+        result = await self.guarded(_awaited(work), stmt)
+        if failure is not None:
+            raise failure
+        # The COPY form ends with its COPY tag; the figures travel as the NOTICE.
+        return Result(None, [], f"COPY {source.tell()}", result.notices)
 
     async def copy_in(self, stmt: ast.CopyFrom) -> Result:
         """COPY .. FROM STDIN: CopyInResponse, then CopyData until CopyDone (or CopyFail)."""

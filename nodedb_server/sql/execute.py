@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from nodedb_server import __version__
 from nodedb_server.backup.envelope import EnvelopeError
-from nodedb_server.backup.restore import Staged, dry_run, stage_restore
-from nodedb_server.backup.writer import COUNT_NAMES, Summary, backup_to_file, check_path
+from nodedb_server.backup.restore import dry_run, stage_restore
+from nodedb_server.backup.writer import COUNT_NAMES, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
@@ -1174,61 +1174,66 @@ class Session:
         return Result(self.BACKUP_COLUMNS, [summary.row()], "BACKUP")
 
     async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
+        self.check_restore(stmt)
+        assert stmt.path is not None
+        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
+        with open(path, "rb") as source:
+            return await self.restore_from(stmt, source)
+
+    def check_restore(self, stmt: ast.RestoreTenant) -> None:
+        """RESTORE needs the superuser; DRY RUN also a holder of GRANT BACKUP (else 42501)."""
         if not stmt.dry_run:
-            return await self._restore_for_real(stmt)
-        if not self.user["superuser"] and not self.manager.has_grant(
+            self._require_superuser("restore a tenant")
+            if stmt.tenant in ("default", "nodedb", "postgres"):
+                raise InsufficientPrivilege("the default tenant cannot be replaced by a restore")
+        elif not self.user["superuser"] and not self.manager.has_grant(
             self.user["name"], "backup", stmt.tenant
         ):
             raise InsufficientPrivilege(
                 f'DRY RUN of tenant "{stmt.tenant}" needs the superuser or GRANT BACKUP ON TENANT'
             )
-        assert stmt.path is not None
-        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
 
-        def run() -> Summary:
-            with open(path, "rb") as f:
-                return dry_run(
-                    f, self.manager.master, self.manager.master_key_id, stmt.tenant, stmt.rename
-                )
-
-        try:
-            summary = await asyncio.get_running_loop().run_in_executor(None, run)
-        except EnvelopeError as e:
-            raise DataError(f"invalid backup: {e}") from None
-        return Result(self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()])
-
-    async def _restore_for_real(self, stmt: ast.RestoreTenant) -> Result:
-        self._require_superuser("restore a tenant")
-        if stmt.tenant in ("default", "nodedb", "postgres") or not stmt.tenant:
-            raise InsufficientPrivilege("the default tenant cannot be replaced by a restore")
-        assert stmt.path is not None
-        path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
+    async def restore_from(self, stmt: ast.RestoreTenant, source: BinaryIO) -> Result:
+        """Verify (DRY RUN) or restore a backup read from ``source`` on a worker thread."""
         manager = self.manager
+        loop = asyncio.get_running_loop()
+        if stmt.dry_run:
+            try:
+                summary = await loop.run_in_executor(
+                    None,
+                    dry_run,
+                    source,
+                    manager.master,
+                    manager.master_key_id,
+                    stmt.tenant,
+                    stmt.rename,
+                )
+            except EnvelopeError as e:
+                raise DataError(f"invalid backup: {e}") from None
+            return Result(
+                self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()]
+            )
         new_id = manager.reserve_tenant_id()
         root = manager.data_dir / "tenants" / str(new_id)
         old = manager.tenants.get(stmt.tenant)
         base_lsn = old.last_lsn if old is not None else 0
         tombstones = dict(old.state.tombstones) if old is not None else {}
-
-        def run() -> Staged:
-            with open(path, "rb") as f:
-                return stage_restore(
-                    f,
-                    manager.master,
-                    manager.master_key_id,
-                    stmt.tenant,
-                    stmt.rename,
-                    new_id,
-                    root,
-                    base_lsn,
-                    tombstones,
-                    stmt.resurrect,
-                    manager.fs,
-                )
-
-        loop = asyncio.get_running_loop()
         try:
-            staged = await loop.run_in_executor(None, run)
+            staged = await loop.run_in_executor(
+                None,
+                stage_restore,
+                source,
+                manager.master,
+                manager.master_key_id,
+                stmt.tenant,
+                stmt.rename,
+                new_id,
+                root,
+                base_lsn,
+                tombstones,
+                stmt.resurrect,
+                manager.fs,
+            )
         except EnvelopeError as e:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise DataError(f"invalid backup: {e}; nothing was changed") from None

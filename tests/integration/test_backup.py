@@ -247,3 +247,41 @@ def test_a_damaged_restore_changes_nothing(backup_server) -> None:
     assert sorted(p.name for p in (srv.data_dir / "tenants").iterdir()) == tenants_before
     with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
         assert conn.execute("SELECT COUNT(*) FROM users").fetchone() == (3,)
+
+
+def test_copy_restore_from_stdin_through_psql(backup_server) -> None:
+    srv, allowed = backup_server
+    bak = allowed / "s.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{bak}'")
+
+    def psql(sql: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                "psql",
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(srv.port),
+                "-U",
+                "nodedb",
+                "-d",
+                "nodedb",
+                "-c",
+                sql,
+            ],
+            input=data,
+            capture_output=True,
+            timeout=60,
+        )
+
+    checked = psql("COPY tenant_restore(acme) FROM STDIN DRY RUN", bak.read_bytes())
+    assert checked.returncode == 0, checked.stderr
+    assert b"documents 2" in checked.stderr
+    damaged = psql("COPY tenant_restore(acme) FROM STDIN DRY RUN", bak.read_bytes()[:-40])
+    assert damaged.returncode != 0 and b"invalid backup" in damaged.stderr
+    restored = psql("COPY tenant_restore(clone) FROM STDIN WITH (rename)", bak.read_bytes())
+    assert restored.returncode == 0, restored.stderr
+    with psycopg.connect(srv.dsn(database="clone"), autocommit=True) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]
