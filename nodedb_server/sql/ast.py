@@ -280,6 +280,12 @@ class RestoreTenant:
 
 
 @dataclass(frozen=True)
+class AlterSystem:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
 class CatalogQuery:
     """A query over pg_catalog (drivers' type introspection): see sql/catalog_query.py."""
 
@@ -325,6 +331,7 @@ Statement = (
     | CrdtApply
     | CopyFrom
     | CatalogQuery
+    | AlterSystem
     | BackupTenant
     | RestoreTenant
     | Empty

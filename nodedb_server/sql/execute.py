@@ -1250,6 +1250,21 @@ class Session:
             notices.append("not restored (purged): " + ", ".join(staged.skipped))
         return Result(self.BACKUP_COLUMNS, [staged.summary.row()], "RESTORE", notices)
 
+    async def _alter_system(self, stmt: ast.AlterSystem, params: list[Any]) -> Result:
+        self._require_superuser("change system settings")
+        if stmt.name != "deactivated_collection_retention_days":
+            raise UndefinedObject(f'unrecognized configuration parameter "{stmt.name}"')
+        try:
+            days = float(stmt.value)
+        except ValueError:
+            raise DBError(
+                f'invalid value for parameter "{stmt.name}": "{stmt.value[:40]}"', sqlstate="22023"
+            ) from None
+        if days < 0:
+            raise DBError(f'parameter "{stmt.name}" must not be negative', sqlstate="22023")
+        await self.manager.set_setting(stmt.name, days)
+        return Result(None, [], "ALTER SYSTEM")
+
     # -- driver introspection --
 
     def _current_setting(self, name: Any) -> str:
@@ -1672,7 +1687,62 @@ class Session:
                             }
                         )
             return cols, out
+        if view in ("dropped_collections", "l2_cleanup_queue"):
+            return self._dropped_view(view, rows)
         raise UndefinedTable(f'system view "{name}" does not exist')
+
+    def _dropped_view(self, view: str, rows: bool) -> tuple[list[Column], list[Row]]:
+        """Soft-dropped collections: what UNDROP can bring back, and what PURGE will reclaim."""
+        if view == "dropped_collections":
+            cols = [
+                ("tenant_id", t.INT8),
+                ("name", t.TEXT),
+                ("owner", t.TEXT),
+                ("engine_type", t.TEXT),
+                ("deactivated_at", t.TIMESTAMPTZ),
+                ("retention_expires_at", t.TIMESTAMPTZ),
+                ("size_bytes_estimate", t.INT8),
+            ]
+        else:
+            cols = [
+                ("tenant_id", t.INT8),
+                ("collection", t.TEXT),
+                ("bytes", t.INT8),
+                ("purge_after", t.TIMESTAMPTZ),
+            ]
+        out: list[Row] = []
+        if not rows:
+            return cols, out
+        retention = self.manager.retention_ms()
+        for tenant in self._visible_tenants():
+            for meta in sorted(tenant.state.catalog.values(), key=lambda m: m.name):
+                if meta.dropped_ms is None:
+                    continue
+                dropped = dt.datetime.fromtimestamp(meta.dropped_ms / 1000, dt.UTC)
+                expires = dt.datetime.fromtimestamp((meta.dropped_ms + retention) / 1000, dt.UTC)
+                size = tenant.state.engines[meta.name].size_bytes
+                if view == "dropped_collections":
+                    out.append(
+                        {
+                            "tenant_id": tenant.id,
+                            "name": meta.name,
+                            "owner": meta.owner,
+                            "engine_type": meta.engine,
+                            "deactivated_at": dropped,
+                            "retention_expires_at": expires,
+                            "size_bytes_estimate": size,
+                        }
+                    )
+                else:
+                    out.append(
+                        {
+                            "tenant_id": tenant.id,
+                            "collection": meta.name,
+                            "bytes": size,
+                            "purge_after": expires,
+                        }
+                    )
+        return cols, out
 
 
 def _uses(stmt: ast.Select, func: str) -> bool:
@@ -1854,6 +1924,7 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.CrdtApply: Session._crdt_apply,
     ast.CatalogQuery: Session._catalog_query,
     ast.BackupTenant: Session._backup,
+    ast.AlterSystem: Session._alter_system,
     ast.RestoreTenant: Session._restore,
     ast.CreateVectorIndex: Session._create_vector_index,
     ast.VectorSearch: Session._vector_search,

@@ -840,6 +840,15 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return parse_copy(p)
     if word == "backup":
         return parse_backup(p)
+    if word == "alter":
+        p.expect("system")
+        p.expect("set")
+        name = p.name()
+        if not p.accept("=", "to"):
+            raise p.error("expected = or TO")
+        value = p.take().text
+        p.end()
+        return ast.AlterSystem(name, value)
     if word == "restore":
         return parse_restore(p)
     if word == "search":

@@ -35,7 +35,7 @@ from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import REC_CATALOG, Record
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
-from nodedb_server.tenants.tenant import Tenant
+from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
 from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
 log = logging.getLogger("nodedb.tenants")
@@ -235,6 +235,7 @@ class TenantManager:
             self.fs,
             self.settings,
             self.cfg["checkpoint.wal_bytes"],
+            self.retention_ms,
         )
         self.tenants[name] = tenant
         report = await tenant.open()
@@ -313,6 +314,15 @@ class TenantManager:
             await self._log("create_tenant", args)
             await self._open_tenant(name)
             return self.tenants[name]
+
+    def retention_ms(self) -> int:
+        """How long a dropped collection can be undropped before it is purged."""
+        days = self.system.settings.get("deactivated_collection_retention_days", RETENTION_DAYS)
+        return int(float(days) * 86_400_000)
+
+    async def set_setting(self, name: str, value: Any) -> None:
+        async with self._lock:
+            await self._log("set", {"name": name, "value": value})
 
     def reserve_tenant_id(self) -> int:
         """An id no tenant has, for a restore's new directory (committed by its record)."""

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,11 @@ from nodedb_server.tenants.catalog import Op, TenantState
 
 log = logging.getLogger("nodedb.tenant")
 
-# How often expired KV keys are reclaimed (each becomes a WAL DELETE).
+# How often expired KV keys are reclaimed (each becomes a WAL DELETE) and dropped
+# collections past their retention window are purged.
 TTL_SWEEP_SECONDS = 1.0
+# deactivated_collection_retention_days when nobody set it (ALTER SYSTEM SET).
+RETENTION_DAYS = 7
 
 
 class Tenant:
@@ -48,6 +51,7 @@ class Tenant:
         fs: FileIO,
         settings: WalSettings,
         checkpoint_wal_bytes: int,
+        retention_ms: Callable[[], int] = lambda: RETENTION_DAYS * 86_400_000,
     ):
         self.id = tenant_id
         self.name = name
@@ -56,6 +60,7 @@ class Tenant:
         self._fs = fs
         self._settings = settings
         self._checkpoint_wal_bytes = checkpoint_wal_bytes
+        self.retention_ms = retention_ms
         self.state = TenantState()
         self.store = self._new_store(self.state)
         self.status = "recovering"
@@ -213,3 +218,22 @@ class Tenant:
                     await self.commit_ops(ops)
                 except Exception as e:  # the next sweep tries again
                     log.warning("tenant %s: TTL sweep failed: %s", self.name, e)
+            await self._purge_expired_drops(now)
+
+    async def _purge_expired_drops(self, now: int) -> None:
+        """Dropped collections past the retention window are purged (a WAL tombstone)."""
+        retention = self.retention_ms()
+        for meta in list(self.state.catalog.values()):
+            if meta.dropped_ms is None or meta.dropped_ms + retention > now:
+                continue
+            if self.status != "online":
+                return
+            try:
+                await self.commit_catalog("purge_collection", {"name": meta.name})
+                log.info(
+                    "tenant %s: purged collection %s after its retention window",
+                    self.name,
+                    meta.name,
+                )
+            except Exception as e:  # the next sweep tries again
+                log.warning("tenant %s: purge of %s failed: %s", self.name, meta.name, e)
