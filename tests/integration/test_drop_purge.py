@@ -49,6 +49,8 @@ def test_drop_undrop_purge_and_retention(server: ServerProcess) -> None:
         conn.execute("CREATE COLLECTION gone")  # the name is free after a purge
     with psycopg.connect(server.dsn(), autocommit=True) as su:
         su.execute("CREATE USER u WITH PASSWORD 'p' TENANT default")
-    with psycopg.connect(server.dsn(user="u"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("ALTER SYSTEM SET deactivated_collection_retention_days = 1")
+    with (
+        psycopg.connect(server.dsn(user="u"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("ALTER SYSTEM SET deactivated_collection_retention_days = 1")
