@@ -325,6 +325,15 @@ class _Desc:
         return isinstance(other, _Desc) and self.k == other.k
 
 
+@dataclass(frozen=True)
+class Recompute:
+    """An UPDATE's result as the transaction sees it, and how to compute it again."""
+
+    row: Row
+    assignments: list[tuple[str, Expr]]
+    ctx: Ctx
+
+
 @dataclass
 class Txn:
     intents: list[tuple[str, str, Any, Any, int | None]] = field(default_factory=list)
@@ -662,7 +671,11 @@ class Session:
                     ops.append((OP_DELETE, coll, key, old, None))
                 current[ck] = None
                 continue
-            if intent == "insert" and old is not None:
+            if intent == "update":
+                if old is None:
+                    continue  # deleted meanwhile: nothing left to update
+                row = self._assign(engine, old, row.assignments, row.ctx)
+            elif intent == "insert" and old is not None:
                 raise UniqueViolation(
                     f"duplicate key value violates unique constraint: {engine.key_field}={key!r} "
                     f'already exists in "{coll}"'
@@ -993,7 +1006,7 @@ class Session:
         for intent, key, row, expires in intents:
             self.txn.intents.append((intent, coll, key, row, expires))
             if intent not in _PASS_THROUGH:  # reads see own rows; edges and CRDT once committed
-                over[key] = (row, expires)
+                over[key] = (row.row if isinstance(row, Recompute) else row, expires)
 
     async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
         any_engine = self._any_collection(stmt.collection)
@@ -1085,8 +1098,16 @@ class Session:
         ctx = self.ctx(params)
         rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
         kf = engine.key_field
+        # An UPDATE keeps its SET list: at COMMIT it is applied again to the row as it is
+        # then (as PostgreSQL re-evaluates on the newest row version), so concurrent
+        # transactions doing n = n + 1 lose no increment.
         intents: list[Intent] = [
-            ("put", r[kf], self._assign(engine, r, stmt.assignments, ctx), engine.expires_at(r[kf]))
+            (
+                "update",
+                r[kf],
+                Recompute(self._assign(engine, r, stmt.assignments, ctx), stmt.assignments, ctx),
+                engine.expires_at(r[kf]),
+            )
             for r in rows
         ]
         await self._commit_or_buffer(stmt.collection, intents)

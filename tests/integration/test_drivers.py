@@ -176,3 +176,22 @@ def test_pg8000_untyped_parameters(server: ServerProcess) -> None:
         assert con.run("SELECT note FROM users WHERE id = 'x3'") == [["5"]]
     finally:
         con.close()
+
+
+def test_concurrent_transactions_lose_no_increment(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as setup:
+        setup.execute("CREATE COLLECTION c TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
+        setup.execute("INSERT INTO c (key, n) VALUES ('k', 0)")
+    a = psycopg.connect(server.dsn())
+    b = psycopg.connect(server.dsn())
+    try:
+        a.execute("UPDATE c SET n = n + 1 WHERE key = 'k'")
+        b.execute("UPDATE c SET n = n + 10 WHERE key = 'k'")
+        assert a.execute("SELECT n FROM c WHERE key = 'k'").fetchone() == (1,)  # its own write
+        a.commit()
+        b.commit()
+    finally:
+        a.close()
+        b.close()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT n FROM c WHERE key = 'k'").fetchone() == (11,)
