@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench import backup as backup_bench
 from bench import ceilings, engines
 from bench.pg import Postgres
 from bench.workloads import (
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--only", default="W1,W2,W3,W4,W8,IDX", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W8,IDX", help="comma-separated workloads")
     args = ap.parse_args()
     only = set(args.only.upper().split(","))
     seconds = 2.0 if args.quick else args.seconds
@@ -60,7 +61,9 @@ def main() -> None:
         "CRC32C MB/s (1 core)": ceilings.crc32c_mb_s(),
     }
     pg = Postgres().start()
-    srv = ServerProcess(work / "nodedb").start()
+    backups = work / "backups"
+    backups.mkdir()
+    srv = ServerProcess(work / "nodedb", env={"NODEDB_BACKUP_ALLOWED_DIRS": str(backups)}).start()
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}
     extra: list[str] = []
@@ -98,6 +101,19 @@ def main() -> None:
                 f"{recall:.3f} at {qps:,.0f} queries/s, index built in {build_s:.0f} s "
                 "(goal: recall >= 0.95 at >= 1,000 queries/s)"
             )
+        if only & {"W5", "W6"}:
+            docs, rows = (20_000, 200_000) if args.quick else (400_000, 4_000_000)
+            assert srv.proc is not None
+            fig = backup_bench.run(srv.proc.pid, srv.dsn(), backups, pg, docs, rows)
+            ours["W5"], theirs["W5"] = fig["W5"], fig["W5_pg"]
+            ours["W6"], theirs["W6"] = fig["W6"], fig["W6_pg"]
+            ceiling = min(ceil["seq write MB/s (fsync)"], ceil["AES-256-GCM MB/s (1 core)"])
+            extra.append(
+                f"W5/W6: {docs:,} documents + {rows:,} timeseries rows; backup {fig['size_mb']:.0f} MB, "
+                f"dump {fig['dump_mb']:.0f} MB; RSS growth during BACKUP {fig['W5_rss_mib']:.1f} MiB; "
+                f"BACKUP at {fig['W5'] / ceiling:.2f} and RESTORE at {fig['W6'] / ceiling:.2f} of "
+                f"min(disk, AES-GCM) = {ceiling:,.0f} MB/s"
+            )
         if "IDX" in only:
             n = 100_000 if args.quick else 1_000_000
             extra += [f"IDX: {line}" for line in engines.index_at_scale(srv.dsn(), n)]
@@ -110,6 +126,8 @@ def main() -> None:
         "W1": ">= 1.0x",
         "W2": ">= 0.6x",
         "W3": ">= 1.0x",
+        "W5": ">= 1.0x",
+        "W6": ">= 1.0x",
         "W4": "<= 1.0x (ms)",
         "W8": "recall >= 0.95 at >= 1,000 q/s",
     }
@@ -118,6 +136,8 @@ def main() -> None:
         "W2": "point SELECT by key, 16 conns, prepared (rows/s)",
         "W3": "COPY FROM STDIN csv into timeseries (rows/s)",
         "W4": "time_bucket 5 min + GROUP BY over W3 rows (ms, median)",
+        "W5": "BACKUP TENANT vs pg_dump -Fc -Z0 (MB/s)",
+        "W6": "RESTORE TENANT vs pg_restore (MB/s)",
         "W8": "vector SEARCH k=10, 16 conns (queries/s)",
     }
     lines = [
@@ -130,7 +150,7 @@ def main() -> None:
         "| id | workload | nodedb | postgresql | ratio | goal |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for w in ("W1", "W2", "W3", "W4", "W8"):
+    for w in ("W1", "W2", "W3", "W4", "W5", "W6", "W8"):
         if w not in ours:
             continue
         ref = f"{theirs[w]:,.0f}" if w in theirs else "n/a"
