@@ -15,7 +15,7 @@ import queue
 import secrets
 import struct
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -444,6 +444,23 @@ class ClientHandler:
         self.send(m.copy_done())
         return Result(None, [], f"COPY {summary.bytes}", [summary.notice()])
 
+    async def copy_chunks(self) -> AsyncIterator[bytes]:
+        """CopyData payloads until CopyDone; CopyFail is 57014. Ends the COPY phase either way."""
+        self.conn.start_copy_in()
+        try:
+            while True:
+                event = await self.next_event()
+                if event is None:
+                    raise ConnectionError("client went away during COPY")
+                if isinstance(event, m.CopyData):
+                    yield event.data
+                elif isinstance(event, m.CopyDone):
+                    return
+                elif isinstance(event, m.CopyFail):
+                    raise QueryCanceled(f"COPY from stdin failed: {event.message}")
+        finally:
+            self.conn.end_copy_in()
+
     async def copy_in_restore(self, stmt: ast.RestoreTenant) -> Result:
         """COPY tenant_restore(t) FROM STDIN [DRY RUN]: the backup arrives as binary COPY
         data and is verified (and restored) as it streams, through a bounded queue."""
@@ -452,30 +469,23 @@ class ClientHandler:
         source = StreamSource()
         self.send(m.copy_in_response(1, [1]))
         await self.flush()
-        self.conn.start_copy_in()
         work = asyncio.ensure_future(self.session.restore_from(stmt, source))  # type: ignore[arg-type]
         failure: DBError | None = None
         try:
-            while True:
-                event = await self.next_event()
-                if event is None:
-                    raise ConnectionError("client went away during COPY")
-                if isinstance(event, m.CopyData):
-                    while not source.offer(event.data):
-                        if work.done():
-                            break  # the reader gave up (damage found): discard the rest
-                        await asyncio.sleep(0.002)
-                elif isinstance(event, m.CopyDone):
-                    break
-                elif isinstance(event, m.CopyFail):
-                    failure = QueryCanceled(f"COPY from stdin failed: {event.message}")
-                    break
+            async for data in self.copy_chunks():
+                while not source.offer(data):
+                    if work.done():
+                        break  # the reader gave up (damage found): discard the rest
+                    await asyncio.sleep(0.002)
+        except QueryCanceled as e:
+            failure = e
         finally:
-            self.conn.end_copy_in()
             source.close()
-        result = await self.guarded(_awaited(work), stmt)
         if failure is not None:
+            with contextlib.suppress(Exception):  # the cut stream fails the reader
+                await work
             raise failure
+        result = await self.guarded(_awaited(work), stmt)
         # The COPY form ends with its COPY tag; the figures travel as the NOTICE.
         return Result(None, [], f"COPY {source.tell()}", result.notices)
 
@@ -485,24 +495,12 @@ class ClientHandler:
         ncols = self.session.copy_begin(stmt)
         self.send(m.copy_in_response(0, [0] * ncols))
         await self.flush()
-        self.conn.start_copy_in()
         chunks: list[bytes] = []
         total = 0
-        try:
-            while True:
-                event = await self.next_event()
-                if event is None:
-                    raise ConnectionError("client went away during COPY")
-                if isinstance(event, m.CopyData):
-                    total += len(event.data)
-                    if total <= MAX_COPY_BYTES:
-                        chunks.append(event.data)
-                elif isinstance(event, m.CopyDone):
-                    break
-                elif isinstance(event, m.CopyFail):
-                    raise QueryCanceled(f"COPY from stdin failed: {event.message}")
-        finally:
-            self.conn.end_copy_in()
+        async for data in self.copy_chunks():
+            total += len(data)
+            if total <= MAX_COPY_BYTES:
+                chunks.append(data)
         if total > MAX_COPY_BYTES:
             raise DBError(
                 f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
