@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import time
@@ -388,3 +389,47 @@ def test_kill9_during_restore_leaves_old_or_new_never_a_mix(backup_server) -> No
     with psycopg.connect(srv.dsn(), autocommit=True) as su:
         ids = {str(r[1]) for r in su.execute("SHOW TENANTS").fetchall()}
     assert dirs == ids & live, f"orphan tenant directories left: {dirs - ids}"
+
+
+@pytest.mark.fault
+def test_fuzz_dry_run_over_mutated_real_backups(backup_server) -> None:
+    """The whole decoder (envelope, sections, items, Parquet) on a real backup with random
+    damage: it either decodes to the same figures or fails with EnvelopeError, nothing else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nodedb_server.backup.envelope import EnvelopeError
+    from nodedb_server.backup.restore import dry_run
+    from nodedb_server.tenants.keys import key_id
+
+    srv, allowed = backup_server
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        expected = conn.execute(f"BACKUP TENANT acme TO '{allowed}/f.bak'").fetchone()
+    blob = (allowed / "f.bak").read_bytes()
+    master = (srv.data_dir / "master.key").read_bytes()
+    mid = key_id(master)
+
+    @settings(
+        max_examples=int(os.environ.get("NODEDB_FUZZ_EXAMPLES", "150")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(blob) - 1), st.integers(1, 255)), min_size=1, max_size=3
+        ),
+        st.booleans(),
+    )
+    def fuzz(flips: list[tuple[int, int]], cut: bool) -> None:
+        data = bytearray(blob)
+        for pos, bits in flips:
+            data[pos] ^= bits
+        if cut:
+            del data[flips[0][0] :]
+        try:
+            summary = dry_run(io.BytesIO(bytes(data)), master, mid, "acme", False)
+        except EnvelopeError:
+            return
+        assert summary.row() == expected
+
+    fuzz()
