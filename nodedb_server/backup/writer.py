@@ -157,7 +157,11 @@ def check_path(raw: str, allowed: list[Path], must_exist: bool) -> Path:
 
 
 async def backup_to_file(
-    manager: TenantManager, tenant: Tenant, path: Path, overwrite: bool
+    manager: TenantManager,
+    tenant: Tenant,
+    path: Path,
+    overwrite: bool,
+    progress: Callable[[int], None] | None = None,
 ) -> Summary:
     """Temporary name, fsync, rename, fsync of the directory: the file appears only whole."""
     if path.exists() and not overwrite:
@@ -169,7 +173,7 @@ async def backup_to_file(
         fs = manager.fs
         try:
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                summary = write_envelope(snapshot, f)
+                summary = write_envelope(snapshot, f, progress)
                 f.flush()
                 fs.fsync(f.fileno())
             os.replace(tmp, path)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from nodedb_server.backup.progress import Operations, Progress
 from nodedb_server.backup.writer import Summary, take_snapshot, write_envelope
 from nodedb_server.config import Config
 from nodedb_server.errors import (
@@ -37,9 +38,10 @@ from nodedb_server.pgwire import types as t
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast
-from nodedb_server.sql.execute import SERVER_VERSION, Column, Result, Session
+from nodedb_server.sql.execute import SERVER_VERSION, Column, Result, Session, tenant_size
 from nodedb_server.sql.parse import parse
 from nodedb_server.tenants.manager import TenantManager
+from nodedb_server.tenants.tenant import Tenant
 from nodedb_server.tenants.users import ScramVerifier
 
 log = logging.getLogger("nodedb.pgwire")
@@ -189,6 +191,10 @@ class ClientHandler:
         if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             await self.writer.drain()
 
+    def notice_now(self, text: str) -> None:
+        """A NOTICE sent before the statement ends (progress of long operations)."""
+        self.writer.write(m.notice_response(text))
+
     async def next_event(self) -> m.Event | None:
         while True:
             event = self.conn.next_event()
@@ -272,6 +278,7 @@ class ClientHandler:
             raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({tenant.status})')
         self.conn.auth_ok()
         self.session = Session(manager, tenant, user, database, self.pid, params)
+        self.session.notify = self.notice_now
         self.send(m.authentication_ok())
         s = self.session.settings
         for name, value in (
@@ -407,6 +414,18 @@ class ClientHandler:
         queue, so memory stays flat whatever the tenant's size."""
         assert self.session is not None
         tenant = self.session.backup_tenant(stmt.tenant)
+        op, progress = self.session.start_operation(
+            "backup", tenant.name, "stdout", tenant_size(tenant)
+        )
+        try:
+            result = await self._copy_out_backup(tenant, progress)
+        except BaseException as e:
+            Operations.finish(op, e)
+            raise
+        Operations.finish(op)
+        return result
+
+    async def _copy_out_backup(self, tenant: Tenant, progress: Progress) -> Result:
         snapshot = await take_snapshot(self.server.manager, tenant)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
@@ -420,7 +439,7 @@ class ClientHandler:
 
         def produce() -> Summary:
             try:
-                return write_envelope(snapshot, Sink())  # type: ignore[arg-type]
+                return write_envelope(snapshot, Sink(), progress)  # type: ignore[arg-type]
             finally:
                 if not stop.is_set():
                     asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 from nodedb_server import __version__
 from nodedb_server.backup.envelope import EnvelopeError
+from nodedb_server.backup.progress import Operation, Operations, Progress, ProgressReader
 from nodedb_server.backup.restore import dry_run, stage_restore
 from nodedb_server.backup.writer import COUNT_NAMES, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
@@ -358,6 +359,8 @@ class Session:
         self.pid = pid
         self.txn: Txn | None = None
         self.examined = 0  # rows the last read looked at (EXPLAIN ANALYZE)
+        # Sends a NOTICE to this session's client at once (set by the wire layer).
+        self.notify: Callable[[str], None] | None = None
         self.partitions = (0, 0)  # timeseries partitions the last read used and skipped
         self.settings: dict[str, str] = {
             "server_version": SERVER_VERSION,
@@ -1187,11 +1190,24 @@ class Session:
             raise UndefinedObject(f'tenant "{name}" does not exist')
         return tenant
 
+    def start_operation(
+        self, kind: str, tenant: str, target: str, total: int | None
+    ) -> tuple[Operation, Progress]:
+        """Record a backup or restore in _system.backups; its Progress sends NOTICEs."""
+        op = self.manager.operations.start(kind, tenant, target, total)
+        return op, Progress(op, self.notify)
+
     async def _backup(self, stmt: ast.BackupTenant, params: list[Any]) -> Result:
         tenant = self.backup_tenant(stmt.tenant)
         assert stmt.path is not None  # the COPY form is streamed by the wire layer
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=False)
-        summary = await backup_to_file(self.manager, tenant, path, stmt.overwrite)
+        op, progress = self.start_operation("backup", tenant.name, str(path), tenant_size(tenant))
+        try:
+            summary = await backup_to_file(self.manager, tenant, path, stmt.overwrite, progress)
+        except BaseException as e:
+            Operations.finish(op, e)
+            raise
+        Operations.finish(op)
         return Result(self.BACKUP_COLUMNS, [summary.row()], "BACKUP")
 
     async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
@@ -1199,7 +1215,7 @@ class Session:
         assert stmt.path is not None
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
         with open(path, "rb") as source:
-            return await self.restore_from(stmt, source)
+            return await self.restore_from(stmt, source, path.stat().st_size)
 
     def check_restore(self, stmt: ast.RestoreTenant) -> None:
         """RESTORE needs the superuser; DRY RUN also a holder of GRANT BACKUP (else 42501)."""
@@ -1214,8 +1230,23 @@ class Session:
                 f'DRY RUN of tenant "{stmt.tenant}" needs the superuser or GRANT BACKUP ON TENANT'
             )
 
-    async def restore_from(self, stmt: ast.RestoreTenant, source: BinaryIO) -> Result:
-        """Verify (DRY RUN) or restore a backup read from ``source`` on a worker thread."""
+    async def restore_from(
+        self, stmt: ast.RestoreTenant, source: BinaryIO, total: int | None = None
+    ) -> Result:
+        """Verify (DRY RUN) or restore a backup read from ``source`` on a worker thread,
+        recorded in _system.backups with progress NOTICEs."""
+        op, progress = self.start_operation(
+            "dry run" if stmt.dry_run else "restore", stmt.tenant, stmt.path or "stdin", total
+        )
+        try:
+            result = await self._restore_from(stmt, ProgressReader(source, progress))  # type: ignore[arg-type]
+        except BaseException as e:
+            Operations.finish(op, e)
+            raise
+        Operations.finish(op)
+        return result
+
+    async def _restore_from(self, stmt: ast.RestoreTenant, source: BinaryIO) -> Result:
         manager = self.manager
         loop = asyncio.get_running_loop()
         if stmt.dry_run:
@@ -1708,6 +1739,40 @@ class Session:
                             }
                         )
             return cols, out
+        if view == "backups":
+            cols = [
+                ("id", t.INT8),
+                ("kind", t.TEXT),
+                ("tenant", t.TEXT),
+                ("target", t.TEXT),
+                ("status", t.TEXT),
+                ("started_at", t.TIMESTAMPTZ),
+                ("finished_at", t.TIMESTAMPTZ),
+                ("bytes", t.INT8),
+                ("percent", t.FLOAT8),
+                ("error", t.TEXT),
+            ]
+            names = {x.name for x in self._visible_tenants()}
+            ops = [
+                o
+                for o in self.manager.operations.recent
+                if self.user["superuser"] or o.tenant in names
+            ]
+            return cols, [
+                {
+                    "id": o.id,
+                    "kind": o.kind,
+                    "tenant": o.tenant,
+                    "target": o.target,
+                    "status": o.status,
+                    "started_at": o.started_at,
+                    "finished_at": o.finished_at,
+                    "bytes": o.bytes,
+                    "percent": o.percent,
+                    "error": o.error,
+                }
+                for o in ops
+            ] if rows else []
         if view in ("dropped_collections", "l2_cleanup_queue"):
             return self._dropped_view(view, rows)
         raise UndefinedTable(f'system view "{name}" does not exist')
@@ -1840,6 +1905,11 @@ def _timeseries_error(e: TimeseriesError) -> DBError:
     if "timestamp" in text or "time value" in text:
         return DBError(text, sqlstate="22007")
     return DataError(text)
+
+
+def tenant_size(tenant: Tenant) -> int:
+    """The size_bytes_estimate of all a tenant's collections (what a backup will hold)."""
+    return sum(engine.size_bytes for engine in tenant.state.engines.values())
 
 
 def _text_key(key: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
@@ -137,6 +138,7 @@ class TenantManager:
         self.tenants: dict[str, Tenant] = {}
         self._lock = asyncio.Lock()
         self._reserved_id = 0
+        self.operations = Operations()  # running and recent backups and restores
         # Set by the wire layer: end every session of a tenant but one (57P01).
         self.end_sessions: Callable[[str, int], None] = lambda _name, _keep_pid: None
 

@@ -433,3 +433,23 @@ def test_fuzz_dry_run_over_mutated_real_backups(backup_server) -> None:
         assert summary.row() == expected
 
     fuzz()
+
+
+def test_system_backups_lists_recent_operations(backup_server) -> None:
+    srv, allowed = backup_server
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{allowed}/o.bak'")
+        conn.execute(f"RESTORE TENANT acme FROM '{allowed}/o.bak' DRY RUN")
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"RESTORE TENANT acme FROM '{allowed}/missing.bak' DRY RUN")
+        (allowed / "junk.bak").write_bytes(b"junk")
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"RESTORE TENANT acme FROM '{allowed}/junk.bak' DRY RUN")
+        rows = conn.execute(
+            "SELECT kind, tenant, status, percent = 100, bytes > 0 FROM _system.backups ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("backup", "acme", "done", True, True),
+        ("dry run", "acme", "done", True, True),
+        ("dry run", "acme", "failed", False, True),
+    ]
