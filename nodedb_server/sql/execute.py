@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import functools
 import json
 import os
@@ -1289,6 +1290,11 @@ class Session:
         except EnvelopeError as e:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise DataError(f"invalid backup: {e}; nothing was changed") from None
+        except OSError as e:
+            await loop.run_in_executor(None, shutil.rmtree, root, True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull("no space left to stage the restore; nothing was changed") from None
+            raise
         except BaseException:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise

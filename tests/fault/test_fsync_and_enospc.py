@@ -131,3 +131,49 @@ async def test_full_disk_is_53100_acknowledges_nothing_and_writes_resume(
     await conn.close()
     await srv.stop()
     assert await _restart_ids(tmp_path / "data") == ["a", "c"]
+
+
+async def test_full_disk_during_restore_changes_nothing(tmp_path: Path) -> None:
+    fs = FaultyFileIO()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    cfg = load_config(
+        None,
+        {
+            "server.data_dir": str(tmp_path / "data"),
+            "server.ports.pgwire": free_port(),
+            "checkpoint.interval_seconds": 0,
+            "backup.allowed_dirs": [str(backups)],
+        },
+        environ={},
+    )
+    srv = NodeDBServer(cfg, fs)
+    await srv.start()
+    assert srv.address is not None
+    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb")
+    try:
+        await conn.execute("CREATE TENANT acme")
+        acme = await asyncpg.connect(
+            host="127.0.0.1", port=srv.address[1], user="nodedb", database="acme"
+        )
+        await acme.execute("CREATE COLLECTION docs")
+        await acme.execute("INSERT INTO docs (id) VALUES ('a'), ('b')")
+        await conn.execute(f"BACKUP TENANT acme TO '{backups}/a.bak'")
+        await acme.execute("INSERT INTO docs (id) VALUES ('c')")
+        await acme.close()
+        dirs = sorted(p.name for p in (tmp_path / "data" / "tenants").iterdir())
+        fs.disk_full = True
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await conn.execute(f"RESTORE TENANT acme FROM '{backups}/a.bak'")
+        assert err.value.sqlstate == "53100"
+        fs.disk_full = False
+        assert sorted(p.name for p in (tmp_path / "data" / "tenants").iterdir()) == dirs
+        acme = await asyncpg.connect(
+            host="127.0.0.1", port=srv.address[1], user="nodedb", database="acme"
+        )
+        assert await acme.fetchval("SELECT COUNT(*) FROM docs") == 3
+        await acme.close()
+    finally:
+        await conn.close()
+        fs.disk_full = False
+        await srv.stop()
