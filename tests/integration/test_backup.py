@@ -453,3 +453,23 @@ def test_system_backups_lists_recent_operations(backup_server) -> None:
         ("dry run", "acme", "done", True, True),
         ("dry run", "acme", "failed", False, True),
     ]
+
+
+def test_restore_on_a_fresh_server_with_the_same_master_key(backup_server, tmp_path: Path) -> None:
+    srv, allowed = backup_server
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{allowed}/move.bak'")
+    key = srv.data_dir / "master.key"
+    fresh = ServerProcess(
+        tmp_path / "fresh",
+        env={"NODEDB_BACKUP_ALLOWED_DIRS": str(allowed), "NODEDB_MASTER_KEY_FILE": str(key)},
+    ).start()
+    try:
+        with psycopg.connect(fresh.dsn(), autocommit=True) as su:
+            su.execute(f"RESTORE TENANT acme FROM '{allowed}/move.bak'")
+        # The tenant's users and grants came with it.
+        with psycopg.connect(fresh.dsn(user="ops", database="acme"), autocommit=True) as conn:
+            assert [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]
+            conn.execute(f"BACKUP TENANT acme TO '{allowed}/again.bak'")
+    finally:
+        fresh.kill9()
