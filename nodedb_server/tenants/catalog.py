@@ -178,8 +178,11 @@ class TenantState:
             "last_lsn": self.last_lsn,
             "tombstones": dict(self.tombstones),
             "collections": [
-                {"meta": asdict(m), "engine": self.engines[m.name].meta(),
-                 "size_bytes_estimate": self.engines[m.name].size_bytes}
+                {
+                    "meta": asdict(m),
+                    "engine": self.engines[m.name].meta(),
+                    "size_bytes_estimate": self.engines[m.name].size_bytes,
+                }
                 for m in sorted(self.catalog.values(), key=lambda m: m.id)
             ],
             "indexes": [
