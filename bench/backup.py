@@ -60,8 +60,20 @@ def load_nodedb(dsn: str, docs: int, ts_rows: int) -> None:
             "CREATE COLLECTION cpu TYPE COLUMNAR (ts TIMESTAMP TIME_KEY, host VARCHAR, "
             "load FLOAT) WITH profile = 'timeseries', partition_by = '1h'"
         )
-        with conn.cursor().copy("COPY cpu FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(cpu_csv(ts_rows))
+        data = cpu_csv(ts_rows)
+        for piece in _pieces(data, 64 << 20):  # one COPY is one WAL record: keep each modest
+            with conn.cursor().copy("COPY cpu FROM STDIN WITH (FORMAT csv)") as copy:
+                copy.write(piece)
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    """``data`` cut at line ends into pieces of about ``size`` bytes."""
+    out, start = [], 0
+    while start < len(data):
+        end = data.find(b"\n", min(start + size, len(data) - 1)) + 1 or len(data)
+        out.append(data[start:end])
+        start = end
+    return out
 
 
 def load_postgres(port: int, docs: int, ts_rows: int) -> None:
