@@ -312,7 +312,7 @@ class TenantManager:
         async with self._lock:
             if name in self.system.tenants or name in DEFAULT_DATABASES:
                 raise DuplicateObject(f'tenant "{name}" already exists')
-            args = self._new_tenant_args(name, self.system.next_tenant_id)
+            args = self._new_tenant_args(name, self.reserve_tenant_id())
             await self._log("create_tenant", args)
             await self._open_tenant(name)
             return self.tenants[name]
@@ -327,7 +327,8 @@ class TenantManager:
             await self._log("set", {"name": name, "value": value})
 
     def reserve_tenant_id(self) -> int:
-        """An id no tenant has, for a restore's new directory (committed by its record)."""
+        """An id no tenant has nor is about to have (a new tenant, or a restore staging
+        its directory before its record commits it)."""
         self._reserved_id = max(self._reserved_id, self.system.next_tenant_id) + 1
         return self._reserved_id - 1
 
