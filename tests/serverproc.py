@@ -91,6 +91,10 @@ class ServerProcess:
             self.proc.wait(5)
             raise
 
+    def psql(self, database: str = "nodedb", user: str = "nodedb") -> list[str]:
+        """The start of a command line that runs the real psql against this server."""
+        return ["psql", "-X", "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", database]
+
     def dsn(
         self, user: str = "nodedb", database: str = "nodedb", password: str | None = None
     ) -> str:

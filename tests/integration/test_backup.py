@@ -91,16 +91,7 @@ def test_copy_backup_to_stdout_through_psql(backup_server) -> None:
     with open(out, "wb") as f:
         res = subprocess.run(
             [
-                "psql",
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(srv.port),
-                "-U",
-                "nodedb",
-                "-d",
-                "acme",
+                *srv.psql("acme"),
                 "-c",
                 "COPY (BACKUP TENANT acme) TO STDOUT",
             ],
@@ -260,16 +251,7 @@ def test_copy_restore_from_stdin_through_psql(backup_server) -> None:
     def psql(sql: str, data: bytes) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [
-                "psql",
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(srv.port),
-                "-U",
-                "nodedb",
-                "-d",
-                "nodedb",
+                *srv.psql("nodedb"),
                 "-c",
                 sql,
             ],
@@ -361,16 +343,7 @@ def test_kill9_during_restore_leaves_old_or_new_never_a_mix(backup_server) -> No
         conn.execute("DELETE FROM big WHERE id = 'b1'")
     proc = subprocess.Popen(
         [
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(srv.port),
-            "-U",
-            "nodedb",
-            "-d",
-            "nodedb",
+            *srv.psql("nodedb"),
             "-c",
             f"RESTORE TENANT acme FROM '{allowed}/big.bak'",
         ],

@@ -16,18 +16,9 @@ from tests.serverproc import ServerProcess
 def psql(srv: ServerProcess, *args: str, db: str = "nodedb", stdin: str | None = None) -> str:
     out = subprocess.run(
         [
-            "psql",
-            "-X",
+            *srv.psql(db),
             "-v",
             "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(srv.port),
-            "-U",
-            "nodedb",
-            "-d",
-            db,
             "-Atq",
             *args,
         ],

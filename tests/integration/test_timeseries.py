@@ -41,16 +41,7 @@ def test_copy_with_psql_and_psycopg_then_bucketed_aggregates(server: ServerProce
         conn.execute(CPU)
     out = subprocess.run(
         [
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "nodedb",
-            "-d",
-            "nodedb",
+            *server.psql(),
             "-c",
             "COPY cpu FROM STDIN WITH (FORMAT csv)",
         ],
