@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 
 from bench.engines import cpu_csv
-from bench.pg import Postgres, _bin, _run_as
+from bench.pg import Postgres
 
 
 def _rss(pid: int) -> int:
@@ -76,14 +76,10 @@ def _pieces(data: bytes, size: int) -> list[bytes]:
     return out
 
 
-def load_postgres(port: int, docs: int, ts_rows: int) -> None:
-    with psycopg.connect(
-        f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True
-    ) as conn:
+def load_postgres(pg: Postgres, docs: int, ts_rows: int) -> None:
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE bench")
-    with psycopg.connect(
-        f"host=127.0.0.1 port={port} user=postgres dbname=bench", autocommit=True
-    ) as conn:
+    with psycopg.connect(pg.dsn("bench"), autocommit=True) as conn:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, n int8, pad text)")
         with conn.cursor().copy("COPY docs FROM STDIN") as copy:
             pad = "p" * 400
@@ -98,7 +94,7 @@ def run(
     srv_pid: int, dsn: str, backup_dir: Path, pg: Postgres, docs: int, ts_rows: int
 ) -> dict[str, float]:
     load_nodedb(dsn, docs, ts_rows)
-    load_postgres(pg.port, docs, ts_rows)
+    load_postgres(pg, docs, ts_rows)
     target = backup_dir / "bench.bak"
     with psycopg.connect(dsn, autocommit=True) as conn, PeakRss(srv_pid) as rss:
         start = time.perf_counter()
@@ -111,44 +107,24 @@ def run(
         restore_s = time.perf_counter() - start
     dump = pg.dir / "bench.dump"
     start = time.perf_counter()
-    _run_as(
-        pg.user,
-        [
-            _bin("pg_dump"),
-            "-h",
-            str(pg.dir),
-            "-p",
-            str(pg.port),
-            "-U",
-            "postgres",
-            "-Fc",
-            "-Z0",
-            "-f",
-            str(dump),
-            "bench",
-        ],
+    pg.tool(
+        "pg_dump",
+        "-Fc",
+        "-Z0",
+        "-f",
+        str(dump),
+        "bench",
     )
     dump_s = time.perf_counter() - start
     dump_size = dump.stat().st_size
-    with psycopg.connect(
-        f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True
-    ) as conn:
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE bench2")
     start = time.perf_counter()
-    _run_as(
-        pg.user,
-        [
-            _bin("pg_restore"),
-            "-h",
-            str(pg.dir),
-            "-p",
-            str(pg.port),
-            "-U",
-            "postgres",
-            "-d",
-            "bench2",
-            str(dump),
-        ],
+    pg.tool(
+        "pg_restore",
+        "-d",
+        "bench2",
+        str(dump),
     )
     pg_restore_s = time.perf_counter() - start
     return {

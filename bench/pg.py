@@ -73,6 +73,16 @@ class Postgres:
         )
         return self
 
+    def tool(self, name: str, *args: str) -> None:
+        """Run a PostgreSQL client program (pg_dump, pg_restore) against this cluster."""
+        _run_as(
+            self.user,
+            [_bin(name), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", *args],
+        )
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
     def version(self) -> str:
         return _run_as(self.user, [_bin("postgres"), "--version"]).stdout.strip()
 

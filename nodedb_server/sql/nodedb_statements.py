@@ -363,28 +363,37 @@ _COLUMN_KINDS = {
 }
 
 
-def _columnar_schema(p: Parser) -> tuple[dict[str, str], str]:
-    """``(ts TIMESTAMP TIME_KEY, host VARCHAR, load FLOAT)``: columns and the time key."""
+def _column_list(
+    p: Parser, types: dict[str, str], what: str, marks: tuple[str, ...]
+) -> list[tuple[str, str, str | None]]:
+    """``(name type [MARK], ...)``: each column's name, mapped type and mark (or None);
+    a mark of two words (PRIMARY KEY) is given by its first."""
     p.expect("(")
-    columns: dict[str, str] = {}
-    time_key = None
+    out: list[tuple[str, str, str | None]] = []
     while True:
         col = p.name()
         tname = p.name()
-        kind = _COLUMN_KINDS.get(tname)
+        kind = types.get(tname)
         if kind is None:
-            raise SyntaxError_(f"type {tname} is not supported for a columnar field")
-        if p.accept("time_key"):
-            if kind != "timestamp" or time_key is not None:
-                raise SyntaxError_("exactly one TIMESTAMP column must be the TIME_KEY")
-            time_key = col
-        columns[col] = kind
+            raise SyntaxError_(f"type {tname} is not supported for a {what} field")
+        mark = next((m for m in marks if p.accept(m)), None)
+        if mark == "primary":
+            p.expect("key")
+        out.append((col, kind, mark))
         if p.accept(")"):
-            break
+            return out
         p.expect(",")
-    if time_key is None:
-        raise SyntaxError_("a COLUMNAR collection needs a TIMESTAMP column marked TIME_KEY")
-    return columns, time_key
+
+
+def _columnar_schema(p: Parser) -> tuple[dict[str, str], str]:
+    """``(ts TIMESTAMP TIME_KEY, host VARCHAR, load FLOAT)``: columns and the time key."""
+    columns = _column_list(p, _COLUMN_KINDS, "columnar", ("time_key",))
+    keys = [col for col, kind, mark in columns if mark]
+    if len(keys) != 1 or dict((c, k) for c, k, _ in columns)[keys[0]] != "timestamp":
+        raise SyntaxError_(
+            "a COLUMNAR collection needs exactly one TIMESTAMP column marked TIME_KEY"
+        )
+    return {col: kind for col, kind, _ in columns}, keys[0]
 
 
 def _with_options(p: Parser) -> dict[str, str]:
@@ -518,29 +527,13 @@ def parse_copy(p: Parser) -> ast.Statement:
 
 
 def _kv_schema(p: Parser) -> dict[str, str]:
-    typed: dict[str, str] = {}
-    if not p.accept("("):
-        return typed
-    saw_key = False
-    while True:
-        col = p.name()
-        tname = p.name()
-        ktype = _KV_TYPES.get(tname)
-        if ktype is None:
-            raise SyntaxError_(f"type {tname} is not supported for a key-value field")
-        if p.accept("primary"):
-            p.expect("key")
-            if col != "key":
-                raise SyntaxError_("the primary key of a KEY_VALUE collection must be named key")
-            saw_key = True
-        elif col != "key":
-            typed[col] = ktype
-        if p.accept(")"):
-            break
-        p.expect(",")
-    if not saw_key:
-        raise SyntaxError_("a KEY_VALUE collection needs (key TEXT PRIMARY KEY)")
-    return typed
+    """``(key TEXT PRIMARY KEY, hits INT8, ...)``: the typed value fields."""
+    if p.peek() is None or p.peek().text != "(":  # type: ignore[union-attr]
+        return {}
+    columns = _column_list(p, _KV_TYPES, "key-value", ("primary",))
+    if [col for col, _, mark in columns if mark] != ["key"]:
+        raise SyntaxError_("a KEY_VALUE collection needs (key TEXT PRIMARY KEY), and only that key")
+    return {col: kind for col, kind, _ in columns if col != "key"}
 
 
 def parse_drop(p: Parser) -> ast.Statement:
