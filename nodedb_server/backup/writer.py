@@ -1,7 +1,8 @@
 """BACKUP TENANT: one consistent snapshot of a tenant, streamed into a sealed envelope.
 
-The snapshot is taken on the event loop in one step (the same copy a
-checkpoint takes), at the tenant's last LSN, which becomes the watermark:
+The snapshot is opened on the event loop in one step (the same copy-on-write
+views a checkpoint reads, storage/snapshot.py: no row is copied), at the
+tenant's last LSN, which becomes the watermark:
 every write acknowledged before it is in the backup, none after it, none
 half. Encoding, sealing and writing then run on a worker thread while
 writes go on. Sections, in order:
@@ -29,6 +30,7 @@ from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.errors import InsufficientPrivilege
 from nodedb_server.storage import codec
+from nodedb_server.storage.snapshot import release
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
@@ -86,7 +88,11 @@ async def take_snapshot(manager: TenantManager, tenant: Tenant) -> Snapshot:
     users = [u for u in manager.system.users.values() if u["tenant"] == tenant.name]
     grants = {u["name"]: manager.system.grants.get(u["name"], []) for u in users}
     if wal is not None:
-        await wal.wait_durable(watermark)  # never back up what is not durable
+        try:
+            await wal.wait_durable(watermark)  # never back up what is not durable
+        except BaseException:
+            release(parts)
+            raise
     header = Header(
         watermark_lsn=watermark,
         created_ms=int(time.time() * 1000),
@@ -116,23 +122,27 @@ async def take_snapshot(manager: TenantManager, tenant: Tenant) -> Snapshot:
 def write_envelope(
     snapshot: Snapshot, sink: BinaryIO, progress: Callable[[int], None] | None = None
 ) -> Summary:
-    """Seal the snapshot into ``sink`` (on a worker thread); returns the figures."""
-    writer = EnvelopeWriter(sink, snapshot.tenant_key, snapshot.header)
-    writer.section()
-    writer.write(codec.pack(snapshot.catalog))
-    writer.end_section()
-    writer.section()
-    writer.write(codec.pack(snapshot.tombstones))
-    writer.end_section()
-    for part, items in snapshot.parts:
+    """Seal the snapshot into ``sink`` (on a worker thread); returns the figures.
+    The snapshot's views are released whether or not this completes."""
+    try:
+        writer = EnvelopeWriter(sink, snapshot.tenant_key, snapshot.header)
         writer.section()
-        writer.write(codec.pack({"part": part}))
-        for item in items:
-            writer.write(codec.pack(item))
-            if progress is not None:
-                progress(writer.bytes_written)
+        writer.write(codec.pack(snapshot.catalog))
         writer.end_section()
-    writer.finish()
+        writer.section()
+        writer.write(codec.pack(snapshot.tombstones))
+        writer.end_section()
+        for part, items in snapshot.parts:
+            writer.section()
+            writer.write(codec.pack({"part": part}))
+            for item in items:
+                writer.write(codec.pack(item))
+                if progress is not None:
+                    progress(writer.bytes_written)
+            writer.end_section()
+        writer.finish()
+    finally:
+        release(snapshot.parts)
     return Summary(
         snapshot.header.tenant, snapshot.header.watermark_lsn, writer.bytes_written, snapshot.counts
     )
@@ -180,6 +190,7 @@ async def backup_to_file(
             fs.fsync_dir(path.parent)
             return summary
         finally:
+            release(snapshot.parts)  # if the file could not even be opened
             tmp.unlink(missing_ok=True)
 
     return await asyncio.get_running_loop().run_in_executor(None, run)

@@ -14,6 +14,7 @@ from nodedb_server.engines.index import FieldIndex
 from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
+from nodedb_server.storage.snapshot import ABSENT, SnapshotItems, Views
 
 Row = dict[str, Any]
 log = logging.getLogger("nodedb.engines")
@@ -55,7 +56,7 @@ _TAGS: dict[type, str] = {
 
 class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
-    replaces the dict, so a checkpoint can snapshot with a shallow copy."""
+    replaces the dict, so a snapshot's pre-image of a row is the old dict itself."""
 
     engine = "document"
     key_field = "id"
@@ -69,6 +70,7 @@ class RowCollection:
         self.edges = EdgeStore()  # graph edges overlaying this collection
         self.crdt = CrdtStore()  # CRDT documents of this collection
         self.vectors: dict[str, VectorIndex] = {}  # by index name
+        self.views = Views()  # open snapshots of ``rows`` (storage/snapshot.py)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -168,6 +170,8 @@ class RowCollection:
         if op >= OP_EDGE_PUT:
             self._apply_edge(op, key, row or {})
             return
+        if self.views.open:
+            self.views.before_change(key, lambda: self._pre_image(key))
         old = self.rows.get(key)
         if old is not None:
             self.size_bytes -= len(codec.pack(old))
@@ -199,12 +203,14 @@ class RowCollection:
         self.field_types.setdefault(self.key_field, {"text"})
 
     def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:
-        """What a checkpoint stores, as (part name, items): a copy taken on the event loop."""
+        """What a checkpoint stores, as (part name, items), as of now: opened on the event
+        loop, read on a worker thread through copy-on-write views (storage/snapshot.py).
+        The caller must ``snapshot.release`` the parts when done with them."""
         parts: list[tuple[str, Iterable[Any]]] = [(prefix, self.snapshot_items())]
         if self.edges.count:
-            parts.append((f"{prefix}.edges", [[*e[:3], e[3]] for e in self.edges.edges()]))
+            parts.append((f"{prefix}.edges", self.edges.snapshot()))
         if len(self.crdt):
-            parts.append((f"{prefix}.crdt", self.crdt.items()))
+            parts.append((f"{prefix}.crdt", self.crdt.snapshot_items()))
         return parts
 
     def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
@@ -215,9 +221,14 @@ class RowCollection:
         for doc in read_part(f"{prefix}.crdt"):
             self.load_crdt(doc)
 
-    def snapshot_items(self) -> list[Any]:
-        """A consistent copy of what a checkpoint stores (taken on the event loop)."""
-        return list(self.rows.items())
+    def _pre_image(self, key: Any) -> Any:
+        """What a snapshot keeps of ``key`` before it changes (see snapshot_items)."""
+        return self.rows.get(key, ABSENT)
+
+    def snapshot_items(self) -> SnapshotItems:
+        """[key, row] items as of now; opened on the event loop, read on a worker."""
+        view = self.views.new(list(self.rows))
+        return SnapshotItems(view, view.read(lambda key: self.rows.get(key, ABSENT)))
 
     def load_item(self, item: Any) -> None:
         key, row = item

@@ -8,7 +8,11 @@ from a client is a clean error and never a dead connection or server.
 
 from __future__ import annotations
 
+from typing import Any
+
 import loro
+
+from nodedb_server.storage.snapshot import ABSENT, SnapshotItems, Views
 
 
 class CrdtError(Exception):
@@ -28,12 +32,15 @@ def check_update(data: bytes) -> None:
 class CrdtStore:
     def __init__(self) -> None:
         self.docs: dict[str, loro.LoroDoc] = {}
+        self.views = Views()  # open snapshots (storage/snapshot.py)
 
     def __len__(self) -> int:
         return len(self.docs)
 
     def apply(self, doc_id: str, data: bytes) -> None:
         """Merge an update; importing what the document already has changes nothing."""
+        if self.views.open:
+            self.views.before_change(doc_id, lambda: self._export(doc_id))
         doc = self.docs.get(doc_id)
         if doc is None:
             doc = self.docs[doc_id] = loro.LoroDoc()
@@ -50,7 +57,13 @@ class CrdtStore:
             return None
         return bytes(doc.export(loro.ExportMode.Snapshot()))
 
-    def items(self) -> list[tuple[str, bytes]]:
-        return [
-            (doc_id, bytes(d.export(loro.ExportMode.Snapshot()))) for doc_id, d in self.docs.items()
-        ]
+    def _export(self, doc_id: str) -> Any:
+        doc = self.docs.get(doc_id)
+        return ABSENT if doc is None else bytes(doc.export(loro.ExportMode.Snapshot()))
+
+    def snapshot_items(self) -> SnapshotItems:
+        """[doc id, Loro snapshot] items as of now; opened on the event loop, read (and
+        exported) on a worker thread. A document is exported on the loop only when it
+        changes while the view is open (its pre-image)."""
+        view = self.views.new(list(self.docs))
+        return SnapshotItems(view, view.read(self._export))

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from nodedb_server.storage.snapshot import ABSENT, SnapshotItems, Views
+
 Props = dict[str, Any]
 
 
@@ -25,9 +27,12 @@ class EdgeStore:
         self.out: dict[str, dict[tuple[str, str], Props]] = {}
         self.inn: dict[str, dict[tuple[str, str], Props]] = {}
         self.count = 0
+        self.views = Views()  # open snapshots of ``out``, by source (storage/snapshot.py)
 
     def put(self, src: str, dst: str, label: str, props: Props) -> bool:
         """Add or replace an edge; True if it is new."""
+        if self.views.open:
+            self.views.before_change(src, lambda: self._out_copy(src))
         outs = self.out.setdefault(src, {})
         new = (dst, label) not in outs
         outs[(dst, label)] = props
@@ -39,6 +44,8 @@ class EdgeStore:
         outs = self.out.get(src)
         if outs is None or (dst, label) not in outs:
             return False
+        if self.views.open:
+            self.views.before_change(src, lambda: self._out_copy(src))
         del outs[(dst, label)]
         if not outs:
             del self.out[src]
@@ -49,13 +56,31 @@ class EdgeStore:
         self.count -= 1
         return True
 
+    def _out_copy(self, src: str) -> Any:
+        """A source's out-edges as a list, or ABSENT. On a worker thread the copy can meet
+        a change made on the loop (RuntimeError); the view then holds the pre-image,
+        recorded before that change, and uses it instead of this read."""
+        outs = self.out.get(src)
+        if outs is None:
+            return ABSENT
+        try:
+            return list(outs.items())
+        except RuntimeError:
+            return ABSENT
+
+    def snapshot(self) -> SnapshotItems:
+        """[source, target, label, props] items as of now (storage/snapshot.py)."""
+        view = self.views.new(list(self.out))
+
+        def items() -> Iterator[list[Any]]:
+            for src, outs in view.read(self._out_copy):
+                for (dst, label), props in outs:
+                    yield [src, dst, label, props]
+
+        return SnapshotItems(view, items())
+
     def get(self, src: str, dst: str, label: str) -> Props | None:
         return self.out.get(src, {}).get((dst, label))
-
-    def edges(self) -> Iterator[tuple[str, str, str, Props]]:
-        for src, outs in self.out.items():
-            for (dst, label), props in outs.items():
-                yield src, dst, label, props
 
     def nodes(self) -> list[str]:
         return sorted(set(self.out) | set(self.inn))

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from nodedb_server.engines.base import Row, RowCollection
-from nodedb_server.storage.records import OP_DELETE
+from nodedb_server.storage.records import OP_DELETE, OP_EDGE_PUT
+from nodedb_server.storage.snapshot import ABSENT, SnapshotItems
 
 
 class KvCollection(RowCollection):
@@ -45,6 +46,8 @@ class KvCollection(RowCollection):
         self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
     ) -> None:
         super().apply(op, key, row, expires_ms, size)
+        if op >= OP_EDGE_PUT:  # edges and CRDT documents have no expiry
+            return
         if op == OP_DELETE or expires_ms is None:
             self.expiry.pop(key, None)
         else:
@@ -57,12 +60,22 @@ class KvCollection(RowCollection):
         super().load_meta(meta)
         self.typed_fields = dict(meta.get("typed_fields", {}))
 
-    def snapshot_items(self) -> list[Any]:
-        exp = self.expiry
-        return [(k, r, exp.get(k)) for k, r in self.rows.items()]
+    def _pre_image(self, key: Any) -> Any:
+        row = self.rows.get(key, ABSENT)
+        return ABSENT if row is ABSENT else (row, self.expiry.get(key))
+
+    def snapshot_items(self) -> SnapshotItems:
+        """[key, row, expires_ms] items as of now (see RowCollection.snapshot_items)."""
+        view = self.views.new(list(self.rows))
+        return SnapshotItems(view, _with_key(view.read(self._pre_image)))
 
     def load_item(self, item: Any) -> None:
         key, row, expires = item
         super().load_item((key, row))
         if expires is not None:
             self.expiry[key] = expires
+
+
+def _with_key(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Row, int | None]]:
+    for key, (row, expires) in pairs:
+        yield key, row, expires

@@ -23,6 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage import checkpoint as ckpt
+from nodedb_server.storage import snapshot
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import CorruptRecord
 from nodedb_server.storage.wal import SegmentInfo, Wal, WalBroken, repair_tail, scan
@@ -190,20 +191,23 @@ class Store:
             if self.last_checkpoint is not None and self.last_checkpoint.lsn == lsn:
                 return self.last_checkpoint
             meta, parts = self.state.checkpoint_parts()
-            # Never publish state the WAL has not made durable.
-            await wal.wait_durable(lsn)
             loop = asyncio.get_running_loop()
-            info = await loop.run_in_executor(
-                None,
-                ckpt.write_checkpoint,
-                self.fs,
-                self.checkpoint_dir,
-                self.aead,
-                self.tenant_id,
-                lsn,
-                meta,
-                parts,
-            )
+            try:
+                # Never publish state the WAL has not made durable.
+                await wal.wait_durable(lsn)
+                info = await loop.run_in_executor(
+                    None,
+                    ckpt.write_checkpoint,
+                    self.fs,
+                    self.checkpoint_dir,
+                    self.aead,
+                    self.tenant_id,
+                    lsn,
+                    meta,
+                    parts,
+                )
+            finally:
+                snapshot.release(parts)
             self.last_checkpoint = info
             wal.bytes_since_checkpoint = 0
             kept = ckpt.checkpoint_dirs(self.checkpoint_dir)

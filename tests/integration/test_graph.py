@@ -101,6 +101,23 @@ def test_edges_survive_kill9_and_checkpoint(server: ServerProcess) -> None:
     assert after["out"] == before["out"]
 
 
+def test_edges_over_a_key_value_collection_replay_after_kill9(server: ServerProcess) -> None:
+    """Edges may overlay any collection; over a KV table whose keys have a TTL they once
+    reached its expiry map and failed."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION sessions TYPE KEY_VALUE (key TEXT PRIMARY KEY, v INT)")
+        conn.execute("INSERT INTO sessions { key: 'a', v: 1, ttl: 3600 }")
+        conn.execute("GRAPH INSERT EDGE IN 'sessions' FROM 'a' TO 'b' TYPE 'next'")
+        conn.execute("GRAPH INSERT EDGE IN 'sessions' FROM 'b' TO 'c' TYPE 'next'")
+        conn.execute("GRAPH DELETE EDGE IN 'sessions' FROM 'b' TO 'c' TYPE 'next'")
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        hops = conn.execute("GRAPH TRAVERSE FROM 'a' IN 'sessions' DEPTH 3").fetchall()
+        assert [tuple(h)[0] for h in hops] == ["a", "b"]
+        assert conn.execute("SELECT v FROM sessions WHERE key = 'a'").fetchall() == [(1,)]
+
+
 def test_edge_writes_in_a_transaction_are_atomic(server: ServerProcess) -> None:
     with psycopg.connect(server.dsn()) as conn:
         conn.execute("GRAPH INSERT EDGE IN 'g' FROM 'a' TO 'b' TYPE 't'")

@@ -1,0 +1,128 @@
+"""Copy-on-write views: an engine's contents as of one LSN, without copying them.
+
+A checkpoint or a backup must read every collection as it was at one LSN
+while writes go on, and must not copy the tenant to do it (BENCH.md W5:
+memory flat whatever the size). A ``CowView`` over one of an engine's dicts
+lists only its keys when it opens (one pointer per key; the values are not
+touched) and, while it is open, keeps the *pre-image* of every key a writer
+changes: the value the key had when the view opened, recorded the first time
+it changes. Reading key k through the view gives its pre-image if it has one,
+else the live value. Memory grows with the writes made while the view is
+open, not with the size of the collection.
+
+Threads. A view is opened, and pre-images are recorded, on the event loop;
+it is read on a worker thread. The two meet only in single dict operations
+(``get``, ``__setitem__``, ``__contains__``), which CPython performs
+atomically under the GIL, and in this order:
+
+- the writer records the pre-image *before* it changes anything of the key;
+- the reader reads the live value *before* it looks for a pre-image.
+
+So if the reader saw any part of a change, the pre-image is already there
+and replaces what it read; if there is no pre-image yet, nothing it read had
+changed. A reader that takes several values for one key (a row and its
+expiry time) gets either all of them as of the snapshot, or the pre-image.
+
+The list of open views belongs to the engine and is only changed on the
+event loop (views are added when opened and pruned by writers once closed);
+a worker that finishes a view only marks it closed and drops its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+# A key that did not exist when the view opened (its pre-image), or a read
+# that found nothing.
+ABSENT: Any = object()
+_NO_PRE: Any = object()
+
+
+class CowView:
+    __slots__ = ("keys", "pre", "closed")
+
+    def __init__(self, keys: list[Any]):
+        self.keys = keys
+        self.pre: dict[Any, Any] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Release what the view holds; safe from any thread, and more than once."""
+        self.closed = True
+        self.keys = []
+        self.pre = {}
+
+    def read(self, live: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+        """(key, value) as of the snapshot for each key that existed then; ``live(key)``
+        returns the current value or ABSENT. The view closes when this ends."""
+        try:
+            pre = self.pre
+            for key in self.keys:
+                value = live(key)
+                old = pre.get(key, _NO_PRE)
+                if old is not _NO_PRE:
+                    value = old
+                if value is not ABSENT:
+                    yield key, value
+        finally:
+            self.close()
+
+
+class Views:
+    """The open views of one dict, and the writer's side of the protocol."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open: list[CowView] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.open)
+
+    def new(self, keys: list[Any]) -> CowView:
+        """Open a view (on the event loop)."""
+        self.open = [v for v in self.open if not v.closed]
+        view = CowView(keys)
+        self.open.append(view)
+        return view
+
+    def before_change(self, key: Any, pre_image: Callable[[], Any]) -> None:
+        """Call on the event loop before changing ``key``; ``pre_image()`` gives its
+        current value, or ABSENT, and is called at most once per open view."""
+        closed = False
+        for view in self.open:
+            if view.closed:
+                closed = True
+            elif key not in view.pre:
+                view.pre[key] = pre_image()
+        if closed:
+            self.open = [v for v in self.open if not v.closed]
+
+    def close_all(self) -> None:
+        for view in self.open:
+            view.close()
+        self.open = []
+
+
+class SnapshotItems:
+    """A part's items read through a view: iterable once, closable without reading."""
+
+    __slots__ = ("_view", "_items")
+
+    def __init__(self, view: CowView, items: Iterator[Any]):
+        self._view = view
+        self._items = items
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items
+
+    def close(self) -> None:
+        self._view.close()
+
+
+def release(parts: list[tuple[str, Any]]) -> None:
+    """Close every view behind ``parts`` (after writing them, or when giving up)."""
+    for _name, items in parts:
+        if isinstance(items, SnapshotItems):
+            items.close()
