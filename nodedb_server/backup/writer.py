@@ -135,8 +135,8 @@ def write_envelope(
         for part, items in snapshot.parts:
             writer.section()
             writer.write(codec.pack({"part": part}))
-            for item in items:
-                writer.write(codec.pack(item))
+            for data, _n in codec.packed_batches(items):
+                writer.write(data)
                 if progress is not None:
                     progress(writer.bytes_written)
             writer.end_section()

@@ -106,10 +106,13 @@ class RowCollection:
         self.size_bytes += len(self.crdt.snapshot(doc_id) or b"") - before
 
     def load_crdt(self, item: list[Any]) -> None:
-        self._apply_crdt(item[0], item[1])
+        try:
+            self.crdt.apply(item[0], item[1])
+        except CrdtError:
+            log.error("collection %s: a checkpointed CRDT document does not decode", self.name)
 
     def load_edge(self, item: list[Any]) -> None:
-        self._apply_edge(OP_EDGE_PUT, item[:3], item[3])
+        self.edges.put(item[0], item[1], item[2], item[3])
 
     def add_index(self, name: str, field: str) -> FieldIndex:
         index = FieldIndex(name, field)
@@ -160,10 +163,8 @@ class RowCollection:
             elif tag not in tags:
                 tags.add(tag)
 
-    def apply(
-        self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
-    ) -> None:
-        """``size``: the row's encoded size if the caller already packed it."""
+    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+        """Apply one committed operation (live, or replayed: both count sizes alike)."""
         if op == OP_CRDT_APPLY:
             self._apply_crdt(key, row)
             return
@@ -190,7 +191,7 @@ class RowCollection:
             vindex.bind_from(row, row)
             if vindex.field is not None:
                 vindex.put(key, row.get(vindex.field))
-        self.size_bytes += size if size is not None else len(codec.pack(row))
+        self.size_bytes += len(codec.pack(row))
         self.note_fields(row)
 
     # ---- checkpoint ---------------------------------------------------------
@@ -231,6 +232,20 @@ class RowCollection:
         return SnapshotItems(view, view.read(lambda key: self.rows.get(key, ABSENT)))
 
     def load_item(self, item: Any) -> None:
+        """One checkpointed row; ``size_bytes`` is set afterwards (see load_size)."""
         key, row = item
         self.rows[key] = row
-        self.size_bytes += len(codec.pack(row))
+
+    def load_size(self, estimate: int | None) -> None:
+        """After a checkpoint load: the size it recorded, counted again only if absent
+        (packing every row again would cost as much as reading it)."""
+        if estimate is not None:
+            self.size_bytes = estimate
+            return
+        self.size_bytes = sum(len(codec.pack(row)) for row in self.rows.values())
+        self.size_bytes += sum(
+            len(codec.pack([[src, dst, label], props]))
+            for src, outs in self.edges.out.items()
+            for (dst, label), props in outs.items()
+        )
+        self.size_bytes += sum(len(self.crdt.snapshot(d) or b"") for d in self.crdt.docs)

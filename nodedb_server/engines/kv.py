@@ -42,10 +42,8 @@ class KvCollection(RowCollection):
     def expires_at(self, key: Any) -> int | None:
         return self.expiry.get(key)
 
-    def apply(
-        self, op: int, key: Any, row: Row | None, expires_ms: int | None, size: int | None = None
-    ) -> None:
-        super().apply(op, key, row, expires_ms, size)
+    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+        super().apply(op, key, row, expires_ms)
         if op >= OP_EDGE_PUT:  # edges and CRDT documents have no expiry
             return
         if op == OP_DELETE or expires_ms is None:

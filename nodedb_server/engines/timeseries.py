@@ -202,11 +202,9 @@ class TimeseriesCollection:
 
     # ---- applying committed operations -----------------------------------------------------
 
-    def apply(
-        self, op: int, key: Any, row: Any, expires_ms: int | None, size: int | None = None
-    ) -> None:
+    def apply(self, op: int, key: Any, row: Any, expires_ms: int | None) -> None:
         if op == OP_TS_APPEND:
-            self.apply_batch(from_ipc(row), size if size is not None else len(row))
+            self.apply_batch(from_ipc(row), len(row))
 
     def apply_batch(self, batch: pa.RecordBatch | pa.Table, size: int) -> None:
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
@@ -284,6 +282,10 @@ class TimeseriesCollection:
             part.batches += table.combine_chunks().to_batches()
             part.rows += table.num_rows
             self.size_bytes += len(data)
+
+    def load_size(self, estimate: int | None) -> None:
+        if estimate is not None:
+            self.size_bytes = estimate
 
 
 def to_python(column: pa.Array | pa.ChunkedArray) -> list[Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import struct
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgpack
@@ -47,18 +48,40 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def pack_array(packed_items: list[bytes]) -> bytes:
     """A msgpack array whose items are already packed (each packed once, reused)."""
-    n = len(packed_items)
-    if n < 16:
-        head = bytes([0x90 | n])
-    elif n < 1 << 16:
-        head = b"\xdc" + struct.pack(">H", n)
-    else:
-        head = b"\xdd" + struct.pack(">I", n)
-    return head + b"".join(packed_items)
+    return array_head(len(packed_items)) + b"".join(packed_items)
 
 
 def pack(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def packed_batches(
+    items: Iterable[Any], batch_bytes: int = 64 << 10
+) -> Iterator[tuple[bytes, int]]:
+    """(encodings back to back, how many) for consecutive batches of ``items``, each
+    about ``batch_bytes`` (more by at most one item). One packer accumulates the
+    encodings, so no bytes object is made per item."""
+    p = msgpack.Packer(default=_default, use_bin_type=True, autoreset=False)
+    pack, buffer = p.pack, p.getbuffer
+    n = 0
+    for item in items:
+        pack(item)
+        n += 1
+        if len(buffer()) >= batch_bytes:
+            yield p.bytes(), n
+            p.reset()
+            n = 0
+    if n:
+        yield p.bytes(), n
+
+
+def array_head(n: int) -> bytes:
+    """The header of a msgpack array of ``n`` items."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)
 
 
 def unpack(data: bytes) -> Any:

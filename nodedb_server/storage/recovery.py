@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import snapshot
 from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.records import CorruptRecord
 from nodedb_server.storage.wal import SegmentInfo, Wal, WalBroken, repair_tail, scan
 
@@ -122,16 +123,17 @@ class Store:
         started = time.monotonic()
         report = RecoveryReport(self.name)
         self.fs.makedirs(self.wal_dir)
-        self._load_checkpoint(report)
-        result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=report.checkpoint_lsn)
-        first = result.segments[0].first_lsn if result.segments else None
-        if first is not None and first > report.checkpoint_lsn + 1:
-            raise Unrecoverable(
-                f"{self.name}: the WAL starts at LSN {first} but the usable checkpoint ends at "
-                f"LSN {report.checkpoint_lsn}; records in between are missing"
-            )
-        for rec in result.records:
-            self.state.apply(rec)
+        with gc_paused():
+            self._load_checkpoint(report)
+            result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=report.checkpoint_lsn)
+            first = result.segments[0].first_lsn if result.segments else None
+            if first is not None and first > report.checkpoint_lsn + 1:
+                raise Unrecoverable(
+                    f"{self.name}: the WAL starts at LSN {first} but the usable checkpoint ends "
+                    f"at LSN {report.checkpoint_lsn}; records in between are missing"
+                )
+            for rec in result.records:
+                self.state.apply(rec)
         report.replayed = len(result.records)
         report.last_lsn = max([report.checkpoint_lsn] + [s.last_lsn for s in result.segments])
         if result.torn is not None:

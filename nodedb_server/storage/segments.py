@@ -65,9 +65,9 @@ def write_l1(
         total += len(data)
         crc = google_crc32c.extend(crc, data)
 
-    def frame(chunk: list[bytes], flags: int) -> None:
+    def frame(chunk: list[bytes], n: int, flags: int) -> None:
         nonlocal index
-        plain = codec.pack_array(chunk)
+        plain = codec.array_head(n) + b"".join(chunk)
         ct = aead.encrypt(
             prefix + struct.pack("<I", index), plain, head[:20] + struct.pack("<II", index, flags)
         )
@@ -77,16 +77,19 @@ def write_l1(
     try:
         emit(head)
         chunk: list[bytes] = []
-        size = 0
-        for item in items:
-            b = codec.pack(item)
+        size = n = 0
+        # Items are packed a batch at a time (one msgpack call each); a frame closes
+        # once it passes the target size, so it exceeds it by at most one batch.
+        for b, k in codec.packed_batches(items):
             chunk.append(b)
             size += len(b)
-            count += 1
+            n += k
             if size >= FRAME_TARGET_BYTES:
-                frame(chunk, 0)
-                chunk, size = [], 0
-        frame(chunk, FINAL)
+                frame(chunk, n, 0)
+                count += n
+                chunk, size, n = [], 0, 0
+        frame(chunk, n, FINAL)
+        count += n
         fs.fsync(fd)
     finally:
         fs.close(fd)

@@ -100,15 +100,12 @@ class TenantState:
             self.apply_catalog(rec.lsn, rec.commit_ms, body[0], body[1])
         self.last_lsn = rec.lsn
 
-    def apply_ops(
-        self, ops: Sequence[Op] | Sequence[list[Any]], sizes: Sequence[int] | None = None
-    ) -> None:
-        """Apply row operations; ``sizes`` are their encoded sizes when the caller has them."""
+    def apply_ops(self, ops: Sequence[Op] | Sequence[list[Any]]) -> None:
         engines = self.engines
-        for i, (op, coll, key, row, expires) in enumerate(ops):
+        for op, coll, key, row, expires in ops:
             engine = engines.get(coll)
             if engine is not None:
-                engine.apply(op, key, row, expires, sizes[i] if sizes is not None else None)
+                engine.apply(op, key, row, expires)
 
     def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
         name = args["name"]
@@ -208,6 +205,7 @@ class TenantState:
             engine = new_engine(m)
             engine.load_meta(entry["engine"])
             engine.load_parts(f"c{m.id}", read_part)
+            engine.load_size(entry.get("size_bytes_estimate"))
             self.catalog[m.name] = m
             self.engines[m.name] = engine
         # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.

@@ -107,7 +107,7 @@ class Tenant:
         assert wal is not None
         packed = [codec.pack(op) for op in ops]
         lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))
-        self.state.apply_ops(ops, [len(p) for p in packed])
+        self.state.apply_ops(ops)
         self.state.last_lsn = lsn
         await self._await_durable(fut)
         self._maybe_checkpoint()

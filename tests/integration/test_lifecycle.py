@@ -121,7 +121,7 @@ def _answers(conn: psycopg.Connection) -> tuple:
             "SELECT time_bucket('10 minutes', ts) AS b, SUM(n) FROM ts GROUP BY b ORDER BY b"
         ).fetchall(),
         merged.get_text("t").to_string(),
-        [r[:3] for r in conn.execute("SHOW COLLECTIONS").fetchall()],
+        conn.execute("SHOW COLLECTIONS").fetchall(),  # with size_bytes_estimate
     )
 
 
