@@ -14,7 +14,7 @@ from nodedb_server.engines.index import FieldIndex
 from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
-from nodedb_server.storage.snapshot import ABSENT, SnapshotItems, Views
+from nodedb_server.storage.snapshot import SnapshotItems, Views
 
 Row = dict[str, Any]
 log = logging.getLogger("nodedb.engines")
@@ -224,12 +224,12 @@ class RowCollection:
 
     def _pre_image(self, key: Any) -> Any:
         """What a snapshot keeps of ``key`` before it changes (see snapshot_items)."""
-        return self.rows.get(key, ABSENT)
+        return self.rows.get(key)
 
     def snapshot_items(self) -> SnapshotItems:
         """[key, row] items as of now; opened on the event loop, read on a worker."""
         view = self.views.new(list(self.rows))
-        return SnapshotItems(view, view.read(lambda key: self.rows.get(key, ABSENT)))
+        return SnapshotItems(view, view.read(self.rows.get))
 
     def load_item(self, item: Any) -> None:
         """One checkpointed row; ``size_bytes`` is set afterwards (see load_size)."""

@@ -59,8 +59,8 @@ class KvCollection(RowCollection):
         self.typed_fields = dict(meta.get("typed_fields", {}))
 
     def _pre_image(self, key: Any) -> Any:
-        row = self.rows.get(key, ABSENT)
-        return ABSENT if row is ABSENT else (row, self.expiry.get(key))
+        row = self.rows.get(key)
+        return ABSENT if row is None else (row, self.expiry.get(key))
 
     def snapshot_items(self) -> SnapshotItems:
         """[key, row, expires_ms] items as of now (see RowCollection.snapshot_items)."""

@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 # A key that did not exist when the view opened (its pre-image), or a read
-# that found nothing.
-ABSENT: Any = object()
+# that found nothing. None, so that ``dict.get`` is a reader as it stands: no
+# value an engine stores is None (rows are dicts, edges lists, CRDT bytes).
+ABSENT: Any = None
 _NO_PRE: Any = object()
 
 
@@ -63,7 +64,7 @@ class CowView:
                 old = pre.get(key, _NO_PRE)
                 if old is not _NO_PRE:
                     value = old
-                if value is not ABSENT:
+                if value is not None:
                     yield key, value
         finally:
             self.close()
