@@ -139,7 +139,11 @@ def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> N
         srv.kill9()
         assert recovered == live
         results.append(recovered)
-    assert results[0] == results[1]
+    # Across the two runs the CRDT size may differ by a few bytes: the test's Loro peer
+    # gets a new random id each run and a snapshot's length depends on it. Within one
+    # run (above) sizes must match exactly.
+    shapes = [(*r[:7], [c[:3] for c in r[7]]) for r in results]
+    assert shapes[0] == shapes[1]
     docs, kv, indexed, nearest, path, buckets, text, _ = results[0]
     assert len(docs) == 53 and len(kv) == 7 and len(indexed) == 10
     assert [r[0] for r in nearest] == ["d20", "d21", "d19"]
