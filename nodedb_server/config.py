@@ -38,7 +38,7 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
 
 
-def _at_least(low: int) -> Callable[[Any], str | None]:
+def _at_least(low: float) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
@@ -86,6 +86,15 @@ KEYS: tuple[Key, ...] = (
     # Absolute directories BACKUP and RESTORE may touch; empty: <data_dir>/backups.
     # In the environment, separate them with ':'.
     Key("backup", "allowed_dirs", list, [], "NODEDB_BACKUP_ALLOWED_DIRS", _absolute_paths),
+    # How often a running BACKUP or RESTORE sends its client a progress NOTICE.
+    Key(
+        "backup",
+        "progress_seconds",
+        float,
+        2.0,
+        "NODEDB_BACKUP_PROGRESS_SECONDS",
+        _at_least(0.01),
+    ),
 )
 
 SECRET_KEYS = frozenset({"auth.superuser_password"})
@@ -140,6 +149,17 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
                 raise ConfigError(f"{key.path} ({origin}): expected an integer") from None
         if not isinstance(raw, int):
             raise ConfigError(f"{key.path} ({origin}): expected an integer")
+    elif key.type is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key.path} ({origin}): expected a number, got {raw!r}")
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{key.path} ({origin}): expected a number") from None
+        if not isinstance(raw, int | float):
+            raise ConfigError(f"{key.path} ({origin}): expected a number")
+        raw = float(raw)
     elif key.type is str and not isinstance(raw, str):
         raise ConfigError(f"{key.path} ({origin}): expected a string")
     elif key.type is list:

@@ -1,8 +1,8 @@
 """Running and recent backups and restores (``_system.backups``), and progress NOTICEs.
 
-Long operations report to their client at most every PROGRESS_SECONDS: the
-worker thread that moves the bytes calls ``Progress``; the NOTICE is sent on
-the event loop.
+Long operations report to their client every ``[backup] progress_seconds``
+(default 2): the worker thread that moves the bytes calls ``Progress``; the
+NOTICE is sent on the event loop.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-PROGRESS_SECONDS = 2.0
 RECENT = 100
 
 
@@ -62,16 +61,17 @@ class Operations:
 class Progress:
     """Called from a worker thread with the bytes done so far."""
 
-    def __init__(self, op: Operation, notify: Callable[[str], None] | None):
+    def __init__(self, op: Operation, notify: Callable[[str], None] | None, every_s: float):
         self.op = op
         self._notify = notify
+        self._every_s = every_s
         self._loop = asyncio.get_running_loop()
         self._last = time.monotonic()
 
     def __call__(self, done: int) -> None:
         self.op.bytes = done
         now = time.monotonic()
-        if self._notify is None or now - self._last < PROGRESS_SECONDS:
+        if self._notify is None or now - self._last < self._every_s:
             return
         self._last = now
         pct = self.op.percent

@@ -141,6 +141,8 @@ def write_envelope(
                     progress(writer.bytes_written)
             writer.end_section()
         writer.finish()
+        if progress is not None:
+            progress(writer.bytes_written)  # the final count, trailer included
     finally:
         release(snapshot.parts)
     return Summary(

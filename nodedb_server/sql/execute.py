@@ -1196,7 +1196,7 @@ class Session:
     ) -> tuple[Operation, Progress]:
         """Record a backup or restore in _system.backups; its Progress sends NOTICEs."""
         op = self.manager.operations.start(kind, tenant, target, total)
-        return op, Progress(op, self.notify)
+        return op, Progress(op, self.notify, self.manager.cfg["backup.progress_seconds"])
 
     async def _backup(self, stmt: ast.BackupTenant, params: list[Any]) -> Result:
         tenant = self.backup_tenant(stmt.tenant)
