@@ -1299,7 +1299,12 @@ class Session:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise
         tenant = await manager.commit_restore(
-            stmt.tenant, new_id, staged.tenant_key, staged.catalog, self.pid
+            stmt.tenant,
+            new_id,
+            staged.tenant_key,
+            staged.catalog,
+            self.pid,
+            (staged.state, staged.checkpoint),
         )
         if self.tenant.name == stmt.tenant:
             self.tenant = tenant

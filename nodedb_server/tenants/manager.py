@@ -32,10 +32,12 @@ from nodedb_server.errors import (
     UndefinedObject,
 )
 from nodedb_server.storage import codec
+from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import REC_CATALOG, Record
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
+from nodedb_server.tenants.catalog import TenantState
 from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
 from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
@@ -227,7 +229,9 @@ class TenantManager:
                 log.warning("removing files of purged tenant id %s", d.name)
                 shutil.rmtree(d)
 
-    async def _open_tenant(self, name: str) -> RecoveryReport:
+    async def _open_tenant(
+        self, name: str, preloaded: tuple[TenantState, CheckpointInfo] | None = None
+    ) -> RecoveryReport:
         t = self.system.tenants[name]
         tenant = Tenant(
             t["id"],
@@ -239,6 +243,8 @@ class TenantManager:
             self.cfg["checkpoint.wal_bytes"],
             self.retention_ms,
         )
+        if preloaded is not None:
+            tenant.adopt(*preloaded)
         self.tenants[name] = tenant
         report = await tenant.open()
         log.info(
@@ -333,9 +339,16 @@ class TenantManager:
         return self._reserved_id - 1
 
     async def commit_restore(
-        self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
+        self,
+        name: str,
+        tenant_id: int,
+        tenant_key: bytes,
+        catalog: dict[str, Any],
+        keep_pid: int,
+        preloaded: tuple[TenantState, CheckpointInfo] | None = None,
     ) -> Tenant:
-        """Switch ``name`` to the restored directory: one system record is the commit."""
+        """Switch ``name`` to the restored directory: one system record is the commit.
+        ``preloaded``: the restored state and its checkpoint, built while staging."""
         async with self._lock:
             old = self.tenants.get(name)
             if old is not None:
@@ -354,7 +367,7 @@ class TenantManager:
                     "grants": catalog.get("grants", {}),
                 },
             )
-            await self._open_tenant(name)
+            await self._open_tenant(name, preloaded)
             if old is not None:
                 path = self.data_dir / "tenants" / str(old.id)
                 await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)

@@ -72,6 +72,12 @@ class Tenant:
             f"tenant {self.name}", self.root, self.id, self._aead, self._fs, self._settings, state
         )
 
+    def adopt(self, state: TenantState, checkpoint: CheckpointInfo) -> None:
+        """Before ``open``: start from ``state``, which already holds ``checkpoint``."""
+        self.state = state
+        self.store = self._new_store(state)
+        self.store.preloaded = checkpoint
+
     async def open(self) -> RecoveryReport:
         report = await self.store.open()
         self.status = "online"
