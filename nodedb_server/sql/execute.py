@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -135,6 +136,8 @@ READ_ONLY = (
     ast.SetVar,
     ast.Empty,
 )
+
+log = logging.getLogger("nodedb.sql")
 
 
 @dataclass
@@ -1271,6 +1274,7 @@ class Session:
         old = manager.tenants.get(stmt.tenant)
         base_lsn = old.last_lsn if old is not None else 0
         tombstones = dict(old.state.tombstones) if old is not None else {}
+        started = time.monotonic()
         try:
             staged = await loop.run_in_executor(
                 None,
@@ -1298,6 +1302,7 @@ class Session:
         except BaseException:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise
+        staged_at = time.monotonic()
         tenant = await manager.commit_restore(
             stmt.tenant,
             new_id,
@@ -1305,6 +1310,13 @@ class Session:
             staged.catalog,
             self.pid,
             (staged.state, staged.checkpoint),
+        )
+        log.info(
+            "restore of tenant %s: %d bytes staged in %.2fs, switched over in %.3fs",
+            stmt.tenant,
+            staged.summary.bytes,
+            staged_at - started,
+            time.monotonic() - staged_at,
         )
         if self.tenant.name == stmt.tenant:
             self.tenant = tenant
