@@ -2,9 +2,7 @@
 
 A restore is all-or-nothing. The backup is decoded into a new tenant
 directory (a fresh tenant id) holding one checkpoint, written and fsynced
-beside the live tenant, which keeps serving reads meanwhile; the restored
-tenant's in-memory state is built from the same items on the way, so the
-switch does not read the checkpoint back. Only then does
+beside the live tenant, which keeps serving reads meanwhile. Only then does
 one system-catalog record point the tenant's name at the new directory: that
 record is the commit. A crash before it leaves an orphan directory that the
 next boot deletes (the old tenant is untouched); a crash after it boots the
@@ -36,9 +34,7 @@ from nodedb_server.engines.vector import as_vector
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import codec
 from nodedb_server.storage.fsio import FileIO
-from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.tenants import keys
-from nodedb_server.tenants.catalog import TenantState
 
 # A single item (a row, an edge, a Parquet piece) is at most this big.
 MAX_ITEM_BYTES = 256 << 20
@@ -183,8 +179,6 @@ class Staged:
     tenant_id: int
     catalog: dict[str, Any]
     skipped: list[str]
-    state: TenantState  # the restored tenant, built while staging
-    checkpoint: ckpt.CheckpointInfo  # the checkpoint it was written as
 
 
 def stage_restore(
@@ -244,34 +238,15 @@ def stage_restore(
                 (index["field"], index["dim"])
             )
 
-    # The tenant's state is built as the items go by, so the switch need not read the
-    # checkpoint back: the tenant is unavailable only for the switch itself.
-    state = TenantState()
-    try:
-        loaders = state.begin_load(meta)
-    except (KeyError, TypeError, ValueError) as e:
-        raise EnvelopeError(f"the backup's catalog is damaged ({type(e).__name__})") from None
-
-    def take(part: str, item: Any) -> None:
-        load = loaders.get(part)
-        if load is None:
-            raise EnvelopeError(f"section {part} is not a part of any collection in the catalog")
+    def count(part: str, item: Any) -> None:
         _count(counts, kinds, vector_fields, part, item)
-        try:
-            load(item)
-        except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException) as e:
-            raise EnvelopeError(f"an item of {part} does not load ({type(e).__name__})") from None
 
     fs.makedirs(root / "wal")
-    parts = _parts(stream, kept_ids, take)
-    with gc_paused():
-        info = ckpt.write_checkpoint(
-            fs, root / "checkpoints", AESGCM(tenant_key), new_id, lsn, meta, parts
-        )
-        state.finish_load(meta)
+    parts = _parts(stream, kept_ids, count)
+    ckpt.write_checkpoint(fs, root / "checkpoints", AESGCM(tenant_key), new_id, lsn, meta, parts)
     counts["indexes"] = len(meta["indexes"])
     summary = Summary(target, header.watermark_lsn, source.tell(), counts)
-    return Staged(summary, tenant_key, new_id, catalog, skipped, state, info)
+    return Staged(summary, tenant_key, new_id, catalog, skipped)
 
 
 def _parts(

@@ -214,13 +214,13 @@ class RowCollection:
             parts.append((f"{prefix}.crdt", self.crdt.snapshot_items()))
         return parts
 
-    def loaders(self, prefix: str) -> dict[str, Callable[[Any], None]]:
-        """For each part this engine checkpoints, what loads one of its items."""
-        return {
-            prefix: self.load_item,
-            f"{prefix}.edges": self.load_edge,
-            f"{prefix}.crdt": self.load_crdt,
-        }
+    def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
+        for item in read_part(prefix):
+            self.load_item(item)
+        for edge in read_part(f"{prefix}.edges"):
+            self.load_edge(edge)
+        for doc in read_part(f"{prefix}.crdt"):
+            self.load_crdt(doc)
 
     def _pre_image(self, key: Any) -> Any:
         """What a snapshot keeps of ``key`` before it changes (see snapshot_items)."""

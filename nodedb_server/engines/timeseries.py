@@ -275,17 +275,13 @@ class TimeseriesCollection:
         snapshot = {s: list(p.batches) for s, p in self.partitions.items()}
         return [(prefix, _parquet_items(snapshot, self.schema()))]
 
-    def loaders(self, prefix: str) -> dict[str, Callable[[Any], None]]:
-        return {prefix: self.load_piece}
-
-    def load_piece(self, item: list[Any]) -> None:
-        """One checkpointed [partition start, Parquet bytes] piece."""
-        start, data = item
-        table = pq.read_table(pa.BufferReader(data))
-        part = self.partitions.setdefault(start, Partition(start))
-        part.batches += table.combine_chunks().to_batches()
-        part.rows += table.num_rows
-        self.size_bytes += len(data)
+    def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
+        for start, data in read_part(prefix):
+            table = pq.read_table(pa.BufferReader(data))
+            part = self.partitions.setdefault(start, Partition(start))
+            part.batches += table.combine_chunks().to_batches()
+            part.rows += table.num_rows
+            self.size_bytes += len(data)
 
     def load_size(self, estimate: int | None) -> None:
         if estimate is not None:

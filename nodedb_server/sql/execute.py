@@ -1304,12 +1304,7 @@ class Session:
             raise
         staged_at = time.monotonic()
         tenant = await manager.commit_restore(
-            stmt.tenant,
-            new_id,
-            staged.tenant_key,
-            staged.catalog,
-            self.pid,
-            (staged.state, staged.checkpoint),
+            stmt.tenant, new_id, staged.tenant_key, staged.catalog, self.pid
         )
         log.info(
             "restore of tenant %s: %d bytes staged in %.2fs, switched over in %.3fs",

@@ -76,9 +76,6 @@ class Store:
         self.state = state
         self.wal: Wal | None = None
         self.last_checkpoint: ckpt.CheckpointInfo | None = None
-        # Set when ``state`` already holds this checkpoint (built by a restore as it
-        # wrote it): recovery then starts from it instead of reading it back.
-        self.preloaded: ckpt.CheckpointInfo | None = None
         self._segments: list[SegmentInfo] = []
         self._next_lsn = 1
         self._checkpoint_lock = asyncio.Lock()
@@ -127,11 +124,7 @@ class Store:
         report = RecoveryReport(self.name)
         self.fs.makedirs(self.wal_dir)
         with gc_paused():
-            if self.preloaded is not None:
-                self.last_checkpoint, self.preloaded = self.preloaded, None
-                report.checkpoint_lsn = self.last_checkpoint.lsn
-            else:
-                self._load_checkpoint(report)
+            self._load_checkpoint(report)
             result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=report.checkpoint_lsn)
             first = result.segments[0].first_lsn if result.segments else None
             if first is not None and first > report.checkpoint_lsn + 1:

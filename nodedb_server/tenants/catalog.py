@@ -195,34 +195,20 @@ class TenantState:
     def load_checkpoint(
         self, meta: dict[str, Any], read_part: Callable[[str], Iterator[Any]]
     ) -> None:
-        for part, load in self.begin_load(meta).items():
-            for item in read_part(part):
-                load(item)
-        self.finish_load(meta)
-
-    def begin_load(self, meta: dict[str, Any]) -> dict[str, Callable[[Any], None]]:
-        """Start loading a checkpoint's (or a backup's) metadata: empty engines, and for
-        each part name what loads one of its items, in whatever order they come."""
         self.catalog.clear()
         self.engines.clear()
         self.next_collection_id = meta.get("next_collection_id", 1)
         self.last_lsn = meta.get("last_lsn", 0)
         self.tombstones = dict(meta.get("tombstones", {}))
-        loaders: dict[str, Callable[[Any], None]] = {}
         for entry in meta.get("collections", []):
             m = CollectionMeta.from_dict(entry["meta"])
             engine = new_engine(m)
             engine.load_meta(entry["engine"])
-            loaders.update(engine.loaders(f"c{m.id}"))
+            engine.load_parts(f"c{m.id}", read_part)
+            engine.load_size(entry.get("size_bytes_estimate"))
             self.catalog[m.name] = m
             self.engines[m.name] = engine
-        return loaders
-
-    def finish_load(self, meta: dict[str, Any]) -> None:
-        """After every item: sizes, and the indexes, whose contents are rebuilt from the
-        rows rather than stored (see docs/FORMATS.md)."""
-        for entry in meta.get("collections", []):
-            self.engines[entry["meta"]["name"]].load_size(entry.get("size_bytes_estimate"))
+        # Index contents are rebuilt from the rows rather than stored: see docs/FORMATS.md.
         self.indexes.clear()
         for entry in meta.get("indexes", []):
             im = IndexMeta(**entry)

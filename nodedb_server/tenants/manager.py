@@ -32,12 +32,10 @@ from nodedb_server.errors import (
     UndefinedObject,
 )
 from nodedb_server.storage import codec
-from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import REC_CATALOG, Record
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
-from nodedb_server.tenants.catalog import TenantState
 from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
 from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
@@ -229,9 +227,7 @@ class TenantManager:
                 log.warning("removing files of purged tenant id %s", d.name)
                 shutil.rmtree(d)
 
-    async def _open_tenant(
-        self, name: str, preloaded: tuple[TenantState, CheckpointInfo] | None = None
-    ) -> RecoveryReport:
+    async def _open_tenant(self, name: str) -> RecoveryReport:
         t = self.system.tenants[name]
         tenant = Tenant(
             t["id"],
@@ -243,8 +239,6 @@ class TenantManager:
             self.cfg["checkpoint.wal_bytes"],
             self.retention_ms,
         )
-        if preloaded is not None:
-            tenant.adopt(*preloaded)
         self.tenants[name] = tenant
         report = await tenant.open()
         log.info(
@@ -339,22 +333,16 @@ class TenantManager:
         return self._reserved_id - 1
 
     async def commit_restore(
-        self,
-        name: str,
-        tenant_id: int,
-        tenant_key: bytes,
-        catalog: dict[str, Any],
-        keep_pid: int,
-        preloaded: tuple[TenantState, CheckpointInfo] | None = None,
+        self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
     ) -> Tenant:
-        """Switch ``name`` to the restored directory: one system record is the commit.
-        ``preloaded``: the restored state and its checkpoint, built while staging."""
+        """Switch ``name`` to the restored directory: one system record is the commit."""
         async with self._lock:
             old = self.tenants.get(name)
             if old is not None:
                 old.status = "restoring"  # new connections get 57P03 from here on
                 self.end_sessions(name, keep_pid)
                 await old.close(checkpoint=False)
+                old.drop_state()
             await self._log(
                 "restore_tenant",
                 {
@@ -367,7 +355,7 @@ class TenantManager:
                     "grants": catalog.get("grants", {}),
                 },
             )
-            await self._open_tenant(name, preloaded)
+            await self._open_tenant(name)
             if old is not None:
                 path = self.data_dir / "tenants" / str(old.id)
                 await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)

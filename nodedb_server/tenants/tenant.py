@@ -72,18 +72,18 @@ class Tenant:
             f"tenant {self.name}", self.root, self.id, self._aead, self._fs, self._settings, state
         )
 
-    def adopt(self, state: TenantState, checkpoint: CheckpointInfo) -> None:
-        """Before ``open``: start from ``state``, which already holds ``checkpoint``."""
-        self.state = state
-        self.store = self._new_store(state)
-        self.store.preloaded = checkpoint
-
     async def open(self) -> RecoveryReport:
         report = await self.store.open()
         self.status = "online"
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_ttl(), name=f"ttl-{self.name}")
         return report
+
+    def drop_state(self) -> None:
+        """After ``close``: let go of the in-memory data, so that a restore loading the
+        tenant's replacement does not hold both at once."""
+        self.state = TenantState()
+        self.store = self._new_store(self.state)
 
     async def close(self, checkpoint: bool = True) -> None:
         if self._sweeper is not None:
