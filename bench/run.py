@@ -115,8 +115,7 @@ def main() -> None:
                 f"W5/W6: {mix.describe()}; backup {fig['size_mb']:.0f} MB, "
                 f"dump {fig['dump_mb']:.0f} MB; server RSS growth during BACKUP "
                 f"{fig['W5_rss_mib']:.1f} MiB, during DRY RUN {fig['dry_run_rss_mib']:.1f} MiB "
-                f"({fig['dry_run_mb_s']:.0f} MB/s), during RESTORE {fig['W6_rss_mib']:.0f} MiB "
-                "(the restored tenant's engines are resident afterwards); "
+                f"({fig['dry_run_mb_s']:.0f} MB/s), during RESTORE (replacing the tenant) {fig['W6_rss_mib']:.0f} MiB; "
                 f"BACKUP at {fig['W5'] / ceiling:.2f} and RESTORE at {fig['W6'] / ceiling:.2f} of "
                 f"min(disk, AES-GCM) = {ceiling:,.0f} MB/s"
             )

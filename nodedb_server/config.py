@@ -139,27 +139,19 @@ class Config:
 
 
 def _coerce(key: Key, raw: Any, origin: str) -> Any:
-    if key.type is int:
+    if key.type in (int, float):
+        what = "an integer" if key.type is int else "a number"
         if isinstance(raw, bool):
-            raise ConfigError(f"{key.path} ({origin}): expected an integer, got {raw!r}")
+            raise ConfigError(f"{key.path} ({origin}): expected {what}, got {raw!r}")
         if isinstance(raw, str):
             try:
-                raw = int(raw.strip())
+                raw = key.type(raw.strip())
             except ValueError:
-                raise ConfigError(f"{key.path} ({origin}): expected an integer") from None
-        if not isinstance(raw, int):
-            raise ConfigError(f"{key.path} ({origin}): expected an integer")
-    elif key.type is float:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{key.path} ({origin}): expected a number, got {raw!r}")
-        if isinstance(raw, str):
-            try:
-                raw = float(raw.strip())
-            except ValueError:
-                raise ConfigError(f"{key.path} ({origin}): expected a number") from None
-        if not isinstance(raw, int | float):
-            raise ConfigError(f"{key.path} ({origin}): expected a number")
-        raw = float(raw)
+                raise ConfigError(f"{key.path} ({origin}): expected {what}") from None
+        if key.type is float and isinstance(raw, int):
+            raw = float(raw)
+        if not isinstance(raw, key.type):
+            raise ConfigError(f"{key.path} ({origin}): expected {what}")
     elif key.type is str and not isinstance(raw, str):
         raise ConfigError(f"{key.path} ({origin}): expected a string")
     elif key.type is list:

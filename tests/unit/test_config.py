@@ -32,6 +32,9 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ('[server]\nhost = "0.0.0.0"\n', {}, "auth.mode"),
         ('[auth]\nmode = "scram"\n', {}, "auth.superuser_password"),
         ("[server\n", {}, "not valid TOML"),
+        ("[backup]\nprogress_seconds = true\n", {}, "backup.progress_seconds"),
+        ("", {"NODEDB_BACKUP_PROGRESS_SECONDS": "soon"}, "backup.progress_seconds"),
+        ("[backup]\nprogress_seconds = 0\n", {}, "backup.progress_seconds"),
     ],
 )
 def test_bad_configuration_names_the_key(
