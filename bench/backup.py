@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import loro
 import psycopg
@@ -196,7 +197,7 @@ def load_postgres(pg: Postgres, mix: Mix) -> None:
             copy.write(cpu_csv(mix.ts_rows))
 
 
-def run(srv_pid: int, dsn: str, backup_dir: Path, pg: Postgres, mix: Mix) -> dict[str, float]:
+def run(srv_pid: int, dsn: str, backup_dir: Path, pg: Postgres, mix: Mix) -> dict[str, Any]:
     load_nodedb(dsn, mix)
     load_postgres(pg, mix)
     target = backup_dir / "bench.bak"
@@ -248,5 +249,11 @@ def run(srv_pid: int, dsn: str, backup_dir: Path, pg: Postgres, mix: Mix) -> dic
         # is the growth of replacing a tenant, not of holding two.
         "W6_rss_mib": (restore_rss.peak - restore_rss.base) / 2**20,
         "size_mb": size / 1e6,
+        "seconds": {
+            "backup": backup_s,
+            "pg_dump": dump_s,
+            "restore": restore_s,
+            "pg_restore": pg_restore_s,
+        },
         "dump_mb": dump_size / 1e6,
     }

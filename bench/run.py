@@ -110,6 +110,7 @@ def main() -> None:
             fig = backup_bench.run(srv.proc.pid, srv.dsn(), backups, pg, mix)
             ours["W5"], theirs["W5"] = fig["W5"], fig["W5_pg"]
             ours["W6"], theirs["W6"] = fig["W6"], fig["W6_pg"]
+            secs = fig["seconds"]
             ceiling = min(ceil["seq write MB/s (fsync)"], ceil["AES-256-GCM MB/s (1 core)"])
             extra.append(
                 f"W5/W6: {mix.describe()}; backup {fig['size_mb']:.0f} MB, "
@@ -117,7 +118,11 @@ def main() -> None:
                 f"{fig['W5_rss_mib']:.1f} MiB, during DRY RUN {fig['dry_run_rss_mib']:.1f} MiB "
                 f"({fig['dry_run_mb_s']:.0f} MB/s), during RESTORE (replacing the tenant) {fig['W6_rss_mib']:.0f} MiB; "
                 f"BACKUP at {fig['W5'] / ceiling:.2f} and RESTORE at {fig['W6'] / ceiling:.2f} of "
-                f"min(disk, AES-GCM) = {ceiling:,.0f} MB/s"
+                f"min(disk, AES-GCM) = {ceiling:,.0f} MB/s. The same rows by time (each side's "
+                f"file differs in size): BACKUP {secs['backup']:.1f} s vs pg_dump "
+                f"{secs['pg_dump']:.1f} s = {secs['pg_dump'] / secs['backup']:.2f}x, RESTORE "
+                f"{secs['restore']:.1f} s vs pg_restore {secs['pg_restore']:.1f} s = "
+                f"{secs['pg_restore'] / secs['restore']:.2f}x"
             )
         if "IDX" in only:
             n = 100_000 if args.quick else 1_000_000
