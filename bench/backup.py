@@ -81,7 +81,12 @@ class Mix:
         )
 
 
-PAD = "p" * 400
+def _pad(j: int) -> str:
+    """400 characters of text, different in every row (identical values would be one
+    shared object in the server that loaded them by INSERT, but not once restored)."""
+    return f"{j:010d}" + "p" * 390
+
+
 VECTOR_DIM = 64
 
 
@@ -104,7 +109,8 @@ def load_nodedb(dsn: str, mix: Mix) -> None:
         conn.execute("CREATE COLLECTION docs")
         for i in range(0, mix.docs, 1000):
             body = ", ".join(
-                f"{{ id: 'd{j}', n: {j}, pad: '{PAD}' }}" for j in range(i, min(i + 1000, mix.docs))
+                f"{{ id: 'd{j}', n: {j}, pad: '{_pad(j)}' }}"
+                for j in range(i, min(i + 1000, mix.docs))
             )
             conn.execute(f"INSERT INTO docs [ {body} ]")
         conn.execute(
@@ -166,7 +172,7 @@ def load_postgres(pg: Postgres, mix: Mix) -> None:
         conn.execute("CREATE TABLE docs (id text PRIMARY KEY, n int8, pad text)")
         with conn.cursor().copy("COPY docs FROM STDIN") as copy:
             for j in range(mix.docs):
-                copy.write_row((f"d{j}", j, PAD))
+                copy.write_row((f"d{j}", j, _pad(j)))
         conn.execute(
             "CREATE TABLE sessions (key text PRIMARY KEY, user_id text, hits int8, "
             "expires timestamptz)"

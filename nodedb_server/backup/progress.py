@@ -76,7 +76,7 @@ class Progress:
         self._last = now
         pct = self.op.percent
         text = f"{self.op.kind} of tenant {self.op.tenant}: {done} bytes" + (
-            f" ({pct:.0f} %)" if pct is not None else ""
+            f" ({int(pct)} %)" if pct is not None else ""  # floored: 100 % only once done
         )
         self._loop.call_soon_threadsafe(self._notify, text)
 
