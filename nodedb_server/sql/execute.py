@@ -193,6 +193,18 @@ def _typed_target(engine: Engine | None, name: str) -> int | None:
     return None
 
 
+def _larger_than(e: Expr | None, n: int) -> bool:
+    """Whether the tree has more than ``n`` nodes, looking at no more than n + 1."""
+    stack = [e] if e is not None else []
+    seen = 0
+    while stack:
+        seen += 1
+        if seen > n:
+            return True
+        stack.extend(stack.pop().children())
+    return False
+
+
 def _conjuncts(e: Expr | None) -> list[Expr]:
     if e is None:
         return []
@@ -201,7 +213,6 @@ def _conjuncts(e: Expr | None) -> list[Expr]:
     return [e]
 
 
-@functools.lru_cache(maxsize=4096)
 def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
     """Expressions giving the primary keys a WHERE pins down, or None if it needs a scan."""
     for c in _conjuncts(where):
@@ -709,7 +720,13 @@ class Session:
         return rows + [r for r, _ in over.values() if r is not None]
 
     def _access(self, engine: RowCollection, where: Expr | None) -> Access:
-        return plan_access(where, engine.key_field, frozenset(engine.indexes))
+        indexed = frozenset(engine.indexes)
+        if _larger_than(where, 256):
+            # Plans are cached by the WHERE tree's identity; a large one (a long IN
+            # list) comes from a statement too long for the parse cache, so it is new
+            # each time and caching its plan would only hold it in memory.
+            return plan_access.__wrapped__(where, engine.key_field, indexed)
+        return plan_access(where, engine.key_field, indexed)
 
     async def _candidates(
         self, coll: str, engine: RowCollection, where: Expr | None, ctx: Ctx
@@ -1870,6 +1887,8 @@ def _select_nodes(stmt: ast.Select) -> tuple[list[Expr], list[Expr]]:
     other_roots = [e for e in (stmt.where, *stmt.group_by) if e is not None]
     output = [n for r in out_roots for n in r.walk()]
     nodes = (output, output + [n for r in other_roots for n in r.walk()])
+    if len(nodes[1]) > 1024:
+        return nodes  # a large statement is rarely repeated: not worth holding
     if len(_NODE_CACHE) > 4096:
         _NODE_CACHE.clear()
     _NODE_CACHE[id(stmt)] = (stmt, nodes)

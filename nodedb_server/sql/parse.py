@@ -25,20 +25,31 @@ from nodedb_server.sql.nodedb_statements import (
     split_statements,
 )
 
+# The cache is bounded by the text it holds as well as by entries: a parsed statement
+# is a few times the size of its text, and a bulk load sends thousands of distinct
+# statements of hundreds of KiB each (an INSERT of 1,000 documents) that will never be
+# seen again. Held without this bound they kept gigabytes alive after the load.
 CACHE_SIZE = 4096
+CACHE_TEXT_BYTES = 8 << 20  # statement text held, in all
+CACHE_MAX_TEXT = 16 << 10  # a longer statement is parsed each time it comes
 _cache: OrderedDict[str, list[ast.Statement]] = OrderedDict()
+_cached_text = 0
 
 
 def parse(sql: str) -> list[ast.Statement]:
     """Every statement in ``sql`` (several may be separated by semicolons)."""
+    global _cached_text
     hit = _cache.get(sql)
     if hit is not None:
         _cache.move_to_end(sql)
         return hit
     statements = [parse_one(part) for part in split_statements(sql)] or [ast.Empty()]
-    _cache[sql] = statements
-    if len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
+    if len(sql) <= CACHE_MAX_TEXT:
+        _cache[sql] = statements
+        _cached_text += len(sql)
+        while len(_cache) > CACHE_SIZE or _cached_text > CACHE_TEXT_BYTES:
+            old, _ = _cache.popitem(last=False)
+            _cached_text -= len(old)
     return statements
 
 

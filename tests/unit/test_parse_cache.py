@@ -1,0 +1,35 @@
+"""The parse cache is bounded by the text it holds, not only by its number of entries:
+a bulk load of distinct multi-row INSERTs must not leave their parsed trees in memory."""
+
+from __future__ import annotations
+
+from nodedb_server.sql import parse
+
+
+def _insert(i: int, rows: int) -> str:
+    body = ", ".join(f"{{ id: 'd{i}_{j}', pad: '{'p' * 100}' }}" for j in range(rows))
+    return f"INSERT INTO docs [ {body} ]"
+
+
+def test_long_statements_are_parsed_but_not_held() -> None:
+    parse._cache.clear()
+    parse._cached_text = 0
+    big = _insert(0, 200)
+    assert len(big) > parse.CACHE_MAX_TEXT
+    first = parse.parse(big)
+    assert parse.parse(big) is not first  # parsed again, not cached
+    assert big not in parse._cache and parse._cached_text == 0
+
+
+def test_short_statements_are_held_until_the_text_budget_is_spent() -> None:
+    parse._cache.clear()
+    parse._cached_text = 0
+    texts = [_insert(i, 40) for i in range(2 * parse.CACHE_TEXT_BYTES // len(_insert(0, 40)))]
+    assert all(len(t) <= parse.CACHE_MAX_TEXT for t in texts)
+    for t in texts:
+        parse.parse(t)
+    held = sum(len(t) for t in parse._cache)
+    assert held == parse._cached_text <= parse.CACHE_TEXT_BYTES
+    assert texts[-1] in parse._cache and texts[0] not in parse._cache  # oldest went first
+    again = parse.parse(texts[-1])
+    assert again is parse.parse(texts[-1])  # a repeated statement is parsed once
