@@ -90,6 +90,10 @@ class CannotConnectNow(DBError):
     severity = "FATAL"
 
 
+class ObjectInUse(DBError):
+    sqlstate = "55006"
+
+
 class ProtocolViolation(DBError):
     sqlstate = "08P01"
     severity = "FATAL"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +103,21 @@ class ServerProcess:
     ) -> str:
         pw = f" password={password}" if password else ""
         return f"host=127.0.0.1 port={self.port} user={user} dbname={database}{pw}"
+
+
+def connect_sqlstate(
+    srv: ServerProcess, user: str = "nodedb", database: str = "nodedb", password: str | None = None
+) -> str:
+    """The SQLSTATE a refused connection gets (asyncpg reports it; libpq does not)."""
+
+    async def attempt() -> str:
+        try:
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=srv.port, user=user, database=database, password=password
+            )
+        except asyncpg.PostgresError as e:
+            return str(e.sqlstate)
+        await conn.close()
+        raise AssertionError(f"connecting to {database!r} as {user!r} was not refused")
+
+    return asyncio.run(attempt())

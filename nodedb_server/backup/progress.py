@@ -13,7 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 RECENT = 100
 
@@ -55,11 +57,20 @@ class Operations:
     def finish(op: Operation, error: BaseException | None = None) -> None:
         op.finished_at = dt.datetime.now(dt.UTC)
         op.status = "failed" if error is not None else "done"
-        op.error = str(error)[:200] if error is not None else None
+        if isinstance(error, asyncio.CancelledError):
+            op.error = "cancelled"
+        else:
+            op.error = str(error)[:200] if error is not None else None
+
+
+class Stopped(Exception):
+    """The statement that started the operation was cancelled; the worker stops."""
 
 
 class Progress:
-    """Called from a worker thread with the bytes done so far."""
+    """Called from a worker thread with the bytes done so far. Once ``stop`` is called,
+    the next call raises ``Stopped``, which ends the worker at a point where it can
+    clean up after itself."""
 
     def __init__(self, op: Operation, notify: Callable[[str], None] | None, every_s: float):
         self.op = op
@@ -67,8 +78,14 @@ class Progress:
         self._every_s = every_s
         self._loop = asyncio.get_running_loop()
         self._last = time.monotonic()
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
 
     def __call__(self, done: int) -> None:
+        if self._stopped:
+            raise Stopped(f"{self.op.kind} of tenant {self.op.tenant} was cancelled")
         self.op.bytes = done
         now = time.monotonic()
         if self._notify is None or now - self._last < self._every_s:
@@ -95,3 +112,19 @@ class ProgressReader:
 
     def tell(self) -> int:
         return self._source.tell()
+
+
+async def in_worker(progress: Progress, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a worker thread. If the awaiting statement is cancelled (a cancel
+    request, statement_timeout, the client leaving), the worker is told to stop and is
+    waited for before the cancellation goes on, so the statement's clean-up (removing a
+    staging directory, a partial file) never races a thread still writing there."""
+    fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        progress.stop()
+        await asyncio.wait([fut])
+        if not fut.cancelled():
+            fut.exception()  # the worker's own ending (Stopped) is not news: mark it seen
+        raise

@@ -17,7 +17,6 @@ Items are msgpack values written back to back (storage/codec.py).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from nodedb_server.backup.envelope import EnvelopeWriter, Header
+from nodedb_server.backup.progress import Progress, in_worker
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.errors import InsufficientPrivilege
@@ -173,7 +173,7 @@ async def backup_to_file(
     tenant: Tenant,
     path: Path,
     overwrite: bool,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress,
 ) -> Summary:
     """Temporary name, fsync, rename, fsync of the directory: the file appears only whole."""
     if path.exists() and not overwrite:
@@ -195,4 +195,4 @@ async def backup_to_file(
             release(snapshot.parts)  # if the file could not even be opened
             tmp.unlink(missing_ok=True)
 
-    return await asyncio.get_running_loop().run_in_executor(None, run)
+    return await in_worker(progress, run)

@@ -151,10 +151,6 @@ class StreamSource:
         return self._pos
 
 
-async def _awaited(fut: asyncio.Future[Result]) -> Result:
-    return await fut
-
-
 class ClientHandler:
     def __init__(
         self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -398,9 +394,9 @@ class ClientHandler:
                 if isinstance(stmt, ast.CopyFrom):
                     result = await self.copy_in(stmt)
                 elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
-                    result = await self.copy_out_backup(stmt)
+                    result = await self.guarded(self.copy_out_backup(stmt), stmt)
                 elif isinstance(stmt, ast.RestoreTenant) and stmt.path is None:
-                    result = await self.copy_in_restore(stmt)
+                    result = await self.guarded(self.copy_in_restore(stmt), stmt)
                 else:
                     result = await self.run_statement(stmt, [])
             except DBError as e:
@@ -489,22 +485,30 @@ class ClientHandler:
         self.send(m.copy_in_response(1, [1]))
         await self.flush()
         work = asyncio.ensure_future(self.session.restore_from(stmt, source))  # type: ignore[arg-type]
-        failure: DBError | None = None
         try:
-            async for data in self.copy_chunks():
-                while not source.offer(data):
-                    if work.done():
-                        break  # the reader gave up (damage found): discard the rest
-                    await asyncio.sleep(0.002)
-        except QueryCanceled as e:
-            failure = e
+            failure: DBError | None = None
+            try:
+                async for data in self.copy_chunks():
+                    while not source.offer(data):
+                        if work.done():
+                            break  # the reader gave up (damage found): discard the rest
+                        await asyncio.sleep(0.002)
+            except QueryCanceled as e:  # CopyFail
+                failure = e
+            finally:
+                source.close()
+            if failure is not None:
+                with contextlib.suppress(Exception):  # the cut stream fails the reader
+                    await work
+                raise failure
+            result = await work
         finally:
-            source.close()
-        if failure is not None:
-            with contextlib.suppress(Exception):  # the cut stream fails the reader
-                await work
-            raise failure
-        result = await self.guarded(_awaited(work), stmt)
+            # Cancelled, timed out, or the client left mid-stream: the restore is
+            # stopped and has cleaned up (staging removed, tenant serving again) before
+            # this statement reports its end.
+            if not work.done():
+                work.cancel()
+                await asyncio.wait([work])
         # The COPY form ends with its COPY tag; the figures travel as the NOTICE.
         return Result(None, [], f"COPY {source.tell()}", result.notices)
 
@@ -672,6 +676,8 @@ class ClientHandler:
                 return await work
         except TimeoutError:
             raise QueryCanceled("canceling statement due to statement timeout") from None
+        except ConnectionError:
+            raise  # the client is gone (mid-COPY): nothing to report to it
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self.cancel_requested and task is not None and task.uncancel() == 0:

@@ -25,7 +25,13 @@ from typing import Any, BinaryIO
 
 from nodedb_server import __version__
 from nodedb_server.backup.envelope import EnvelopeError
-from nodedb_server.backup.progress import Operation, Operations, Progress, ProgressReader
+from nodedb_server.backup.progress import (
+    Operation,
+    Operations,
+    Progress,
+    ProgressReader,
+    in_worker,
+)
 from nodedb_server.backup.restore import dry_run, stage_restore
 from nodedb_server.backup.writer import COUNT_NAMES, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
@@ -1260,20 +1266,21 @@ class Session:
             "dry run" if stmt.dry_run else "restore", stmt.tenant, stmt.path or "stdin", total
         )
         try:
-            result = await self._restore_from(stmt, ProgressReader(source, progress))  # type: ignore[arg-type]
+            result = await self._restore_from(stmt, ProgressReader(source, progress), progress)  # type: ignore[arg-type]
         except BaseException as e:
             Operations.finish(op, e)
             raise
         Operations.finish(op)
         return result
 
-    async def _restore_from(self, stmt: ast.RestoreTenant, source: BinaryIO) -> Result:
+    async def _restore_from(
+        self, stmt: ast.RestoreTenant, source: BinaryIO, progress: Progress
+    ) -> Result:
         manager = self.manager
-        loop = asyncio.get_running_loop()
         if stmt.dry_run:
             try:
-                summary = await loop.run_in_executor(
-                    None,
+                summary = await in_worker(
+                    progress,
                     dry_run,
                     source,
                     manager.master,
@@ -1286,15 +1293,27 @@ class Session:
             return Result(
                 self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()]
             )
+        old = await manager.begin_restore(stmt.tenant, self.pid)
+        try:
+            return await self._stage_and_switch(stmt, source, progress, old)
+        except BaseException:
+            manager.abort_restore(stmt.tenant, old)
+            raise
+
+    async def _stage_and_switch(
+        self, stmt: ast.RestoreTenant, source: BinaryIO, progress: Progress, old: Tenant | None
+    ) -> Result:
+        manager = self.manager
+        loop = asyncio.get_running_loop()
         new_id = manager.reserve_tenant_id()
         root = manager.data_dir / "tenants" / str(new_id)
-        old = manager.tenants.get(stmt.tenant)
+        # The tenant takes no statements now: its last LSN and tombstones are final.
         base_lsn = old.last_lsn if old is not None else 0
         tombstones = dict(old.state.tombstones) if old is not None else {}
         started = time.monotonic()
         try:
-            staged = await loop.run_in_executor(
-                None,
+            staged = await in_worker(
+                progress,
                 stage_restore,
                 source,
                 manager.master,

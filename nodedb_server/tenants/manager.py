@@ -25,10 +25,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
+    CannotConnectNow,
     ConfigError,
     DuplicateObject,
     InsufficientPrivilege,
     InvalidCatalogName,
+    ObjectInUse,
     UndefinedObject,
 )
 from nodedb_server.storage import codec
@@ -138,6 +140,7 @@ class TenantManager:
         self.tenants: dict[str, Tenant] = {}
         self._lock = asyncio.Lock()
         self._reserved_id = 0
+        self._restoring: set[str] = set()  # tenant names with a restore under way
         self.operations = Operations()  # running and recent backups and restores
         # Set by the wire layer: end every session of a tenant but one (57P01).
         self.end_sessions: Callable[[str, int], None] = lambda _name, _keep_pid: None
@@ -312,6 +315,8 @@ class TenantManager:
         async with self._lock:
             if name in self.system.tenants or name in DEFAULT_DATABASES:
                 raise DuplicateObject(f'tenant "{name}" already exists')
+            if name in self._restoring:
+                raise ObjectInUse(f'tenant "{name}" is being restored')
             args = self._new_tenant_args(name, self.reserve_tenant_id())
             await self._log("create_tenant", args)
             await self._open_tenant(name)
@@ -332,17 +337,48 @@ class TenantManager:
         self._reserved_id = max(self._reserved_id, self.system.next_tenant_id) + 1
         return self._reserved_id - 1
 
+    async def begin_restore(self, name: str, keep_pid: int) -> Tenant | None:
+        """Before a restore stages anything: the tenant stops taking statements, so the
+        LSN and tombstones the restore continues from are final. Its other sessions end
+        (57P01) and new connections get 57P03 until ``commit_restore`` or
+        ``abort_restore``. Returns the tenant being replaced, if there is one."""
+        async with self._lock:
+            if name in self._restoring:
+                raise ObjectInUse(f'a restore of tenant "{name}" is already running')
+            old = self.tenants.get(name)
+            if old is not None and old.status != "online":
+                raise CannotConnectNow(f'tenant "{name}" is not available ({old.status})')
+            self._restoring.add(name)
+            if old is not None:
+                old.status = "restoring"
+                self.end_sessions(name, keep_pid)
+            return old
+
+    def abort_restore(self, name: str, old: Tenant | None) -> None:
+        """A restore failed before its switch: the tenant serves again, as it was."""
+        self._restoring.discard(name)
+        if old is not None and old.status == "restoring" and self.tenants.get(name) is old:
+            old.status = "online"
+
     async def commit_restore(
         self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
     ) -> Tenant:
         """Switch ``name`` to the restored directory: one system record is the commit."""
         async with self._lock:
-            old = self.tenants.get(name)
-            if old is not None:
-                old.status = "restoring"  # new connections get 57P03 from here on
-                self.end_sessions(name, keep_pid)
-                await old.close(checkpoint=False)
-                old.drop_state()
+            try:
+                return await self._switch(name, tenant_id, tenant_key, catalog, keep_pid)
+            finally:
+                self._restoring.discard(name)
+
+    async def _switch(
+        self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
+    ) -> Tenant:
+        old = self.tenants.get(name)
+        if old is not None:
+            self.end_sessions(name, keep_pid)
+            await old.close(checkpoint=False)
+            old.drop_state()
+        try:
             await self._log(
                 "restore_tenant",
                 {
@@ -355,14 +391,22 @@ class TenantManager:
                     "grants": catalog.get("grants", {}),
                 },
             )
-            await self._open_tenant(name)
+        except BaseException:
+            # The switch record was not written: the catalog still names the old
+            # directory, which is untouched. Serve it again.
             if old is not None:
-                path = self.data_dir / "tenants" / str(old.id)
-                await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)
-            return self.tenants[name]
+                await self._open_tenant(name)
+            raise
+        await self._open_tenant(name)
+        if old is not None:
+            path = self.data_dir / "tenants" / str(old.id)
+            await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)
+        return self.tenants[name]
 
     async def drop_tenant(self, name: str) -> Tenant:
         async with self._lock:
+            if name in self._restoring:
+                raise ObjectInUse(f'tenant "{name}" is being restored')
             if name == DEFAULT_TENANT:
                 raise InsufficientPrivilege('the "default" tenant cannot be dropped')
             t = self.system.tenants.get(name)
@@ -376,6 +420,8 @@ class TenantManager:
     async def purge_tenant(self, name: str) -> bool:
         """Erase every byte of the tenant; returns False when there was nothing to purge."""
         async with self._lock:
+            if name in self._restoring:
+                raise ObjectInUse(f'tenant "{name}" is being restored')
             if name == DEFAULT_TENANT:
                 raise InsufficientPrivilege('the "default" tenant cannot be purged')
             t = self.system.tenants.get(name)

@@ -12,7 +12,7 @@ import loro
 import psycopg
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, connect_sqlstate
 
 FIGURES = (
     "tenant",
@@ -469,3 +469,69 @@ def test_restore_on_a_fresh_server_with_the_same_master_key(backup_server, tmp_p
             conn.execute(f"BACKUP TENANT acme TO '{allowed}/again.bak'")
     finally:
         fresh.kill9()
+
+
+def _wait_ended(conn: psycopg.Connection) -> str:
+    """Polls a session until the server ends it; returns the SQLSTATE it was ended with."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            return e.sqlstate or "connection closed"
+        time.sleep(0.02)
+    raise AssertionError("the session was never ended")
+
+
+def test_a_running_restore_holds_the_tenant_and_a_cancelled_one_changes_nothing(
+    backup_server,
+) -> None:  # type: ignore[no-untyped-def]
+    """From the moment a restore starts, the tenant takes no statements (so the backup
+    replaces exactly what was there, and its LSNs follow the last one written): other
+    sessions end with 57P01, new ones get 57P03, a second restore is 55006. Cancelling it
+    halfway through the stream leaves the tenant as it was, serving, with no staging
+    left on disk."""
+    srv, allowed = backup_server
+    bak = allowed / "held.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        conn.execute(f"BACKUP TENANT acme TO '{bak}'")
+        conn.execute("INSERT INTO users { id: 'c', n: 3 }")  # after the backup
+    data = bak.read_bytes()
+    tenant_dirs = sorted(p.name for p in (srv.data_dir / "tenants").iterdir())
+    bystander = psycopg.connect(srv.dsn(database="acme"), autocommit=True)
+    restorer = psycopg.connect(srv.dsn(), autocommit=True)
+    with (
+        pytest.raises(psycopg.errors.QueryCanceled),
+        restorer.cursor() as cur,
+        cur.copy("COPY tenant_restore(acme) FROM STDIN") as copy,
+    ):
+        copy.write(data[: len(data) // 2])
+        assert _wait_ended(bystander) == "57P01"
+        assert connect_sqlstate(srv, database="acme") == "57P03"
+        with psycopg.connect(srv.dsn(), autocommit=True) as second:
+            with pytest.raises(psycopg.Error) as busy:
+                second.execute(f"RESTORE TENANT acme FROM '{bak}'")
+            assert busy.value.sqlstate == "55006"
+            with pytest.raises(psycopg.Error) as busy:
+                second.execute("DROP TENANT acme")
+            assert busy.value.sqlstate == "55006"
+        restorer.cancel()
+        time.sleep(0.5)  # the cancel lands while the stream is still open
+        copy.write(data[len(data) // 2 :])
+    restorer.close()
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")]
+        assert ids == ["a", "b", "c"], "the cancelled restore changed nothing"
+        conn.execute("INSERT INTO users { id: 'd', n: 4 }")  # and it takes writes again
+    assert sorted(p.name for p in (srv.data_dir / "tenants").iterdir()) == tenant_dirs
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        row = su.execute(
+            "SELECT status, error FROM _system.backups WHERE kind = 'restore'"
+        ).fetchall()
+        assert sorted(row) == [
+            ("failed", 'a restore of tenant "acme" is already running'),
+            ("failed", "cancelled"),
+        ]
+        su.execute(f"RESTORE TENANT acme FROM '{bak}'")  # a later restore goes through
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -10,22 +9,7 @@ import pg8000.native
 import psycopg
 import pytest
 
-from tests.serverproc import ServerProcess
-
-
-def connect_sqlstate(
-    srv: ServerProcess, user: str = "nodedb", database: str = "nodedb", password: str | None = None
-) -> str:
-    """The SQLSTATE a refused connection gets (asyncpg reports it; libpq does not)."""
-
-    async def attempt() -> str:
-        with pytest.raises(asyncpg.PostgresError) as err:
-            await asyncpg.connect(
-                host="127.0.0.1", port=srv.port, user=user, database=database, password=password
-            )
-        return str(err.value.sqlstate)
-
-    return asyncio.run(attempt())
+from tests.serverproc import ServerProcess, connect_sqlstate
 
 
 def _sqlstate(fn, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
