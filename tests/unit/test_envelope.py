@@ -112,6 +112,10 @@ def test_hostile_lengths_wrong_key_future_version_and_junk() -> None:
     huge = bytearray(blob)
     huge[off + 16 : off + 20] = struct.pack("<I", 0xFFFFFFFF)  # a "4 GiB" chunk
     assert "more than a chunk holds" in _refused(bytes(huge))
+    for claim in (0xFFFFFFFF, 1 << 20):  # a header claiming to be 4 GiB, or 1 MiB, long
+        forged = bytearray(blob)
+        forged[8:12] = struct.pack("<I", claim)
+        _refused(bytes(forged))
     assert "authentication" in _refused(blob, key=b"k" * 32)
     future = bytearray(blob)
     future[4:6] = struct.pack("<H", 99)
