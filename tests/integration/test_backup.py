@@ -535,3 +535,34 @@ def test_a_running_restore_holds_the_tenant_and_a_cancelled_one_changes_nothing(
         su.execute(f"RESTORE TENANT acme FROM '{bak}'")  # a later restore goes through
     with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
         assert [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")] == ["a", "b"]
+
+
+def test_lsns_go_on_rising_after_restoring_an_older_backup(backup_server) -> None:  # type: ignore[no-untyped-def]
+    """Restoring an old backup does not wind the tenant's LSNs back: the restored tenant
+    continues after the last LSN the replaced one had written, before and after a
+    restart, so change streams and later backups see one rising history."""
+    srv, allowed = backup_server
+    bak = allowed / "old.bak"
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        watermark = conn.execute(f"BACKUP TENANT acme TO '{bak}'").fetchone()[1]
+        for i in range(50):
+            conn.execute("INSERT INTO users { id: %s, n: %s }", (f"later{i}", i))
+        reached = conn.execute("SELECT current_lsn()").fetchone()[0]
+    assert reached >= watermark + 50
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute(f"RESTORE TENANT acme FROM '{bak}'")
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        after = conn.execute("SELECT current_lsn()").fetchone()[0]
+        assert after > reached
+        conn.execute("INSERT INTO users { id: 'next', n: 0 }")
+        written = conn.execute("SELECT current_lsn()").fetchone()[0]
+        assert written > after
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+    srv.kill9()
+    srv.start()
+    with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        assert conn.execute("SELECT current_lsn()").fetchone()[0] == written
+        ids = [r[0] for r in conn.execute("SELECT id FROM users ORDER BY id")]
+        assert ids == ["a", "b", "next"]
+        again = conn.execute(f"BACKUP TENANT acme TO '{allowed / 'new.bak'}'").fetchone()[1]
+        assert again == written
