@@ -59,49 +59,84 @@ def unwrapper(master: bytes, master_key_id: str):  # type: ignore[no-untyped-def
     return unwrap
 
 
-def _items(chunks: Iterator[bytes]) -> Iterator[Any]:
+def _batches(chunks: Iterator[bytes], visit: Callable[[Any], None]) -> Iterator[tuple[bytes, int]]:
+    """A section's items a chunk's worth at a time, as (the exact bytes that encode
+    them, how many); ``visit`` sees each item as it is decoded. Items straddle chunks;
+    a restore writes these bytes to its checkpoint as they are instead of encoding the
+    items again. The section's first item comes alone (a part's name, before its rows).
+    Items are not kept: holding them would make the cyclic collector walk them."""
     unpacker = msgpack.Unpacker(
         ext_hook=codec._ext_hook, raw=False, strict_map_key=False, max_buffer_size=MAX_ITEM_BYTES
     )
-    fed = 0
+    pending = bytearray()  # bytes fed and not yet handed out
+    done = 0  # the stream offset where ``pending`` starts
+    first = True
     for chunk in chunks:
         unpacker.feed(chunk)
-        fed += len(chunk)
+        pending += chunk
+        n, end = 0, done
         try:
-            yield from unpacker
+            # tell() after each whole item: once part of the next item has been read,
+            # tell() counts those bytes too.
+            for item in unpacker:
+                visit(item)
+                n += 1
+                end = unpacker.tell()
+                if first:
+                    first = False
+                    yield bytes(pending[: end - done]), 1
+                    del pending[: end - done]
+                    done, n = end, 0
+        except EnvelopeError:
+            raise
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
             raise EnvelopeError(f"a backup section does not decode: {type(e).__name__}") from None
-    if unpacker.tell() != fed:
+        if n:
+            yield bytes(pending[: end - done]), n
+            del pending[: end - done]
+            done = end
+    if pending:
         raise EnvelopeError("a backup section ends inside an item")
 
 
-def read_backup(source: BinaryIO, master: bytes, master_key_id: str) -> Iterator[tuple[str, Any]]:
+def read_backup(
+    source: BinaryIO, master: bytes, master_key_id: str, visit: Callable[[str, Any], None]
+) -> Iterator[tuple[str, Any]]:
     """Decode a whole backup: yields ("header", Header), ("catalog", dict),
-    ("tombstones", dict), then ("part", name) followed by ("item", item) for each item."""
+    ("tombstones", dict), then ("part", name) followed by ("batch", (encoded bytes,
+    how many)) for each piece of that part; ``visit(part, item)`` sees every item of
+    every part as it is decoded."""
     reader = EnvelopeReader(source, unwrapper(master, master_key_id))
     yield "header", reader.header
     for number, section in enumerate(reader.sections()):
-        items = _items(section)
-        if number == 0:
-            catalog = _one(items, "catalog")
-            yield "catalog", catalog
-        elif number == 1:
-            yield "tombstones", _one(items, "tombstone")
-        else:
-            first = next(items, None)
-            if not isinstance(first, dict) or not isinstance(first.get("part"), str):
+        if number < 2:
+            what = "catalog" if number == 0 else "tombstones"
+            got: list[Any] = []
+            for _ in _batches(section, got.append):
+                pass
+            if len(got) != 1 or not isinstance(got[0], dict):
+                raise EnvelopeError(f"the {what} section is damaged")
+            yield what, got[0]
+            continue
+        part: str | None = None
+
+        def on_item(item: Any, number: int = number) -> None:
+            nonlocal part
+            if part is not None:
+                visit(part, item)
+            elif isinstance(item, dict) and isinstance(item.get("part"), str):
+                part = item["part"]
+            else:
                 raise EnvelopeError(f"section {number} does not start with its part name")
-            yield "part", first["part"]
-            for item in items:
-                yield "item", item
+
+        batches = _batches(section, on_item)
+        next(batches, None)
+        if part is None:
+            raise EnvelopeError(f"section {number} does not start with its part name")
+        yield "part", part
+        for batch in batches:
+            yield "batch", batch
     yield "end", reader.plain_bytes
-
-
-def _one(items: Iterator[Any], what: str) -> Any:
-    value = next(items, None)
-    if not isinstance(value, dict) or next(items, None) is not None:
-        raise EnvelopeError(f"the {what} section is damaged")
-    return value
 
 
 def dry_run(
@@ -112,8 +147,11 @@ def dry_run(
     header: Header | None = None
     kinds: dict[str, str] = {}
     vector_fields: dict[str, list[tuple[str, int]]] = {}
-    part = ""
-    for kind, value in read_backup(source, master, master_key_id):
+
+    def count(part: str, item: Any) -> None:
+        _count(counts, kinds, vector_fields, part, item)
+
+    for kind, value in read_backup(source, master, master_key_id, count):
         if kind == "header":
             header = value
             if expected_tenant is not None and value.tenant != expected_tenant and not rename:
@@ -134,10 +172,6 @@ def dry_run(
                     vector_fields.setdefault(ids.get(index["collection"], ""), []).append(
                         (index["field"], index["dim"])
                     )
-        elif kind == "part":
-            part = value
-        elif kind == "item":
-            _count(counts, kinds, vector_fields, part, value)
         elif kind == "end":
             size = source.tell()
     assert header is not None
@@ -197,7 +231,12 @@ def stage_restore(
     """Decode a backup into ``root`` (the new tenant directory) as one checkpoint.
     Runs on a worker thread; raises EnvelopeError (and leaves ``root`` to be removed)
     on any damage."""
-    stream = read_backup(source, master, master_key_id)
+
+    def count(part: str, item: Any) -> None:  # called once the catalog below is read
+        if part.partition(".")[0] in kept_ids:
+            _count(counts, kinds, vector_fields, part, item)
+
+    stream = read_backup(source, master, master_key_id, count)
     kind, header = next(stream)
     assert kind == "header"
     if header.tenant != target and not rename:
@@ -237,44 +276,32 @@ def stage_restore(
             vector_fields.setdefault(ids[index["collection"]], []).append(
                 (index["field"], index["dim"])
             )
-
-    def count(part: str, item: Any) -> None:
-        _count(counts, kinds, vector_fields, part, item)
-
     fs.makedirs(root / "wal")
-    parts = _parts(stream, kept_ids, count)
+    parts = _parts(stream, kept_ids)
     ckpt.write_checkpoint(fs, root / "checkpoints", AESGCM(tenant_key), new_id, lsn, meta, parts)
     counts["indexes"] = len(meta["indexes"])
     summary = Summary(target, header.watermark_lsn, source.tell(), counts)
     return Staged(summary, tenant_key, new_id, catalog, skipped)
 
 
-def _parts(
-    stream: Iterator[tuple[str, Any]], keep: set[str], on_item: Callable[[str, Any], None]
-) -> Iterator[tuple[str, Iterator[Any]]]:
-    """The backup's parts one by one, each with an iterator over its items; parts of
-    collections not in ``keep`` are read (so every tag is still checked) and dropped."""
+def _parts(stream: Iterator[tuple[str, Any]], keep: set[str]) -> Iterator[tuple[str, codec.Packed]]:
+    """The backup's parts one by one, each as its items' encoded bytes (each item was
+    decoded and counted on the way); parts of collections not in ``keep`` are read (so
+    every tag is still checked) and dropped."""
     look = next(stream)
     while look[0] == "part":
-        name = look[1]
         after: list[tuple[str, Any]] = []
 
-        kept = name.partition(".")[0] in keep
-
-        def items(
-            name: str = name, after: list[tuple[str, Any]] = after, kept: bool = kept
-        ) -> Iterator[Any]:
+        def batches(after: list[tuple[str, Any]] = after) -> Iterator[tuple[bytes, int]]:
             for kind, value in stream:
-                if kind != "item":
+                if kind != "batch":
                     after.append((kind, value))
                     return
-                if kept:
-                    on_item(name, value)
                 yield value
 
-        it = items()
-        if kept:
-            yield name, it
+        it = batches()
+        if look[1].partition(".")[0] in keep:
+            yield look[1], codec.Packed(it)
         for _ in it:  # whatever the consumer left, or the whole part when it is dropped
             pass
         if not after:

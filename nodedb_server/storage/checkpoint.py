@@ -89,7 +89,7 @@ def write_checkpoint(
     tenant_id: int,
     lsn: int,
     meta: dict[str, Any],
-    parts: Iterable[tuple[str, Iterable[Any]]],
+    parts: Iterable[tuple[str, Iterable[Any] | codec.Packed]],
 ) -> CheckpointInfo:
     """Write and publish a checkpoint at ``lsn``. Runs on a worker thread. ``parts`` may be
     a generator; each part's items are consumed before the next part is asked for."""

@@ -14,6 +14,7 @@ import datetime as dt
 import decimal
 import struct
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import msgpack
@@ -59,20 +60,27 @@ def packed_batches(
     items: Iterable[Any], batch_bytes: int = 64 << 10
 ) -> Iterator[tuple[bytes, int]]:
     """(encodings back to back, how many) for consecutive batches of ``items``, each
-    about ``batch_bytes`` (more by at most one item). One packer accumulates the
-    encodings, so no bytes object is made per item."""
-    p = msgpack.Packer(default=_default, use_bin_type=True, autoreset=False)
-    pack, buffer = p.pack, p.getbuffer
-    n = 0
-    for item in items:
-        pack(item)
-        n += 1
-        if len(buffer()) >= batch_bytes:
-            yield p.bytes(), n
-            p.reset()
-            n = 0
-    if n:
-        yield p.bytes(), n
+    about ``batch_bytes``. A batch is taken as a list and packed in one call (as a
+    msgpack array, whose header is then cut off), so no Python code runs per item;
+    the number taken next follows the bytes the last batch came to."""
+    it = iter(items)
+    pack = msgpack.Packer(default=_default, use_bin_type=True).pack
+    take = 64
+    while batch := list(islice(it, take)):
+        data = pack(batch)
+        n = len(batch)
+        yield data[len(array_head(n)) :], n
+        take = max(1, min(8192, take * batch_bytes // len(data)))
+
+
+class Packed:
+    """Items already encoded, as (encodings back to back, how many) batches: what a
+    restore writes to its checkpoint straight from the backup's bytes."""
+
+    __slots__ = ("batches",)
+
+    def __init__(self, batches: Iterator[tuple[bytes, int]]):
+        self.batches = batches
 
 
 def array_head(n: int) -> bytes:

@@ -50,7 +50,7 @@ MAX_FRAME_BYTES = 64 << 20
 
 
 def write_l1(
-    fs: FileIO, path: Path, aead: AESGCM, tenant_id: int, items: Iterable[Any]
+    fs: FileIO, path: Path, aead: AESGCM, tenant_id: int, items: Iterable[Any] | codec.Packed
 ) -> tuple[int, int, int]:
     """Write ``items`` to a new L1 file and fsync it; return (bytes, crc32c, item count)."""
     prefix = secrets.token_bytes(8)
@@ -80,7 +80,8 @@ def write_l1(
         size = n = 0
         # Items are packed a batch at a time (one msgpack call each); a frame closes
         # once it passes the target size, so it exceeds it by at most one batch.
-        for b, k in codec.packed_batches(items):
+        batches = items.batches if isinstance(items, codec.Packed) else codec.packed_batches(items)
+        for b, k in batches:
             chunk.append(b)
             size += len(b)
             n += k

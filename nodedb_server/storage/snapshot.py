@@ -38,6 +38,7 @@ from typing import Any
 # value an engine stores is None (rows are dicts, edges lists, CRDT bytes).
 ABSENT: Any = None
 _NO_PRE: Any = object()
+READ_BATCH = 1024
 
 
 class CowView:
@@ -56,16 +57,27 @@ class CowView:
 
     def read(self, live: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
         """(key, value) as of the snapshot for each key that existed then; ``live(key)``
-        returns the current value or ABSENT. The view closes when this ends."""
+        returns the current value or ABSENT. The view closes when this ends.
+
+        Keys are read a batch at a time: all live values first, then the pre-images.
+        That keeps the order above for every key, and lets a batch for which no
+        pre-image exists (no key of the view has changed yet) skip the per-key look:
+        a change made after that look was made after the live reads too."""
         try:
-            pre = self.pre
-            for key in self.keys:
-                value = live(key)
-                old = pre.get(key, _NO_PRE)
-                if old is not _NO_PRE:
-                    value = old
-                if value is not None:
-                    yield key, value
+            pre, keys = self.pre, self.keys
+            for i in range(0, len(keys), READ_BATCH):
+                batch = keys[i : i + READ_BATCH]
+                values = list(map(live, batch))
+                if pre:
+                    get = pre.get
+                    for j, key in enumerate(batch):
+                        old = get(key, _NO_PRE)
+                        if old is not _NO_PRE:
+                            values[j] = old
+                if None in values:
+                    yield from [(k, v) for k, v in zip(batch, values, strict=True) if v is not None]
+                else:
+                    yield from zip(batch, values, strict=True)
         finally:
             self.close()
 
