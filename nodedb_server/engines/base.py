@@ -215,8 +215,7 @@ class RowCollection:
         return parts
 
     def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
-        for item in read_part(prefix):
-            self.load_item(item)
+        self.load_items(read_part(prefix))
         for edge in read_part(f"{prefix}.edges"):
             self.load_edge(edge)
         for doc in read_part(f"{prefix}.crdt"):
@@ -231,10 +230,9 @@ class RowCollection:
         view = self.views.new(list(self.rows))
         return SnapshotItems(view, view.read(self.rows.get))
 
-    def load_item(self, item: Any) -> None:
-        """One checkpointed row; ``size_bytes`` is set afterwards (see load_size)."""
-        key, row = item
-        self.rows[key] = row
+    def load_items(self, items: Iterable[Any]) -> None:
+        """Checkpointed [key, row] items; ``size_bytes`` is set afterwards (see load_size)."""
+        self.rows.update(items)  # one C loop: loading is most of a restart or restore
 
     def load_size(self, estimate: int | None) -> None:
         """After a checkpoint load: the size it recorded, counted again only if absent

@@ -7,7 +7,7 @@ checkpoints agree on when it went away.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from nodedb_server.engines.base import Row, RowCollection
@@ -67,11 +67,13 @@ class KvCollection(RowCollection):
         view = self.views.new(list(self.rows))
         return SnapshotItems(view, _with_key(view.read(self._pre_image)))
 
-    def load_item(self, item: Any) -> None:
-        key, row, expires = item
-        super().load_item((key, row))
-        if expires is not None:
-            self.expiry[key] = expires
+    def load_items(self, items: Iterable[Any]) -> None:
+        """Checkpointed [key, row, expires_ms or None] items."""
+        rows, expiry = self.rows, self.expiry
+        for key, row, expires in items:
+            rows[key] = row
+            if expires is not None:
+                expiry[key] = expires
 
 
 def _with_key(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Row, int | None]]:
