@@ -671,9 +671,16 @@ class ClientHandler:
         timeout_ms = session.timeout_ms
         try:
             if not timeout_ms:
-                return await work
-            async with asyncio.timeout(timeout_ms / 1000):
-                return await work
+                result = await work
+            else:
+                async with asyncio.timeout(timeout_ms / 1000):
+                    result = await work
+            task = asyncio.current_task()
+            if self.cancel_requested and task is not None:
+                # The statement finished anyway (a restore past its switch drops a late
+                # cancel): the request is spent, so a later cancel is counted afresh.
+                task.uncancel()
+            return result
         except TimeoutError:
             raise QueryCanceled("canceling statement due to statement timeout") from None
         except ConnectionError:

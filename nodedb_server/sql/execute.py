@@ -19,9 +19,9 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from nodedb_server import __version__
 from nodedb_server.backup.envelope import EnvelopeError
@@ -143,6 +143,7 @@ READ_ONLY = (
     ast.Empty,
 )
 
+T = TypeVar("T")
 log = logging.getLogger("nodedb.sql")
 
 
@@ -197,6 +198,26 @@ def _typed_target(engine: Engine | None, name: str) -> int | None:
     if isinstance(engine, RowCollection) and engine.vector_index_on(name) is not None:
         return t.FLOAT4_ARRAY
     return None
+
+
+async def _uncancellable(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end even if the statement is cancelled or times out meanwhile:
+    past a restore's commit point there is nothing to undo, so a cancel that arrives
+    then is too late and is dropped (as one arriving after COMMIT)."""
+    inner = asyncio.ensure_future(work)
+    dropped = 0
+    while True:
+        try:
+            result = await asyncio.shield(inner)
+            break
+        except asyncio.CancelledError:
+            if inner.cancelled():
+                raise
+            dropped += 1
+    task = asyncio.current_task()
+    for _ in range(dropped if task is not None else 0):
+        task.uncancel()  # type: ignore[union-attr]
+    return result
 
 
 def _larger_than(e: Expr | None, n: int) -> bool:
@@ -1339,8 +1360,8 @@ class Session:
             await loop.run_in_executor(None, shutil.rmtree, root, True)
             raise
         staged_at = time.monotonic()
-        tenant = await manager.commit_restore(
-            stmt.tenant, new_id, staged.tenant_key, staged.catalog, self.pid
+        tenant = await _uncancellable(
+            manager.commit_restore(stmt.tenant, new_id, staged.tenant_key, staged.catalog, self.pid)
         )
         log.info(
             "restore of tenant %s: %d bytes staged in %.2fs, switched over in %.3fs",

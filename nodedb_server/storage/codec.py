@@ -62,15 +62,18 @@ def packed_batches(
     """(encodings back to back, how many) for consecutive batches of ``items``, each
     about ``batch_bytes``. A batch is taken as a list and packed in one call (as a
     msgpack array, whose header is then cut off), so no Python code runs per item;
-    the number taken next follows the bytes the last batch came to."""
+    the number taken next follows the bytes the last batch came to. It starts at one
+    and at most doubles: items may be large and made as they are asked for (a
+    timeseries part's items are Parquet files of megabytes), and taking many at once
+    would hold them all."""
     it = iter(items)
     pack = msgpack.Packer(default=_default, use_bin_type=True).pack
-    take = 64
+    take = 1
     while batch := list(islice(it, take)):
         data = pack(batch)
         n = len(batch)
         yield data[len(array_head(n)) :], n
-        take = max(1, min(8192, take * batch_bytes // len(data)))
+        take = max(1, min(2 * take, 8192, take * batch_bytes // len(data)))
 
 
 class Packed:
