@@ -377,7 +377,8 @@ class TenantManager:
         if old is not None:
             self.end_sessions(name, keep_pid)
             await old.close(checkpoint=False)
-            old.drop_state()
+            held = old.drop_state()
+            await asyncio.get_running_loop().run_in_executor(None, held.clear)
         try:
             await self._log(
                 "restore_tenant",

@@ -79,11 +79,15 @@ class Tenant:
             self._sweeper = asyncio.create_task(self._sweep_ttl(), name=f"ttl-{self.name}")
         return report
 
-    def drop_state(self) -> None:
+    def drop_state(self) -> list[Any]:
         """After ``close``: let go of the in-memory data, so that a restore loading the
-        tenant's replacement does not hold both at once."""
+        tenant's replacement does not hold both at once. Returns the only references
+        left to it: freeing millions of rows takes a while, and the caller clears the
+        list on a worker thread rather than stall the event loop."""
+        held: list[Any] = [self.state, self.store]
         self.state = TenantState()
         self.store = self._new_store(self.state)
+        return held
 
     async def close(self, checkpoint: bool = True) -> None:
         if self._sweeper is not None:
