@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from nodedb_server.engines.timeseries import parse_partition
 from nodedb_server.engines.vector import HNSW_OPTIONS
-from nodedb_server.errors import SyntaxError_
+from nodedb_server.errors import FeatureNotSupported, SyntaxError_
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
 from nodedb_server.sql.expr import (
@@ -461,6 +461,11 @@ def parse_restore(p: Parser, tenant: str | None = None) -> ast.RestoreTenant:
         tenant = p.name()
         p.expect("from")
         path = p.string()
+    if p.accept("until"):
+        raise FeatureNotSupported(
+            "RESTORE .. UNTIL (point-in-time recovery) needs WAL archiving, which this "
+            "server does not have yet; a backup restores as of its watermark"
+        )
     dry_run = p.accept("dry")
     if dry_run:
         p.expect("run")
