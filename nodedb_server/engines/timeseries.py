@@ -35,6 +35,7 @@ KINDS: dict[str, pa.DataType] = {
 }
 # Rows per Parquet item in a checkpoint: bounds one L1 frame.
 CHECKPOINT_ROWS = 250_000
+PIECE_BYTES = 32 << 20  # in-memory (Arrow) bytes of rows one Parquet piece holds, at most
 _UNITS_US = {
     "us": 1,
     "ms": 1000,
@@ -323,9 +324,13 @@ def _parquet_items(
     """[partition start, Parquet bytes] items; produced lazily on the checkpoint thread."""
     for start in sorted(snapshot):
         table = pa.Table.from_batches([_conform(b, schema) for b in snapshot[start]], schema=schema)
-        for offset in range(0, table.num_rows, CHECKPOINT_ROWS):
+        # At most CHECKPOINT_ROWS a piece, and fewer for wide rows, so that one piece
+        # (one item of an L1 file or a backup) stays well inside their limits.
+        per_row = max(1, table.nbytes // max(table.num_rows, 1))
+        step = max(1, min(CHECKPOINT_ROWS, PIECE_BYTES // per_row))
+        for offset in range(0, table.num_rows, step):
             sink = pa.BufferOutputStream()
-            pq.write_table(table.slice(offset, CHECKPOINT_ROWS), sink)
+            pq.write_table(table.slice(offset, step), sink)
             yield [start, sink.getvalue().to_pybytes()]
 
 

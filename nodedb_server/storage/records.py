@@ -55,6 +55,7 @@ GCM_TAG = 16
 # One record holds one transaction; 256 MiB bounds what a decoder allocates
 # for a header that claims more (a corrupt or hostile length).
 MAX_PAYLOAD = 256 * 1024 * 1024
+MAX_BODY = MAX_PAYLOAD - GCM_TAG  # the largest record body a writer may log
 
 REC_DATA = 1
 REC_CATALOG = 2

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage import codec
 from nodedb_server.storage.fsio import FileIO
-from nodedb_server.storage.records import CorruptRecord, crc32c
+from nodedb_server.storage.records import MAX_PAYLOAD, CorruptRecord, crc32c
 
 L1_MAGIC = b"NDL1"
 L1_VERSION = 1
@@ -46,7 +46,11 @@ FINAL = 1
 # Items are grouped into frames of about this many plaintext bytes: large
 # enough that per-frame overhead vanishes, small enough to bound memory.
 FRAME_TARGET_BYTES = 1 << 20
-MAX_FRAME_BYTES = 64 << 20
+# A frame holds about FRAME_TARGET_BYTES, or one item larger than that: an item is at
+# most one WAL record's body (records.MAX_PAYLOAD), so a frame is at most that plus a
+# target's worth and a batch's margin. The reader refuses a longer ct_len as damage;
+# the writer refuses to make a frame it could not read back.
+MAX_FRAME_BYTES = MAX_PAYLOAD + (4 << 20)
 
 
 def write_l1(
@@ -68,6 +72,10 @@ def write_l1(
     def frame(chunk: list[bytes], n: int, flags: int) -> None:
         nonlocal index
         plain = codec.array_head(n) + b"".join(chunk)
+        if len(plain) + 16 > MAX_FRAME_BYTES:
+            # Fails the checkpoint before it is published; the WAL it would have
+            # replaced is kept, so nothing is lost.
+            raise ValueError(f"{path.name}: a frame of {len(plain)} bytes is over the L1 limit")
         ct = aead.encrypt(
             prefix + struct.pack("<I", index), plain, head[:20] + struct.pack("<II", index, flags)
         )

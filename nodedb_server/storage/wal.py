@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import (
+    MAX_BODY,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
@@ -63,6 +64,15 @@ class WalBroken(Exception):
     @property
     def disk_full(self) -> bool:
         return self.cause.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class RecordTooLarge(ValueError):
+    """A record bigger than a scan accepts (records.MAX_PAYLOAD): refused before it is
+    logged, because replay would take it for damage and cut the WAL there."""
+
+    def __init__(self, size: int):
+        super().__init__(f"a record of {size} bytes is over the {MAX_BODY} a WAL record holds")
+        self.size = size
 
 
 @dataclass
@@ -210,6 +220,8 @@ class Wal:
         """Queue a record; the future resolves with its LSN once it is durable."""
         if self.broken is not None:
             raise self.broken
+        if len(body) > MAX_BODY:
+            raise RecordTooLarge(len(body))
         lsn = self.next_lsn
         self.next_lsn += 1
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()

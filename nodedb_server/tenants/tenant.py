@@ -23,13 +23,13 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.engines.kv import KvCollection
-from nodedb_server.errors import CannotConnectNow, DiskFull, StorageFailure
+from nodedb_server.errors import CannotConnectNow, DBError, DiskFull, StorageFailure
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
-from nodedb_server.storage.records import OP_DELETE, REC_CATALOG, REC_DATA
+from nodedb_server.storage.records import MAX_BODY, OP_DELETE, REC_CATALOG, REC_DATA
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
-from nodedb_server.storage.wal import WalBroken
+from nodedb_server.storage.wal import RecordTooLarge, WalBroken
 from nodedb_server.tenants.catalog import Op, TenantState
 
 log = logging.getLogger("nodedb.tenant")
@@ -116,7 +116,14 @@ class Tenant:
         wal = self.store.wal
         assert wal is not None
         packed = [codec.pack(op) for op in ops]
-        lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))
+        try:
+            lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))
+        except RecordTooLarge as e:
+            raise DBError(
+                f"this transaction's changes come to {e.size} bytes, over the "
+                f"{MAX_BODY} one WAL record holds; split it into smaller ones",
+                sqlstate="54000",
+            ) from None
         self.state.apply_ops(ops)
         self.state.last_lsn = lsn
         await self._await_durable(fut)

@@ -178,3 +178,32 @@ def test_rows_come_back_when_a_vector_index_lives_in_the_same_process(
         assert conn.execute("SELECT * FROM cpu").fetchall() == [(T0, "h1", 0.5)]
         assert conn.execute("SELECT MIN(ts), MAX(ts) FROM cpu").fetchone() == (T0, T0)
         assert conn.execute("SELECT host FROM cpu WHERE ts IN (%s)", (T0,)).fetchall() == [("h1",)]
+
+
+def test_wide_rows_checkpoint_and_come_back_after_kill9(server: ServerProcess) -> None:
+    """One hour of rows that are 80 MB between them: the checkpoint splits them into
+    Parquet pieces its files can hold, and every row is back after a kill -9 (the WAL
+    behind the checkpoint is gone by then, so the checkpoint has to be readable)."""
+    rng = random.Random(7)
+    n, width = 40_000, 2_000
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE COLLECTION wide TYPE COLUMNAR (ts TIMESTAMP TIME_KEY, body VARCHAR) "
+            "WITH profile = 'timeseries', partition_by = '1h'"
+        )
+        for part in range(4):
+            with conn.cursor().copy("COPY wide FROM STDIN WITH (FORMAT csv)") as copy:
+                for i in range(part * n // 4, (part + 1) * n // 4):
+                    ts = (T0 + dt.timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                    copy.write(f"{ts},{rng.randbytes(width // 2).hex()}\n")
+        conn.execute("CHECKPOINT")
+        conn.execute("INSERT INTO wide (ts, body) VALUES ('2026-04-01T00:30:00Z', 'x')")
+        conn.execute("CHECKPOINT")  # the WAL from before the first is removed now
+        expect = conn.execute("SELECT count(*), sum(length(body)) FROM wide").fetchone()
+    assert expect == (n + 1, n * width + 1)
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*), sum(length(body)) FROM wide").fetchone() == expect
+    quarantine = server.data_dir / "tenants" / "1" / "quarantine"
+    assert not quarantine.exists() or not any(quarantine.iterdir()), "a checkpoint was set aside"

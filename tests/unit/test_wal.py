@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from nodedb_server.storage import codec
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import (
+    MAX_BODY,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
@@ -22,7 +23,7 @@ from nodedb_server.storage.records import (
     parse_record_header,
     seal_record,
 )
-from nodedb_server.storage.wal import Wal, repair_tail, scan, segment_name
+from nodedb_server.storage.wal import RecordTooLarge, Wal, repair_tail, scan, segment_name
 
 KEY = AESGCM(b"k" * 32)
 
@@ -172,3 +173,26 @@ async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Pa
     result = scan(tmp_path, KEY, 1)
     assert [codec.unpack(r.body)[1] for r in result.records] == list(range(40))
     assert all(s.stat().st_size > SEGMENT_HEADER_SIZE for s in segs)
+
+
+async def test_a_record_too_large_to_replay_is_refused_before_it_is_logged(tmp_path: Path) -> None:
+    """A scan takes a record over MAX_PAYLOAD for damage and cuts the WAL there, so an
+    append that large must fail at once, taking no LSN, with the WAL still usable."""
+    wal = Wal(
+        tmp_path,
+        1,
+        KEY,
+        FileIO(),
+        next_lsn=1,
+        segment_bytes=1 << 20,
+        fsync="always",
+        batch_ms=1,
+        segments=[],
+    )
+    await wal.start()
+    assert await wal.append(1, b"before")[1] == 1
+    with pytest.raises(RecordTooLarge):
+        wal.append(1, bytes(MAX_BODY + 1))
+    assert await wal.append(1, b"after")[1] == 2
+    await wal.close()
+    assert [r.body for r in scan(tmp_path, KEY, 1).records] == [b"before", b"after"]
