@@ -110,3 +110,36 @@ def test_streamed_backup_and_dry_run_report_progress_through_psql(big) -> None: 
     steps = _progress([ln.removeprefix("NOTICE:  ") for ln in res.stderr.splitlines()])
     assert len(steps) >= 2 and all(kind == "dry run" for kind, _, _ in steps), res.stderr
     assert f"documents {DOCS}" in res.stderr
+
+
+def test_a_backup_cut_short_by_statement_timeout_leaves_nothing_behind(big) -> None:  # type: ignore[no-untyped-def]
+    """statement_timeout reaches a running backup: it stops with 57014, no file or
+    partial file is left, _system.backups says it was cancelled, and the same session
+    goes on to take a whole backup."""
+    srv, allowed = big
+    target = allowed / "cut.bak"
+    before = sorted(p.name for p in allowed.iterdir())
+    with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 30")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(f"BACKUP TENANT big TO '{target}'")
+        with (
+            pytest.raises(psycopg.errors.QueryCanceled),
+            conn.cursor() as cur,
+            cur.copy("COPY (BACKUP TENANT big) TO STDOUT") as copy,
+        ):
+            for _ in copy:
+                pass
+        assert sorted(p.name for p in allowed.iterdir()) == before
+        rows = conn.execute(
+            "SELECT target, status, error FROM _system.backups WHERE target IN (%s, 'stdout') "
+            "AND status = 'failed'",
+            (str(target),),
+        ).fetchall()
+        assert sorted(rows) == [
+            (str(target), "failed", "cancelled"),
+            ("stdout", "failed", "cancelled"),
+        ]
+        conn.execute("SET statement_timeout = 0")
+        figures = conn.execute(f"BACKUP TENANT big TO '{target}'").fetchone()
+    assert figures[2] == target.stat().st_size and figures[3] == DOCS
