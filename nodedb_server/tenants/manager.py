@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
-    CannotConnectNow,
     ConfigError,
     DuplicateObject,
     InsufficientPrivilege,
@@ -347,7 +346,7 @@ class TenantManager:
                 raise ObjectInUse(f'a restore of tenant "{name}" is already running')
             old = self.tenants.get(name)
             if old is not None and old.status != "online":
-                raise CannotConnectNow(f'tenant "{name}" is not available ({old.status})')
+                raise ObjectInUse(f'tenant "{name}" is not available ({old.status})')
             self._restoring.add(name)
             if old is not None:
                 old.status = "restoring"
