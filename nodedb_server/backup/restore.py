@@ -99,14 +99,29 @@ def _batches(chunks: Iterator[bytes], visit: Callable[[Any], None]) -> Iterator[
         raise EnvelopeError("a backup section ends inside an item")
 
 
+def open_backup(
+    source: BinaryIO, master: bytes, master_key_id: str, target: str | None, rename: bool
+) -> EnvelopeReader:
+    """Read a backup's header and check it can be restored here as ``target``: this
+    server holds its master key, and it is a backup of that tenant (or ``rename``).
+    A restore does this before it takes the tenant away from its sessions."""
+    reader = EnvelopeReader(source, unwrapper(master, master_key_id))
+    tenant = reader.header.tenant
+    if target is not None and tenant != target and not rename:
+        raise EnvelopeError(
+            f"this is a backup of tenant {tenant!r}, not {target!r}; "
+            f"add WITH (rename) to restore it as {target!r}"
+        )
+    return reader
+
+
 def read_backup(
-    source: BinaryIO, master: bytes, master_key_id: str, visit: Callable[[str, Any], None]
+    reader: EnvelopeReader, visit: Callable[[str, Any], None]
 ) -> Iterator[tuple[str, Any]]:
     """Decode a whole backup: yields ("header", Header), ("catalog", dict),
     ("tombstones", dict), then ("part", name) followed by ("batch", (encoded bytes,
     how many)) for each piece of that part; ``visit(part, item)`` sees every item of
     every part as it is decoded."""
-    reader = EnvelopeReader(source, unwrapper(master, master_key_id))
     yield "header", reader.header
     for number, section in enumerate(reader.sections()):
         if number < 2:
@@ -151,15 +166,10 @@ def dry_run(
     def count(part: str, item: Any) -> None:
         _count(counts, kinds, vector_fields, part, item)
 
-    for kind, value in read_backup(source, master, master_key_id, count):
+    reader = open_backup(source, master, master_key_id, expected_tenant, rename)
+    for kind, value in read_backup(reader, count):
         if kind == "header":
             header = value
-            if expected_tenant is not None and value.tenant != expected_tenant and not rename:
-                raise EnvelopeError(
-                    f"this is a backup of tenant {value.tenant!r}, not "
-                    f"{expected_tenant!r}; add WITH (rename) to restore it as "
-                    f"{expected_tenant!r}"
-                )
         elif kind == "catalog":
             meta = value.get("meta", {})
             ids = {}
@@ -216,11 +226,10 @@ class Staged:
 
 
 def stage_restore(
+    reader: EnvelopeReader,
     source: BinaryIO,
     master: bytes,
-    master_key_id: str,
     target: str,
-    rename: bool,
     new_id: int,
     root: Path,
     base_lsn: int,
@@ -228,22 +237,17 @@ def stage_restore(
     resurrect: bool,
     fs: FileIO,
 ) -> Staged:
-    """Decode a backup into ``root`` (the new tenant directory) as one checkpoint.
-    Runs on a worker thread; raises EnvelopeError (and leaves ``root`` to be removed)
-    on any damage."""
+    """Decode a backup, opened and checked by ``open_backup``, into ``root`` (the new
+    tenant directory) as one checkpoint. Runs on a worker thread; raises EnvelopeError
+    (and leaves ``root`` to be removed) on any damage."""
 
     def count(part: str, item: Any) -> None:  # called once the catalog below is read
         if part.partition(".")[0] in kept_ids:
             _count(counts, kinds, vector_fields, part, item)
 
-    stream = read_backup(source, master, master_key_id, count)
+    stream = read_backup(reader, count)
     kind, header = next(stream)
     assert kind == "header"
-    if header.tenant != target and not rename:
-        raise EnvelopeError(
-            f"this is a backup of tenant {header.tenant!r}, not {target!r}; "
-            f"add WITH (rename) to restore it as {target!r}"
-        )
     kind, catalog = next(stream)
     kind2, tombstones = next(stream)
     if kind != "catalog" or kind2 != "tombstones":

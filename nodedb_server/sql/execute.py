@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from nodedb_server import __version__
-from nodedb_server.backup.envelope import EnvelopeError
+from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader
 from nodedb_server.backup.progress import (
     Operation,
     Operations,
@@ -32,7 +32,7 @@ from nodedb_server.backup.progress import (
     ProgressReader,
     in_worker,
 )
-from nodedb_server.backup.restore import dry_run, stage_restore
+from nodedb_server.backup.restore import dry_run, open_backup, stage_restore
 from nodedb_server.backup.writer import COUNT_NAMES, backup_to_file, check_path
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
@@ -1314,15 +1314,34 @@ class Session:
             return Result(
                 self.BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()]
             )
+        # Whether this backup can be restored here at all (master key, tenant name) is
+        # known from its header: a wrong file is refused before the tenant is touched.
+        try:
+            reader = await in_worker(
+                progress,
+                open_backup,
+                source,
+                manager.master,
+                manager.master_key_id,
+                stmt.tenant,
+                stmt.rename,
+            )
+        except EnvelopeError as e:
+            raise DataError(f"invalid backup: {e}; nothing was changed") from None
         old = await manager.begin_restore(stmt.tenant, self.pid)
         try:
-            return await self._stage_and_switch(stmt, source, progress, old)
+            return await self._stage_and_switch(stmt, reader, source, progress, old)
         except BaseException:
             manager.abort_restore(stmt.tenant, old)
             raise
 
     async def _stage_and_switch(
-        self, stmt: ast.RestoreTenant, source: BinaryIO, progress: Progress, old: Tenant | None
+        self,
+        stmt: ast.RestoreTenant,
+        reader: EnvelopeReader,
+        source: BinaryIO,
+        progress: Progress,
+        old: Tenant | None,
     ) -> Result:
         manager = self.manager
         loop = asyncio.get_running_loop()
@@ -1336,11 +1355,10 @@ class Session:
             staged = await in_worker(
                 progress,
                 stage_restore,
+                reader,
                 source,
                 manager.master,
-                manager.master_key_id,
                 stmt.tenant,
-                stmt.rename,
                 new_id,
                 root,
                 base_lsn,

@@ -166,6 +166,24 @@ def test_damaged_foreign_and_wrong_key_backups_are_22000(backup_server, tmp_path
         assert err.value.sqlstate == "22000" and "rename" in str(err.value)
         ok = conn.execute(f"RESTORE TENANT other FROM '{good}' DRY RUN WITH (rename)").fetchone()
         assert ok[0] == "acme"
+    # A real restore of a file that is no backup, or a backup of another tenant, is
+    # refused from its header, before the tenant's sessions are touched.
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute("CREATE TENANT other")
+    with (
+        psycopg.connect(srv.dsn(database="acme"), autocommit=True) as acme,
+        psycopg.connect(srv.dsn(database="other"), autocommit=True) as other_session,
+        psycopg.connect(srv.dsn(), autocommit=True) as su,
+    ):
+        for sql in (
+            f"RESTORE TENANT acme FROM '{allowed / 'random.bak'}'",
+            f"RESTORE TENANT other FROM '{good}'",
+        ):
+            with pytest.raises(psycopg.Error) as err:
+                su.execute(sql)
+            assert err.value.sqlstate == "22000" and "nothing was changed" in str(err.value)
+        assert acme.execute("SELECT count(*) FROM users").fetchone() == (2,)
+        assert other_session.execute("SELECT 1").fetchone() == (1,)
     # A server with another master key cannot open it, and says which key it needs.
     other = ServerProcess(
         tmp_path / "other", env={"NODEDB_BACKUP_ALLOWED_DIRS": str(allowed)}
@@ -494,6 +512,10 @@ def test_a_running_restore_holds_the_tenant_and_a_cancelled_one_changes_nothing(
     srv, allowed = backup_server
     bak = allowed / "held.bak"
     with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+        # Enough that half the backup is more than the client buffers before sending.
+        conn.execute("CREATE COLLECTION bulk")
+        body = ", ".join(f"{{ id: 'b{i}', pad: '{'p' * 200}' }}" for i in range(1000))
+        conn.execute(f"INSERT INTO bulk [ {body} ]")
         conn.execute(f"BACKUP TENANT acme TO '{bak}'")
         conn.execute("INSERT INTO users { id: 'c', n: 3 }")  # after the backup
     data = bak.read_bytes()
