@@ -84,6 +84,7 @@ from nodedb_server.sql.expr import (
     _num,
     cast_value,
 )
+from nodedb_server.storage import quarantine
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
 from nodedb_server.storage.records import (
     OP_CRDT_APPLY,
@@ -1866,6 +1867,28 @@ class Session:
                 }
                 for o in ops
             ] if rows else []
+        if view == "quarantine":
+            cols = [
+                ("tenant", t.TEXT),
+                ("file", t.TEXT),
+                ("reason", t.TEXT),
+                ("at", t.TIMESTAMPTZ),
+                ("location", t.TEXT),
+            ]
+            out = []
+            if rows:
+                for tenant in self._visible_tenants():
+                    for entry in quarantine.entries(tenant.store.quarantine_dir):
+                        out.append(
+                            {
+                                "tenant": tenant.name,
+                                "file": entry.name,
+                                "reason": entry.reason,
+                                "at": dt.datetime.fromtimestamp(entry.at_ms / 1000, dt.UTC),
+                                "location": str(entry.path),
+                            }
+                        )
+            return cols, out
         if view in ("dropped_collections", "l2_cleanup_queue"):
             return self._dropped_view(view, rows)
         raise UndefinedTable(f'system view "{name}" does not exist')

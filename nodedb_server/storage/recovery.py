@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import snapshot
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.gcpause import gc_paused
+from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import CorruptRecord
 from nodedb_server.storage.wal import SegmentInfo, Wal, WalBroken, repair_tail, scan
 
@@ -166,9 +166,7 @@ class Store:
                     path.name,
                     e,
                 )
-                self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-                target = self.quarantine_dir / f"{int(time.time() * 1000)}-checkpoint-{path.name}"
-                os.replace(path, target)
+                move_aside(path, self.quarantine_dir, f"unusable checkpoint: {e}", "checkpoint-")
                 report.quarantined.append(path.name)
                 self.state.load_checkpoint({}, lambda _p: iter(()))
                 continue

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import (
     MAX_BODY,
     RECORD_HEADER_SIZE,
@@ -152,19 +152,18 @@ def repair_tail(fs: FileIO, wal_dir: Path, result: ScanResult, quarantine: Path)
     """Truncate the torn tail found by ``scan``; move any later segments to quarantine."""
     if result.torn_path is None:
         return
+    torn = result.torn_path
     if result.torn_offset == 0:
-        _quarantine(result.torn_path, quarantine)
+        _quarantine(torn, quarantine, f"damaged before its first record: {result.torn}")
     else:
-        fs.truncate(result.torn_path, result.torn_offset)
+        fs.truncate(torn, result.torn_offset)
     for p in result.later_segments:
-        _quarantine(p, quarantine)
+        _quarantine(p, quarantine, f"follows damage in {torn.name} ({result.torn})")
     fs.fsync_dir(wal_dir)
 
 
-def _quarantine(path: Path, quarantine: Path) -> None:
-    quarantine.mkdir(parents=True, exist_ok=True)
-    target = quarantine / f"{int(time.time() * 1000)}-{path.name}"
-    os.replace(path, target)
+def _quarantine(path: Path, quarantine: Path, reason: str) -> None:
+    target = move_aside(path, quarantine, reason)
     log.warning("moved damaged WAL file %s to %s", path.name, target)
 
 

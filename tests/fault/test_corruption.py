@@ -101,6 +101,12 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one(server: ServerProcess
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT COUNT(*) FROM docs").fetchone() == (ROWS + 2,)
     assert "unusable" in server.log()
-    assert any(
-        "checkpoint" in p.name for p in (server.data_dir / "tenants" / "1" / "quarantine").iterdir()
-    )
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT tenant, file, reason, location FROM _system.quarantine"
+        ).fetchall()
+    assert len(rows) == 1
+    tenant, file, reason, location = rows[0]
+    assert tenant == "default" and file.endswith(f"checkpoint-{ckpts[-1].name}")
+    assert "unusable checkpoint" in reason and l1.name in reason
+    assert Path(location).is_dir() and (Path(location) / l1.name).exists()

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodedb_server.storage import codec
+from nodedb_server.storage import codec, quarantine
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import (
     MAX_BODY,
@@ -135,7 +135,9 @@ def test_damage_in_an_older_segment_quarantines_the_later_ones(tmp_path: Path) -
     assert [r.lsn for r in result.records] == [1, 2]
     repair_tail(FileIO(), tmp_path, result, tmp_path / "q")
     assert not (tmp_path / segment_name(5)).exists()
-    assert len(list((tmp_path / "q").iterdir())) == 1
+    [entry] = quarantine.entries(tmp_path / "q")  # the segment, with why it was set aside
+    assert entry.name.endswith(segment_name(5)) and entry.path.read_bytes()
+    assert f"follows damage in {segment_name(1)}" in entry.reason and "CRC32C" in entry.reason
 
 
 def test_segment_header_damage_is_detected(tmp_path: Path) -> None:
