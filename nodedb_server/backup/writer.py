@@ -30,7 +30,7 @@ from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.errors import InsufficientPrivilege
 from nodedb_server.storage import codec
-from nodedb_server.storage.snapshot import release
+from nodedb_server.storage.snapshot import prepare, release
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
@@ -125,6 +125,7 @@ def write_envelope(
     """Seal the snapshot into ``sink`` (on a worker thread); returns the figures.
     The snapshot's views are released whether or not this completes."""
     try:
+        prepare(snapshot.parts)
         writer = EnvelopeWriter(sink, snapshot.tenant_key, snapshot.header)
         writer.section()
         writer.write(codec.pack(snapshot.catalog))

@@ -25,6 +25,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from nodedb_server.storage.records import OP_TS_APPEND
+from nodedb_server.storage.snapshot import Prefetch
 
 KINDS: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"),
@@ -274,7 +275,10 @@ class TimeseriesCollection:
 
     def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:
         snapshot = {s: list(p.batches) for s, p in self.partitions.items()}
-        return [(prefix, _parquet_items(snapshot, self.schema()))]
+        schema = self.schema()
+        # Parquet encoding releases the GIL: done ahead on a helper thread, it overlaps
+        # with the other parts' packing (storage/snapshot.py, Prefetch).
+        return [(prefix, Prefetch(lambda: _parquet_items(snapshot, schema)))]
 
     def load_parts(self, prefix: str, read_part: Callable[[str], Iterator[Any]]) -> None:
         for start, data in read_part(prefix):

@@ -195,6 +195,7 @@ class Store:
             try:
                 # Never publish state the WAL has not made durable.
                 await wal.wait_durable(lsn)
+                snapshot.prepare(parts)
                 info = await loop.run_in_executor(
                     None,
                     ckpt.write_checkpoint,

@@ -30,6 +30,9 @@ a worker that finishes a view only marks it closed and drops its data.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -134,8 +137,82 @@ class SnapshotItems:
         self._view.close()
 
 
+class Prefetch:
+    """A part whose items are made on a helper thread, a few ahead of the reader.
+
+    For parts whose items cost work that releases the GIL (a timeseries part encodes
+    each piece to Parquet in Arrow's C++): started when a checkpoint or backup begins,
+    the encoding overlaps with the packing of the parts written before it. At most
+    ``depth`` made items wait; ``prepare`` links a snapshot's Prefetch parts so that
+    only the one being read and the next one run.
+    """
+
+    def __init__(self, make: Callable[[], Iterator[Any]], depth: int = 2):
+        self._make = make
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.next: Prefetch | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+            self._thread.start()
+
+    def _put(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._make():
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # handed to the reader, raised there
+            self._put(("error", e))
+
+    def __iter__(self) -> Iterator[Any]:
+        self.start()
+        if self.next is not None:
+            self.next.start()
+        while True:
+            kind, value = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        """Stop the helper and let go of what it made; safe more than once."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+            self._thread = None
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+
+def prepare(parts: list[tuple[str, Any]]) -> None:
+    """Before a checkpoint or backup writes ``parts``: start the first Prefetch part and
+    chain the rest, each starting as the one before it is read."""
+    chain = [items for _name, items in parts if isinstance(items, Prefetch)]
+    for a, b in zip(chain, chain[1:], strict=False):
+        a.next = b
+    if chain:
+        chain[0].start()
+
+
 def release(parts: list[tuple[str, Any]]) -> None:
-    """Close every view behind ``parts`` (after writing them, or when giving up)."""
+    """Close every view and helper behind ``parts`` (after writing them, or giving up)."""
     for _name, items in parts:
-        if isinstance(items, SnapshotItems):
+        if isinstance(items, SnapshotItems | Prefetch):
             items.close()

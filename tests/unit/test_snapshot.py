@@ -7,8 +7,10 @@ from __future__ import annotations
 import random
 import sys
 import threading
+from collections.abc import Iterator
 
 import loro
+import pytest
 
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.kv import KvCollection
@@ -182,3 +184,48 @@ def test_pre_images_follow_the_writes_not_the_collection() -> None:
     rows = dict(next(iter(p for n, p in parts if n == "c1")))  # type: ignore[call-overload]
     assert len(rows) == 10_000 and "new" not in rows
     assert all(rows[f"k{i}"]["v"] == i for i in range(10))
+
+
+def test_prefetch_keeps_order_bounds_lookahead_and_stops_on_close() -> None:
+    import time
+
+    from nodedb_server.storage.snapshot import Prefetch, prepare, release
+
+    def counted(n: int, made: list[int]) -> Iterator[int]:
+        for i in range(n):
+            made.append(i)
+            yield i
+
+    assert list(Prefetch(lambda: counted(50, []))) == list(range(50))
+
+    made_a: list[int] = []
+    made_b: list[int] = []
+    slow = Prefetch(lambda: counted(1000, made_a), depth=2)
+    later = Prefetch(lambda: counted(1000, made_b), depth=2)
+    parts = [("a", slow), ("b", later)]
+    prepare(parts)
+    time.sleep(0.2)
+    assert len(made_a) <= 3, "no more than depth + 1 made ahead of a reader that reads nothing"
+    assert made_b == [], "the next part starts only when this one is read"
+    assert next(iter(slow)) == 0
+    time.sleep(0.2)
+    assert 0 < len(made_b) <= 3
+    release(parts)
+    counts = (len(made_a), len(made_b))
+    time.sleep(0.1)
+    assert (len(made_a), len(made_b)) == counts, "closing stops the helpers"
+    assert not any(t.name == "prefetch" for t in threading.enumerate())
+
+
+def test_prefetch_raises_the_makers_error_in_the_reader() -> None:
+    from nodedb_server.storage.snapshot import Prefetch
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise ValueError("piece 2 does not encode")
+
+    got = []
+    with pytest.raises(ValueError, match="piece 2"):
+        for i in Prefetch(broken):
+            got.append(i)
+    assert got == [1]
