@@ -1875,20 +1875,17 @@ class Session:
                 ("at", t.TIMESTAMPTZ),
                 ("location", t.TEXT),
             ]
-            out = []
-            if rows:
-                for tenant in self._visible_tenants():
-                    for entry in quarantine.entries(tenant.store.quarantine_dir):
-                        out.append(
-                            {
-                                "tenant": tenant.name,
-                                "file": entry.name,
-                                "reason": entry.reason,
-                                "at": dt.datetime.fromtimestamp(entry.at_ms / 1000, dt.UTC),
-                                "location": str(entry.path),
-                            }
-                        )
-            return cols, out
+            return cols, [
+                {
+                    "tenant": tenant.name,
+                    "file": entry.name,
+                    "reason": entry.reason,
+                    "at": dt.datetime.fromtimestamp(entry.at_ms / 1000, dt.UTC),
+                    "location": str(entry.path),
+                }
+                for tenant in (self._visible_tenants() if rows else [])
+                for entry in quarantine.entries(tenant.store.quarantine_dir)
+            ]
         if view in ("dropped_collections", "l2_cleanup_queue"):
             return self._dropped_view(view, rows)
         raise UndefinedTable(f'system view "{name}" does not exist')
