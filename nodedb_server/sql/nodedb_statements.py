@@ -40,6 +40,7 @@ _TOKEN = re.compile(
   | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_$]*)
   | (?P<op>::|<=|>=|<>|!=|[{}\[\](),:;=.*+\-<>/%])
+  | (?P<other>\S)  # no NodeDB statement uses it (||, ~, ...): standard SQL, or an error
     """,
     re.X | re.S,
 )
@@ -47,7 +48,7 @@ _TOKEN = re.compile(
 
 @dataclass(frozen=True)
 class Tok:
-    kind: str  # ident | qident | string | number | param | op
+    kind: str  # ident | qident | string | number | param | op | other
     text: str  # identifiers folded to lower case; strings unquoted
     pos: int
 
