@@ -1,4 +1,4 @@
-"""Errors that travel to clients carry an SQLSTATE (see ../shared/SQL.md)."""
+"""Errors that travel to clients carry an SQLSTATE (the table at the end of docs/SQL.md)."""
 
 from __future__ import annotations
 
