@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/nodedb-server $(ARGS)
+	$(BIN)/nodedb-server --config config/nodedb.toml $(ARGS)
 
 test: $(STAMP)
 	tests/ensure_psql.sh

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"nodedb-server: configuration error: {e}", file=sys.stderr)
         return 2
-    from nodedb_server.server import run, setup_logging
+    from nodedb_server.server import StartupRefused, run, setup_logging
+    from nodedb_server.storage.datadir import DataDirInUse
 
     setup_logging(cfg)
     try:
@@ -50,5 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         logging.getLogger("nodedb.server").error("configuration error: %s", e)
         return 2
+    except (StartupRefused, DataDirInUse) as e:
+        logging.getLogger("nodedb.server").error("%s", e)
+        return 1
     except KeyboardInterrupt:
         return 0

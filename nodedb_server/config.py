@@ -7,6 +7,7 @@ message naming the key; config/nodedb.toml documents each one.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -177,6 +178,16 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _refuse_unknown_env(environ: Mapping[str, str]) -> None:
+    """A misspelt NODEDB_* variable would otherwise be ignored without a word."""
+    known = [k.env for k in KEYS]
+    unknown = sorted(n for n in environ if n.startswith("NODEDB_") and n not in known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown environment variable {unknown[0]}{hint}")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -199,6 +210,7 @@ def load_config(
             if key is None:
                 raise ConfigError(f"unknown config key {dotted!r} in {path}")
             values[dotted] = _coerce(key, raw, str(path))
+    _refuse_unknown_env(environ)
     for key in KEYS:
         if key.env in environ:
             values[key.path] = _coerce(key, environ[key.env], f"environment {key.env}")

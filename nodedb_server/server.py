@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 
 from nodedb_server import __version__
+from nodedb_server.backup.writer import remove_partials
 from nodedb_server.config import Config
 from nodedb_server.pgwire.server import PgServer
 from nodedb_server.storage.fsio import FileIO
@@ -18,10 +21,15 @@ from nodedb_server.tenants.manager import TenantManager
 log = logging.getLogger("nodedb.server")
 
 
+class StartupRefused(Exception):
+    """The server cannot start; the message (one line) says why and what to change."""
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created, UTC)
         out = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -58,13 +66,18 @@ class NodeDBServer:
         log.info("nodedb-server %s starting; data directory %s", __version__, self.cfg.data_dir)
         log.info("configuration: %s", self.cfg.describe())
         reports = await self.manager.open()
+        remove_partials(self.cfg.backup_dirs)
         log.info(
             "recovered %d tenant(s) and the system catalog in %.3fs",
             len(reports) - 1,
             time.monotonic() - started,
         )
         # The listener opens only after every tenant has recovered.
-        self.address = await self.pg.start()
+        try:
+            self.address = await self.pg.start()
+        except OSError as e:
+            await self.manager.close(checkpoint=False)
+            raise StartupRefused(_listen_failure(self.cfg, e)) from None
         log.info("listening for PostgreSQL connections on %s:%d", *self.address)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
         return self.address
@@ -90,6 +103,16 @@ class NodeDBServer:
             self._checkpointer.cancel()
         await self.manager.close(checkpoint=True)
         log.info("shutdown complete")
+
+
+def _listen_failure(cfg: Config, e: OSError) -> str:
+    where = f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}"
+    if e.errno == errno.EADDRINUSE:
+        return (
+            f"{where} (another process has the port); choose another with "
+            "server.ports.pgwire in the config file, NODEDB_PORT_PGWIRE or --port"
+        )
+    return f"{where}; check server.host (NODEDB_HOST, --host) and server.ports.pgwire"
 
 
 async def run(cfg: Config) -> int:

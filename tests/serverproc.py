@@ -14,6 +14,9 @@ from pathlib import Path
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
+# Variables the test suite reads (make fault sets them); the server would refuse them
+# as unknown NODEDB_* settings.
+TEST_ONLY_ENV = frozenset({"NODEDB_FAULT_CYCLES", "NODEDB_FUZZ_EXAMPLES"})
 
 
 def free_port() -> int:
@@ -34,7 +37,8 @@ class ServerProcess:
     ):
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.env = {**os.environ, "NODEDB_CHECKPOINT_INTERVAL_SECONDS": "0", **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV}
+        self.env = {**inherited, "NODEDB_CHECKPOINT_INTERVAL_SECONDS": "0", **(env or {})}
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"

@@ -17,7 +17,9 @@ Items are msgpack values written back to back (storage/codec.py).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from nodedb_server.storage.snapshot import prepare, release
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
+
+log = logging.getLogger("nodedb.backup")
 
 COUNT_NAMES = ("documents", "indexes", "vectors", "edges", "kv", "timeseries", "crdt")
 
@@ -180,7 +184,7 @@ async def backup_to_file(
     if path.exists() and not overwrite:
         raise InsufficientPrivilege(f"{path} exists; add WITH (overwrite) to replace it")
     snapshot = await take_snapshot(manager, tenant)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp = path.with_name(_partial_name(path.name, os.getpid()))
 
     def run() -> Summary:
         fs = manager.fs
@@ -197,3 +201,36 @@ async def backup_to_file(
             tmp.unlink(missing_ok=True)
 
     return await in_worker(progress, run)
+
+
+def _partial_name(name: str, pid: int) -> str:
+    return f".{name}.{pid}.partial"
+
+
+_PARTIAL = re.compile(r"\..+\.(\d+)\.partial")
+
+
+def remove_partials(allowed: list[Path]) -> None:
+    """At start: the temporary files of backups whose server was killed mid-write.
+
+    Allowed directories may be shared by servers on other data directories, so a
+    file whose pid is another live process is left to it."""
+    for base in allowed:
+        for folder, _dirs, files in os.walk(base):
+            for name in files:
+                m = _PARTIAL.fullmatch(name)
+                if m and not _alive_other(int(m.group(1))):
+                    log.warning("removing %s, left by a backup that did not finish", name)
+                    (Path(folder) / name).unlink(missing_ok=True)
+
+
+def _alive_other(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True

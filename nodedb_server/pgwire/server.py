@@ -170,6 +170,7 @@ class ClientHandler:
         self.out_bytes = 0
         self.task: asyncio.Task[Any] | None = None
         self.in_extended = False
+        self.params: dict[str, str] = {}  # of the startup message
 
     # ---- I/O --------------------------------------------------------------------------------
 
@@ -212,6 +213,8 @@ class ClientHandler:
         except DBError as e:
             if e.severity != "FATAL":
                 e.severity = "FATAL"
+            if self.session is None:
+                self.log_refused(e)
             self.send(m.error_response(e.severity, e.sqlstate, e.message, e.detail))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -248,7 +251,7 @@ class ClientHandler:
             if isinstance(event, m.Startup):
                 break
             raise ProtocolViolation("expected a startup message")
-        params = event.params
+        params = self.params = event.params
         user_name = params.get("user")
         if not user_name:
             raise InvalidAuthorization("no PostgreSQL user name specified in startup packet")
@@ -295,6 +298,19 @@ class ClientHandler:
         self.send(m.ready_for_query("I"))
         await self.flush()
         return True
+
+    def log_refused(self, e: DBError) -> None:
+        peer = self.writer.get_extra_info("peername")
+        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        log.warning(
+            "connection %d: login refused: user %r, database %r, client %s: %s (%s)",
+            self.pid,
+            self.params.get("user", ""),
+            self.params.get("database") or self.params.get("user", ""),
+            client,
+            e.message,
+            e.sqlstate,
+        )
 
     async def authenticate(self, user: dict[str, Any]) -> None:
         self.send(m.authentication_sasl([MECHANISM]))

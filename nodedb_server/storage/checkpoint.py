@@ -101,6 +101,28 @@ def write_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     os.mkdir(tmp, 0o700)
+    try:
+        files, total, created = _write_parts(fs, tmp, aead, tenant_id, lsn, meta, parts)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # else a full disk stays full of it
+        raise
+    fs.fsync_dir(root)
+    for old in checkpoint_dirs(root)[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old)
+    return CheckpointInfo(lsn, created, len(files), total, final)
+
+
+def _write_parts(
+    fs: FileIO,
+    tmp: Path,
+    aead: AESGCM,
+    tenant_id: int,
+    lsn: int,
+    meta: dict[str, Any],
+    parts: Iterable[tuple[str, Iterable[Any] | codec.Packed]],
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The L1 files and the MANIFEST in ``tmp``, all fsynced: (files, bytes, created_ms)."""
     files = []
     total = 0
     for i, (part, items) in enumerate(parts):
@@ -112,11 +134,7 @@ def write_checkpoint(
     body = codec.pack({"lsn": lsn, "created_ms": created, "meta": meta, "files": files})
     fs.write_file_atomic(tmp / "MANIFEST", _seal_manifest(aead, tenant_id, body))
     fs.fsync_dir(tmp)
-    os.rename(tmp, final)
-    fs.fsync_dir(root)
-    for old in checkpoint_dirs(root)[KEEP_CHECKPOINTS:]:
-        shutil.rmtree(old)
-    return CheckpointInfo(lsn, created, len(files), total, final)
+    return files, total, created
 
 
 def _seal_manifest(aead: AESGCM, tenant_id: int, body: bytes) -> bytes:

@@ -8,8 +8,13 @@ cannot show a missing fsync (the page cache survives it); this layer can.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+
+def disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class FileIO:

@@ -7,7 +7,8 @@ Recovery, per store (a tenant, or the system catalog):
     replay every record above the checkpoint LSN in LSN order;
  3. at the first damaged record, truncate that segment there (the torn tail)
     and quarantine any later segment;
- 4. open a fresh segment (fresh nonce epoch) for new writes.
+ 4. open a fresh segment (fresh nonce epoch) for new writes; on a full disk
+    the store serves reads and each write tries again (53100 until there is room).
 What was replayed, discarded and quarantined is logged and kept in a report.
 """
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nodedb_server.errors import DiskFull
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import snapshot
-from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import CorruptRecord
@@ -94,7 +97,17 @@ class Store:
 
     async def open(self) -> RecoveryReport:
         report = await self.recover()
-        await self.open_wal()
+        try:
+            await self.open_wal()
+        except OSError as e:
+            if not disk_full(e):
+                raise
+            log.error(
+                "%s: no space for a new WAL segment (%s); serving reads, "
+                "writes fail with 53100 until there is room",
+                self.name,
+                e.strerror,
+            )
         return report
 
     async def recover(self) -> RecoveryReport:
@@ -123,6 +136,7 @@ class Store:
         started = time.monotonic()
         report = RecoveryReport(self.name)
         self.fs.makedirs(self.wal_dir)
+        self._remove_unfinished_checkpoints()
         with gc_paused():
             self._load_checkpoint(report)
             result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=report.checkpoint_lsn)
@@ -151,6 +165,14 @@ class Store:
             result.segments = [s for s in result.segments if s.path.exists()]
         report.seconds = time.monotonic() - started
         return report, result.segments, report.last_lsn + 1
+
+    def _remove_unfinished_checkpoints(self) -> None:
+        """``<lsn>.tmp`` directories of checkpoints a kill or a full disk interrupted."""
+        if not self.checkpoint_dir.exists():
+            return
+        for path in self.checkpoint_dir.glob("*.tmp"):
+            log.warning("%s: removing unfinished checkpoint %s", self.name, path.name)
+            shutil.rmtree(path, ignore_errors=True)
 
     def _load_checkpoint(self, report: RecoveryReport) -> dict | None:
         for path in ckpt.checkpoint_dirs(self.checkpoint_dir):
@@ -207,6 +229,10 @@ class Store:
                     meta,
                     parts,
                 )
+            except OSError as e:
+                if not disk_full(e):
+                    raise
+                raise DiskFull("could not write the checkpoint: no space left on device") from None
             finally:
                 snapshot.release(parts)
             self.last_checkpoint = info

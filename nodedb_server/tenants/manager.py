@@ -26,14 +26,17 @@ from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
+    DiskFull,
     DuplicateObject,
     InsufficientPrivilege,
     InvalidCatalogName,
     ObjectInUse,
+    StorageFailure,
     UndefinedObject,
 )
 from nodedb_server.storage import codec
-from nodedb_server.storage.fsio import FileIO
+from nodedb_server.storage.datadir import lock_data_dir, unlock_data_dir
+from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.records import REC_CATALOG, Record
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
@@ -141,6 +144,7 @@ class TenantManager:
         self._reserved_id = 0
         self._restoring: set[str] = set()  # tenant names with a restore under way
         self.operations = Operations()  # running and recent backups and restores
+        self._dir_lock = -1  # the descriptor holding <data_dir>/LOCK while open
         # Set by the wire layer: end every session of a tenant but one (57P01).
         self.end_sessions: Callable[[str, int], None] = lambda _name, _keep_pid: None
 
@@ -148,6 +152,10 @@ class TenantManager:
 
     async def open(self) -> list[RecoveryReport]:
         self.fs.makedirs(self.data_dir)
+        self._dir_lock = lock_data_dir(self.data_dir)
+        if not self.cfg["backup.allowed_dirs"]:
+            # The default place BACKUP writes to, so that a first backup just works.
+            self.fs.makedirs(self.data_dir / "backups")
         self.master, key_path = keys.load_master_key(
             self.cfg["encryption.master_key_file"], self.data_dir
         )
@@ -261,8 +269,14 @@ class TenantManager:
             await tenant.close(checkpoint=checkpoint)
         if self.store is not None:
             if checkpoint and self.store.broken is None:
-                await self.store.checkpoint()
+                try:
+                    await self.store.checkpoint()
+                except DiskFull as e:  # its WAL keeps everything; the next start replays it
+                    log.error("system catalog: checkpoint at shutdown failed: %s", e.message)
             await self.store.close()
+        if self._dir_lock >= 0:
+            unlock_data_dir(self._dir_lock)
+            self._dir_lock = -1
 
     async def checkpoint_all(self) -> None:
         for tenant in list(self.tenants.values()):
@@ -273,10 +287,23 @@ class TenantManager:
     # ---- the system WAL --------------------------------------------------------------
 
     async def _log(self, action: str, args: dict[str, Any]) -> None:
-        assert self.store is not None and self.store.wal is not None
+        assert self.store is not None
+        if self.store.wal is None:
+            await self._reopen_system_wal()
+        assert self.store.wal is not None
         _, fut = self.store.wal.append(REC_CATALOG, codec.pack([action, args]))
         self.system.apply_action(action, args)
         await fut
+
+    async def _reopen_system_wal(self) -> None:
+        """The server started on a full disk: try again for a segment to log into."""
+        assert self.store is not None
+        try:
+            await self.store.open_wal()
+        except OSError as e:
+            if disk_full(e):
+                raise DiskFull("could not open a WAL segment: no space left on device") from None
+            raise StorageFailure(f"could not open a WAL segment: {e.strerror}") from None
 
     def _new_tenant_args(self, name: str, tenant_id: int) -> dict[str, Any]:
         return {

@@ -177,3 +177,54 @@ async def test_full_disk_during_restore_changes_nothing(tmp_path: Path) -> None:
         await conn.close()
         fs.disk_full = False
         await srv.stop()
+
+
+def _checkpoint_dirs(data: Path) -> list[str]:
+    root = data / "tenants" / "1" / "checkpoints"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+async def test_checkpoint_on_a_full_disk_is_53100_and_leaves_no_tmp(
+    faulty, tmp_path: Path
+) -> None:
+    srv, fs, conn = faulty
+    before = _checkpoint_dirs(tmp_path / "data")
+    fs.disk_full = True
+    with pytest.raises(asyncpg.PostgresError) as err:
+        await conn.execute("CHECKPOINT")
+    assert err.value.sqlstate == "53100"
+    assert _checkpoint_dirs(tmp_path / "data") == before, "no half-written checkpoint is left"
+    fs.disk_full = False
+    await conn.execute("CHECKPOINT")
+    assert len(_checkpoint_dirs(tmp_path / "data")) == len(before) + 1
+
+
+async def test_restart_on_a_full_disk_serves_reads_and_writes_resume(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = await _start(data, FileIO())
+    assert srv.address is not None
+    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb")
+    await conn.execute("CREATE COLLECTION docs")
+    await conn.execute("INSERT INTO docs (id) VALUES ('a')")
+    await conn.close()
+    await srv.stop()
+    fs = FaultyFileIO()
+    fs.disk_full = True
+    srv = await _start(data, fs)
+    assert srv.address is not None
+    conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb")
+    try:
+        assert await _ids(conn) == ["a"]
+        for statement in ("INSERT INTO docs (id) VALUES ('b')", "CREATE TENANT acme"):
+            with pytest.raises(asyncpg.PostgresError) as err:
+                await conn.execute(statement)
+            assert err.value.sqlstate == "53100", statement
+        fs.disk_full = False
+        await conn.execute("INSERT INTO docs (id) VALUES ('c')")
+        await conn.execute("CREATE TENANT acme")
+        assert await _ids(conn) == ["a", "c"]
+    finally:
+        await conn.close()
+        fs.disk_full = False
+        await srv.stop()
+    assert await _restart_ids(data) == ["a", "c"]
