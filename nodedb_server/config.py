@@ -180,11 +180,14 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _refuse_unknown_env(environ: Mapping[str, str]) -> None:
     """A misspelt NODEDB_* variable would otherwise be ignored without a word."""
+    prefix = "NODEDB_"
     known = [k.env for k in KEYS]
-    unknown = sorted(n for n in environ if n.startswith("NODEDB_") and n not in known)
+    unknown = sorted(n for n in environ if n.startswith(prefix) and n not in known)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the common prefix, which would make every name look close.
+        bare = [k.removeprefix(prefix) for k in known]
+        close = difflib.get_close_matches(unknown[0].removeprefix(prefix), bare, n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
         raise ConfigError(f"unknown environment variable {unknown[0]}{hint}")
 
 

@@ -35,7 +35,8 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ("[backup]\nprogress_seconds = true\n", {}, "backup.progress_seconds"),
         ("", {"NODEDB_BACKUP_PROGRESS_SECONDS": "soon"}, "backup.progress_seconds"),
         ("[backup]\nprogress_seconds = 0\n", {}, "backup.progress_seconds"),
-        ("", {"NODEDB_PORTT": "1"}, "NODEDB_PORTT; did you mean NODEDB_PORT_PGWIRE"),
+        ("", {"NODEDB_PORTT": "1"}, "unknown environment variable NODEDB_PORTT"),
+        ("", {"NODEDB_WAL_FSYNCC": "off"}, "NODEDB_WAL_FSYNCC; did you mean NODEDB_WAL_FSYNC"),
     ],
 )
 def test_bad_configuration_names_the_key(
