@@ -184,9 +184,7 @@ def _checkpoint_dirs(data: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
-async def test_checkpoint_on_a_full_disk_is_53100_and_leaves_no_tmp(
-    faulty, tmp_path: Path
-) -> None:
+async def test_checkpoint_on_a_full_disk_is_53100_and_leaves_no_tmp(faulty, tmp_path: Path) -> None:
     srv, fs, conn = faulty
     before = _checkpoint_dirs(tmp_path / "data")
     fs.disk_full = True
