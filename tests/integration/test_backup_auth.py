@@ -20,9 +20,8 @@ def _error(conn: psycopg.Connection, sql: str) -> psycopg.Error:  # type: ignore
 
 
 def _copy_in_error(conn: psycopg.Connection, sql: str, data: bytes) -> psycopg.Error:  # type: ignore[type-arg]
-    with pytest.raises(psycopg.Error) as err:
-        with conn.cursor().copy(sql) as copy:
-            copy.write(data)
+    with pytest.raises(psycopg.Error) as err, conn.cursor().copy(sql) as copy:
+        copy.write(data)
     return err.value
 
 
@@ -129,7 +128,10 @@ def test_backup_and_restore_path_errors_are_clear(two_tenants) -> None:  # type:
             (f"{allowed}/adir", "42809"),
             (f"{allowed}/{'n' * 252}.bak", "22023"),
         ):
-            for sql in (f"RESTORE TENANT tb FROM '{path}' DRY RUN", f"RESTORE TENANT tb FROM '{path}'"):
+            for sql in (
+                f"RESTORE TENANT tb FROM '{path}' DRY RUN",
+                f"RESTORE TENANT tb FROM '{path}'",
+            ):
                 err = _error(su, sql)
                 assert err.sqlstate == state, sql
                 assert path[:60] in str(err), str(err)
