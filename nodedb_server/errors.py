@@ -115,6 +115,18 @@ class UndefinedObject(DBError):
     sqlstate = "42704"
 
 
+class InvalidParameterValue(DBError):
+    sqlstate = "22023"
+
+
+class WrongObjectType(DBError):
+    sqlstate = "42809"
+
+
+class UndefinedFile(DBError):
+    sqlstate = "58P01"
+
+
 class StorageFailure(DBError):
     """The tenant's WAL could not be made durable (fsync or write failed)."""
 

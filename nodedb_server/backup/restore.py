@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader, Header
 from nodedb_server.backup.writer import COUNT_NAMES, Summary
 from nodedb_server.engines.vector import as_vector
+from nodedb_server.errors import InsufficientPrivilege
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import codec
 from nodedb_server.storage.fsio import FileIO
@@ -100,12 +101,28 @@ def _batches(chunks: Iterator[bytes], visit: Callable[[Any], None]) -> Iterator[
 
 
 def open_backup(
-    source: BinaryIO, master: bytes, master_key_id: str, target: str | None, rename: bool
+    source: BinaryIO,
+    master: bytes,
+    master_key_id: str,
+    target: str | None,
+    rename: bool,
+    may_read: Callable[[str], bool],
 ) -> EnvelopeReader:
-    """Read a backup's header and check it can be restored here as ``target``: this
-    server holds its master key, and it is a backup of that tenant (or ``rename``).
-    A restore does this before it takes the tenant away from its sessions."""
-    reader = EnvelopeReader(source, unwrapper(master, master_key_id))
+    """Read a backup's header and check it can be restored here as ``target``: the user
+    ``may_read`` backups of the tenant it names (else 42501, before anything is
+    decrypted), this server holds its master key, and it is a backup of that tenant (or
+    ``rename``). A restore does this before it takes the tenant away from its sessions."""
+    unwrap = unwrapper(master, master_key_id)
+
+    def checked(header: Header) -> bytes:
+        if not may_read(header.tenant):
+            raise InsufficientPrivilege(
+                "permission denied to read this backup: it is not a backup of a tenant "
+                "this user holds GRANT BACKUP on"
+            )
+        return unwrap(header)
+
+    reader = EnvelopeReader(source, checked)
     tenant = reader.header.tenant
     if target is not None and tenant != target and not rename:
         raise EnvelopeError(
@@ -155,7 +172,12 @@ def read_backup(
 
 
 def dry_run(
-    source: BinaryIO, master: bytes, master_key_id: str, expected_tenant: str | None, rename: bool
+    source: BinaryIO,
+    master: bytes,
+    master_key_id: str,
+    expected_tenant: str | None,
+    rename: bool,
+    may_read: Callable[[str], bool],
 ) -> Summary:
     """Verify every CRC and tag, decode every section, and count what a restore would bring."""
     counts = dict.fromkeys(COUNT_NAMES, 0)
@@ -166,7 +188,7 @@ def dry_run(
     def count(part: str, item: Any) -> None:
         _count(counts, kinds, vector_fields, part, item)
 
-    reader = open_backup(source, master, master_key_id, expected_tenant, rename)
+    reader = open_backup(source, master, master_key_id, expected_tenant, rename, may_read)
     for kind, value in read_backup(reader, count):
         if kind == "header":
             header = value

@@ -17,20 +17,30 @@ Items are msgpack values written back to back (storage/codec.py).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from nodedb_server.backup.envelope import EnvelopeWriter, Header
+from nodedb_server.backup.envelope import EnvelopeError, EnvelopeWriter, Header, read_header
 from nodedb_server.backup.progress import Progress, in_worker
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
-from nodedb_server.errors import InsufficientPrivilege
+from nodedb_server.errors import (
+    DBError,
+    DiskFull,
+    InsufficientPrivilege,
+    InvalidParameterValue,
+    UndefinedFile,
+    WrongObjectType,
+)
 from nodedb_server.storage import codec
 from nodedb_server.storage.snapshot import prepare, release
 from nodedb_server.tenants import keys
@@ -156,7 +166,8 @@ def write_envelope(
 
 
 def check_path(raw: str, allowed: list[Path], must_exist: bool) -> Path:
-    """An absolute path inside an allowed directory, symlinks resolved (else 42501)."""
+    """An absolute path inside an allowed directory, symlinks resolved (else 42501), that
+    can be read (``must_exist``) or created: see ``file_error`` for the SQLSTATEs."""
     if not os.path.isabs(raw):
         raise InsufficientPrivilege(f"backup path {raw!r} must be absolute")
     if ".." in Path(raw).parts:
@@ -165,12 +176,113 @@ def check_path(raw: str, allowed: list[Path], must_exist: bool) -> Path:
     for base in allowed:
         root = Path(os.path.realpath(base))
         if resolved.parent == root or root in resolved.parents:
-            if must_exist and not resolved.is_file():
-                raise InsufficientPrivilege(f"backup file {raw!r} does not exist")
+            if must_exist:
+                _check_source(resolved, raw)
+            else:
+                _check_directory(resolved, raw)
             return resolved
     raise InsufficientPrivilege(
         f"backup path {raw!r} is outside the directories in [backup] allowed_dirs"
     )
+
+
+# PostgreSQL's errcode_for_file_access, plus ENAMETOOLONG (which PostgreSQL leaves at
+# XX000): a path too long for the filesystem is a bad value given by the user.
+_FILE_ERRORS: dict[int, type[DBError]] = {
+    errno.EPERM: InsufficientPrivilege,
+    errno.EACCES: InsufficientPrivilege,
+    errno.EROFS: InsufficientPrivilege,
+    errno.ENOENT: UndefinedFile,
+    errno.ENOTDIR: WrongObjectType,
+    errno.EISDIR: WrongObjectType,
+    errno.ENAMETOOLONG: InvalidParameterValue,
+    errno.ENOSPC: DiskFull,
+    errno.EDQUOT: DiskFull,
+}
+
+
+def file_error(e: OSError, doing: str) -> DBError:
+    """The SQL error for an OSError met while ``doing`` (which names the path)."""
+    kind = _FILE_ERRORS.get(e.errno or 0, DBError)
+    return kind(f"{doing}: {e.strerror or type(e).__name__}")
+
+
+def _check_source(path: Path, raw: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise file_error(e, f'could not open backup file "{raw}"') from None
+    if stat.S_ISDIR(st.st_mode):
+        raise WrongObjectType(f'could not open backup file "{raw}": it is a directory')
+    if not stat.S_ISREG(st.st_mode):
+        raise WrongObjectType(f'could not open backup file "{raw}": it is not a regular file')
+
+
+def _check_directory(path: Path, raw: str) -> None:
+    """The directory a backup is written into exists, and the name fits in it."""
+    try:
+        st = os.stat(path.parent)
+    except OSError as e:
+        raise file_error(e, f'could not create backup file "{raw}"') from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise WrongObjectType(
+            f'could not create backup file "{raw}": "{path.parent}" is not a directory'
+        )
+    try:
+        name_max = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(os.fsencode(path.name))
+    if size > name_max:
+        raise InvalidParameterValue(
+            f'could not create backup file "{raw}": its name is {size} bytes, '
+            f"more than the {name_max} this filesystem allows"
+        )
+
+
+def open_backup_file(path: Path, raw: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise file_error(e, f'could not open backup file "{raw}"') from None
+
+
+def backup_of(path: Path) -> str | None:
+    """The tenant an existing file is a backup of (its header says); None: not a backup."""
+    try:
+        with open(path, "rb") as f:
+            return read_header(f).tenant
+    except (OSError, EnvelopeError):
+        return None
+
+
+def check_target(path: Path, overwrite: bool, may_replace: Callable[[str | None], bool]) -> None:
+    """Whether a backup may be written to ``path``: a directory is never replaced, an
+    existing file only WITH (overwrite) and if ``may_replace`` the tenant it is a backup
+    of (None: it is no backup). Read before anything is written, and again at the end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise file_error(e, f'could not create backup file "{path}"') from None
+    if stat.S_ISDIR(st.st_mode):
+        raise WrongObjectType(f'could not create backup file "{path}": it is a directory')
+    if not overwrite:
+        raise InsufficientPrivilege(f"{path} exists; add WITH (overwrite) to replace it")
+    if not stat.S_ISREG(st.st_mode):
+        raise WrongObjectType(f'could not replace "{path}": it is not a regular file')
+    if not may_replace(backup_of(path)):
+        raise InsufficientPrivilege(
+            f'permission denied to overwrite "{path}": it is not a backup of a tenant '
+            "this user holds GRANT BACKUP on"
+        )
+
+
+def partial_name() -> str:
+    """A temporary name of fixed length (it fits wherever the final name does), unique
+    among concurrent backups; the pid tells a later start whose file it was."""
+    return f".nodedb-backup-{secrets.token_hex(8)}.{os.getpid()}.partial"
 
 
 async def backup_to_file(
@@ -178,21 +290,26 @@ async def backup_to_file(
     tenant: Tenant,
     path: Path,
     overwrite: bool,
+    may_replace: Callable[[str | None], bool],
     progress: Progress,
 ) -> Summary:
     """Temporary name, fsync, rename, fsync of the directory: the file appears only whole."""
-    if path.exists() and not overwrite:
-        raise InsufficientPrivilege(f"{path} exists; add WITH (overwrite) to replace it")
+    check_target(path, overwrite, may_replace)
     snapshot = await take_snapshot(manager, tenant)
-    tmp = path.with_name(_partial_name(path.name, os.getpid()))
+    tmp = path.with_name(partial_name())
 
     def run() -> Summary:
         fs = manager.fs
         try:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as e:
+                raise file_error(e, f'could not create backup file "{path}"') from None
+            with os.fdopen(fd, "wb") as f:
                 summary = write_envelope(snapshot, f, progress)
                 f.flush()
                 fs.fsync(f.fileno())
+            check_target(path, overwrite, may_replace)  # what appeared there meanwhile
             os.replace(tmp, path)
             fs.fsync_dir(path.parent)
             return summary
@@ -203,11 +320,7 @@ async def backup_to_file(
     return await in_worker(progress, run)
 
 
-def _partial_name(name: str, pid: int) -> str:
-    return f".{name}.{pid}.partial"
-
-
-_PARTIAL = re.compile(r"\..+\.(\d+)\.partial")
+_PARTIAL = re.compile(r"\.nodedb-backup-[0-9a-f]+\.(\d+)\.partial")  # partial_name()
 
 
 def remove_partials(allowed: list[Path]) -> None:

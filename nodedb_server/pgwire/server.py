@@ -496,7 +496,7 @@ class ClientHandler:
         """COPY tenant_restore(t) FROM STDIN [DRY RUN]: the backup arrives as binary COPY
         data and is verified (and restored) as it streams, through a bounded queue."""
         assert self.session is not None
-        self.session.check_restore(stmt)
+        stmt = self.session.check_restore(stmt)
         source = StreamSource()
         self.send(m.copy_in_response(1, [1]))
         await self.flush()

@@ -10,6 +10,7 @@ state at that moment (read committed, as SQL.md says).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import errno
 import functools
@@ -33,7 +34,12 @@ from nodedb_server.backup.progress import (
     in_worker,
 )
 from nodedb_server.backup.restore import dry_run, open_backup, stage_restore
-from nodedb_server.backup.writer import COUNT_NAMES, backup_to_file, check_path
+from nodedb_server.backup.writer import (
+    COUNT_NAMES,
+    backup_to_file,
+    check_path,
+    open_backup_file,
+)
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.kv import KvCollection
@@ -53,6 +59,7 @@ from nodedb_server.errors import (
     FeatureNotSupported,
     InFailedTransaction,
     InsufficientPrivilege,
+    InvalidParameterValue,
     InvalidTextRepresentation,
     StorageFailure,
     SyntaxError_,
@@ -96,7 +103,7 @@ from nodedb_server.storage.records import (
     OP_UPDATE,
 )
 from nodedb_server.tenants.catalog import Engine, Op
-from nodedb_server.tenants.manager import TenantManager
+from nodedb_server.tenants.manager import DEFAULT_TENANT, TenantManager
 from nodedb_server.tenants.tenant import Tenant
 
 SERVER_VERSION = f"15.0 (nodedb-server {__version__})"
@@ -419,6 +426,7 @@ class Session:
             "search_path": '"$user", public',
             "is_superuser": "on" if user["superuser"] else "off",
             "session_authorization": user["name"],
+            "role": "none",
             "max_identifier_length": "63",
             "statement_timeout": str(manager.cfg["limits.statement_timeout_ms"]),
             "intervalstyle": "postgres",
@@ -1225,6 +1233,7 @@ class Session:
 
     def backup_tenant(self, name: str, restore: bool = False) -> Tenant:
         """The tenant a BACKUP or DRY RUN names, if this user may act on it (else 42501)."""
+        name = self.manager.tenant_name(name)
         user = self.user
         if not user["superuser"] and (
             restore or not self.manager.has_grant(user["name"], "backup", name)
@@ -1239,6 +1248,13 @@ class Session:
             raise UndefinedObject(f'tenant "{name}" does not exist')
         return tenant
 
+    def may_use_backup_of(self, tenant: str | None) -> bool:
+        """Whether this user may read, or overwrite, a backup of ``tenant`` (None: a file
+        that is no backup, which only the superuser may overwrite)."""
+        if self.user["superuser"]:
+            return True
+        return tenant is not None and self.manager.has_grant(self.user["name"], "backup", tenant)
+
     def start_operation(
         self, kind: str, tenant: str, target: str, total: int | None
     ) -> tuple[Operation, Progress]:
@@ -1252,7 +1268,9 @@ class Session:
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=False)
         op, progress = self.start_operation("backup", tenant.name, str(path), tenant_size(tenant))
         try:
-            summary = await backup_to_file(self.manager, tenant, path, stmt.overwrite, progress)
+            summary = await backup_to_file(
+                self.manager, tenant, path, stmt.overwrite, self.may_use_backup_of, progress
+            )
         except BaseException as e:
             Operations.finish(op, e)
             raise
@@ -1260,24 +1278,28 @@ class Session:
         return Result(self.BACKUP_COLUMNS, [summary.row()], "BACKUP")
 
     async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
-        self.check_restore(stmt)
+        stmt = self.check_restore(stmt)
         assert stmt.path is not None
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
-        with open(path, "rb") as source:
-            return await self.restore_from(stmt, source, path.stat().st_size)
+        with open_backup_file(path, stmt.path) as source:
+            return await self.restore_from(stmt, source, os.fstat(source.fileno()).st_size)
 
-    def check_restore(self, stmt: ast.RestoreTenant) -> None:
-        """RESTORE needs the superuser; DRY RUN also a holder of GRANT BACKUP (else 42501)."""
+    def check_restore(self, stmt: ast.RestoreTenant) -> ast.RestoreTenant:
+        """RESTORE needs the superuser; DRY RUN also a holder of GRANT BACKUP, and WITH
+        (rename) the superuser, since it reads a backup of another tenant (else 42501).
+        Returns the statement with the tenant's own name."""
+        stmt = dataclasses.replace(stmt, tenant=self.manager.tenant_name(stmt.tenant))
         if not stmt.dry_run:
             self._require_superuser("restore a tenant")
-            if stmt.tenant in ("default", "nodedb", "postgres"):
+            if stmt.tenant == DEFAULT_TENANT:
                 raise InsufficientPrivilege("the default tenant cannot be replaced by a restore")
-        elif not self.user["superuser"] and not self.manager.has_grant(
-            self.user["name"], "backup", stmt.tenant
-        ):
+        elif not self.may_use_backup_of(stmt.tenant):
             raise InsufficientPrivilege(
                 f'DRY RUN of tenant "{stmt.tenant}" needs the superuser or GRANT BACKUP ON TENANT'
             )
+        elif stmt.rename:
+            self._require_superuser("read a backup WITH (rename)")
+        return stmt
 
     async def restore_from(
         self, stmt: ast.RestoreTenant, source: BinaryIO, total: int | None = None
@@ -1309,6 +1331,7 @@ class Session:
                     manager.master_key_id,
                     stmt.tenant,
                     stmt.rename,
+                    self.may_use_backup_of,
                 )
             except EnvelopeError as e:
                 raise DataError(f"invalid backup: {e}") from None
@@ -1326,6 +1349,7 @@ class Session:
                 manager.master_key_id,
                 stmt.tenant,
                 stmt.rename,
+                self.may_use_backup_of,
             )
         except EnvelopeError as e:
             raise DataError(f"invalid backup: {e}; nothing was changed") from None
@@ -1420,8 +1444,13 @@ class Session:
         return self.settings.get(key, "off")  # no JIT here: "jit" reads off
 
     def _set_config(self, name: Any, value: Any, is_local: Any = False) -> str:
-        self.settings[str(name).lower()] = str(value)
-        return str(value)
+        key, text = str(name).lower(), str(value)
+        if key in self.FIXED_SETTINGS:
+            raise DBError(f'parameter "{key}" cannot be changed', sqlstate="55P02")
+        if key in ("session_authorization", "role"):
+            text = self._identity_setting(key, text)
+        self.settings[key] = text
+        return text
 
     async def _catalog_query(self, stmt: ast.CatalogQuery, params: list[Any]) -> Result:
         oids = self._catalog_param_oids(stmt)
@@ -1718,6 +1747,29 @@ class Session:
 
     # -- settings, maintenance --
 
+    FIXED_SETTINGS = ("server_version", "server_encoding", "is_superuser", "integer_datetimes")
+
+    def _identity_setting(self, name: str, value: str | None) -> str:
+        """What SET session_authorization or SET role may store: the session's own user,
+        or the default. Another role is refused as PostgreSQL refuses a non-superuser
+        (42501); the superuser too (0A000), since this server cannot act as another user
+        and SHOW must not claim that it does."""
+        own = self.user["name"]
+        if value is None or (name == "role" and value.lower() == "none"):
+            return own if name == "session_authorization" else "none"
+        if value == own:
+            return value
+        if self.manager.user(value) is None:
+            raise InvalidParameterValue(f'role "{value}" does not exist')
+        if not self.user["superuser"]:
+            if name == "role":
+                raise InsufficientPrivilege(f'permission denied to set role "{value}"')
+            raise InsufficientPrivilege("permission denied to set session authorization")
+        raise FeatureNotSupported(
+            f'{name} cannot name another user ("{value}"): a session acts as the user it '
+            "logged in as; connect as that user instead"
+        )
+
     async def _set(self, stmt: ast.SetVar, params: list[Any]) -> Result:
         name = stmt.name.lower()
         value = stmt.value
@@ -1730,8 +1782,10 @@ class Session:
                     f'invalid value for parameter "client_encoding": "{value}"', sqlstate="22023"
                 )
             value = "UTF8"
-        if name in ("server_version", "server_encoding", "is_superuser", "integer_datetimes"):
+        if name in self.FIXED_SETTINGS:
             raise DBError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+        if name in ("session_authorization", "role"):
+            value = self._identity_setting(name, value)
         if name == "statement_timeout" and value is not None:
             try:
                 int(value.rstrip("ms").strip())

@@ -744,15 +744,20 @@ def parse_show(p: Parser) -> ast.Statement:
 
 
 def parse_set(p: Parser) -> ast.Statement:
-    p.accept("session", "local")
-    if p.accept("time"):
+    session = p.accept("session")
+    p.accept("local")
+    # SET SESSION AUTHORIZATION x and SET ROLE x take no = or TO.
+    bare = session and p.accept("authorization")
+    if bare:
+        name = "session_authorization"
+    elif p.accept("time"):
         p.expect("zone")
         name = "timezone"
     else:
         name = p.name()
         while p.accept("."):
             name += "." + p.name()
-    if not p.accept("=", "to"):
+    if not p.accept("=", "to") and not (bare or name.lower() == "role"):
         raise p.error("expected = or TO")
     raw = p.rest().strip()
     if not raw:
@@ -822,6 +827,8 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
         return parse_set(p)
     if word == "reset":
         name = p.name()
+        if name == "session" and p.accept("authorization"):
+            name = "session_authorization"
         return ast.SetVar(name, None)
     if word in ("begin", "start"):
         if word == "start":

@@ -326,8 +326,14 @@ class TenantManager:
     def user(self, name: str) -> dict[str, Any] | None:
         return self.system.users.get(name)
 
+    @staticmethod
+    def tenant_name(name: str) -> str:
+        """The tenant a name given in SQL means: the database names of the default tenant
+        name it too (BACKUP TENANT nodedb)."""
+        return DEFAULT_TENANT if name in DEFAULT_DATABASES else name
+
     def has_grant(self, user: str, privilege: str, tenant: str) -> bool:
-        return [privilege, tenant] in self.system.grants.get(user, [])
+        return [privilege, self.tenant_name(tenant)] in self.system.grants.get(user, [])
 
     def check_access(self, user: dict[str, Any], tenant: Tenant) -> None:
         if not user["superuser"] and user["tenant"] != tenant.name:
@@ -431,6 +437,7 @@ class TenantManager:
         return self.tenants[name]
 
     async def drop_tenant(self, name: str) -> Tenant:
+        name = self.tenant_name(name)
         async with self._lock:
             if name in self._restoring:
                 raise ObjectInUse(f'tenant "{name}" is being restored')
@@ -446,6 +453,7 @@ class TenantManager:
 
     async def purge_tenant(self, name: str) -> bool:
         """Erase every byte of the tenant; returns False when there was nothing to purge."""
+        name = self.tenant_name(name)
         async with self._lock:
             if name in self._restoring:
                 raise ObjectInUse(f'tenant "{name}" is being restored')
@@ -465,6 +473,7 @@ class TenantManager:
     async def create_user(
         self, name: str, password: str, tenant: str | None, superuser: bool
     ) -> None:
+        tenant = None if tenant is None else self.tenant_name(tenant)
         async with self._lock:
             if name in self.system.users:
                 raise DuplicateObject(f'role "{name}" already exists')
@@ -489,6 +498,7 @@ class TenantManager:
             await self._log("drop_user", {"name": name})
 
     async def grant(self, privilege: str, tenant: str, user: str) -> None:
+        tenant = self.tenant_name(tenant)
         async with self._lock:
             if user not in self.system.users:
                 raise UndefinedObject(f'role "{user}" does not exist')

@@ -441,7 +441,9 @@ def test_fuzz_dry_run_over_mutated_real_backups(backup_server) -> None:
         if cut:
             del data[flips[0][0] :]
         try:
-            summary = dry_run(io.BytesIO(bytes(data)), master, mid, "acme", False)
+            summary = dry_run(
+                io.BytesIO(bytes(data)), master, mid, "acme", False, lambda _tenant: True
+            )
         except EnvelopeError:
             return
         assert summary.row() == expected

@@ -82,8 +82,8 @@ def test_leftovers_of_a_killed_checkpoint_and_backup_are_removed_at_start(
     nested = server.data_dir / "backups" / "nightly"
     nested.mkdir()
     partials = [
-        server.data_dir / "backups" / ".acme.bak.999999999.partial",
-        nested / ".acme.bak.999999998.partial",
+        server.data_dir / "backups" / ".nodedb-backup-0123456789abcdef.999999999.partial",
+        nested / ".nodedb-backup-fedcba9876543210.999999998.partial",
     ]
     for p in partials:
         p.write_bytes(b"y" * 4096)

@@ -121,3 +121,52 @@ async def test_scram_authentication_with_every_driver(scram_server: ServerProces
     assert "c-pass" not in srv.log() and "s3cret" not in srv.log()
     stored = (srv.data_dir / "system").rglob("*")
     assert not any(b"c-pass" in p.read_bytes() for p in stored if p.is_file())
+
+
+def test_session_authorization_and_role_cannot_claim_another_user(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as su:
+        su.execute("CREATE TENANT acme")
+        su.execute("CREATE USER alice WITH PASSWORD 'x' TENANT acme")
+    with psycopg.connect(server.dsn(user="alice", database="acme"), autocommit=True) as a:
+        for sql in (
+            "SET session_authorization = 'nodedb'",
+            "SET SESSION session_authorization TO nodedb",
+            "SET SESSION AUTHORIZATION 'nodedb'",
+            "SET SESSION AUTHORIZATION nodedb",
+            "SET role = 'nodedb'",
+            "SET ROLE nodedb",
+            "SELECT set_config('session_authorization', 'nodedb', false)",
+            "SELECT set_config('role', 'nodedb', false)",
+        ):
+            assert _sqlstate(a.execute, sql) == "42501", sql
+            assert a.execute("SHOW session_authorization").fetchone() == ("alice",)
+            assert a.execute("SHOW is_superuser").fetchone() == ("off",)
+            assert a.execute("SHOW role").fetchone() == ("none",)
+        assert _sqlstate(a.execute, "SELECT set_config('is_superuser', 'on', false)") == "55P02"
+        assert a.execute("SHOW is_superuser").fetchone() == ("off",)
+        assert _sqlstate(a.execute, "SET SESSION AUTHORIZATION nosuch") == "22023"
+        assert _sqlstate(a.execute, "SET ROLE nosuch") == "22023"
+        # Itself it may name, and every way back to the start is accepted.
+        for sql in (
+            "SET SESSION AUTHORIZATION alice",
+            "SET session_authorization = 'alice'",
+            "SET SESSION AUTHORIZATION DEFAULT",
+            "RESET SESSION AUTHORIZATION",
+            "RESET session_authorization",
+            "SET session_authorization TO DEFAULT",
+        ):
+            a.execute(sql)
+            assert a.execute("SHOW session_authorization").fetchone() == ("alice",), sql
+        a.execute("SET ROLE alice")
+        assert a.execute("SHOW role").fetchone() == ("alice",)
+        for sql in ("SET ROLE NONE", "RESET ROLE", "SET role TO DEFAULT"):
+            a.execute("SET ROLE alice")
+            a.execute(sql)
+            assert a.execute("SHOW role").fetchone() == ("none",), sql
+        assert a.execute("SELECT current_user, session_user").fetchone() == ("alice", "alice")
+    with psycopg.connect(server.dsn(), autocommit=True) as su:
+        # The server cannot act as another user, so it does not pretend to.
+        assert _sqlstate(su.execute, "SET SESSION AUTHORIZATION alice") == "0A000"
+        assert _sqlstate(su.execute, "SET ROLE alice") == "0A000"
+        su.execute("SET SESSION AUTHORIZATION nodedb")
+        assert su.execute("SHOW session_authorization").fetchone() == ("nodedb",)
