@@ -107,6 +107,20 @@ class InFailedTransaction(DBError):
     sqlstate = "25P02"
 
 
+class ActiveSqlTransaction(DBError):
+    sqlstate = "25001"
+
+
+class InvalidSqlStatementName(DBError):
+    """No prepared statement of that name."""
+
+    sqlstate = "26000"
+
+
+class DuplicatePreparedStatement(DBError):
+    sqlstate = "42P05"
+
+
 class DuplicateObject(DBError):
     sqlstate = "42710"
 

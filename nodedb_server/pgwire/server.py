@@ -2,8 +2,8 @@
 
 One ``ClientHandler`` per connection moves bytes between its socket and a
 ``PgConnection``, authenticates, and runs statements through a ``Session``.
-Prepared statements and portals live here; the SQL layer knows nothing of
-the wire.
+Portals live here; prepared statements live in the session, whose namespace
+SQL PREPARE shares. The SQL layer knows nothing of the wire.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from nodedb_server.pgwire import types as t
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast
-from nodedb_server.sql.execute import SERVER_VERSION, Column, Result, Session, tenant_size
+from nodedb_server.sql.execute import (
+    SERVER_VERSION,
+    Column,
+    Prepared,
+    Result,
+    Session,
+    tenant_size,
+)
 from nodedb_server.sql.parse import parse
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
@@ -52,15 +59,6 @@ DRAIN_EVERY_ROWS = 1000
 WRITE_HIGH_WATER = 256 * 1024
 # One COPY is one WAL record (atomic), and a record holds at most 256 MiB.
 MAX_COPY_BYTES = 192 * 1024 * 1024
-
-
-@dataclass
-class Prepared:
-    sql: str
-    stmt: ast.Statement
-    param_oids: list[int]
-    columns: list[Column] | None = None
-    described: bool = False
 
 
 @dataclass
@@ -162,7 +160,6 @@ class ClientHandler:
         self.pid = server.next_pid()
         self.secret = secrets.randbits(31)
         self.session: Session | None = None
-        self.statements: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.running: asyncio.Task[Any] | None = None
         self.cancel_requested = False
@@ -171,6 +168,13 @@ class ClientHandler:
         self.task: asyncio.Task[Any] | None = None
         self.in_extended = False
         self.params: dict[str, str] = {}  # of the startup message
+
+    @property
+    def statements(self) -> dict[str, Prepared]:
+        """The session's prepared statements: Parse and SQL PREPARE share one namespace,
+        so DEALLOCATE reaches what a driver prepared through the protocol."""
+        assert self.session is not None
+        return self.session.prepared
 
     # ---- I/O --------------------------------------------------------------------------------
 

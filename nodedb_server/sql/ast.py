@@ -293,6 +293,35 @@ class CatalogQuery:
 
 
 @dataclass(frozen=True)
+class Prepare:
+    """PREPARE name [(type, ..)] AS statement. Its name lives in the one namespace the
+    session shares with statements prepared through the protocol (Parse)."""
+
+    name: str
+    param_oids: tuple[int, ...]  # declared types; 0 or missing: inferred
+    statement: Statement
+    sql: str
+
+
+@dataclass(frozen=True)
+class ExecutePrepared:
+    """EXECUTE name [(arg, ..)]."""
+
+    name: str
+    args: list[Expr]
+
+
+@dataclass(frozen=True)
+class Deallocate:
+    name: str | None  # None: ALL
+
+
+@dataclass(frozen=True)
+class Discard:
+    what: str  # "all" | "plans" | "temp" | "sequences"
+
+
+@dataclass(frozen=True)
 class Empty:
     pass
 
@@ -334,5 +363,9 @@ Statement = (
     | AlterSystem
     | BackupTenant
     | RestoreTenant
+    | Prepare
+    | ExecutePrepared
+    | Deallocate
+    | Discard
     | Empty
 )

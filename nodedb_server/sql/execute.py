@@ -52,14 +52,17 @@ from nodedb_server.engines.timeseries import (
 from nodedb_server.engines.vector import as_vector
 from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
+    ActiveSqlTransaction,
     DataError,
     DBError,
     DiskFull,
+    DuplicatePreparedStatement,
     DuplicateTable,
     FeatureNotSupported,
     InFailedTransaction,
     InsufficientPrivilege,
     InvalidParameterValue,
+    InvalidSqlStatementName,
     InvalidTextRepresentation,
     StorageFailure,
     SyntaxError_,
@@ -148,8 +151,20 @@ READ_ONLY = (
     ast.Begin,
     ast.Rollback,
     ast.SetVar,
+    ast.Prepare,
+    ast.ExecutePrepared,  # what it runs is checked on its own
+    ast.Deallocate,
+    ast.Discard,
     ast.Empty,
 )
+# Settings whose change the client is told of (ParameterStatus), by their reported names.
+REPORTED_SETTINGS = {
+    "client_encoding": "client_encoding",
+    "datestyle": "DateStyle",
+    "timezone": "TimeZone",
+    "application_name": "application_name",
+    "intervalstyle": "IntervalStyle",
+}
 
 T = TypeVar("T")
 log = logging.getLogger("nodedb.sql")
@@ -162,6 +177,17 @@ class Result:
     tag: str
     notices: list[str] = field(default_factory=list)
     parameter_status: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """A prepared statement, made by PREPARE or by the protocol's Parse."""
+
+    sql: str
+    stmt: ast.Statement
+    param_oids: list[int]
+    columns: list[Column] | None = None
+    described: bool = False  # ``columns`` is what a Describe told the client
 
 
 TS_KIND_OIDS = {
@@ -433,6 +459,10 @@ class Session:
             "extra_float_digits": "1",
         }
         self.settings["application_name"] = startup_params.get("application_name", "")
+        self._initial_settings = dict(self.settings)  # what DISCARD ALL goes back to
+        # PREPARE and the protocol's Parse share this namespace, as in PostgreSQL;
+        # "" is the unnamed statement, which only Parse makes.
+        self.prepared: dict[str, Prepared] = {}
         self._funcs: dict[str, Callable[..., Any]] = {
             "crdt_state": self._crdt_state,
             "current_setting": self._current_setting,
@@ -503,6 +533,8 @@ class Session:
                 for i, o in enumerate(inferred)
             ]
         exprs, typed_targets = _statement_exprs(stmt)
+        if isinstance(stmt, ast.ExecutePrepared):
+            exprs = self._typed_args(stmt)
         count = max(
             [p.index + 1 for e in exprs for p in e.walk() if isinstance(p, Param)]
             + [len(declared)],
@@ -549,6 +581,11 @@ class Session:
         """The columns a statement returns (None: it returns no rows)."""
         if isinstance(stmt, ast.Select):
             return self._select_columns(stmt, param_oids)
+        if isinstance(stmt, ast.ExecutePrepared):
+            prepared = self.prepared_statement(stmt.name)
+            if prepared.described:
+                return prepared.columns
+            return self.describe(prepared.stmt, prepared.param_oids)
         if isinstance(stmt, ast.Explain):
             return [("QUERY PLAN", t.TEXT)]
         if isinstance(stmt, ast.ShowCollections):
@@ -678,6 +715,8 @@ class Session:
                 raise  # reads go on from the recovered state while the WAL cannot be written
         if type(stmt) is ast.Select:
             return await self._select(stmt, params, columns)
+        if type(stmt) is ast.ExecutePrepared:
+            return await self._execute_prepared(stmt, params, columns)
         handler = _HANDLERS.get(type(stmt))
         if handler is None:
             raise FeatureNotSupported(f"{type(stmt).__name__} is not supported")
@@ -1796,15 +1835,8 @@ class Session:
         default = {"statement_timeout": str(self.manager.cfg["limits.statement_timeout_ms"])}
         self.settings[name] = value if value is not None else default.get(name, "")
         status = {}
-        reportable = {
-            "client_encoding": "client_encoding",
-            "datestyle": "DateStyle",
-            "timezone": "TimeZone",
-            "application_name": "application_name",
-            "intervalstyle": "IntervalStyle",
-        }
-        if name in reportable:
-            status[reportable[name]] = self.settings[name]
+        if name in REPORTED_SETTINGS:
+            status[REPORTED_SETTINGS[name]] = self.settings[name]
         return Result(None, [], "SET", parameter_status=status)
 
     async def _show(self, stmt: ast.Show, params: list[Any]) -> Result:
@@ -1815,6 +1847,82 @@ class Session:
         if key not in self.settings:
             raise UndefinedObject(f'unrecognized configuration parameter "{stmt.name}"')
         return Result(self.describe(stmt, []), [(self.settings[key],)], "SHOW")
+
+    # -- prepared statements --
+
+    def prepared_statement(self, name: str) -> Prepared:
+        prepared = self.prepared.get(name)
+        if prepared is None:
+            raise InvalidSqlStatementName(f'prepared statement "{name}" does not exist')
+        return prepared
+
+    def _typed_args(self, stmt: ast.ExecutePrepared) -> list[Expr]:
+        """EXECUTE's arguments, each cast to its parameter's type (text while the statement
+        is unknown: a Parse of EXECUTE may come before the PREPARE it names runs)."""
+        prepared = self.prepared.get(stmt.name)
+        oids = prepared.param_oids if prepared is not None else []
+        return [Cast(a, oids[i]) if i < len(oids) else a for i, a in enumerate(stmt.args)]
+
+    async def _prepare(self, stmt: ast.Prepare, params: list[Any]) -> Result:
+        if stmt.name in self.prepared:
+            raise DuplicatePreparedStatement(f'prepared statement "{stmt.name}" already exists')
+        oids = self.param_types(stmt.statement, stmt.param_oids)
+        self.prepared[stmt.name] = Prepared(stmt.sql, stmt.statement, oids)
+        return Result(None, [], "PREPARE")
+
+    async def _execute_prepared(
+        self, stmt: ast.ExecutePrepared, params: list[Any], columns: list[Column] | None
+    ) -> Result:
+        prepared = self.prepared_statement(stmt.name)
+        if isinstance(prepared.stmt, ast.ExecutePrepared):
+            # Only Parse can make one; running it could loop through statements forever.
+            raise FeatureNotSupported(f'prepared statement "{stmt.name}" is itself an EXECUTE')
+        expected, got = len(prepared.param_oids), len(stmt.args)
+        if got != expected:
+            raise SyntaxError_(
+                f'wrong number of parameters for prepared statement "{stmt.name}"',
+                detail=f"Expected {expected} parameters but got {got}.",
+            )
+        for arg in stmt.args:
+            for node in arg.walk():
+                if isinstance(node, Field):
+                    raise UndefinedColumn(f'column "{node.name}" does not exist')
+        ctx = self.ctx(params)
+        values = [arg.eval({}, ctx) for arg in self._typed_args(stmt)]
+        if columns is None and isinstance(prepared.stmt, ast.Select):
+            columns = self.describe(stmt, [])  # so that $1 AS v is of $1's declared type
+        return await self.execute(prepared.stmt, values, columns)
+
+    async def _deallocate(self, stmt: ast.Deallocate, params: list[Any]) -> Result:
+        if stmt.name is None:
+            self._deallocate_all()
+            return Result(None, [], "DEALLOCATE ALL")
+        self.prepared_statement(stmt.name)
+        del self.prepared[stmt.name]
+        return Result(None, [], "DEALLOCATE")
+
+    def _deallocate_all(self) -> None:
+        # The unnamed statement stays: it may be the one running this DEALLOCATE ALL,
+        # and PostgreSQL keeps it apart from the named ones too.
+        for name in [n for n in self.prepared if n]:
+            del self.prepared[name]
+
+    async def _discard(self, stmt: ast.Discard, params: list[Any]) -> Result:
+        """DISCARD ALL forgets prepared statements and settings; the rest have nothing
+        to discard here (no plan cache, temporary tables or sequences)."""
+        if stmt.what != "all":
+            return Result(None, [], f"DISCARD {stmt.what.upper()}")
+        if self.txn is not None:
+            raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
+        self._deallocate_all()
+        changed = {
+            REPORTED_SETTINGS[name]: value
+            for name, value in self._initial_settings.items()
+            if name in REPORTED_SETTINGS and self.settings.get(name) != value
+        }
+        self.settings.clear()
+        self.settings.update(self._initial_settings)
+        return Result(None, [], "DISCARD ALL", parameter_status=changed)
 
     async def _checkpoint(self, stmt: ast.Checkpoint, params: list[Any]) -> Result:
         if self.user["superuser"]:
@@ -2203,5 +2311,8 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.SetVar: Session._set,
     ast.Show: Session._show,
     ast.Checkpoint: Session._checkpoint,
+    ast.Prepare: Session._prepare,
+    ast.Deallocate: Session._deallocate,
+    ast.Discard: Session._discard,
     ast.Empty: Session._empty,
 }

@@ -771,6 +771,89 @@ def parse_set(p: Parser) -> ast.Statement:
     return ast.SetVar(name, value)
 
 
+def statement_name(p: Parser) -> str:
+    """A prepared statement's name; "" is the unnamed statement, which SQL cannot name."""
+    name = p.name()
+    if not name:
+        raise SyntaxError_('zero-length delimited identifier at or near """"')
+    return name
+
+
+def parse_prepare_head(sql: str) -> tuple[str, tuple[int, ...], str]:
+    """PREPARE name [(type, ..)] AS: the name, the declared types and the statement's text."""
+    p = Parser(sql)
+    p.expect("prepare")
+    name = statement_name(p)
+    oids: list[int] = []
+    if p.accept("("):
+        oids.append(p._type_name())
+        while p.accept(","):
+            oids.append(p._type_name())
+        p.expect(")")
+    p.expect("as")
+    body = p.rest()
+    if not body:
+        raise p.error()
+    return name, tuple(oids), body
+
+
+def parse_execute(p: Parser) -> ast.ExecutePrepared:
+    name = statement_name(p)
+    args: list[Expr] = []
+    if p.accept("("):
+        args = _expression_list(p)
+    p.end()
+    return ast.ExecutePrepared(name, args)
+
+
+def _expression_list(p: Parser) -> list[Expr]:
+    """The expressions up to the ``)`` matching one just taken, read by sqlglot."""
+    start, depth = p.i, 1
+    while depth:
+        tok = p.take()
+        if tok.kind == "op" and tok.text in "()":
+            depth += 1 if tok.text == "(" else -1
+    if start == p.i - 1:
+        raise SyntaxError_('syntax error at or near ")"')
+    text = p.sql[p.toks[start].pos : p.toks[p.i - 1].pos]
+    try:
+        tree = sqlglot.parse_one(f"SELECT {text}", read="postgres")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as e:
+        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    extra = [k for k, v in tree.args.items() if v and k != "expressions"]
+    if not isinstance(tree, exp.Select) or extra:
+        raise SyntaxError_("syntax error: EXECUTE takes a list of values")
+    if any(isinstance(e, exp.Alias) for e in tree.expressions):
+        raise SyntaxError_('syntax error at or near "AS"')
+    return [from_sqlglot(e) for e in tree.expressions]
+
+
+def parse_deallocate(p: Parser) -> ast.Deallocate:
+    p.accept("prepare")
+    name = None if p.accept("all") else statement_name(p)
+    p.end()
+    return ast.Deallocate(name)
+
+
+_DISCARD = {
+    "all": "all",
+    "plans": "plans",
+    "sequences": "sequences",
+    "temp": "temp",
+    "temporary": "temp",
+}
+
+
+def parse_discard(p: Parser) -> ast.Discard:
+    tok = p.peek()
+    what = _DISCARD.get(tok.text) if tok is not None and tok.kind == "ident" else None
+    if what is None:
+        raise p.error("expected ALL, PLANS, SEQUENCES or TEMP")
+    p.take()
+    p.end()
+    return ast.Discard(what)
+
+
 def parse_nodedb(sql: str) -> ast.Statement | None:
     """The statement if it is one of NodeDB's own (or a session statement), else None."""
     p = Parser(sql)
@@ -873,4 +956,10 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
     if word == "checkpoint":
         p.end()
         return ast.Checkpoint()
+    if word == "execute":
+        return parse_execute(p)
+    if word == "deallocate":
+        return parse_deallocate(p)
+    if word == "discard":
+        return parse_discard(p)
     return None

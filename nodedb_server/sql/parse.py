@@ -22,6 +22,7 @@ from nodedb_server.sql.nodedb_statements import (
     _first_line,
     assignments,
     parse_nodedb,
+    parse_prepare_head,
     split_statements,
 )
 
@@ -32,6 +33,20 @@ from nodedb_server.sql.nodedb_statements import (
 CACHE_SIZE = 4096
 CACHE_TEXT_BYTES = 8 << 20  # statement text held, in all
 CACHE_MAX_TEXT = 16 << 10  # a longer statement is parsed each time it comes
+# What PREPARE takes: PostgreSQL's PreparableStmt (SELECT, INSERT, UPDATE, DELETE), and
+# NodeDB's statements that read or write data the same way.
+PREPARABLE = (
+    ast.Select,
+    ast.Insert,
+    ast.Update,
+    ast.Delete,
+    ast.CatalogQuery,
+    ast.VectorSearch,
+    ast.GraphQuery,
+    ast.GraphAlgo,
+    ast.GraphEdgeWrite,
+    ast.CrdtApply,
+)
 _cache: OrderedDict[str, list[ast.Statement]] = OrderedDict()
 _cached_text = 0
 
@@ -67,6 +82,8 @@ def parse_one(sql: str) -> ast.Statement:
         if not isinstance(inner, ast.Select | ast.Update | ast.Delete):
             raise SyntaxError_("EXPLAIN takes a SELECT, UPDATE or DELETE")
         return ast.Explain(inner, analyze)
+    if word == "prepare":
+        return _prepare(sql)
     upsert = word == "upsert"
     if upsert:
         sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)
@@ -103,6 +120,17 @@ def parse_one(sql: str) -> ast.Statement:
     if isinstance(tree, exp.Delete):
         return ast.Delete(_table(tree.this), _where(tree))
     raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
+
+
+def _prepare(sql: str) -> ast.Prepare:
+    name, oids, body = parse_prepare_head(sql)
+    inner = parse_one(body)
+    if not isinstance(inner, PREPARABLE):
+        word = body.split(None, 1)[0]
+        raise SyntaxError_(
+            f'syntax error at or near "{word}": PREPARE takes SELECT, INSERT, UPDATE or DELETE'
+        )
+    return ast.Prepare(name, oids, inner, body)
 
 
 def _table(node: exp.Expression | None) -> str:
