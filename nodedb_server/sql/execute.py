@@ -1871,7 +1871,7 @@ class Session:
         return Result(None, [], "PREPARE")
 
     async def _execute_prepared(
-        self, stmt: ast.ExecutePrepared, params: list[Any], columns: list[Column] | None
+        self, stmt: ast.ExecutePrepared, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
         prepared = self.prepared_statement(stmt.name)
         if isinstance(prepared.stmt, ast.ExecutePrepared):
@@ -2312,6 +2312,7 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.Show: Session._show,
     ast.Checkpoint: Session._checkpoint,
     ast.Prepare: Session._prepare,
+    ast.ExecutePrepared: Session._execute_prepared,
     ast.Deallocate: Session._deallocate,
     ast.Discard: Session._discard,
     ast.Empty: Session._empty,
