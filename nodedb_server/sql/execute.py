@@ -1832,8 +1832,11 @@ class Session:
                 raise DBError(
                     f'invalid value for parameter "statement_timeout": "{value}"', sqlstate="22023"
                 ) from None
-        default = {"statement_timeout": str(self.manager.cfg["limits.statement_timeout_ms"])}
-        self.settings[name] = value if value is not None else default.get(name, "")
+        if value is None and name == "all":
+            return Result(None, [], "RESET", parameter_status=self._restore_settings())
+        if value is None:  # RESET name, SET name TO DEFAULT: its value at connection start
+            value = self._initial_settings.get(name, "")
+        self.settings[name] = value
         status = {}
         if name in REPORTED_SETTINGS:
             status[REPORTED_SETTINGS[name]] = self.settings[name]
@@ -1915,6 +1918,11 @@ class Session:
         if self.txn is not None:
             raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
         self._deallocate_all()
+        return Result(None, [], "DISCARD ALL", parameter_status=self._restore_settings())
+
+    def _restore_settings(self) -> dict[str, str]:
+        """Every setting back to its value at connection start; the reported ones that
+        changed, for ParameterStatus."""
         changed = {
             REPORTED_SETTINGS[name]: value
             for name, value in self._initial_settings.items()
@@ -1922,7 +1930,7 @@ class Session:
         }
         self.settings.clear()
         self.settings.update(self._initial_settings)
-        return Result(None, [], "DISCARD ALL", parameter_status=changed)
+        return changed
 
     async def _checkpoint(self, stmt: ast.Checkpoint, params: list[Any]) -> Result:
         if self.user["superuser"]:
