@@ -49,9 +49,7 @@ def _read_until_closed(sock: socket.socket, timeout: float) -> bytes:
 def scram_server(tmp_path: Path) -> Iterator[ServerProcess]:
     cfg = tmp_path / "nodedb.toml"
     cfg.write_text('[auth]\nmode = "scram"\nsuperuser_password = "s3cret"\n')
-    srv = ServerProcess(
-        tmp_path / "data", config=cfg, env={"NODEDB_MAX_CONNECTIONS": "2"}
-    ).start()
+    srv = ServerProcess(tmp_path / "data", config=cfg, env={"NODEDB_MAX_CONNECTIONS": "2"}).start()
     try:
         yield srv
     finally:
@@ -61,14 +59,17 @@ def scram_server(tmp_path: Path) -> Iterator[ServerProcess]:
 def test_idle_sockets_leave_session_slots_to_real_clients(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", env={"NODEDB_MAX_CONNECTIONS": "2"}).start()
     try:
-        with _idle_sockets(srv, 6), _idle_sockets(srv, 2, send=_startup_packet()[:5]):
-            with psycopg.connect(srv.dsn(), autocommit=True) as a:
-                with psycopg.connect(srv.dsn(), autocommit=True) as b:
-                    assert a.execute("SELECT 1").fetchone() == (1,)
-                    assert b.execute("SELECT 2").fetchone() == (2,)
-                    # Sessions are still what max_connections counts.
-                    with pytest.raises(psycopg.OperationalError, match="too many clients"):
-                        psycopg.connect(srv.dsn())
+        with (
+            _idle_sockets(srv, 6),
+            _idle_sockets(srv, 2, send=_startup_packet()[:5]),
+            psycopg.connect(srv.dsn(), autocommit=True) as a,
+            psycopg.connect(srv.dsn(), autocommit=True) as b,
+        ):
+            assert a.execute("SELECT 1").fetchone() == (1,)
+            assert b.execute("SELECT 2").fetchone() == (2,)
+            # Sessions are still what max_connections counts.
+            with pytest.raises(psycopg.OperationalError, match="too many clients"):
+                psycopg.connect(srv.dsn())
     finally:
         srv.kill9()
 
@@ -76,9 +77,11 @@ def test_idle_sockets_leave_session_slots_to_real_clients(tmp_path: Path) -> Non
 def test_sockets_stopped_in_scram_exchange_leave_slots(scram_server: ServerProcess) -> None:
     """A startup packet, then silence where the SASL response should come."""
     srv = scram_server
-    with _idle_sockets(srv, 5, send=_startup_packet()):
-        with psycopg.connect(srv.dsn(password="s3cret"), autocommit=True) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+    with (
+        _idle_sockets(srv, 5, send=_startup_packet()),
+        psycopg.connect(srv.dsn(password="s3cret"), autocommit=True) as conn,
+    ):
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_connections_in_startup_are_bounded(tmp_path: Path) -> None:
