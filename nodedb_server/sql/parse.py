@@ -67,6 +67,8 @@ def parse(sql: str) -> list[ast.Statement]:
         ) from None
     if len(sql) <= CACHE_MAX_TEXT:
         with _cache_lock:
+            if sql in _cache:  # parsed meanwhile on another thread
+                return statements
             _cache[sql] = statements
             _cached_text += len(sql)
             while len(_cache) > CACHE_SIZE or _cached_text > CACHE_TEXT_BYTES:
