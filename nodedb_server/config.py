@@ -56,6 +56,16 @@ KEYS: tuple[Key, ...] = (
     Key("server", "host", str, "127.0.0.1", "NODEDB_HOST"),
     Key("server", "data_dir", str, "./data", "NODEDB_DATA_DIR"),
     Key("server", "max_connections", int, 100, "NODEDB_MAX_CONNECTIONS", _at_least(1)),
+    # Connections still in startup (not yet authenticated) are bounded apart from
+    # max_connections, so that idle sockets cannot take the slots of real sessions.
+    Key(
+        "server",
+        "max_startup_connections",
+        int,
+        256,
+        "NODEDB_MAX_STARTUP_CONNECTIONS",
+        _at_least(1),
+    ),
     Key("server", "log_format", str, "text", "NODEDB_LOG_FORMAT", _one_of("text", "json")),
     Key(
         "server",
@@ -81,6 +91,15 @@ KEYS: tuple[Key, ...] = (
     Key("checkpoint", "wal_bytes", int, 256 * MiB, "NODEDB_CHECKPOINT_WAL_BYTES", _at_least(0)),
     Key("auth", "mode", str, "trust", "NODEDB_AUTH_MODE", _one_of("trust", "scram")),
     Key("auth", "superuser_password", str, "", "NODEDB_SUPERUSER_PASSWORD"),
+    # As PostgreSQL's authentication_timeout: a connection must finish startup by then.
+    Key(
+        "auth",
+        "authentication_timeout_ms",
+        int,
+        60_000,
+        "NODEDB_AUTH_AUTHENTICATION_TIMEOUT_MS",
+        _at_least(1),
+    ),
     Key("encryption", "master_key_file", str, "", "NODEDB_MASTER_KEY_FILE"),
     Key("limits", "max_message_bytes", int, 64 * MiB, "NODEDB_MAX_MESSAGE_BYTES", _at_least(1024)),
     Key("limits", "statement_timeout_ms", int, 0, "NODEDB_STATEMENT_TIMEOUT_MS", _at_least(0)),

@@ -72,6 +72,12 @@ class TooManyConnections(DBError):
     severity = "FATAL"
 
 
+class StatementTooComplex(DBError):
+    """Expressions or values nested (or chained) deeper than the server can follow."""
+
+    sqlstate = "54001"
+
+
 class DiskFull(DBError):
     sqlstate = "53100"
 

@@ -30,6 +30,7 @@ from nodedb_server.errors import (
     InvalidPassword,
     ProtocolViolation,
     QueryCanceled,
+    StatementTooComplex,
     SyntaxError_,
     TooManyConnections,
 )
@@ -46,7 +47,7 @@ from nodedb_server.sql.execute import (
     Session,
     tenant_size,
 )
-from nodedb_server.sql.parse import parse
+from nodedb_server.sql.parse import parse_off_loop
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
 from nodedb_server.tenants.users import ScramVerifier
@@ -86,8 +87,17 @@ def _formats(formats: tuple[int, ...], n: int) -> list[int]:
     if len(formats) == 1:
         return [formats[0]] * n
     if len(formats) != n:
-        raise ProtocolViolation(f"got {len(formats)} format codes for {n} values")
+        raise DBError(
+            f"got {len(formats)} format codes for {n} values", sqlstate=ProtocolViolation.sqlstate
+        )
     return list(formats)
+
+
+def _too_complex() -> StatementTooComplex:
+    return StatementTooComplex(
+        "statement too complex",
+        detail="Its expressions or values nest (or chain) too deeply to evaluate.",
+    )
 
 
 def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column]) -> bytes:
@@ -98,6 +108,8 @@ def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column])
             continue
         try:
             values.append(enc(v))
+        except RecursionError:
+            raise _too_complex() from None
         except (ValueError, TypeError, OverflowError, AttributeError, struct.error):
             raise DBError(
                 f'a value of field "{col[0]}" does not fit its column type '
@@ -212,7 +224,7 @@ class ClientHandler:
 
     async def run(self) -> None:
         try:
-            if await self.startup():
+            if await self.timed_startup():
                 await self.serve()
         except DBError as e:
             if e.severity != "FATAL":
@@ -240,6 +252,19 @@ class ClientHandler:
             if self.session is not None and self.session.txn is not None:
                 self.session.txn = None
 
+    async def timed_startup(self) -> bool:
+        """Startup and authentication, within auth.authentication_timeout_ms; until then
+        the connection holds a startup slot, not a session slot."""
+        try:
+            async with asyncio.timeout(self.server.cfg["auth.authentication_timeout_ms"] / 1000):
+                return await self.startup()
+        except TimeoutError:
+            raise DBError(
+                "canceling authentication due to timeout", sqlstate=QueryCanceled.sqlstate
+            ) from None
+        finally:
+            self.server.starting.discard(self.pid)
+
     async def startup(self) -> bool:
         while True:
             event = await self.next_event()
@@ -262,8 +287,6 @@ class ClientHandler:
         database = params.get("database") or user_name
         if self.server.shutting_down:
             raise AdminShutdown("the database system is shutting down")
-        if len(self.server.clients) > self.server.cfg["server.max_connections"]:
-            raise TooManyConnections("sorry, too many clients already")
         if "client_encoding" in params and not _utf8(params["client_encoding"]):
             raise DBError(
                 f"client_encoding {params['client_encoding']!r} is not supported; use UTF8",
@@ -279,6 +302,7 @@ class ClientHandler:
         manager.check_access(user, tenant)
         if tenant.status != "online":
             raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({tenant.status})')
+        self.server.admit(self.pid)
         self.conn.auth_ok()
         self.session = Session(manager, tenant, user, database, self.pid, params)
         self.session.notify = self.notice_now
@@ -348,7 +372,13 @@ class ClientHandler:
             if event is None or isinstance(event, m.Terminate):
                 return
             try:
-                await self.dispatch(event)
+                try:
+                    await self.dispatch(event)
+                except RecursionError:
+                    # A value or expression deeper than the checks up front allow for,
+                    # met in describing, binding or encoding: this message fails, the
+                    # session goes on.
+                    raise _too_complex() from None
             except DBError as e:
                 if e.severity == "FATAL":
                     raise
@@ -384,7 +414,7 @@ class ClientHandler:
             return  # stray COPY messages outside COPY are ignored, as PostgreSQL does
         self.in_extended = True
         if isinstance(event, m.Parse):
-            self.parse(event)
+            await self.parse(event)
         elif isinstance(event, m.Bind):
             self.bind(event)
         elif isinstance(event, m.Describe):
@@ -402,7 +432,7 @@ class ClientHandler:
     async def simple_query(self, sql: str) -> None:
         assert self.session is not None
         try:
-            statements = parse(sql)
+            statements = await parse_off_loop(sql)
         except DBError as e:
             self.report(e)
             return
@@ -419,10 +449,10 @@ class ClientHandler:
                     result = await self.guarded(self.copy_in_restore(stmt), stmt)
                 else:
                     result = await self.run_statement(stmt, [])
+                await self.send_result(result, result.columns, [], send_description=True)
             except DBError as e:
                 self.report(e)
                 return
-            await self.send_result(result, result.columns, [], send_description=True)
 
     async def copy_out_backup(self, stmt: ast.BackupTenant) -> Result:
         """COPY (BACKUP TENANT t) TO STDOUT: the envelope as binary COPY data (format 1, so
@@ -554,11 +584,11 @@ class ClientHandler:
 
     # ---- extended query ---------------------------------------------------------------------
 
-    def parse(self, event: m.Parse) -> None:
+    async def parse(self, event: m.Parse) -> None:
         assert self.session is not None
         if event.name and event.name in self.statements:
             raise DBError(f'prepared statement "{event.name}" already exists', sqlstate="42P05")
-        statements = parse(event.sql)
+        statements = await parse_off_loop(event.sql)
         if len(statements) > 1:
             raise SyntaxError_("cannot insert multiple commands into a prepared statement")
         stmt = statements[0]
@@ -573,9 +603,12 @@ class ClientHandler:
                 f'prepared statement "{event.statement}" does not exist', sqlstate="26000"
             )
         if len(event.params) != len(prepared.param_oids):
-            raise ProtocolViolation(
+            # An ERROR, not FATAL, as in PostgreSQL: the message was well framed, and the
+            # session goes on after the Sync.
+            raise DBError(
                 f"bind message supplies {len(event.params)} parameters, but prepared statement "
-                f'"{event.statement}" requires {len(prepared.param_oids)}'
+                f'"{event.statement}" requires {len(prepared.param_oids)}',
+                sqlstate=ProtocolViolation.sqlstate,
             )
         fmts = _formats(event.param_formats, len(event.params))
         values: list[Any] = []
@@ -712,6 +745,8 @@ class ClientHandler:
             raise
         except DBError:
             raise
+        except RecursionError:
+            raise _too_complex() from None
         except Exception as e:
             log.exception("connection %d: internal error running %s", self.pid, type(stmt).__name__)
             raise DBError(f"internal error: {type(e).__name__}") from None
@@ -754,6 +789,8 @@ class PgServer:
         self.cfg = cfg
         self.manager = manager
         self.clients: dict[int, ClientHandler] = {}
+        self.starting: set[int] = set()  # pids of connections not yet authenticated
+        self.sessions: set[int] = set()  # pids of authenticated connections
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self._pid = 1000
@@ -770,9 +807,24 @@ class PgServer:
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
+    def admit(self, pid: int) -> None:
+        """Count an authenticated connection as a session, if max_connections allows."""
+        if len(self.sessions) >= self.cfg["server.max_connections"]:
+            raise TooManyConnections("sorry, too many clients already")
+        self.sessions.add(pid)
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.starting) >= self.cfg["server.max_startup_connections"]:
+            writer.write(
+                m.error_response(
+                    "FATAL", TooManyConnections.sqlstate, "sorry, too many clients already"
+                )
+            )
+            writer.close()
+            return
         handler = ClientHandler(self, reader, writer)
         self.clients[handler.pid] = handler
+        self.starting.add(handler.pid)
         task = asyncio.current_task()
         assert task is not None
         handler.task = task
@@ -781,6 +833,8 @@ class PgServer:
             await handler.run()
         finally:
             self.clients.pop(handler.pid, None)
+            self.starting.discard(handler.pid)
+            self.sessions.discard(handler.pid)
             self.tasks.discard(task)  # type: ignore[arg-type]
 
     def end_tenant_sessions(self, tenant: str, keep_pid: int) -> None:

@@ -220,11 +220,25 @@ class In(Expr):
     inner: Expr
     items: list[Expr]
     oid_hint = t.BOOL
+    lookup_type: type | None = field(default=None, init=False, repr=False)
+    lookup: frozenset[Any] = field(default=frozenset(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Constants all of one type are also held as a set: a value of that same type
+        # compares by plain equality, so a lookup gives the answer the comparisons would,
+        # where a long list compared item by item would cost each row a pass over it.
+        kinds = {type(i.value) if isinstance(i, Const) else None for i in self.items}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        self.lookup_type = kind if kind in (int, str) else None
+        if self.lookup_type is not None:
+            self.lookup = frozenset(i.value for i in self.items if isinstance(i, Const))
 
     def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
         v = self.inner.eval(row, ctx)
         if v is None:
             return None
+        if type(v) is self.lookup_type:
+            return v in self.lookup
         saw_null = False
         for item in self.items:
             r = compare("=", v, item.eval(row, ctx))

@@ -8,14 +8,16 @@ parsed once; parsed statements are immutable, so sessions share them.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections import OrderedDict
 
 import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
-from nodedb_server.errors import FeatureNotSupported, SyntaxError_
+from nodedb_server.errors import FeatureNotSupported, StatementTooComplex, SyntaxError_
 from nodedb_server.sql import ast, catalog_query
 from nodedb_server.sql.expr import Agg, Const, Expr, Field, Func, Star, from_sqlglot
 from nodedb_server.sql.nodedb_statements import (
@@ -49,23 +51,52 @@ PREPARABLE = (
 )
 _cache: OrderedDict[str, list[ast.Statement]] = OrderedDict()
 _cached_text = 0
+# Long statements are parsed on worker threads while the event loop reads the cache.
+_cache_lock = threading.Lock()
+# sqlglot parses about 5-10 ms of CPU per KiB of text: a statement longer than this is
+# parsed on a worker thread, as on the event loop it would stall every other session
+# for that long; the hand-off costs a fraction of a millisecond.
+PARSE_ON_THREAD_TEXT = 1 << 10
+
+
+def _cached(sql: str) -> list[ast.Statement] | None:
+    with _cache_lock:
+        hit = _cache.get(sql)
+        if hit is not None:
+            _cache.move_to_end(sql)
+        return hit
 
 
 def parse(sql: str) -> list[ast.Statement]:
     """Every statement in ``sql`` (several may be separated by semicolons)."""
     global _cached_text
-    hit = _cache.get(sql)
+    hit = _cached(sql)
     if hit is not None:
-        _cache.move_to_end(sql)
         return hit
-    statements = [parse_one(part) for part in split_statements(sql)] or [ast.Empty()]
+    try:
+        statements = [parse_one(part) for part in split_statements(sql)] or [ast.Empty()]
+    except RecursionError:
+        raise StatementTooComplex(
+            "statement too complex",
+            detail="Its expressions or values nest (or chain) too deeply to parse.",
+        ) from None
     if len(sql) <= CACHE_MAX_TEXT:
-        _cache[sql] = statements
-        _cached_text += len(sql)
-        while len(_cache) > CACHE_SIZE or _cached_text > CACHE_TEXT_BYTES:
-            old, _ = _cache.popitem(last=False)
-            _cached_text -= len(old)
+        with _cache_lock:
+            if sql in _cache:  # parsed meanwhile on another thread
+                return statements
+            _cache[sql] = statements
+            _cached_text += len(sql)
+            while len(_cache) > CACHE_SIZE or _cached_text > CACHE_TEXT_BYTES:
+                old, _ = _cache.popitem(last=False)
+                _cached_text -= len(old)
     return statements
+
+
+async def parse_off_loop(sql: str) -> list[ast.Statement]:
+    """``parse``, on a worker thread when the text is long enough to take a while."""
+    if len(sql) > PARSE_ON_THREAD_TEXT and _cached(sql) is None:
+        return await asyncio.to_thread(parse, sql)
+    return parse(sql)
 
 
 def parse_one(sql: str) -> ast.Statement:

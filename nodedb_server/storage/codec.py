@@ -19,6 +19,13 @@ from typing import Any
 
 import msgpack
 
+# How deep lists and objects may nest in a stored value. msgpack decodes at most 1024
+# levels (a WAL record or checkpoint wraps a row in a few more), and a value must come
+# back out through code that recurses once a level under Python's limit of 1000 frames
+# (JSON output, expression evaluation); MySQL and MongoDB stop at 100.
+MAX_VALUE_DEPTH = 256
+_CONTAINERS = (dict, list, tuple)
+
 EXT_TIMESTAMP = 1
 EXT_NUMERIC = 2
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -45,6 +52,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == EXT_NUMERIC:
         return decimal.Decimal(data.decode())
     raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def nests_deeper(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` levels in ``value`` (itself level
+    one). Walked a level at a time, so a value of any depth is measured without recursion."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            x
+            for c in level
+            for x in (c.values() if isinstance(c, dict) else c)
+            if isinstance(x, _CONTAINERS)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def pack_array(packed_items: list[bytes]) -> bytes:

@@ -23,7 +23,13 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.engines.kv import KvCollection
-from nodedb_server.errors import CannotConnectNow, DBError, DiskFull, StorageFailure
+from nodedb_server.errors import (
+    CannotConnectNow,
+    DBError,
+    DiskFull,
+    StatementTooComplex,
+    StorageFailure,
+)
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
@@ -115,6 +121,15 @@ class Tenant:
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
+        for op in ops:
+            # Checked before the WAL: a value that could not be read back would fail
+            # every later replay and checkpoint, not just this statement.
+            row = op[3]
+            if isinstance(row, dict) and codec.nests_deeper(row, codec.MAX_VALUE_DEPTH + 1):
+                raise StatementTooComplex(
+                    f"a value nests more than {codec.MAX_VALUE_DEPTH} levels deep",
+                    detail=f'In collection "{op[1]}".',
+                )
         packed = [codec.pack(op) for op in ops]
         try:
             lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))

@@ -91,3 +91,55 @@ def test_truncated_message_then_hangup_leaves_server_serving(shared_server: Serv
         sock.sendall(b"Q" + struct.pack("!i", 100) + b"SELECT")
     with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def _messages_until_ready(sock: socket.socket) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each backend message up to and including ReadyForQuery."""
+    sock.settimeout(10)
+    buf = b""
+    out: list[tuple[bytes, bytes]] = []
+    while not out or out[-1][0] != b"Z":
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, f"server closed the connection after {out}"
+            buf += chunk
+        n = struct.unpack("!i", buf[1:5])[0]
+        out.append((buf[:1], buf[5 : 1 + n]))
+        buf = buf[1 + n :]
+    return out
+
+
+def _frontend(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _bind(statement: bytes, params: list[bytes]) -> bytes:
+    values = b"".join(struct.pack("!i", len(p)) + p for p in params)
+    body = b"\0" + statement + b"\0" + struct.pack("!hh", 0, len(params)) + values
+    return _frontend(b"B", body + struct.pack("!h", 0))
+
+
+def test_bind_with_wrong_parameter_count_is_an_error_not_fatal(
+    shared_server: ServerProcess,
+) -> None:
+    execute_sync = _frontend(b"E", b"\0" + struct.pack("!i", 0)) + _frontend(b"S", b"")
+    with socket.create_connection(("127.0.0.1", shared_server.port)) as sock:
+        _ready(sock)
+        sql = b"SELECT $1::int8 + $2::int8"
+        sock.sendall(_frontend(b"P", b"s1\0" + sql + b"\0" + struct.pack("!h", 0)))
+        sock.sendall(_bind(b"s1", [b"40"]) + execute_sync)
+        reply = _messages_until_ready(sock)
+        kinds = [k for k, _ in reply]
+        assert kinds == [b"1", b"E", b"Z"]  # ParseComplete; Execute skipped until the Sync
+        error = reply[1][1]
+        assert b"SERROR\0" in error and b"C08P01\0" in error
+        assert (
+            b'Mbind message supplies 1 parameters, but prepared statement "s1" requires 2\0'
+            in error
+        )
+        assert reply[2][1] == b"I"
+        # The session goes on, and the statement is still prepared.
+        sock.sendall(_bind(b"s1", [b"40", b"2"]) + execute_sync)
+        reply = _messages_until_ready(sock)
+        assert [k for k, _ in reply] == [b"2", b"D", b"C", b"Z"]
+        assert reply[1][1].endswith(b"42")

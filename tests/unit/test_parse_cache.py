@@ -3,6 +3,9 @@ a bulk load of distinct multi-row INSERTs must not leave their parsed trees in m
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from nodedb_server.sql import parse
 
 
@@ -33,3 +36,33 @@ def test_short_statements_are_held_until_the_text_budget_is_spent() -> None:
     assert texts[-1] in parse._cache and texts[0] not in parse._cache  # oldest went first
     again = parse.parse(texts[-1])
     assert again is parse.parse(texts[-1])  # a repeated statement is parsed once
+
+
+def test_cache_stays_consistent_when_threads_parse_at_once() -> None:
+    """Long statements are parsed on worker threads; the same text may be parsed on
+    several at once, and each must leave the cache's accounting exact."""
+    parse._cache.clear()
+    parse._cached_text = 0
+    texts = [_insert(i, 5) for i in range(40)]
+    failures: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for j in range(len(texts) * 3):
+                parse.parse(texts[(j + offset) % len(texts)])
+        except BaseException as e:  # reported below, from the main thread
+            failures.append(e)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, to meet the races
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert failures == []
+    assert parse._cached_text == sum(len(t) for t in parse._cache)
+    assert set(parse._cache) == set(texts)

@@ -124,3 +124,18 @@ def test_copy_phase_accepts_only_copy_messages() -> None:
     assert isinstance(c.next_event(), m.CopyDone)
     with pytest.raises(ProtocolViolation):
         c.next_event()
+
+
+def test_session_goes_on_after_an_error_in_bind() -> None:
+    """A Bind the server refuses (wrong parameter count, 08P01 ERROR): the machine
+    drops the rest of the batch, delivers the Sync and stays ready for more."""
+    c = ready_conn()
+    bad_bind = msg(b"B", b"\0s1\0" + struct.pack("!hh", 0, 1) + struct.pack("!i", 1) + b"7\0\0")
+    execute = msg(b"E", b"\0\0\0\0\0")
+    describe = msg(b"D", b"P\0")
+    c.receive_data(bad_bind + describe + execute + msg(b"S", b"") + msg(b"Q", b"SELECT 1\0"))
+    assert isinstance(c.next_event(), m.Bind)
+    c.discard_until_sync()
+    assert isinstance(c.next_event(), m.Sync)
+    assert c.phase is Phase.READY
+    assert c.next_event() == m.Query("SELECT 1")
