@@ -71,6 +71,8 @@ class RowCollection:
         self.crdt = CrdtStore()  # CRDT documents of this collection
         self.vectors: dict[str, VectorIndex] = {}  # by index name
         self.views = Views()  # open snapshots of ``rows`` (storage/snapshot.py)
+        # Keys changed while a vector index is built off the loop (see watch_changes).
+        self.watchers: list[set[Any]] = []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -123,6 +125,23 @@ class RowCollection:
     def drop_index(self, field: str) -> None:
         self.indexes.pop(field, None)
 
+    def new_vector_index(
+        self,
+        name: str,
+        field: str | None,
+        metric: str,
+        dim: int,
+        options: dict[str, int] | None = None,
+    ) -> VectorIndex:
+        """An empty vector index, not installed; unbound, it takes the first field
+        already holding vectors."""
+        vindex = VectorIndex(name, field, metric, dim, options)
+        if field is None:
+            vindex.field = next(
+                (f for f, tags in self.field_types.items() if "vector" in tags), None
+            )
+        return vindex
+
     def add_vector_index(
         self,
         name: str,
@@ -131,17 +150,33 @@ class RowCollection:
         dim: int,
         options: dict[str, int] | None = None,
     ) -> VectorIndex:
-        """Create a vector index; unbound, it takes the first field already holding vectors."""
-        vindex = VectorIndex(name, field, metric, dim, options)
-        if field is None:
-            vindex.field = next(
-                (f for f, tags in self.field_types.items() if "vector" in tags), None
-            )
+        """Create a vector index and build it from the rows, here and now."""
+        vindex = self.new_vector_index(name, field, metric, dim, options)
         if vindex.field is not None:
             field = vindex.field
             vindex.build((key, row.get(field)) for key, row in self.rows.items())
         self.vectors[name] = vindex
         return vindex
+
+    def watch_changes(self) -> set[Any]:
+        """A set that from now on collects the key of every row written or deleted,
+        until ``unwatch``: what an index built from a copy of the rows must catch up on."""
+        keys: set[Any] = set()
+        self.watchers.append(keys)
+        return keys
+
+    def unwatch(self, keys: set[Any]) -> None:
+        self.watchers = [w for w in self.watchers if w is not keys]
+
+    def catch_up(self, vindex: VectorIndex, keys: Iterable[Any]) -> None:
+        """Bring ``vindex`` up to date with the rows of ``keys`` as they are now."""
+        assert vindex.field is not None
+        for key in keys:
+            row = self.rows.get(key)
+            if row is None:
+                vindex.remove(key)
+            else:
+                vindex.put(key, row.get(vindex.field))
 
     def vector_index_on(self, field: str) -> VectorIndex | None:
         return next((v for v in self.vectors.values() if v.field == field), None)
@@ -173,6 +208,8 @@ class RowCollection:
             return
         if self.views.open:
             self.views.before_change(key, lambda: self._pre_image(key))
+        for keys in self.watchers:
+            keys.add(key)
         old = self.rows.get(key)
         if old is not None:
             self.size_bytes -= len(codec.pack(old))

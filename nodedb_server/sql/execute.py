@@ -49,7 +49,7 @@ from nodedb_server.engines.timeseries import (
     table_rows,
     to_ipc,
 )
-from nodedb_server.engines.vector import as_vector
+from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.engines.vector import distance as vector_distance_of
 from nodedb_server.errors import (
     ActiveSqlTransaction,
@@ -64,6 +64,7 @@ from nodedb_server.errors import (
     InvalidParameterValue,
     InvalidSqlStatementName,
     InvalidTextRepresentation,
+    ObjectInUse,
     StorageFailure,
     SyntaxError_,
     UndefinedColumn,
@@ -113,6 +114,9 @@ SERVER_VERSION = f"15.0 (nodedb-server {__version__})"
 # Rows examined between yields to the event loop, so a long scan can be
 # cancelled and does not stall other sessions for long.
 YIELD_EVERY = 5000
+# Rows changed during a vector index build that are indexed on the event loop before
+# it is installed; while more changed, another catch-up pass runs on a worker.
+CATCH_UP_ON_LOOP = 1000
 
 KV_TYPE_OIDS = {
     "text": t.TEXT,
@@ -1503,6 +1507,32 @@ class Session:
     # -- vectors --
 
     async def _create_vector_index(self, stmt: ast.CreateVectorIndex, params: list[Any]) -> Result:
+        engine = self._vector_index_target(stmt)
+        vindex = engine.new_vector_index(
+            stmt.name, stmt.field, stmt.metric, stmt.dim, stmt.options
+        )
+        built = None
+        if vindex.field is not None and len(engine):
+            await self._build_vector_index(engine, vindex)
+            if self._vector_index_target(stmt) is not engine:
+                raise ObjectInUse(
+                    f'collection "{stmt.collection}" was replaced while its vector index was '
+                    "being built; run CREATE VECTOR INDEX again"
+                )
+            built = vindex
+        args = {
+            "name": stmt.name,
+            "collection": stmt.collection,
+            "field": vindex.field if built is not None else stmt.field,
+            "metric": stmt.metric,
+            "dim": stmt.dim,
+            "options": stmt.options,
+        }
+        await self.tenant.commit_catalog("create_vector_index", args, built)
+        return Result(None, [], "CREATE VECTOR INDEX")
+
+    def _vector_index_target(self, stmt: ast.CreateVectorIndex) -> RowCollection:
+        """The collection a new vector index is for, checked (again after a build)."""
         engine = self._collection(stmt.collection)
         if stmt.name in self.tenant.state.indexes:
             raise DuplicateTable(f'index "{stmt.name}" already exists')
@@ -1514,18 +1544,27 @@ class Session:
             raise DuplicateTable(
                 f'"{stmt.collection}" already has a vector index waiting to bind; name the FIELD'
             )
-        await self.tenant.commit_catalog(
-            "create_vector_index",
-            {
-                "name": stmt.name,
-                "collection": stmt.collection,
-                "field": stmt.field,
-                "metric": stmt.metric,
-                "dim": stmt.dim,
-                "options": stmt.options,
-            },
-        )
-        return Result(None, [], "CREATE VECTOR INDEX")
+        return engine
+
+    async def _build_vector_index(self, engine: RowCollection, vindex: VectorIndex) -> None:
+        """Build ``vindex`` from a copy of the rows on a worker thread (usearch adds with
+        the GIL released), then catch up with the rows written meanwhile: on workers while
+        many changed, the last few on the loop, so nothing changes between that pass and
+        the caller installing the index."""
+        loop = asyncio.get_running_loop()
+        field = vindex.field
+        changed = engine.watch_changes()
+        try:
+            rows = list(engine.rows.items())  # row dicts are never mutated once stored
+            items = ((key, row.get(field)) for key, row in rows)
+            await loop.run_in_executor(None, vindex.build, items)
+            while len(changed) > CATCH_UP_ON_LOOP:
+                done, changed = changed, engine.watch_changes()
+                engine.unwatch(done)
+                await loop.run_in_executor(None, engine.catch_up, vindex, done)
+            engine.catch_up(vindex, changed)
+        finally:
+            engine.unwatch(changed)
 
     async def _vector_search(self, stmt: ast.VectorSearch, params: list[Any]) -> Result:
         engine = self._collection(stmt.collection)

@@ -16,6 +16,7 @@ from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.document import DocumentCollection
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
+from nodedb_server.engines.vector import VectorIndex
 from nodedb_server.storage import codec
 from nodedb_server.storage.records import REC_CATALOG, REC_DATA, Record
 
@@ -107,7 +108,16 @@ class TenantState:
             if engine is not None:
                 engine.apply(op, key, row, expires)
 
-    def apply_catalog(self, lsn: int, at_ms: int, action: str, args: dict[str, Any]) -> None:
+    def apply_catalog(
+        self,
+        lsn: int,
+        at_ms: int,
+        action: str,
+        args: dict[str, Any],
+        built: VectorIndex | None = None,
+    ) -> None:
+        """``built``: for create_vector_index, the index already built from the rows
+        (off the event loop, see Session._create_vector_index) rather than built here."""
         name = args["name"]
         if action in ("create_index", "create_vector_index"):
             meta_i = IndexMeta(name, args["collection"], args["field"], lsn)
@@ -115,7 +125,7 @@ class TenantState:
                 meta_i.kind, meta_i.metric, meta_i.dim = "vector", args["metric"], args["dim"]
                 meta_i.options = dict(args.get("options", {}))
             self.indexes[name] = meta_i
-            self._build_index(meta_i)
+            self._build_index(meta_i, built)
         elif action == "drop_index":
             dropped = self.indexes.pop(name, None)
             engine = self.engines.get(dropped.collection) if dropped is not None else None
@@ -151,11 +161,13 @@ class TenantState:
         else:
             raise ValueError(f"unknown catalog action {action!r}")
 
-    def _build_index(self, meta: IndexMeta) -> None:
+    def _build_index(self, meta: IndexMeta, built: VectorIndex | None = None) -> None:
         engine = self.engines[meta.collection]
         if not isinstance(engine, RowCollection):
             raise ValueError(f"collection {meta.collection} takes no index")
-        if meta.kind == "vector":
+        if built is not None:
+            engine.vectors[meta.name] = built
+        elif meta.kind == "vector":
             engine.add_vector_index(meta.name, meta.field, meta.metric, meta.dim, meta.options)
         elif meta.field is not None:
             engine.add_index(meta.name, meta.field)

@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.engines.kv import KvCollection
+from nodedb_server.engines.vector import VectorIndex
 from nodedb_server.errors import (
     CannotConnectNow,
     DBError,
@@ -145,13 +146,15 @@ class Tenant:
         self._maybe_checkpoint()
         return lsn
 
-    async def commit_catalog(self, action: str, args: dict[str, Any]) -> int:
+    async def commit_catalog(
+        self, action: str, args: dict[str, Any], built: VectorIndex | None = None
+    ) -> int:
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
         at_ms = int(time.time() * 1000)
         lsn, fut = wal.append(REC_CATALOG, codec.pack([action, args]), at_ms)
-        self.state.apply_catalog(lsn, at_ms, action, args)
+        self.state.apply_catalog(lsn, at_ms, action, args, built)
         self.state.last_lsn = lsn
         await self._await_durable(fut)
         return lsn

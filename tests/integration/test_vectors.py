@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pg8000.native
 import psycopg
@@ -165,3 +168,87 @@ def test_hnsw_options_are_accepted_and_checked(server: ServerProcess) -> None:
             "a",
             0.0,
         )
+
+
+def _lit(v: np.ndarray) -> str:
+    return "[" + ", ".join(f"{x:.6f}" for x in v) + "]"
+
+
+def test_create_vector_index_builds_off_the_loop_and_keeps_concurrent_writes(
+    server: ServerProcess,
+) -> None:
+    """While CREATE VECTOR INDEX builds over many rows, other clients are answered, and
+    the rows they insert, update and delete meanwhile are in the index as it is then,
+    also after a restart (checkpoints: test_vector_index_survives_kill9_and_checkpoint)."""
+    n, dim = 2000, 16
+    rng = np.random.default_rng(11)
+    vecs = {f"r{i:05d}": rng.standard_normal(dim) for i in range(n)}
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION big")
+        keys = list(vecs)
+        for i in range(0, n, 500):
+            batch = keys[i : i + 500]
+            values = ", ".join(["(%s, %s)"] * len(batch))
+            params = [x for k in batch for x in (k, vecs[k].tolist())]
+            conn.execute(f"INSERT INTO big (id, emb) VALUES {values}", params)
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            with psycopg.connect(server.dsn(), autocommit=True) as c:
+                c.execute(
+                    f"CREATE VECTOR INDEX idx_big ON big FIELD emb METRIC cosine DIM {dim} "
+                    "WITH (m = 32, ef_construction = 1000)"
+                )
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            failure.append(e)
+        finally:
+            done.set()
+
+    builder = threading.Thread(target=create)
+    builder.start()
+    time.sleep(0.5)  # the CREATE has reached the server and is building
+    inserted: dict[str, np.ndarray] = {}
+    updated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    deleted: dict[str, np.ndarray] = {}
+    answered_during_build = 0
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for j in range(300):
+            if done.is_set():
+                break
+            key, v = f"r{j * 7:05d}", rng.standard_normal(dim)
+            if j % 3 == 0:
+                conn.execute(f"INSERT INTO big {{ id: 'new{j}', emb: {_lit(v)} }}")
+                inserted[f"new{j}"] = v
+            elif j % 3 == 1:
+                conn.execute(f"UPDATE big SET emb = ARRAY{_lit(v)} WHERE id = '{key}'")
+                updated[key] = (vecs[key], v)
+            else:
+                conn.execute(f"DELETE FROM big WHERE id = '{key}'")
+                deleted[key] = vecs[key]
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            answered_during_build += not done.is_set()
+    builder.join()
+    assert not failure, failure
+    assert answered_during_build >= 3, "other clients waited for the index build"
+
+    def check() -> None:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+
+            def nearest(v: np.ndarray) -> list[str]:
+                q = "SEARCH big USING VECTOR(emb, %s, 1)"
+                return [r[0] for r in conn.execute(q, (v.tolist(),)).fetchall()]
+
+            for key, v in inserted.items():
+                assert nearest(v) == [key]
+            for key, (old, new) in updated.items():
+                assert nearest(new) == [key]
+                assert nearest(old) not in ([key], [])
+            for key, v in deleted.items():
+                assert nearest(v) not in ([key], [])
+
+    check()
+    server.kill9()  # the WAL holds the writes made during the build before the index
+    server.start()
+    check()
