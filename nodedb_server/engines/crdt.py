@@ -44,12 +44,16 @@ class CrdtStore:
         doc = self.docs.get(doc_id)
         if doc is None:
             doc = self.docs[doc_id] = loro.LoroDoc()
-        try:
-            doc.import_(data)
-        except BaseException as e:  # noqa: BLE001 - see the module docstring
-            if isinstance(e, KeyboardInterrupt | SystemExit):
-                raise
-            raise CrdtError("not a Loro update or snapshot") from None
+        _import(doc, data)
+
+    def merged(self, doc_id: str, updates: list[bytes]) -> bytes:
+        """A snapshot of the document with ``updates`` merged too (what a transaction
+        that applied them sees); the stored document is left as it is."""
+        doc = loro.LoroDoc()
+        base = self.snapshot(doc_id)
+        for data in [base, *updates] if base is not None else updates:
+            _import(doc, data)
+        return bytes(doc.export(loro.ExportMode.Snapshot()))
 
     def snapshot(self, doc_id: str) -> bytes | None:
         doc = self.docs.get(doc_id)
@@ -67,3 +71,12 @@ class CrdtStore:
         changes while the view is open (its pre-image)."""
         view = self.views.new(list(self.docs))
         return SnapshotItems(view, view.read(self._export))
+
+
+def _import(doc: loro.LoroDoc, data: bytes) -> None:
+    try:
+        doc.import_(data)
+    except BaseException as e:  # noqa: BLE001 - see the module docstring
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise CrdtError("not a Loro update or snapshot") from None

@@ -79,6 +79,23 @@ class EdgeStore:
 
         return SnapshotItems(view, items())
 
+    def overlaid(self, writes: list[tuple[list[str], Props | None]]) -> EdgeStore:
+        """These edges with ``writes`` applied (props None: a delete), as a transaction
+        sees them; the nodes they touch are copied, every other node's edges shared."""
+        view = EdgeStore()
+        view.out, view.inn, view.count = dict(self.out), dict(self.inn), self.count
+        for src, dst in {(src, dst) for (src, dst, _), _ in writes}:
+            if src in view.out:
+                view.out[src] = dict(view.out[src])
+            if dst in view.inn:
+                view.inn[dst] = dict(view.inn[dst])
+        for (src, dst, label), props in writes:
+            if props is None:
+                view.delete(src, dst, label)
+            else:
+                view.put(src, dst, label, props)
+        return view
+
     def get(self, src: str, dst: str, label: str) -> Props | None:
         return self.out.get(src, {}).get((dst, label))
 

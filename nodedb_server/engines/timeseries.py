@@ -240,6 +240,19 @@ class TimeseriesCollection:
             elif have == "int" and kind == "float" and self.dynamic:
                 self.columns[field.name] = "float"
 
+    def with_tables(self, tables: list[pa.Table]) -> TimeseriesCollection:
+        """A copy that also holds ``tables`` (a transaction's own appends, as it sees
+        them); the batches it shares with this collection are never changed."""
+        view = TimeseriesCollection(
+            self.name, self.time_key, self.columns, self.partition_us, self.dynamic
+        )
+        for start, part in self.partitions.items():
+            copy = view.partitions[start] = Partition(start)
+            copy.batches, copy.rows = list(part.batches), part.rows
+        for table in tables:
+            view.apply_batch(table, 0)
+        return view
+
     # ---- reading ------------------------------------------------------------------------
 
     def table(self, lo: int | None = None, hi: int | None = None) -> tuple[pa.Table, int, int]:

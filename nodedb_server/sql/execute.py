@@ -42,10 +42,12 @@ from nodedb_server.backup.writer import (
 )
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.crdt import CrdtError, check_update
+from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.timeseries import (
     TimeseriesCollection,
     TimeseriesError,
+    from_ipc,
     table_rows,
     to_ipc,
 )
@@ -648,6 +650,8 @@ class Session:
                 for it in stmt.items
             ]
         engine = self._any_collection(stmt.source) if stmt.source else None
+        if stmt.source and isinstance(engine, TimeseriesCollection):
+            engine = self._timeseries_view(stmt.source, engine)  # columns it added
         cols: list[Column] = []
         for it in stmt.items:
             if isinstance(it.expr, Star):
@@ -787,7 +791,7 @@ class Session:
         if self.txn is not None:
             over = self.txn.overlay.get(coll)
             if over is not None and key in over:
-                return over[key][0]
+                return _live(over[key], now)
         return engine.get(key, now)
 
     def _scan(self, coll: str, engine: RowCollection, now: int) -> Iterable[Row]:
@@ -796,7 +800,21 @@ class Session:
             return engine.scan(now)
         kf = engine.key_field
         rows = [r for r in engine.scan(now) if r[kf] not in over]
-        return rows + [r for r, _ in over.values() if r is not None]
+        return rows + [r for r in (_live(e, now) for e in over.values()) if r is not None]
+
+    def _expires_at(self, coll: str, engine: RowCollection, key: Any) -> int | None:
+        """A key's expiry as this session sees it (its transaction may have set it)."""
+        over = self.txn.overlay.get(coll) if self.txn is not None else None
+        if over is not None and key in over:
+            return over[key][1]
+        return engine.expires_at(key)
+
+    def _pending(self, coll: str, kinds: tuple[str, ...]) -> list[tuple[Any, Any]]:
+        """(key, payload) of this transaction's buffered writes of ``kinds`` to ``coll``:
+        what reads of edges, CRDT documents and timeseries add to the committed state."""
+        if self.txn is None:
+            return []
+        return [(k, r) for i, c, k, r, _ in self.txn.intents if c == coll and i in kinds]
 
     def _access(self, engine: RowCollection, where: Expr | None) -> Access:
         indexed = frozenset(engine.indexes)
@@ -838,7 +856,8 @@ class Session:
                 rows.append(found)
         over = self.txn.overlay.get(coll) if self.txn is not None else None
         if access.kind == "index" and over:
-            for key, (pending, _) in over.items():
+            for key, entry in over.items():
+                pending = _live(entry, now)
                 if (
                     key not in seen
                     and pending is not None
@@ -904,7 +923,8 @@ class Session:
         else:
             any_engine = self._any_collection(stmt.source)
             if isinstance(any_engine, TimeseriesCollection):
-                rows, fast = self._timeseries_rows(stmt, any_engine, ctx)
+                ts_view = self._timeseries_view(stmt.source, any_engine)
+                rows, fast = self._timeseries_rows(stmt, ts_view, ctx)
             else:
                 rows = await self._candidates(stmt.source, any_engine, stmt.where, ctx)
         star_fields = [c for c, _ in columns] if stmt.star else []
@@ -962,6 +982,10 @@ class Session:
         if limit is not None:
             out = out[:limit]
         return Result(columns, out, f"SELECT {len(out)}")
+
+    def _timeseries_view(self, name: str, engine: TimeseriesCollection) -> TimeseriesCollection:
+        own = self._pending(name, ("ts",))
+        return engine.with_tables([from_ipc(payload) for _, payload in own]) if own else engine
 
     def _timeseries_rows(
         self, stmt: ast.Select, engine: TimeseriesCollection, ctx: Ctx
@@ -1108,7 +1132,7 @@ class Session:
         over = self.txn.overlay.setdefault(coll, {})
         for intent, key, row, expires in intents:
             self.txn.intents.append((intent, coll, key, row, expires))
-            if intent not in _PASS_THROUGH:  # reads see own rows; edges and CRDT once committed
+            if intent not in _PASS_THROUGH:  # the others are read back through _pending
                 over[key] = (row.row if isinstance(row, Recompute) else row, expires)
 
     async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
@@ -1141,7 +1165,7 @@ class Session:
             else:
                 uctx = Ctx(params=params, funcs=ctx.funcs, excluded=row)
                 new = self._assign(engine, old, stmt.on_conflict.assignments, uctx)
-                keep = engine.expires_at(key)
+                keep = self._expires_at(stmt.collection, engine, key)
                 intents.append(("put", key, new, expires if expires is not None else keep))
                 row = new
             pending[key] = row
@@ -1209,7 +1233,7 @@ class Session:
                 "update",
                 r[kf],
                 Recompute(self._assign(engine, r, stmt.assignments, ctx), stmt.assignments, ctx),
-                engine.expires_at(r[kf]),
+                self._expires_at(stmt.collection, engine, r[kf]),
             )
             for r in rows
         ]
@@ -1508,9 +1532,7 @@ class Session:
 
     async def _create_vector_index(self, stmt: ast.CreateVectorIndex, params: list[Any]) -> Result:
         engine = self._vector_index_target(stmt)
-        vindex = engine.new_vector_index(
-            stmt.name, stmt.field, stmt.metric, stmt.dim, stmt.options
-        )
+        vindex = engine.new_vector_index(stmt.name, stmt.field, stmt.metric, stmt.dim, stmt.options)
         built = None
         if vindex.field is not None and len(engine):
             await self._build_vector_index(engine, vindex)
@@ -1553,6 +1575,7 @@ class Session:
         the caller installing the index."""
         loop = asyncio.get_running_loop()
         field = vindex.field
+        assert field is not None
         changed = engine.watch_changes()
         try:
             rows = list(engine.rows.items())  # row dicts are never mutated once stored
@@ -1577,9 +1600,17 @@ class Session:
         query = self._query_vector(stmt.query.eval({}, ctx), vindex.dim)
         k = _count(stmt.k.eval({}, ctx), "k")
         now = _now_ms()
+        over = self.txn.overlay.get(stmt.collection, {}) if self.txn is not None else {}
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, vindex.search, query, k)
-        rows = [(key, d) for key, d in found if engine.get(key, now) is not None]
+        # The index holds committed rows only: those this transaction wrote or deleted
+        # are dropped from its answer (asking for that many more) and its own compared.
+        found = await loop.run_in_executor(None, vindex.search, query, k + len(over))
+        rows = [
+            (key, d) for key, d in found if key not in over and engine.get(key, now) is not None
+        ]
+        if over:
+            rows = sorted(rows + _own_vector_hits(over, vindex, query, now), key=lambda r: r[1])
+        rows = rows[:k]
         return Result(self.describe(stmt, []), rows, f"SELECT {len(rows)}")
 
     @staticmethod
@@ -1639,8 +1670,10 @@ class Session:
         return Result([("crdt_apply", t.BOOL)], [(True,)], "SELECT 1")
 
     def _crdt_state(self, coll: Any, doc_id: Any) -> bytes | None:
-        engine = self._collection(_node(coll, "collection"))
-        return engine.crdt.snapshot(_node(doc_id, "document id"))
+        name, doc = _node(coll, "collection"), _node(doc_id, "document id")
+        engine = self._collection(name)
+        own = [data for key, data in self._pending(name, ("crdt",)) if key == doc]
+        return engine.crdt.merged(doc, own) if own else engine.crdt.snapshot(doc)
 
     # -- graph --
 
@@ -1658,7 +1691,7 @@ class Session:
             for e, what in ((stmt.source, "FROM"), (stmt.target, "TO"), (stmt.label, "TYPE"))
         ]
         if stmt.delete:
-            exists = engine.edges.get(*key) is not None
+            exists = self._edges(stmt.collection, engine).get(*key) is not None
             if exists:
                 await self._commit_or_buffer(stmt.collection, [("edge_delete", key, None, None)])
             return Result(None, [], f"GRAPH DELETE EDGE {int(exists)}")
@@ -1666,8 +1699,13 @@ class Session:
         await self._commit_or_buffer(stmt.collection, [("edge_put", key, props, None)])
         return Result(None, [], "GRAPH INSERT EDGE 1")
 
+    def _edges(self, coll: str, engine: RowCollection) -> EdgeStore:
+        """The edges as this session sees them: committed, plus its transaction's."""
+        own = self._pending(coll, ("edge_put", "edge_delete"))
+        return engine.edges.overlaid(own) if own else engine.edges
+
     async def _graph_query(self, stmt: ast.GraphQuery, params: list[Any]) -> Result:
-        edges = self._collection(stmt.collection).edges
+        edges = self._edges(stmt.collection, self._collection(stmt.collection))
         ctx = self.ctx(params)
         start = _node(stmt.start.eval({}, ctx), "start node")
         label = _node(stmt.label.eval({}, ctx), "LABEL") if stmt.label is not None else None
@@ -1688,7 +1726,7 @@ class Session:
         return Result(columns, rows, f"SELECT {len(rows)}")
 
     async def _graph_algo(self, stmt: ast.GraphAlgo, params: list[Any]) -> Result:
-        edges = self._collection(stmt.collection).edges
+        edges = self._edges(stmt.collection, self._collection(stmt.collection))
         ctx = self.ctx(params)
         columns = self.describe(stmt, [])
         rows: list[tuple[str, Any]]
@@ -2220,6 +2258,28 @@ def _properties(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise DataError("PROPERTIES must be an object")
     return v
+
+
+def _live(entry: tuple[Row | None, int | None], now: int) -> Row | None:
+    """A transaction's row, unless deleted or its TTL has run out."""
+    row, expires = entry
+    return None if expires is not None and expires <= now else row
+
+
+def _own_vector_hits(
+    over: dict[Any, tuple[Row | None, int | None]],
+    vindex: VectorIndex,
+    query: list[float],
+    now: int,
+) -> list[tuple[Any, float]]:
+    """(key, distance) of the vectors in a transaction's own rows, compared exactly."""
+    hits = []
+    for key, entry in over.items():
+        row = _live(entry, now)
+        vec = as_vector(row.get(vindex.field)) if row is not None and vindex.field else None
+        if vec is not None and len(vec) == vindex.dim:
+            hits.append((key, vector_distance_of(vindex.metric, vec, query)))
+    return hits
 
 
 def _timeseries_error(e: TimeseriesError) -> DBError:
