@@ -48,6 +48,7 @@ class Insert:
     on_conflict: OnConflict | None = None
     upsert: bool = False
     object_form: bool = False  # ``{...}`` literals, where ``ttl`` is the KV expiry
+    returning: list[SelectItem] = field(default_factory=list)  # empty: no RETURNING
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,14 @@ class Update:
     collection: str
     assignments: list[tuple[str, Expr]]
     where: Expr | None
+    returning: list[SelectItem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Delete:
     collection: str
     where: Expr | None
+    returning: list[SelectItem] = field(default_factory=list)  # of the deleted rows
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,17 @@ from nodedb_server.errors import FeatureNotSupported, SyntaxError_
 from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
 from nodedb_server.sql.expr import (
+    Agg,
     ArrayExpr,
     Cast,
     Const,
     Expr,
+    Field,
+    Func,
     Neg,
     ObjectExpr,
     Param,
+    Star,
     from_sqlglot,
 )
 
@@ -584,12 +588,17 @@ def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
     conflict = None
     if p.accept("on"):
         conflict = conflict_from_tail(p)
+    returning: list[ast.SelectItem] = []
+    if p.accept("returning"):
+        returning = parse_returning(p.rest())
+        p.i = len(p.toks)
     p.end()
-    return ast.Insert(name, rows, conflict, upsert, object_form=True)
+    return ast.Insert(name, rows, conflict, upsert, object_form=True, returning=returning)
 
 
 def conflict_from_tail(p: Parser) -> ast.OnConflict:
-    """``ON CONFLICT [(key)] DO NOTHING | DO UPDATE SET ..`` after ON was read."""
+    """``ON CONFLICT [(key)] DO NOTHING | DO UPDATE SET ..`` after ON was read; a
+    RETURNING after it is left for the caller."""
     p.expect("conflict")
     if p.accept("("):
         while not p.accept(")"):
@@ -599,9 +608,54 @@ def conflict_from_tail(p: Parser) -> ast.OnConflict:
         return ast.OnConflict("nothing")
     p.expect("update")
     p.expect("set")
-    text = p.rest()
-    p.i = len(p.toks)
+    start = p.peek()
+    while p.peek() is not None and not p.peek().is_kw("returning"):  # type: ignore[union-attr]
+        p.take()
+    end = p.peek()
+    text = p.sql[start.pos if start else len(p.sql) : end.pos if end else len(p.sql)]
     return ast.OnConflict("update", parse_assignments(text))
+
+
+def parse_returning(text: str) -> list[ast.SelectItem]:
+    """The output list after RETURNING, read by sqlglot as a select list."""
+    try:
+        tree = sqlglot.parse_one(f"DELETE FROM _t RETURNING {text}", read="postgres")
+    except sqlglot.errors.ParseError as e:
+        raise SyntaxError_(f"syntax error in RETURNING list: {_first_line(e)}") from None
+    if set(k for k, v in tree.args.items() if v) != {"this", "returning"}:
+        raise SyntaxError_("syntax error: RETURNING takes a list of output expressions")
+    return returning_items(tree)
+
+
+def returning_items(tree: exp.Expression) -> list[ast.SelectItem]:
+    """The RETURNING list of a parsed INSERT, UPDATE or DELETE (empty if it has none)."""
+    node = tree.args.get("returning")
+    if node is None:
+        return []
+    if node.args.get("into"):
+        raise FeatureNotSupported("RETURNING .. INTO is not supported")
+    items = []
+    for item in node.expressions:
+        expr = from_sqlglot(item.this if isinstance(item, exp.Alias) else item)
+        if any(isinstance(n, Agg) for n in expr.walk()):
+            raise SyntaxError_("aggregate functions are not allowed in RETURNING", sqlstate="42803")
+        items.append(ast.SelectItem(expr, "*" if isinstance(expr, Star) else item_name(item, expr)))
+    return items
+
+
+def item_name(node: exp.Expression, expr: Expr) -> str:
+    """An output column's name, as PostgreSQL gives it."""
+    if isinstance(node, exp.Alias):
+        return node.alias
+    if isinstance(expr, Field):
+        return expr.name
+    if isinstance(expr, Agg):
+        return expr.name
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Column):
+        return node.this.name
+    if isinstance(expr, Func):
+        return expr.name
+    return "?column?"
 
 
 def parse_assignments(text: str) -> list[tuple[str, Expr]]:

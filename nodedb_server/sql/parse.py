@@ -19,12 +19,14 @@ from sqlglot import exp
 
 from nodedb_server.errors import FeatureNotSupported, StatementTooComplex, SyntaxError_
 from nodedb_server.sql import ast, catalog_query
-from nodedb_server.sql.expr import Agg, Const, Expr, Field, Func, Star, from_sqlglot
+from nodedb_server.sql.expr import Const, Expr, Field, Func, Star, from_sqlglot
 from nodedb_server.sql.nodedb_statements import (
     _first_line,
     assignments,
+    item_name,
     parse_nodedb,
     parse_prepare_head,
+    returning_items,
     split_statements,
 )
 
@@ -149,7 +151,7 @@ def parse_one(sql: str) -> ast.Statement:
     if isinstance(tree, exp.Update):
         return _update(tree)
     if isinstance(tree, exp.Delete):
-        return ast.Delete(_table(tree.this), _where(tree))
+        return ast.Delete(_table(tree.this), _where(tree), returning_items(tree))
     raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
 
 
@@ -176,20 +178,6 @@ def _where(tree: exp.Expression) -> Expr | None:
     return from_sqlglot(where.this) if where is not None else None
 
 
-def _item_name(node: exp.Expression, expr: Expr) -> str:
-    if isinstance(node, exp.Alias):
-        return node.alias
-    if isinstance(expr, Field):
-        return expr.name
-    if isinstance(expr, Agg):
-        return expr.name
-    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Column):
-        return node.this.name
-    if isinstance(expr, Func):
-        return expr.name
-    return "?column?"
-
-
 def _select(tree: exp.Select) -> ast.Select:
     for key in ("joins", "having", "windows", "distinct", "with"):
         if tree.args.get(key):
@@ -207,7 +195,7 @@ def _select(tree: exp.Select) -> ast.Select:
             star = True
             items.append(ast.SelectItem(expr, "*"))
             continue
-        items.append(ast.SelectItem(expr, _item_name(node, expr)))
+        items.append(ast.SelectItem(expr, item_name(node, expr)))
     group = tree.args.get("group")
     group_by = [from_sqlglot(g) for g in group.expressions] if group is not None else []
     order: list[ast.OrderItem] = []
@@ -277,10 +265,12 @@ def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
             conflict = ast.OnConflict("nothing")
         else:
             conflict = ast.OnConflict("update", assignments(oc.expressions))
-    return ast.Insert(name, rows, conflict, upsert)
+    return ast.Insert(name, rows, conflict, upsert, returning=returning_items(tree))
 
 
 def _update(tree: exp.Update) -> ast.Update:
     if tree.args.get("from") or tree.args.get("from_"):
         raise FeatureNotSupported("UPDATE .. FROM is not supported")
-    return ast.Update(_table(tree.this), assignments(tree.expressions), _where(tree))
+    return ast.Update(
+        _table(tree.this), assignments(tree.expressions), _where(tree), returning_items(tree)
+    )
