@@ -40,7 +40,7 @@ from nodedb_server.backup.writer import (
     check_path,
     open_backup_file,
 )
-from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.base import Row, RowCollection, type_tag
 from nodedb_server.engines.crdt import CrdtError, check_update
 from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.kv import KvCollection
@@ -139,6 +139,22 @@ TAG_OIDS = {
 }
 
 Column = tuple[str, int]
+# The value type a field records for a value of a column type (engines/base.py type_tag).
+OID_TAGS = {
+    t.INT2: "int",
+    t.INT4: "int",
+    t.INT8: "int",
+    t.FLOAT4: "float",
+    t.FLOAT8: "float",
+    t.NUMERIC: "float",
+    t.TEXT: "text",
+    t.VARCHAR: "text",
+    t.BOOL: "bool",
+    t.BYTEA: "bytea",
+    t.TIMESTAMP: "timestamp",
+    t.TIMESTAMPTZ: "timestamp",
+    t.FLOAT4_ARRAY: "vector",
+}
 # A write a statement wants: (intent, key, row or payload, expires_ms); see Session._fold.
 Intent = tuple[str, Any, Any, int | None]
 READ_ONLY = (
@@ -215,7 +231,12 @@ def field_oid(engine: Engine | None, name: str) -> int:
         return t.TEXT
     if isinstance(engine, KvCollection) and name in engine.typed_fields:
         return KV_TYPE_OIDS[engine.typed_fields[name]]
-    tags = engine.field_types.get(name, set()) - {"null"}
+    return _tags_oid(engine.field_types.get(name, set()))
+
+
+def _tags_oid(tags: set[str]) -> int:
+    """The column type for a field holding values of these types (SQL.md)."""
+    tags = tags - {"null"}
     if not tags:
         return t.TEXT
     if tags <= {"int", "float"}:
@@ -592,6 +613,8 @@ class Session:
             if prepared.described:
                 return prepared.columns
             return self.describe(prepared.stmt, prepared.param_oids)
+        if isinstance(stmt, ast.Insert | ast.Update | ast.Delete) and stmt.returning:
+            return self._returning_columns(stmt, param_oids)
         if isinstance(stmt, ast.Explain):
             return [("QUERY PLAN", t.TEXT)]
         if isinstance(stmt, ast.ShowCollections):
@@ -725,6 +748,9 @@ class Session:
             return await self._select(stmt, params, columns)
         if type(stmt) is ast.ExecutePrepared:
             return await self._execute_prepared(stmt, params, columns)
+        if isinstance(stmt, ast.Insert | ast.Update | ast.Delete):  # RETURNING as described
+            written: Result = await _HANDLERS[type(stmt)](self, stmt, params, columns)
+            return written
         handler = _HANDLERS.get(type(stmt))
         if handler is None:
             raise FeatureNotSupported(f"{type(stmt).__name__} is not supported")
@@ -1017,6 +1043,7 @@ class Session:
             raise FeatureNotSupported(
                 "timeseries rows have no key: ON CONFLICT and UPSERT do not apply"
             )
+        self._output_columns(stmt, None)  # refuses RETURNING, which is not silently ignored
         ctx = self.ctx(params)
         rows = [{name: e.eval({}, ctx) for name, e in fields} for fields in stmt.rows]
         try:
@@ -1135,11 +1162,14 @@ class Session:
             if intent not in _PASS_THROUGH:  # the others are read back through _pending
                 over[key] = (row.row if isinstance(row, Recompute) else row, expires)
 
-    async def _insert(self, stmt: ast.Insert, params: list[Any]) -> Result:
+    async def _insert(
+        self, stmt: ast.Insert, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
         any_engine = self._any_collection(stmt.collection)
         if isinstance(any_engine, TimeseriesCollection):
             return await self._insert_timeseries(stmt, any_engine, params)
         engine = self._collection(stmt.collection)
+        columns = self._output_columns(stmt, columns)
         ctx = self.ctx(params)
         now = _now_ms()
         kf = engine.key_field
@@ -1170,7 +1200,8 @@ class Session:
                 row = new
             pending[key] = row
         await self._commit_or_buffer(stmt.collection, intents)
-        return Result(None, [], f"INSERT 0 {len(intents)}")
+        rows = [row for _, _, row, _ in intents]
+        return self._written(stmt, f"INSERT 0 {len(intents)}", rows, columns, params)
 
     def _new_row(
         self,
@@ -1220,32 +1251,125 @@ class Session:
         self._check_vectors(engine, new)
         return new
 
-    async def _update(self, stmt: ast.Update, params: list[Any]) -> Result:
+    async def _update(
+        self, stmt: ast.Update, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
         engine = self._collection(stmt.collection)
+        columns = self._output_columns(stmt, columns)
         ctx = self.ctx(params)
         rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
         kf = engine.key_field
+        new_rows = [self._assign(engine, r, stmt.assignments, ctx) for r in rows]
         # An UPDATE keeps its SET list: at COMMIT it is applied again to the row as it is
         # then (as PostgreSQL re-evaluates on the newest row version), so concurrent
         # transactions doing n = n + 1 lose no increment.
         intents: list[Intent] = [
             (
                 "update",
-                r[kf],
-                Recompute(self._assign(engine, r, stmt.assignments, ctx), stmt.assignments, ctx),
-                self._expires_at(stmt.collection, engine, r[kf]),
+                new[kf],
+                Recompute(new, stmt.assignments, ctx),
+                self._expires_at(stmt.collection, engine, new[kf]),
             )
-            for r in rows
+            for new in new_rows
         ]
         await self._commit_or_buffer(stmt.collection, intents)
-        return Result(None, [], f"UPDATE {len(intents)}")
+        return self._written(stmt, f"UPDATE {len(intents)}", new_rows, columns, params)
 
-    async def _delete(self, stmt: ast.Delete, params: list[Any]) -> Result:
+    async def _delete(
+        self, stmt: ast.Delete, params: list[Any], columns: list[Column] | None = None
+    ) -> Result:
         engine = self._collection(stmt.collection)
+        columns = self._output_columns(stmt, columns)
         rows = await self._candidates(stmt.collection, engine, stmt.where, self.ctx(params))
         kf = engine.key_field
         await self._commit_or_buffer(stmt.collection, [("delete", r[kf], None, None) for r in rows])
-        return Result(None, [], f"DELETE {len(rows)}")
+        return self._written(stmt, f"DELETE {len(rows)}", rows, columns, params)
+
+    # -- RETURNING --
+
+    def _output_columns(
+        self, stmt: ast.Insert | ast.Update | ast.Delete, described: list[Column] | None
+    ) -> list[Column] | None:
+        """What a write's RETURNING sends: as Describe told the client, else worked out now,
+        before the write, as Describe would have."""
+        if not stmt.returning:
+            return None
+        return described or self._returning_columns(stmt, self.param_types(stmt, ()))
+
+    def _returning_columns(
+        self, stmt: ast.Insert | ast.Update | ast.Delete, param_oids: list[int]
+    ) -> list[Column]:
+        """A field the statement writes is typed by what it held and what is written into
+        it, so that a value of a new type is still sent as its column says."""
+        engine = self._any_collection(stmt.collection)
+        if isinstance(engine, TimeseriesCollection):
+            raise FeatureNotSupported(
+                f'"{stmt.collection}" is a timeseries collection: RETURNING works on '
+                "document and key-value collections"
+            )
+        written = self._written_tags(stmt, engine, param_oids)
+
+        def oid(name: str) -> int:
+            if name not in written or name == engine.key_field or _typed_target(engine, name):
+                return field_oid(engine, name)
+            return _tags_oid(engine.field_types.get(name, set()) | written[name])
+
+        cols: list[Column] = []
+        for it in stmt.returning:
+            if isinstance(it.expr, Star):
+                typed = list(engine.typed_fields) if isinstance(engine, KvCollection) else []
+                names = dict.fromkeys([*engine.fields(), *typed, *written])
+                cols += [(name, oid(name)) for name in names]
+            elif isinstance(it.expr, Field):
+                cols.append((it.name, oid(it.expr.name)))
+            else:
+                cols.append((it.name, self._infer(it.expr, engine, param_oids)))
+        return cols
+
+    def _written_tags(
+        self,
+        stmt: ast.Insert | ast.Update | ast.Delete,
+        engine: RowCollection,
+        param_oids: list[int],
+    ) -> dict[str, set[str]]:
+        """The value types a write stores into each field, as known before it runs."""
+        pairs = _statement_exprs(stmt)[1]
+        if isinstance(stmt, ast.Insert) and stmt.object_form and isinstance(engine, KvCollection):
+            pairs = [(name, e) for name, e in pairs if name != "ttl"]  # the expiry, not a field
+        tags: dict[str, set[str]] = {}
+        for name, e in pairs:
+            tag = (
+                type_tag(e.value)
+                if isinstance(e, Const)
+                else OID_TAGS.get(self._infer(e, engine, param_oids), "object")
+            )
+            tags.setdefault(name, set()).add(tag)
+        return tags
+
+    def _written(
+        self,
+        stmt: ast.Insert | ast.Update | ast.Delete,
+        tag: str,
+        rows: list[Row],
+        columns: list[Column] | None,
+        params: list[Any],
+    ) -> Result:
+        """A write's result: its tag, and with RETURNING its list for each row written."""
+        if columns is None:
+            return Result(None, [], tag)
+        ctx = self.ctx(params)
+        stars = sum(isinstance(it.expr, Star) for it in stmt.returning)
+        per_star = (len(columns) - len(stmt.returning) + stars) // stars if stars else 0
+        outputs: list[str | Expr] = []  # a field a star stands for, or an expression
+        for it in stmt.returning:
+            if isinstance(it.expr, Star):
+                outputs += [name for name, _ in columns[len(outputs) : len(outputs) + per_star]]
+            else:
+                outputs.append(it.expr)
+        out = [
+            tuple(r.get(o) if isinstance(o, str) else o.eval(r, ctx) for o in outputs) for r in rows
+        ]
+        return Result(columns, out, tag)
 
     # -- catalog --
 
@@ -1969,7 +2093,9 @@ class Session:
                     raise UndefinedColumn(f'column "{node.name}" does not exist')
         ctx = self.ctx(params)
         values = [arg.eval({}, ctx) for arg in self._typed_args(stmt)]
-        if columns is None and isinstance(prepared.stmt, ast.Select):
+        if columns is None and isinstance(
+            prepared.stmt, ast.Select | ast.Insert | ast.Update | ast.Delete
+        ):
             columns = self.describe(stmt, [])  # so that $1 AS v is of $1's declared type
         return await self.execute(prepared.stmt, values, columns)
 
@@ -2353,12 +2479,12 @@ def _statement_exprs(stmt: ast.Statement) -> tuple[list[Expr], list[tuple[str, E
         pairs = [p for row in stmt.rows for p in row]
         if stmt.on_conflict is not None:
             pairs += stmt.on_conflict.assignments
-        return [e for _, e in pairs], pairs
+        return [e for _, e in pairs] + [it.expr for it in stmt.returning], pairs
     if isinstance(stmt, ast.Update):
         exprs = [e for _, e in stmt.assignments] + ([stmt.where] if stmt.where else [])
-        return exprs, list(stmt.assignments)
+        return exprs + [it.expr for it in stmt.returning], list(stmt.assignments)
     if isinstance(stmt, ast.Delete):
-        return ([stmt.where] if stmt.where else []), []
+        return ([stmt.where] if stmt.where else []) + [it.expr for it in stmt.returning], []
     if isinstance(stmt, ast.CrdtApply):
         return [Func("crdt_apply", [stmt.collection, stmt.doc_id, stmt.data])], []
     if isinstance(stmt, ast.VectorSearch):

@@ -627,7 +627,7 @@ def parse_returning(text: str) -> list[ast.SelectItem]:
     return returning_items(tree)
 
 
-def returning_items(tree: exp.Expression) -> list[ast.SelectItem]:
+def returning_items(tree: exp.Expr) -> list[ast.SelectItem]:
     """The RETURNING list of a parsed INSERT, UPDATE or DELETE (empty if it has none)."""
     node = tree.args.get("returning")
     if node is None:
