@@ -149,6 +149,7 @@ OID_TAGS = {
     t.NUMERIC: "float",
     t.TEXT: "text",
     t.VARCHAR: "text",
+    t.UNKNOWN: "text",
     t.BOOL: "bool",
     t.BYTEA: "bytea",
     t.TIMESTAMP: "timestamp",
@@ -1043,7 +1044,8 @@ class Session:
             raise FeatureNotSupported(
                 "timeseries rows have no key: ON CONFLICT and UPSERT do not apply"
             )
-        self._output_columns(stmt, None)  # refuses RETURNING, which is not silently ignored
+        if stmt.returning:
+            raise _timeseries_returning(stmt.collection)
         ctx = self.ctx(params)
         rows = [{name: e.eval({}, ctx) for name, e in fields} for fields in stmt.rows]
         try:
@@ -1169,7 +1171,6 @@ class Session:
         if isinstance(any_engine, TimeseriesCollection):
             return await self._insert_timeseries(stmt, any_engine, params)
         engine = self._collection(stmt.collection)
-        columns = self._output_columns(stmt, columns)
         ctx = self.ctx(params)
         now = _now_ms()
         kf = engine.key_field
@@ -1199,9 +1200,10 @@ class Session:
                 intents.append(("put", key, new, expires if expires is not None else keep))
                 row = new
             pending[key] = row
-        await self._commit_or_buffer(stmt.collection, intents)
         rows = [row for _, _, row, _ in intents]
-        return self._written(stmt, f"INSERT 0 {len(intents)}", rows, columns, params)
+        result = self._written(stmt, f"INSERT 0 {len(intents)}", rows, columns, params)
+        await self._commit_or_buffer(stmt.collection, intents)
+        return result
 
     def _new_row(
         self,
@@ -1255,7 +1257,6 @@ class Session:
         self, stmt: ast.Update, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
         engine = self._collection(stmt.collection)
-        columns = self._output_columns(stmt, columns)
         ctx = self.ctx(params)
         rows = await self._candidates(stmt.collection, engine, stmt.where, ctx)
         kf = engine.key_field
@@ -1272,29 +1273,21 @@ class Session:
             )
             for new in new_rows
         ]
+        result = self._written(stmt, f"UPDATE {len(intents)}", new_rows, columns, params)
         await self._commit_or_buffer(stmt.collection, intents)
-        return self._written(stmt, f"UPDATE {len(intents)}", new_rows, columns, params)
+        return result
 
     async def _delete(
         self, stmt: ast.Delete, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
         engine = self._collection(stmt.collection)
-        columns = self._output_columns(stmt, columns)
         rows = await self._candidates(stmt.collection, engine, stmt.where, self.ctx(params))
         kf = engine.key_field
+        result = self._written(stmt, f"DELETE {len(rows)}", rows, columns, params)
         await self._commit_or_buffer(stmt.collection, [("delete", r[kf], None, None) for r in rows])
-        return self._written(stmt, f"DELETE {len(rows)}", rows, columns, params)
+        return result
 
     # -- RETURNING --
-
-    def _output_columns(
-        self, stmt: ast.Insert | ast.Update | ast.Delete, described: list[Column] | None
-    ) -> list[Column] | None:
-        """What a write's RETURNING sends: as Describe told the client, else worked out now,
-        before the write, as Describe would have."""
-        if not stmt.returning:
-            return None
-        return described or self._returning_columns(stmt, self.param_types(stmt, ()))
 
     def _returning_columns(
         self, stmt: ast.Insert | ast.Update | ast.Delete, param_oids: list[int]
@@ -1303,10 +1296,7 @@ class Session:
         it, so that a value of a new type is still sent as its column says."""
         engine = self._any_collection(stmt.collection)
         if isinstance(engine, TimeseriesCollection):
-            raise FeatureNotSupported(
-                f'"{stmt.collection}" is a timeseries collection: RETURNING works on '
-                "document and key-value collections"
-            )
+            raise _timeseries_returning(stmt.collection)
         written = self._written_tags(stmt, engine, param_oids)
 
         def oid(name: str) -> int:
@@ -1351,12 +1341,14 @@ class Session:
         stmt: ast.Insert | ast.Update | ast.Delete,
         tag: str,
         rows: list[Row],
-        columns: list[Column] | None,
+        described: list[Column] | None,
         params: list[Any],
     ) -> Result:
-        """A write's result: its tag, and with RETURNING its list for each row written."""
-        if columns is None:
+        """A write's result: its tag, and with RETURNING its list for each row written,
+        worked out before the write commits, so that an error in it changes nothing."""
+        if not stmt.returning:
             return Result(None, [], tag)
+        columns = described or self._returning_columns(stmt, self.param_types(stmt, ()))
         ctx = self.ctx(params)
         stars = sum(isinstance(it.expr, Star) for it in stmt.returning)
         per_star = (len(columns) - len(stmt.returning) + stars) // stars if stars else 0
@@ -1369,7 +1361,7 @@ class Session:
         out = [
             tuple(r.get(o) if isinstance(o, str) else o.eval(r, ctx) for o in outputs) for r in rows
         ]
-        return Result(columns, out, tag)
+        return Result(described or _fitted(columns, out), out, tag)
 
     # -- catalog --
 
@@ -2415,6 +2407,28 @@ def _timeseries_error(e: TimeseriesError) -> DBError:
     if "timestamp" in text or "time value" in text:
         return DBError(text, sqlstate="22007")
     return DataError(text)
+
+
+def _fitted(columns: list[Column], rows: list[tuple[Any, ...]]) -> list[Column]:
+    """Columns worked out from the committed field types, widened where a row holds a value
+    of another type (a field this transaction changed), which their encoders cannot send.
+    Text and JSON columns send any value."""
+    fitted = []
+    for i, (name, oid) in enumerate(columns):
+        tag = OID_TAGS.get(oid, "text")
+        if tag != "text":
+            tags = {type_tag(r[i]) for r in rows} - {"null", tag}
+            if tags:
+                oid = _tags_oid(tags | {tag})
+        fitted.append((name, oid))
+    return fitted
+
+
+def _timeseries_returning(name: str) -> FeatureNotSupported:
+    return FeatureNotSupported(
+        f'"{name}" is a timeseries collection: RETURNING works on document and '
+        "key-value collections"
+    )
 
 
 def tenant_size(tenant: Tenant) -> int:

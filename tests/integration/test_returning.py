@@ -99,6 +99,27 @@ def test_update_to_a_value_of_another_type_is_still_sent(conn: psycopg.Connectio
     assert conn.execute(f"SELECT n FROM {c}").fetchall() == [("five",)]
 
 
+def test_an_error_in_returning_changes_nothing(conn: psycopg.Connection) -> None:
+    c = fresh(conn)
+    conn.execute(f"INSERT INTO {c} (id, n) VALUES ('a', 5)")
+    for sql in (
+        f"DELETE FROM {c} RETURNING 1 / (n - 5)",
+        f"UPDATE {c} SET n = 6 RETURNING 1 / (n - 6)",
+        f"INSERT INTO {c} (id, n) VALUES ('b', 0) RETURNING 1 / n",
+    ):
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute(sql)
+    assert conn.execute(f"SELECT id, n FROM {c}").fetchall() == [("a", 5)]
+
+
+def test_a_type_changed_in_the_transaction_is_still_returned(conn: psycopg.Connection) -> None:
+    c = fresh(conn)
+    conn.execute(f"INSERT INTO {c} (id, n) VALUES ('a', 5)")
+    with conn.transaction():
+        conn.execute(f"UPDATE {c} SET n = 'x'")
+        assert conn.execute(f"DELETE FROM {c} RETURNING id, n").fetchall() == [("a", "x")]
+
+
 def test_delete_returns_the_deleted_rows_old_values(conn: psycopg.Connection) -> None:
     c = fresh(conn)
     conn.execute(f"INSERT INTO {c} (id, name) VALUES ('u1', 'Ann'), ('u2', 'Bob')")
@@ -134,6 +155,18 @@ def test_kv_upsert_and_on_conflict_return_as_postgresql(conn: psycopg.Connection
     assert gone.statusmessage == "INSERT 0 0" and gone.fetchall() == []
     deleted = conn.execute(f"DELETE FROM {c} WHERE key = 'k' RETURNING key, hits")
     assert deleted.fetchall() == [("k", 7)]
+
+
+def test_returning_after_do_update_is_found_outside_strings(conn: psycopg.Connection) -> None:
+    c = fresh(conn)
+    conn.execute(f"INSERT INTO {c} {{ id: 'a' }}")
+    cur = conn.execute(
+        f"INSERT INTO {c} {{ id: 'a' }} ON CONFLICT DO UPDATE SET note = 'x RETURNING y' "
+        "RETURNING id, note"
+    )
+    assert cur.fetchall() == [("a", "x RETURNING y")]
+    cur = conn.execute(f"UPSERT INTO {c} (id, note) VALUES ('a', 'z') RETURNING note")
+    assert cur.statusmessage == "INSERT 0 1" and cur.fetchall() == [("z",)]
 
 
 def test_kv_ttl_is_not_returned_as_a_field(conn: psycopg.Connection) -> None:
