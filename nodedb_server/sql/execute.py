@@ -1361,7 +1361,16 @@ class Session:
         out = [
             tuple(r.get(o) if isinstance(o, str) else o.eval(r, ctx) for o in outputs) for r in rows
         ]
-        return Result(described or _fitted(columns, out), out, tag)
+        fitted = _fitted(columns, out)
+        if described and fitted != described:
+            name = next(a[0] for a, b in zip(described, fitted, strict=True) if a != b)
+            raise DBError(
+                f'RETURNING column "{name}" was described with the type its field has outside '
+                "this transaction, which stored a value of another type in it: cast it "
+                f"(RETURNING {name}::text)",
+                sqlstate="42804",
+            )
+        return Result(fitted, out, tag)
 
     # -- catalog --
 

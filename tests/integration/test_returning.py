@@ -253,6 +253,31 @@ async def test_asyncpg_fetch_on_insert_returning(shared_server: ServerProcess) -
         await conn.close()
 
 
+async def test_asyncpg_type_changed_in_the_transaction_is_an_error_not_a_hang(
+    shared_server: ServerProcess,
+) -> None:
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=shared_server.port, user="nodedb", database="nodedb"
+    )
+    try:
+        name = f"r{next(_names)}"
+        await conn.execute(f"CREATE COLLECTION {name}")
+        await conn.execute(f"INSERT INTO {name} (id, n) VALUES ('a', 5)")
+        tr = conn.transaction()
+        await tr.start()
+        await conn.execute(f"UPDATE {name} SET n = 'x'")
+        with pytest.raises(asyncpg.DatatypeMismatchError, match="cast it"):
+            await conn.fetch(f"DELETE FROM {name} RETURNING n")
+        await tr.rollback()
+        async with conn.transaction():
+            await conn.execute(f"UPDATE {name} SET n = 'x'")
+            got = await conn.fetch(f"DELETE FROM {name} RETURNING n::text")
+        assert [tuple(r) for r in got] == [("x",)]
+        assert await conn.fetchval(f"SELECT COUNT(*) FROM {name}") == 0
+    finally:
+        await conn.close()
+
+
 def test_pg8000_returning(shared_server: ServerProcess) -> None:
     con = pg8000.native.Connection(
         "nodedb", host="127.0.0.1", port=shared_server.port, database="nodedb"
