@@ -223,6 +223,17 @@ def test_psycopg_prepared_statement_describes_returning(conn: psycopg.Connection
         assert [(d.name, d.type_code) for d in cur.description] == [("key", 25), ("hits", 20)]
 
 
+def test_sql_prepare_and_execute_return_rows(shared_server: ServerProcess) -> None:
+    name = f"r{next(_names)}"
+    psql(shared_server, f"CREATE COLLECTION {name} TYPE KEY_VALUE (key TEXT PRIMARY KEY, n INT8)")
+    out = psql(
+        shared_server,
+        f"PREPARE ins (text, int8) AS INSERT INTO {name} (key, n) VALUES ($1, $2) "
+        f"RETURNING key, n + 1 AS m; EXECUTE ins ('a', 41);",
+    )
+    assert out == ["PREPARE", "key|m", "a|42", "(1 row)", "INSERT 0 1"]
+
+
 async def test_asyncpg_fetch_on_insert_returning(shared_server: ServerProcess) -> None:
     conn = await asyncpg.connect(
         host="127.0.0.1", port=shared_server.port, user="nodedb", database="nodedb"
