@@ -83,9 +83,20 @@ _ARRAY_OF = {elem: arr for arr, elem in t.ARRAY_ELEMENT.items()}
 MAX_RECURSION = 100
 
 
-def mentions_catalog(sql: str) -> bool:
-    low = sql.lower()
-    return any(name in low for name in TABLES)
+CATALOG_SCHEMAS = ("pg_catalog", "information_schema")
+
+
+def reads_catalog(tree: exp.Expr) -> bool:
+    """Whether a parsed query reads a catalog relation: one in pg_catalog or
+    information_schema, or a bare name of ours (pg_type) that no WITH of the query defines.
+    Judged by the relations the query names, never by its text, so that a collection
+    ``apg_typed`` or a string 'pg_class' is not taken for the catalog."""
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    return any(
+        table.db.lower() in CATALOG_SCHEMAS
+        or (not table.db and table.name in TABLES and table.name not in ctes)
+        for table in tree.find_all(exp.Table)
+    )
 
 
 def parse(sql: str) -> exp.Expression:

@@ -942,8 +942,8 @@ class Session:
         if columns is None or (stmt.star and len(stmt.items) > 1):
             columns = self._select_columns(stmt, [])
         fast: list[tuple[Any, ...]] | None = None
-        if stmt.source is None:
-            rows: list[Row] = [{}]
+        if stmt.source is None:  # one row, unless the WHERE (constant here) is not true
+            rows: list[Row] = [{}] if stmt.where is None or stmt.where.eval({}, ctx) is True else []
         elif stmt.source.startswith("_system."):
             _, view_rows = self._system_view(stmt.source, rows=True)
             rows = [r for r in view_rows if stmt.where is None or stmt.where.eval(r, ctx) is True]

@@ -663,8 +663,28 @@ def parse_assignments(text: str) -> list[tuple[str, Expr]]:
     try:
         tree = sqlglot.parse_one(f"UPDATE _t SET {text}", read="postgres")
     except sqlglot.errors.ParseError as e:
-        raise SyntaxError_(f"syntax error in SET list: {_first_line(e)}") from None
+        raise syntax_error(e) from None
+    if tree.args.get("where"):
+        raise FeatureNotSupported("ON CONFLICT .. DO UPDATE .. WHERE is not supported")
+    unread(tree, ("this", "expressions"))
     return assignments(tree.expressions)
+
+
+def syntax_error(e: sqlglot.errors.ParseError) -> SyntaxError_:
+    """Text left after a complete statement in PostgreSQL's wording, naming its first
+    token; any other error as sqlglot describes it."""
+    first = e.errors[0] if e.errors else {}
+    if str(first.get("description", "")).startswith("Invalid expression / Unexpected token"):
+        return SyntaxError_(f'syntax error at or near "{first["highlight"]}"')
+    return SyntaxError_(f"syntax error: {_first_line(e)}")
+
+
+def unread(tree: exp.Expr, read: tuple[str, ...]) -> None:
+    """Refuse a clause sqlglot parsed but we would not act on, so that a statement is
+    never run as the shorter one it starts with (SELECT .. INTO, DELETE .. USING)."""
+    for key, value in tree.args.items():
+        if value and key not in read:
+            raise FeatureNotSupported(f"{key.upper()} is not supported in this statement")
 
 
 def assignments(items: list[exp.Expression]) -> list[tuple[str, Expr]]:
@@ -789,40 +809,111 @@ def parse_show(p: Parser) -> ast.Statement:
     if p.accept("tenants"):
         p.end()
         return ast.ShowTenants()
-    words = []
-    while p.peek() is not None:
-        words.append(p.take().text)
-    if not words:
-        raise p.error("expected a setting name")
-    return ast.Show(" ".join(words).lower())
+    if p.accept("time"):
+        p.expect("zone")
+        name = "time zone"
+    elif p.accept("transaction"):
+        p.expect("isolation")
+        p.expect("level")
+        name = "transaction_isolation"
+    elif p.accept("session"):
+        p.expect("authorization")
+        name = "session_authorization"
+    else:
+        name = _setting_name(p)
+    p.end()
+    return ast.Show(name)
+
+
+def _setting_name(p: Parser) -> str:
+    """A configuration parameter's name, which may be dotted (``nodedb.x``)."""
+    name = p.name()
+    while p.accept("."):
+        name += "." + p.name()
+    return name
 
 
 def parse_set(p: Parser) -> ast.Statement:
     session = p.accept("session")
     p.accept("local")
-    # SET SESSION AUTHORIZATION x and SET ROLE x take no = or TO.
+    # SET SESSION AUTHORIZATION x, SET ROLE x and SET TIME ZONE x take no = or TO.
     bare = session and p.accept("authorization")
     if bare:
         name = "session_authorization"
     elif p.accept("time"):
         p.expect("zone")
         name = "timezone"
+        bare = True
     else:
-        name = p.name()
-        while p.accept("."):
-            name += "." + p.name()
-    if not p.accept("=", "to") and not (bare or name.lower() == "role"):
+        name = _setting_name(p)
+        bare = name.lower() == "role"
+    if not p.accept("=", "to") and not bare:
         raise p.error("expected = or TO")
-    raw = p.rest().strip()
-    if not raw:
-        raise p.error("expected a value")
-    if raw.lower() == "default":
+    if p.accept("default"):
+        p.end()
         return ast.SetVar(name, None)
-    value = ", ".join(
-        v.strip()[1:-1].replace("''", "'") if v.strip().startswith("'") else v.strip()
-        for v in re.split(r",(?=(?:[^']*'[^']*')*[^']*$)", raw)
-    )
-    return ast.SetVar(name, value)
+    values = [_setting_value(p)]
+    while p.accept(","):
+        values.append(_setting_value(p))
+    p.end()
+    return ast.SetVar(name, ", ".join(values))
+
+
+def _setting_value(p: Parser) -> str:
+    """One value of a SET list: a quoted string (unquoted here), or a word or number as
+    written (a quoted name such as ``"$user"`` keeps its quotes, as search_path wants)."""
+    sign = "-" if p.accept("-") else ""
+    tok = p.take()
+    if tok.kind == "string" and not sign:
+        return tok.text
+    if tok.kind not in ("ident", "qident", "number") or (sign and tok.kind != "number"):
+        raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a value')
+    written = _TOKEN.match(p.sql, tok.pos)
+    assert written is not None
+    return sign + written.group()
+
+
+_ISOLATION_LEVELS = (
+    ("serializable",),
+    ("repeatable", "read"),
+    ("read", "committed"),
+    ("read", "uncommitted"),
+)
+
+
+def _transaction_modes(p: Parser) -> None:
+    """BEGIN's ``ISOLATION LEVEL ..``, ``READ WRITE | READ ONLY``, ``[NOT] DEFERRABLE``,
+    comma-separated or not. Every level runs as read committed, what the engine gives
+    (SQL.md, Transactions), as PostgreSQL runs READ UNCOMMITTED as READ COMMITTED."""
+    while p.peek() is not None:
+        if p.accept("isolation"):
+            p.expect("level")
+            level = next((words for words in _ISOLATION_LEVELS if p.accept(words[0])), None)
+            if level is None:
+                raise p.error("expected an isolation level")
+            for word in level[1:]:
+                p.expect(word)
+        elif p.accept("read"):
+            p.expect("write", "only")
+        elif p.accept("not"):
+            p.expect("deferrable")
+        elif not p.accept("deferrable"):
+            raise p.error()
+        if p.accept(",") and p.peek() is None:
+            raise p.error()
+
+
+def _transaction_end(p: Parser) -> None:
+    """The rest of COMMIT/END/ROLLBACK/ABORT: ``[WORK | TRANSACTION] [AND [NO] CHAIN]``."""
+    if p.accept("prepared"):
+        raise SyntaxError_("two-phase commit is not supported", sqlstate="0A000")
+    p.accept("work", "transaction")
+    if p.accept("and"):
+        if not p.accept("no"):
+            p.expect("chain")
+            raise SyntaxError_("AND CHAIN is not supported", sqlstate="0A000")
+        p.expect("chain")
+    p.end()
 
 
 def statement_name(p: Parser) -> str:
@@ -963,19 +1054,25 @@ def parse_nodedb(sql: str) -> ast.Statement | None:
     if word == "set":
         return parse_set(p)
     if word == "reset":
-        name = p.name()
+        name = _setting_name(p)
         if name == "session" and p.accept("authorization"):
             name = "session_authorization"
+        p.end()
         return ast.SetVar(name, None)
     if word in ("begin", "start"):
         if word == "start":
             p.expect("transaction")
+        else:
+            p.accept("work", "transaction")
+        _transaction_modes(p)
         return ast.Begin()
     if word in ("commit", "end"):
+        _transaction_end(p)
         return ast.Commit()
     if word in ("rollback", "abort"):
         if p.accept("to"):
             raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
+        _transaction_end(p)
         return ast.Rollback()
     if word == "graph":
         return parse_graph(p)

@@ -28,6 +28,8 @@ from nodedb_server.sql.nodedb_statements import (
     parse_prepare_head,
     returning_items,
     split_statements,
+    syntax_error,
+    unread,
 )
 
 # The cache is bounded by the text it holds as well as by entries: a parsed statement
@@ -121,20 +123,24 @@ def parse_one(sql: str) -> ast.Statement:
     if upsert:
         sql = re.sub(r"(?i)^\s*upsert", "INSERT", sql, count=1)
         word = "insert"
-    if word in ("select", "with") and catalog_query.mentions_catalog(sql):
-        return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
     if word not in ("select", "insert", "update", "delete", "with", "values", "table"):
         raise SyntaxError_(
             f'syntax error at or near "{head[0] if head else ""}"'
             if word
             else "syntax error at end of input"
         )
+    reads = word in ("select", "with")
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except sqlglot.errors.ParseError as e:
-        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+        catalog = _catalog_only(sql) if reads else None
+        if catalog is None:
+            raise syntax_error(e) from None
+        return catalog
     except sqlglot.errors.TokenError as e:
         raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    if reads and catalog_query.reads_catalog(tree):
+        return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
     if isinstance(tree, exp.Select):
         select = _select(tree)
         item = select.items[0].expr if select.items else None
@@ -151,6 +157,7 @@ def parse_one(sql: str) -> ast.Statement:
     if isinstance(tree, exp.Update):
         return _update(tree)
     if isinstance(tree, exp.Delete):
+        unread(tree, ("this", "where", "returning"))
         return ast.Delete(_table(tree.this), _where(tree), returning_items(tree))
     raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
 
@@ -166,9 +173,22 @@ def _prepare(sql: str) -> ast.Prepare:
     return ast.Prepare(name, oids, inner, body)
 
 
+def _catalog_only(sql: str) -> ast.CatalogQuery | None:
+    """A query PostgreSQL's grammar in sqlglot refuses (``$1::oid[]``) may still be a catalog
+    query, which is read with the catalog's dialect."""
+    try:
+        tree = catalog_query.parse(sql)
+    except SyntaxError_:
+        return None
+    return (
+        ast.CatalogQuery(catalog_query.Query(tree)) if catalog_query.reads_catalog(tree) else None
+    )
+
+
 def _table(node: exp.Expression | None) -> str:
     if not isinstance(node, exp.Table):
         raise FeatureNotSupported("only a single collection may be named here")
+    unread(node, ("this", "db", "alias"))
     db = node.args.get("db")
     return f"{db.name}.{node.name}" if db is not None else node.name
 
@@ -219,6 +239,7 @@ def _select(tree: exp.Select) -> ast.Select:
     group_by = [_group_ref(g, items) for g in group_by]
     limit = tree.args.get("limit")
     offset = tree.args.get("offset")
+    unread(tree, ("expressions", "from_", "from", "where", "group", "order", "limit", "offset"))
     return ast.Select(
         items=items,
         star=star,
@@ -251,6 +272,9 @@ def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
     values = tree.expression
     if not isinstance(values, exp.Values):
         raise FeatureNotSupported("INSERT .. SELECT is not supported")
+    if values.alias:  # sqlglot reads a word after VALUES (..) as its alias; PostgreSQL does not
+        raise SyntaxError_(f'syntax error at or near "{values.alias}"')
+    unread(tree, ("this", "expression", "conflict", "returning"))
     rows = []
     for tup in values.expressions:
         exprs = [from_sqlglot(e) for e in tup.expressions]
@@ -271,6 +295,7 @@ def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
 def _update(tree: exp.Update) -> ast.Update:
     if tree.args.get("from") or tree.args.get("from_"):
         raise FeatureNotSupported("UPDATE .. FROM is not supported")
+    unread(tree, ("this", "expressions", "where", "returning"))
     return ast.Update(
         _table(tree.this), assignments(tree.expressions), _where(tree), returning_items(tree)
     )
