@@ -436,23 +436,33 @@ class ClientHandler:
         except DBError as e:
             self.report(e)
             return
+        implicit = self.session.begin_implicit(statements)
+        try:
+            await self.simple_statements(statements)
+            if implicit:
+                await self.run_statement(ast.Commit(), [])
+        except DBError as e:
+            self.report(e)
+        finally:
+            if implicit:  # committed, or rolled back after an error
+                self.session.txn = None
+
+    async def simple_statements(self, statements: list[ast.Statement]) -> None:
+        """Run and answer each statement of a Query message; the first error ends them."""
+        assert self.session is not None
         for stmt in statements:
             if isinstance(stmt, ast.Empty):
                 self.send(m.empty_query_response())
                 continue
-            try:
-                if isinstance(stmt, ast.CopyFrom):
-                    result = await self.copy_in(stmt)
-                elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
-                    result = await self.guarded(self.copy_out_backup(stmt), stmt)
-                elif isinstance(stmt, ast.RestoreTenant) and stmt.path is None:
-                    result = await self.guarded(self.copy_in_restore(stmt), stmt)
-                else:
-                    result = await self.run_statement(stmt, [])
-                await self.send_result(result, result.columns, [], send_description=True)
-            except DBError as e:
-                self.report(e)
-                return
+            if isinstance(stmt, ast.CopyFrom):
+                result = await self.copy_in(stmt)
+            elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
+                result = await self.guarded(self.copy_out_backup(stmt), stmt)
+            elif isinstance(stmt, ast.RestoreTenant) and stmt.path is None:
+                result = await self.guarded(self.copy_in_restore(stmt), stmt)
+            else:
+                result = await self.run_statement(stmt, [])
+            await self.send_result(result, result.columns, [], send_description=True)
 
     async def copy_out_backup(self, stmt: ast.BackupTenant) -> Result:
         """COPY (BACKUP TENANT t) TO STDOUT: the envelope as binary COPY data (format 1, so

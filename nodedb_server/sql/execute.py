@@ -138,6 +138,24 @@ TAG_OIDS = {
     "timestamp": t.TIMESTAMPTZ,
 }
 
+# What a Query message of several statements runs in one implicit transaction.
+IMPLICIT_TXN = (
+    ast.Select,
+    ast.Insert,
+    ast.Update,
+    ast.Delete,
+    ast.CatalogQuery,
+    ast.GraphEdgeWrite,
+    ast.CrdtApply,
+    ast.VectorSearch,
+    ast.GraphQuery,
+    ast.GraphAlgo,
+    ast.Show,
+    ast.ShowCollections,
+    ast.DescribeCollection,
+    ast.Explain,
+    ast.Empty,
+)
 Column = tuple[str, int]
 # The value type a field records for a value of a column type (engines/base.py type_tag).
 OID_TAGS = {
@@ -521,6 +539,17 @@ class Session:
             return int(self.settings["statement_timeout"].rstrip("ms").strip() or 0)
         except ValueError:
             return 0
+
+    def begin_implicit(self, statements: list[ast.Statement]) -> bool:
+        """Open the transaction PostgreSQL wraps around the statements of one Query
+        message, so that a failing statement undoes the writes before it; only for data
+        statements outside BEGIN (catalog changes here commit as they run)."""
+        if self.txn is not None or len(statements) < 2:
+            return False
+        if not all(isinstance(stmt, IMPLICIT_TXN) for stmt in statements):
+            return False
+        self.txn = Txn()
+        return True
 
     def on_error(self) -> None:
         """An error inside a transaction block aborts it until ROLLBACK."""
