@@ -664,8 +664,6 @@ def parse_assignments(text: str) -> list[tuple[str, Expr]]:
         tree = sqlglot.parse_one(f"UPDATE _t SET {text}", read="postgres")
     except sqlglot.errors.ParseError as e:
         raise syntax_error(e) from None
-    if tree.args.get("where"):
-        raise FeatureNotSupported("ON CONFLICT .. DO UPDATE .. WHERE is not supported")
     unread(tree, ("this", "expressions"))
     return assignments(tree.expressions)
 

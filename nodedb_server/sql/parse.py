@@ -284,6 +284,7 @@ def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
     conflict = None
     oc = tree.args.get("conflict")
     if oc is not None:
+        unread(oc, ("action", "conflict_keys", "expressions"))
         action = str(oc.args.get("action") or "").upper()
         if "NOTHING" in action:
             conflict = ast.OnConflict("nothing")

@@ -205,6 +205,28 @@ def test_a_longer_commit_or_rollback_does_not_end_the_transaction(
         assert conn.execute("SELECT count(*) FROM txn_tail").fetchone() == (0,)
 
 
+# Clauses PostgreSQL has and we do not act on: refused, never run without them.
+UNREAD_CLAUSES = [
+    "SELECT * INTO copied FROM clauses",
+    "SELECT * FROM clauses FOR UPDATE",
+    "DELETE FROM clauses USING other WHERE clauses.id = other.id",
+    "INSERT INTO clauses (id, n) VALUES ('c1', 9) ON CONFLICT (id) DO UPDATE SET n = 9 WHERE false",
+    "INSERT INTO clauses { id: 'c1', n: 9 } ON CONFLICT DO UPDATE SET n = 9 WHERE false",
+    "INSERT INTO clauses (id, n) VALUES ('c1', 9) ON CONFLICT ON CONSTRAINT c DO NOTHING",
+]
+
+
+@pytest.mark.parametrize("sql", UNREAD_CLAUSES)
+def test_a_clause_we_do_not_act_on_is_refused(shared_server: ServerProcess, sql: str) -> None:
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION IF NOT EXISTS clauses")
+        conn.execute("UPSERT INTO clauses { id: 'c1', n: 1 }")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute(sql)
+        assert conn.execute("SELECT id, n FROM clauses").fetchall() == [("c1", 1)]
+        assert "copied" not in [r[0] for r in conn.execute("SHOW COLLECTIONS")]
+
+
 @pytest.mark.parametrize(
     ("sql", "rows"),
     [
