@@ -151,7 +151,6 @@ def _state(conn: psycopg.Connection[Any]) -> list[Any]:
 
 def test_text_after_any_statement_is_42601_and_changes_nothing(server: ServerProcess) -> None:
     backups = server.data_dir / "backups"  # the default [backup] allowed_dirs
-    backups.mkdir()
     # prepare_threshold: psycopg would prepare the repeated state queries and DEALLOCATE them
     with psycopg.connect(server.dsn(), autocommit=True, prepare_threshold=None) as conn:
         for sql in SETUP:
