@@ -81,6 +81,11 @@ FORMS: list[tuple[str, bool]] = [
     ("GRAPH ALGO PAGERANK ON social DAMPING 0.85 ITERATIONS 20", True),
     ("GRAPH ALGO WCC ON social", True),
     ("GRAPH DELETE EDGE IN 'social' FROM 'bob' TO 'carol' TYPE 'knows'", True),
+    ("PREPARE by_id (text) AS SELECT name FROM users WHERE id = $1", True),
+    ("EXECUTE by_id ('u1')", True),
+    ("DEALLOCATE by_id", True),
+    ("DEALLOCATE ALL", True),
+    ("DISCARD ALL", True),
     ("SHOW COLLECTIONS", True),
     ("SHOW TENANTS", True),
     ("SHOW search_path", True),
@@ -151,8 +156,7 @@ def _state(conn: psycopg.Connection[Any]) -> list[Any]:
 
 def test_text_after_any_statement_is_42601_and_changes_nothing(server: ServerProcess) -> None:
     backups = server.data_dir / "backups"  # the default [backup] allowed_dirs
-    # prepare_threshold: psycopg would prepare the repeated state queries and DEALLOCATE them
-    with psycopg.connect(server.dsn(), autocommit=True, prepare_threshold=None) as conn:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for sql in SETUP:
             conn.execute(sql)
         for form, run in FORMS:
