@@ -636,6 +636,7 @@ def returning_items(tree: exp.Expr) -> list[ast.SelectItem]:
         raise FeatureNotSupported("RETURNING .. INTO is not supported")
     items = []
     for item in node.expressions:
+        refuse_star_alias(item)
         expr = from_sqlglot(item.this if isinstance(item, exp.Alias) else item)
         if any(isinstance(n, Agg) for n in expr.walk()):
             raise SyntaxError_("aggregate functions are not allowed in RETURNING", sqlstate="42803")
@@ -675,6 +676,13 @@ def syntax_error(e: sqlglot.errors.ParseError) -> SyntaxError_:
     if str(first.get("description", "")).startswith("Invalid expression / Unexpected token"):
         return SyntaxError_(f'syntax error at or near "{first["highlight"]}"')
     return SyntaxError_(f"syntax error: {_first_line(e)}")
+
+
+def refuse_star_alias(item: exp.Expr) -> None:
+    """sqlglot reads ``* word`` as a star named word; PostgreSQL takes the word for
+    text after the list."""
+    if isinstance(item, exp.Alias) and isinstance(item.this, exp.Star):
+        raise SyntaxError_(f'syntax error at or near "{item.alias}"')
 
 
 def unread(tree: exp.Expr, read: tuple[str, ...]) -> None:

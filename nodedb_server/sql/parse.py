@@ -26,6 +26,7 @@ from nodedb_server.sql.nodedb_statements import (
     item_name,
     parse_nodedb,
     parse_prepare_head,
+    refuse_star_alias,
     returning_items,
     split_statements,
     syntax_error,
@@ -209,6 +210,7 @@ def _select(tree: exp.Select) -> ast.Select:
     items: list[ast.SelectItem] = []
     star = False
     for node in tree.expressions:
+        refuse_star_alias(node)
         inner = node.this if isinstance(node, exp.Alias) else node
         expr = from_sqlglot(inner)
         if isinstance(expr, Star):
