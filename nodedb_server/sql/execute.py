@@ -1734,7 +1734,15 @@ class Session:
         try:
             rows = list(engine.rows.items())  # row dicts are never mutated once stored
             items = ((key, row.get(field)) for key, row in rows)
+            log.info(
+                "building vector index %s on %s (%d rows) off the event loop",
+                vindex.name,
+                field,
+                len(rows),
+            )
+            started = time.monotonic()
             await loop.run_in_executor(None, vindex.build, items)
+            log.info("vector index %s built in %.2fs", vindex.name, time.monotonic() - started)
             while len(changed) > CATCH_UP_ON_LOOP:
                 done, changed = changed, engine.watch_changes()
                 engine.unwatch(done)

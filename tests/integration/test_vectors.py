@@ -180,7 +180,7 @@ def test_create_vector_index_builds_off_the_loop_and_keeps_concurrent_writes(
     """While CREATE VECTOR INDEX builds over many rows, other clients are answered, and
     the rows they insert, update and delete meanwhile are in the index as it is then,
     also after a restart (checkpoints: test_vector_index_survives_kill9_and_checkpoint)."""
-    n, dim = 2000, 16
+    n, dim = 4000, 16
     rng = np.random.default_rng(11)
     vecs = {f"r{i:05d}": rng.standard_normal(dim) for i in range(n)}
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -208,7 +208,10 @@ def test_create_vector_index_builds_off_the_loop_and_keeps_concurrent_writes(
 
     builder = threading.Thread(target=create)
     builder.start()
-    time.sleep(0.5)  # the CREATE has reached the server and is building
+    deadline = time.monotonic() + 30
+    while "building vector index idx_big" not in server.log():  # the build has begun
+        assert time.monotonic() < deadline and not done.is_set(), server.log()[-2000:]
+        time.sleep(0.01)
     inserted: dict[str, np.ndarray] = {}
     updated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     deleted: dict[str, np.ndarray] = {}
