@@ -8,6 +8,7 @@ Standard SELECT/INSERT/UPDATE/DELETE go to sqlglot (sql/parse.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,10 @@ class Tok:
         return self.kind == "ident" and self.text in words
 
 
-def tokenize(sql: str) -> list[Tok]:
-    out = []
+def tokenize(sql: str) -> Iterator[Tok]:
+    """The tokens of ``sql``, read as they are asked for: most statements are told apart
+    from NodeDB's own by their first few tokens, and a 20,000-row INSERT need not be
+    read twice to find that out (about a fifth of its parse time)."""
     pos = 0
     while pos < len(sql):
         mt = _TOKEN.match(sql, pos)
@@ -78,9 +81,8 @@ def tokenize(sql: str) -> list[Tok]:
                 text = raw.lower()
             else:
                 text = raw
-            out.append(Tok(kind, text, pos))
+            yield Tok(kind, text, pos)
         pos = mt.end()
-    return out
 
 
 def split_statements(sql: str) -> list[str]:
@@ -103,14 +105,25 @@ def split_statements(sql: str) -> list[str]:
 class Parser:
     def __init__(self, sql: str):
         self.sql = sql
-        self.toks = tokenize(sql)
+        self.toks: list[Tok] = []  # those read so far
+        self._unread = tokenize(sql)
         self.i = 0
 
     # ---- token helpers ------------------------------------------------------------------
 
     def peek(self, k: int = 0) -> Tok | None:
         j = self.i + k
-        return self.toks[j] if j < len(self.toks) else None
+        while j >= len(self.toks):
+            tok = next(self._unread, None)
+            if tok is None:
+                return None
+            self.toks.append(tok)
+        return self.toks[j]
+
+    def skip_rest(self) -> None:
+        """Past the last token: what is left was read by another parser."""
+        self._unread = iter(())
+        self.i = len(self.toks)
 
     def error(self, what: str = "") -> SyntaxError_:
         tok = self.peek()
@@ -591,7 +604,7 @@ def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
     returning: list[ast.SelectItem] = []
     if p.accept("returning"):
         returning = parse_returning(p.rest())
-        p.i = len(p.toks)
+        p.skip_rest()
     p.end()
     return ast.Insert(name, rows, conflict, upsert, object_form=True, returning=returning)
 

@@ -140,6 +140,23 @@ def parse_one(sql: str) -> ast.Statement:
         return catalog
     except sqlglot.errors.TokenError as e:
         raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    try:
+        return _from_tree(tree, sql, upsert, reads)
+    finally:
+        if len(sql) > PARSE_ON_THREAD_TEXT:
+            _release(tree)
+
+
+def _release(tree: exp.Expr) -> None:
+    """Break the tree's parent links, so that reference counting frees it here, on the
+    thread that parsed it. Left to the cyclic collector, a large tree (140,000 nodes for
+    a 20,000-row INSERT) is freed by whichever thread next runs a full collection, most
+    often the event loop: 0.3 s, measured, during which no session is served."""
+    for node in list(tree.walk()):
+        node.parent = None
+
+
+def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.Statement:
     if reads and catalog_query.reads_catalog(tree):
         return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
     if isinstance(tree, exp.Select):
