@@ -305,13 +305,16 @@ async def backup_to_file(
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except OSError as e:
                 raise file_error(e, f'could not create backup file "{path}"') from None
-            with os.fdopen(fd, "wb") as f:
-                summary = write_envelope(snapshot, f, progress)
-                f.flush()
-                fs.fsync(f.fileno())
-            check_target(path, overwrite, may_replace)  # what appeared there meanwhile
-            os.replace(tmp, path)
-            fs.fsync_dir(path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    summary = write_envelope(snapshot, f, progress)
+                    f.flush()
+                    fs.fsync(f.fileno())
+                check_target(path, overwrite, may_replace)  # what appeared there meanwhile
+                os.replace(tmp, path)
+                fs.fsync_dir(path.parent)
+            except OSError as e:  # a full disk, above all: 53100, not an internal error
+                raise file_error(e, f'could not write backup file "{path}"') from None
             return summary
         finally:
             release(snapshot.parts)  # if the file could not even be opened

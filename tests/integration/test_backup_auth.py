@@ -3,6 +3,7 @@ and the SQLSTATEs of bad backup paths."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +173,29 @@ def test_the_default_tenant_answers_to_nodedb_and_default(two_tenants) -> None: 
     )
     assert streamed.returncode == 0, streamed.stderr
     assert streamed.stdout.startswith(b"NDBK")
+
+
+def test_backup_onto_a_full_disk_is_53100_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real full filesystem: a 1 MiB tmpfs (the tests run as root, as CI does)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        config = tmp_path / "nodedb.toml"
+        config.write_text(f'[backup]\nallowed_dirs = ["{mnt}"]\n')
+        srv = ServerProcess(tmp_path / "data", config=config).start()
+        try:
+            with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+                conn.execute("CREATE COLLECTION big")
+                pad = os.urandom(1500).hex()  # incompressible, 3 KB a row
+                for i in range(0, 1000, 100):
+                    values = ", ".join(f"('r{j}', '{pad}')" for j in range(i, i + 100))
+                    conn.execute(f"INSERT INTO big (id, pad) VALUES {values}")
+                with pytest.raises(psycopg.errors.DiskFull):
+                    conn.execute(f"BACKUP TENANT nodedb TO '{mnt}/all.bak'")
+                assert list(mnt.iterdir()) == []
+                assert conn.execute("SELECT COUNT(*) FROM big").fetchone() == (1000,)
+        finally:
+            srv.kill9()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
