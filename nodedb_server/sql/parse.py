@@ -30,6 +30,7 @@ from nodedb_server.sql.nodedb_statements import (
     returning_items,
     split_statements,
     syntax_error,
+    tokenize,
     unread,
 )
 
@@ -132,7 +133,7 @@ def parse_one(sql: str) -> ast.Statement:
         )
     reads = word in ("select", "with")
     try:
-        tree = sqlglot.parse_one(sql, read="postgres")
+        tree = sqlglot.parse_one(_spaced_params(sql), read="postgres")
     except sqlglot.errors.ParseError as e:
         catalog = _catalog_only(sql) if reads else None
         if catalog is None:
@@ -145,6 +146,28 @@ def parse_one(sql: str) -> ast.Statement:
     finally:
         if len(sql) > PARSE_ON_THREAD_TEXT:
             _release(tree)
+
+
+_DOLLAR_QUOTE = re.compile(r"\$[A-Za-z_]*\$")
+
+
+def _spaced_params(sql: str) -> str:
+    """``sql`` with a space after each ``$n`` that an operator follows at once: sqlglot
+    (30.x) fails to tokenize ``$1+$2``, which PostgreSQL reads as ``$1 + $2``. Left alone
+    where dollar quoting could hold a ``$n`` that is text."""
+    if "$" not in sql or _DOLLAR_QUOTE.search(sql):
+        return sql
+    cuts = [
+        tok.pos + len(tok.text)
+        for tok in tokenize(sql)
+        if tok.kind == "param"
+        and tok.pos + len(tok.text) < len(sql)
+        and not sql[tok.pos + len(tok.text)].isspace()
+    ]
+    if not cuts:
+        return sql
+    pieces = [sql[a:b] for a, b in zip([0, *cuts], [*cuts, len(sql)], strict=True)]
+    return " ".join(pieces)
 
 
 def _release(tree: exp.Expr) -> None:

@@ -345,3 +345,12 @@ def test_psql_script_error_reports_and_keeps_nothing(shared_server: ServerProces
         )
         assert out.returncode == 1 and "no_such_collection" in out.stderr, out
         assert conn.execute("SELECT count(*) FROM apg_script").fetchone() == (0,)
+
+
+def test_parameters_next_to_operators_parse_as_in_postgresql(shared_server: ServerProcess) -> None:
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT %s::int8+%s::int8", (1, 2)).fetchone() == (3,)
+        assert conn.execute("SELECT %s::text||%s::text", ("a", "b")).fetchone() == ("ab",)
+        assert conn.execute("SELECT '$1+$2' AS t").fetchone() == ("$1+$2",)
+        conn.execute("PREPARE sum2 (int8, int8) AS SELECT $1+$2")
+        assert conn.execute("EXECUTE sum2 (40, 2)").fetchone() == (42,)
