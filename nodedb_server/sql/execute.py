@@ -505,7 +505,7 @@ class Session:
             "extra_float_digits": "1",
         }
         self.settings["application_name"] = startup_params.get("application_name", "")
-        self._initial_settings = dict(self.settings)  # what DISCARD ALL goes back to
+        self._initial_settings = dict(self.settings)  # what RESET and DISCARD ALL go back to
         # PREPARE and the protocol's Parse share this namespace, as in PostgreSQL;
         # "" is the unnamed statement, which only Parse makes.
         self.prepared: dict[str, Prepared] = {}
