@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from nodedb_server import types as t
 from nodedb_server.backup.progress import Operations, Progress
 from nodedb_server.backup.writer import Summary, take_snapshot, write_envelope
 from nodedb_server.config import Config
@@ -35,7 +36,6 @@ from nodedb_server.errors import (
     TooManyConnections,
 )
 from nodedb_server.pgwire import messages as m
-from nodedb_server.pgwire import types as t
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast

@@ -23,8 +23,8 @@ from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.tokens import TokenType
 
+from nodedb_server import types as t
 from nodedb_server.errors import DataError, FeatureNotSupported, SyntaxError_, UndefinedTable
-from nodedb_server.pgwire import types as t
 
 Rows = list[tuple[Any, ...]]
 Scope = dict[str, dict[str, Any]]  # alias -> column -> value

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from nodedb_server import __version__
+from nodedb_server import types as t
 from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader
 from nodedb_server.backup.progress import (
     Operation,
@@ -74,7 +75,6 @@ from nodedb_server.errors import (
     UndefinedTable,
     UniqueViolation,
 )
-from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
 from nodedb_server.sql.columnar import arrow_filter, time_bounds, vector_aggregate
 from nodedb_server.sql.expr import (

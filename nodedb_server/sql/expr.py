@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from nodedb_server import types as t
 from nodedb_server.engines.timeseries import TimeseriesError, to_micros
 from nodedb_server.errors import (
     DataError,
@@ -25,7 +26,6 @@ from nodedb_server.errors import (
     SyntaxError_,
     UndefinedFunction,
 )
-from nodedb_server.pgwire import types as t
 
 
 @dataclass

@@ -16,10 +16,10 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from nodedb_server import types as t
 from nodedb_server.engines.timeseries import parse_partition
 from nodedb_server.engines.vector import HNSW_OPTIONS
 from nodedb_server.errors import FeatureNotSupported, SyntaxError_
-from nodedb_server.pgwire import types as t
 from nodedb_server.sql import ast
 from nodedb_server.sql.expr import (
     Agg,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from asyncpg.introspection import INTRO_LOOKUP_TYPES
 
-from nodedb_server.pgwire import types as t
+from nodedb_server import types as t
 from nodedb_server.sql import catalog_query as cq
 
 
