@@ -11,17 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import secrets
 import struct
-import threading
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from nodedb_server import types as t
-from nodedb_server.backup.progress import Operations, Progress
-from nodedb_server.backup.writer import Summary, take_snapshot, write_envelope
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     AdminShutdown,
@@ -39,17 +35,10 @@ from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast
-from nodedb_server.sql.execute import (
-    SERVER_VERSION,
-    Column,
-    Prepared,
-    Result,
-    Session,
-    tenant_size,
-)
+from nodedb_server.sql.execute import SERVER_VERSION, Prepared, Session
 from nodedb_server.sql.parse import parse_off_loop
+from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
 from nodedb_server.tenants.manager import TenantManager
-from nodedb_server.tenants.tenant import Tenant
 from nodedb_server.tenants.users import ScramVerifier
 
 log = logging.getLogger("nodedb.pgwire")
@@ -58,8 +47,6 @@ READ_CHUNK = 256 * 1024
 # Rows sent between drains on a large result, bounding the write buffer.
 DRAIN_EVERY_ROWS = 1000
 WRITE_HIGH_WATER = 256 * 1024
-# One COPY is one WAL record (atomic), and a record holds at most 256 MiB.
-MAX_COPY_BYTES = 192 * 1024 * 1024
 
 
 @dataclass
@@ -117,48 +104,6 @@ def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column])
                 sqlstate="22000",
             ) from None
     return m.data_row(values)
-
-
-class StreamSource:
-    """A file-like ``read`` over COPY data, fed by the event loop and read by a worker
-    thread. The queue is bounded, so a large backup never sits in memory whole."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-        self._buf = bytearray()
-        self._pos = 0
-        self._eof = False
-
-    def offer(self, data: bytes) -> bool:
-        try:
-            self._queue.put_nowait(data)
-            return True
-        except queue.Full:
-            return False
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._queue.put(None, timeout=0.5)
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
-
-    def read(self, n: int) -> bytes:
-        while len(self._buf) < n and not self._eof:
-            item = self._queue.get()
-            if item is None:
-                self._eof = True
-            else:
-                self._buf += item
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        self._pos += len(out)
-        return out
-
-    def tell(self) -> int:
-        return self._pos
 
 
 class ClientHandler:
@@ -454,70 +399,8 @@ class ClientHandler:
             if isinstance(stmt, ast.Empty):
                 self.send(m.empty_query_response())
                 continue
-            if isinstance(stmt, ast.CopyFrom):
-                result = await self.copy_in(stmt)
-            elif isinstance(stmt, ast.BackupTenant) and stmt.path is None:
-                result = await self.guarded(self.copy_out_backup(stmt), stmt)
-            elif isinstance(stmt, ast.RestoreTenant) and stmt.path is None:
-                result = await self.guarded(self.copy_in_restore(stmt), stmt)
-            else:
-                result = await self.run_statement(stmt, [])
+            result = await self.run_statement(stmt, [])
             await self.send_result(result, result.columns, [], send_description=True)
-
-    async def copy_out_backup(self, stmt: ast.BackupTenant) -> Result:
-        """COPY (BACKUP TENANT t) TO STDOUT: the envelope as binary COPY data (format 1, so
-        psql writes it out byte for byte). The sealing thread hands chunks over a bounded
-        queue, so memory stays flat whatever the tenant's size."""
-        assert self.session is not None
-        tenant = self.session.backup_tenant(stmt.tenant)
-        op, progress = self.session.start_operation(
-            "backup", tenant.name, "stdout", tenant_size(tenant)
-        )
-        try:
-            result = await self._copy_out_backup(tenant, progress)
-        except BaseException as e:
-            Operations.finish(op, e)
-            raise
-        Operations.finish(op)
-        return result
-
-    async def _copy_out_backup(self, tenant: Tenant, progress: Progress) -> Result:
-        snapshot = await take_snapshot(self.server.manager, tenant)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-        stop = threading.Event()
-
-        class Sink:
-            def write(self, data: bytes) -> None:
-                if stop.is_set():
-                    raise ConnectionError("the client stopped reading the backup")
-                asyncio.run_coroutine_threadsafe(queue.put(bytes(data)), loop).result()
-
-        def produce() -> Summary:
-            try:
-                return write_envelope(snapshot, Sink(), progress)  # type: ignore[arg-type]
-            finally:
-                if not stop.is_set():
-                    asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-        self.send(m.copy_out_response(1, [1]))
-        work = loop.run_in_executor(None, produce)
-        try:
-            while (piece := await queue.get()) is not None:
-                self.send(m.copy_data(piece))
-                if self.out_bytes > WRITE_HIGH_WATER:
-                    await self.flush()
-                    await self.writer.drain()
-            summary = await work
-        finally:
-            if not work.done():
-                stop.set()
-                while not work.done():  # unblock a producer waiting on a full queue
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        queue.get_nowait()
-                    await asyncio.sleep(0.01)
-        self.send(m.copy_done())
-        return Result(None, [], f"COPY {summary.bytes}", [summary.notice()])
 
     async def copy_chunks(self) -> AsyncIterator[bytes]:
         """CopyData payloads until CopyDone; CopyFail is 57014. Ends the COPY phase either way."""
@@ -536,61 +419,11 @@ class ClientHandler:
         finally:
             self.conn.end_copy_in()
 
-    async def copy_in_restore(self, stmt: ast.RestoreTenant) -> Result:
-        """COPY tenant_restore(t) FROM STDIN [DRY RUN]: the backup arrives as binary COPY
-        data and is verified (and restored) as it streams, through a bounded queue."""
-        assert self.session is not None
-        stmt = self.session.check_restore(stmt)
-        source = StreamSource()
-        self.send(m.copy_in_response(1, [1]))
-        await self.flush()
-        work = asyncio.ensure_future(self.session.restore_from(stmt, source))  # type: ignore[arg-type]
-        try:
-            failure: DBError | None = None
-            try:
-                async for data in self.copy_chunks():
-                    while not source.offer(data):
-                        if work.done():
-                            break  # the reader gave up (damage found): discard the rest
-                        await asyncio.sleep(0.002)
-            except QueryCanceled as e:  # CopyFail
-                failure = e
-            finally:
-                source.close()
-            if failure is not None:
-                with contextlib.suppress(Exception):  # the cut stream fails the reader
-                    await work
-                raise failure
-            result = await work
-        finally:
-            # Cancelled, timed out, or the client left mid-stream: the restore is
-            # stopped and has cleaned up (staging removed, tenant serving again) before
-            # this statement reports its end.
-            if not work.done():
-                work.cancel()
-                await asyncio.wait([work])
-        # The COPY form ends with its COPY tag; the figures travel as the NOTICE.
-        return Result(None, [], f"COPY {source.tell()}", result.notices)
-
-    async def copy_in(self, stmt: ast.CopyFrom) -> Result:
-        """COPY .. FROM STDIN: CopyInResponse, then CopyData until CopyDone (or CopyFail)."""
-        assert self.session is not None
-        ncols = self.session.copy_begin(stmt)
-        self.send(m.copy_in_response(0, [0] * ncols))
-        await self.flush()
-        chunks: list[bytes] = []
-        total = 0
-        async for data in self.copy_chunks():
-            total += len(data)
-            if total <= MAX_COPY_BYTES:
-                chunks.append(data)
-        if total > MAX_COPY_BYTES:
-            raise DBError(
-                f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
-                "may load as a single transaction; split the data",
-                sqlstate="54000",
-            )
-        return await self.guarded(self.session.copy_end(stmt, b"".join(chunks)), stmt)
+    async def send_copy_data(self, piece: bytes) -> None:
+        self.send(m.copy_data(piece))
+        if self.out_bytes > WRITE_HIGH_WATER:
+            await self.flush()
+            await self.writer.drain()
 
     # ---- extended query ---------------------------------------------------------------------
 
@@ -720,8 +553,30 @@ class ClientHandler:
     async def run_statement(
         self, stmt: ast.Statement, params: list[Any], columns: list[Column] | None = None
     ) -> Result:
+        return await self.guarded(self.run_and_stream(stmt, params, columns), stmt)
+
+    async def run_and_stream(
+        self, stmt: ast.Statement, params: list[Any], columns: list[Column] | None
+    ) -> Result:
+        """Run a statement; one that streams (its result carries a copy) then moves its
+        data as COPY messages, under the same statement timeout and cancel."""
         assert self.session is not None
-        return await self.guarded(self.session.execute(stmt, params, columns), stmt)
+        result = await self.session.execute(stmt, params, columns)
+        copy = result.copy
+        if isinstance(copy, CopyOut):
+            self.send(m.copy_out_response(int(copy.binary), [int(copy.binary)] * copy.columns))
+            final = await copy.run(self.send_copy_data)
+            self.send(m.copy_done())
+            return final
+        if isinstance(copy, CopyIn):
+            self.send(m.copy_in_response(int(copy.binary), [int(copy.binary)] * copy.columns))
+            await self.flush()
+            chunks = self.copy_chunks()
+            try:
+                return await copy.run(chunks)
+            finally:
+                await chunks.aclose()  # leaves the COPY phase if the sink gave up early
+        return result
 
     async def guarded(self, work: Coroutine[Any, Any, Result], stmt: ast.Statement) -> Result:
         """Run a statement's work in this connection's own task (no task per statement: it

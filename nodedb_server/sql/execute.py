@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
@@ -35,6 +35,7 @@ from nodedb_server.backup.progress import (
     in_worker,
 )
 from nodedb_server.backup.restore import dry_run, open_backup, stage_restore
+from nodedb_server.backup.stream import stream_backup, stream_restore
 from nodedb_server.backup.writer import (
     COUNT_NAMES,
     backup_to_file,
@@ -97,6 +98,7 @@ from nodedb_server.sql.expr import (
     _num,
     cast_value,
 )
+from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
 from nodedb_server.storage import quarantine
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
 from nodedb_server.storage.records import (
@@ -119,6 +121,8 @@ YIELD_EVERY = 5000
 # Rows changed during a vector index build that are indexed on the event loop before
 # it is installed; while more changed, another catch-up pass runs on a worker.
 CATCH_UP_ON_LOOP = 1000
+# One COPY is one WAL record (atomic), and a record holds at most 256 MiB.
+MAX_COPY_BYTES = 192 * 1024 * 1024
 
 KV_TYPE_OIDS = {
     "text": t.TEXT,
@@ -156,7 +160,6 @@ IMPLICIT_TXN = (
     ast.Explain,
     ast.Empty,
 )
-Column = tuple[str, int]
 # The value type a field records for a value of a column type (engines/base.py type_tag).
 OID_TAGS = {
     t.INT2: "int",
@@ -209,15 +212,6 @@ REPORTED_SETTINGS = {
 
 T = TypeVar("T")
 log = logging.getLogger("nodedb.sql")
-
-
-@dataclass
-class Result:
-    columns: list[Column] | None
-    rows: list[tuple[Any, ...]]
-    tag: str
-    notices: list[str] = field(default_factory=list)
-    parameter_status: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -1084,35 +1078,12 @@ class Session:
         await self._commit_or_buffer(stmt.collection, [("ts", None, to_ipc(batch), None)])
         return Result(None, [], f"INSERT 0 {len(rows)}")
 
-    def copy_begin(self, stmt: ast.CopyFrom) -> int:
-        """Check a COPY before the client sends data; returns the column count."""
+    async def _copy_from(self, stmt: ast.CopyFrom, params: list[Any]) -> Result:
+        """COPY .. FROM STDIN: checked before the client sends its data."""
         engine = self._any_collection(stmt.collection)
         if not isinstance(engine, TimeseriesCollection):
             raise FeatureNotSupported("COPY FROM STDIN loads timeseries collections")
-        if self.txn is not None and self.txn.failed:
-            raise InFailedTransaction("current transaction is aborted")
-        return len(stmt.columns or engine.columns)
-
-    async def copy_end(self, stmt: ast.CopyFrom, data: bytes) -> Result:
-        """Parse the COPY data column-wise and commit it as one operation."""
-        engine = self._any_collection(stmt.collection)
-        assert isinstance(engine, TimeseriesCollection)
-        loop = asyncio.get_running_loop()
-        try:
-            table = await loop.run_in_executor(
-                None,
-                engine.batch_from_csv,
-                data,
-                stmt.columns,
-                stmt.format,
-                stmt.header,
-                stmt.delimiter,
-            )
-            payload = await loop.run_in_executor(None, to_ipc, table)
-        except TimeseriesError as e:
-            raise _timeseries_error(e) from None
-        await self._commit_or_buffer(stmt.collection, [("ts", None, payload, None)])
-        return Result(None, [], f"COPY {table.num_rows}")
+        return Result(None, [], "COPY", copy=TimeseriesLoad(self, stmt, engine))
 
     async def _sleep_if_asked(self, stmt: ast.Select, ctx: Ctx) -> None:
         """``SELECT pg_sleep(s)``: waits without blocking other sessions (cancellable)."""
@@ -1485,7 +1456,8 @@ class Session:
 
     async def _backup(self, stmt: ast.BackupTenant, params: list[Any]) -> Result:
         tenant = self.backup_tenant(stmt.tenant)
-        assert stmt.path is not None  # the COPY form is streamed by the wire layer
+        if stmt.path is None:
+            return Result(None, [], "COPY", copy=BackupToClient(self, tenant))
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=False)
         op, progress = self.start_operation("backup", tenant.name, str(path), tenant_size(tenant))
         try:
@@ -1500,7 +1472,8 @@ class Session:
 
     async def _restore(self, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
         stmt = self.check_restore(stmt)
-        assert stmt.path is not None
+        if stmt.path is None:
+            return Result(None, [], "COPY", copy=RestoreFromClient(self, stmt))
         path = check_path(stmt.path, self.manager.cfg.backup_dirs, must_exist=True)
         with open_backup_file(path, stmt.path) as source:
             return await self.restore_from(stmt, source, os.fstat(source.fileno()).st_size)
@@ -2609,4 +2582,89 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     ast.Deallocate: Session._deallocate,
     ast.Discard: Session._discard,
     ast.Empty: Session._empty,
+    ast.CopyFrom: Session._copy_from,
 }
+
+
+class BackupToClient(CopyOut):
+    """COPY (BACKUP TENANT t) TO STDOUT: the envelope as binary COPY data (format 1, so
+    psql writes it out byte for byte)."""
+
+    def __init__(self, session: Session, tenant: Tenant):
+        self.session = session
+        self.tenant = tenant
+
+    async def run(self, send: Callable[[bytes], Awaitable[None]]) -> Result:
+        tenant = self.tenant
+        op, progress = self.session.start_operation(
+            "backup", tenant.name, "stdout", tenant_size(tenant)
+        )
+        try:
+            summary = await stream_backup(self.session.manager, tenant, progress, send)
+        except BaseException as e:
+            Operations.finish(op, e)
+            raise
+        Operations.finish(op)
+        return Result(None, [], f"COPY {summary.bytes}", [summary.notice()])
+
+
+class RestoreFromClient(CopyIn):
+    """COPY tenant_restore(t) FROM STDIN [DRY RUN]: the backup arrives as binary COPY
+    data and is verified (and restored) as it streams."""
+
+    binary = True
+
+    def __init__(self, session: Session, stmt: ast.RestoreTenant):
+        self.session = session
+        self.stmt = stmt
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> Result:
+        result, read = await stream_restore(
+            chunks, lambda source: self.session.restore_from(self.stmt, source)
+        )
+        # The COPY form ends with its COPY tag; the figures travel as the NOTICE.
+        return Result(None, [], f"COPY {read}", result.notices)
+
+
+class TimeseriesLoad(CopyIn):
+    """COPY .. FROM STDIN into a timeseries collection: the data is parsed column-wise
+    and committed as one operation (one WAL record, so atomic)."""
+
+    def __init__(self, session: Session, stmt: ast.CopyFrom, engine: TimeseriesCollection):
+        self.session = session
+        self.stmt = stmt
+        self.columns = len(stmt.columns or engine.columns)
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> Result:
+        pieces: list[bytes] = []
+        total = 0
+        async for data in chunks:
+            total += len(data)
+            if total <= MAX_COPY_BYTES:
+                pieces.append(data)
+        if total > MAX_COPY_BYTES:
+            raise DBError(
+                f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
+                "may load as a single transaction; split the data",
+                sqlstate="54000",
+            )
+        stmt, session = self.stmt, self.session
+        engine = session._any_collection(stmt.collection)
+        if not isinstance(engine, TimeseriesCollection):
+            raise ObjectInUse(f'collection "{stmt.collection}" was replaced during the COPY')
+        loop = asyncio.get_running_loop()
+        try:
+            table = await loop.run_in_executor(
+                None,
+                engine.batch_from_csv,
+                b"".join(pieces),
+                stmt.columns,
+                stmt.format,
+                stmt.header,
+                stmt.delimiter,
+            )
+            payload = await loop.run_in_executor(None, to_ipc, table)
+        except TimeseriesError as e:
+            raise _timeseries_error(e) from None
+        await session._commit_or_buffer(stmt.collection, [("ts", None, payload, None)])
+        return Result(None, [], f"COPY {table.num_rows}")
