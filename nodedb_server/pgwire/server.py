@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import struct
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -402,7 +402,7 @@ class ClientHandler:
             result = await self.run_statement(stmt, [])
             await self.send_result(result, result.columns, [], send_description=True)
 
-    async def copy_chunks(self) -> AsyncIterator[bytes]:
+    async def copy_chunks(self) -> AsyncGenerator[bytes, None]:
         """CopyData payloads until CopyDone; CopyFail is 57014. Ends the COPY phase either way."""
         self.conn.start_copy_in()
         try:
