@@ -1,3 +1,5 @@
 """nodedb-server: a multi-model database server speaking the PostgreSQL wire protocol."""
 
 __version__ = "0.1.0"
+# What clients are told the server is: PostgreSQL 15's protocol and catalog.
+SERVER_VERSION = f"15.0 (nodedb-server {__version__})"

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from nodedb_server import SERVER_VERSION
 from nodedb_server import types as t
 from nodedb_server.config import Config
 from nodedb_server.errors import (
@@ -35,9 +36,10 @@ from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, Phase
 from nodedb_server.sql import ast
-from nodedb_server.sql.execute import SERVER_VERSION, Prepared, Session
 from nodedb_server.sql.parse import parse_off_loop
+from nodedb_server.sql.registry import Prepared
 from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
+from nodedb_server.sql.session import Session
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.users import ScramVerifier
 

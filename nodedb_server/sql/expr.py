@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from nodedb_server.errors import (
     SyntaxError_,
     UndefinedFunction,
 )
+from nodedb_server.sql.functions import FUNCTIONS
 
 
 @dataclass
@@ -33,7 +33,8 @@ class Ctx:
     """What an expression may read besides the row."""
 
     params: list[Any] = field(default_factory=list)
-    funcs: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    session: Any = None  # the Session, for functions that read it (functions.py)
+    engine: Any = None  # the collection a SELECT reads, if any (vector_distance)
     aggs: dict[int, Any] | None = None
     excluded: dict[str, Any] | None = None
 
@@ -483,72 +484,40 @@ def time_bucket(spec: Any, ts: Any) -> dt.datetime | None:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us - us % width)
 
 
-# name -> (result OID, argument count or None for any, implementation)
-SCALAR_FUNCS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
-    "doc_get": (t.TEXT, 2, lambda v, p: _textual(doc_get(v, p))),
-    "lower": (t.TEXT, 1, lambda v: None if v is None else str(v).lower()),
-    "upper": (t.TEXT, 1, lambda v: None if v is None else str(v).upper()),
-    "length": (t.INT4, 1, lambda v: None if v is None else len(v)),
-    "abs": (t.FLOAT8, 1, lambda v: None if v is None else abs(_num(v))),
-    "coalesce": (t.TEXT, None, lambda *vs: next((v for v in vs if v is not None), None)),
-    "time_bucket": (t.TIMESTAMPTZ, 2, time_bucket),
-}
-
-
-def _textual(v: Any) -> Any:
-    return v if v is None or isinstance(v, str) else t.to_json(v)
-
-
 @dataclass(eq=False)
 class Func(Expr):
     name: str
     args: list[Expr]
 
     def __post_init__(self) -> None:
-        spec = SCALAR_FUNCS.get(self.name)
-        if spec is not None:
-            self.oid_hint = spec[0]
+        self.fn = FUNCTIONS.get(self.name)
+        if self.fn is not None:
+            self.oid_hint = self.fn.result
 
     def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
-        spec = SCALAR_FUNCS.get(self.name)
-        if spec is not None:
-            return spec[2](*(a.eval(row, ctx) for a in self.args))
-        session_fn = ctx.funcs.get(self.name)
-        if session_fn is None:
+        fn = self.fn
+        if fn is None:
             raise UndefinedFunction(f"function {self.name}() does not exist")
-        return session_fn(*(a.eval(row, ctx) for a in self.args))
+        if fn.session:
+            return fn.impl(ctx, *(a.eval(row, ctx) for a in self.args))
+        return fn.impl(*(a.eval(row, ctx) for a in self.args))
 
     def children(self) -> list[Expr]:
         return list(self.args)
 
 
-# Functions answered by the session, with their result types.
-SESSION_FUNCS = {
-    "version": t.TEXT,
-    "current_database": t.TEXT,
-    "current_user": t.NAME,
-    "session_user": t.NAME,
-    "current_schema": t.NAME,
-    "now": t.TIMESTAMPTZ,
-    "current_timestamp": t.TIMESTAMPTZ,
-    "current_lsn": t.INT8,
-    "pg_backend_pid": t.INT4,
-    "pg_sleep": t.VOID,
-    "crdt_state": t.BYTEA,
-    "current_setting": t.TEXT,
-    "set_config": t.TEXT,
-    "crdt_apply": t.BOOL,
-    "vector_distance": t.FLOAT8,
-}
+def call(name: str, args: list[Expr]) -> Func:
+    """A call of a function of the table, with as many arguments as it takes (42883)."""
+    fn = FUNCTIONS.get(name)
+    if fn is None:
+        raise UndefinedFunction(f"function {name}() does not exist")
+    if fn.arity is not None and len(args) != fn.arity:
+        raise UndefinedFunction(
+            f"function {name}() takes {fn.arity} argument{'s' if fn.arity != 1 else ''}, "
+            f"not {len(args)}"
+        )
+    return Func(name, args)
 
-
-# Declared argument types, which type an untyped parameter passed to the function.
-FUNC_ARG_TYPES: dict[str, tuple[int, ...]] = {
-    "crdt_apply": (t.TEXT, t.TEXT, t.BYTEA),
-    "crdt_state": (t.TEXT, t.TEXT),
-    "doc_get": (t.JSONB, t.TEXT),
-    "vector_distance": (t.FLOAT4_ARRAY, t.FLOAT4_ARRAY),
-}
 
 AGGREGATES = frozenset({"count", "sum", "avg", "min", "max"})
 
@@ -718,14 +687,12 @@ def from_sqlglot(node: Any) -> Expr:
         return Agg(_AGG_CLASSES[cls], from_sqlglot(arg), distinct)
     if cls in _NAMED_FUNCS:
         args = [from_sqlglot(a) for a in node.iter_expressions()]
-        return Func(_NAMED_FUNCS[cls], args)
+        return call(_NAMED_FUNCS[cls], args)
     if cls is exp.Anonymous:
         name = str(node.this).lower()
         if name in AGGREGATES:
             raise SyntaxError_(f"bad use of aggregate {name}()")
-        if name not in SCALAR_FUNCS and name not in SESSION_FUNCS:
-            raise UndefinedFunction(f"function {name}() does not exist")
-        return Func(name, [from_sqlglot(a) for a in node.expressions])
+        return call(name, [from_sqlglot(a) for a in node.expressions])
     if isinstance(node, exp.Func):
         raise UndefinedFunction(f"function {node.sql_name().lower()}() is not supported")
     raise FeatureNotSupported(f"expression {node.sql('postgres')[:60]!r} is not supported")

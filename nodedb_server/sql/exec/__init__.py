@@ -1,0 +1,28 @@
+"""The statement families. Importing this package registers every statement
+(``sql/registry.py``); each module holds one family's statements and helpers."""
+
+from nodedb_server.sql.exec import (
+    admin,
+    backup,
+    crdt,
+    ddl,
+    graph,
+    rows,
+    system_views,
+    timeseries,
+    txn,
+    vector,
+)
+
+__all__ = [
+    "admin",
+    "backup",
+    "crdt",
+    "ddl",
+    "graph",
+    "rows",
+    "system_views",
+    "timeseries",
+    "txn",
+    "vector",
+]

@@ -1,0 +1,546 @@
+"""SELECT, INSERT, UPDATE, DELETE and EXPLAIN on document and key-value collections."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from nodedb_server import types as t
+from nodedb_server.engines.base import Row, RowCollection, type_tag
+from nodedb_server.engines.kv import KvCollection
+from nodedb_server.engines.timeseries import (
+    TimeseriesCollection,
+)
+from nodedb_server.errors import (
+    DBError,
+    SyntaxError_,
+    UniqueViolation,
+)
+from nodedb_server.sql import ast
+from nodedb_server.sql.columnar import time_bounds
+from nodedb_server.sql.describe import (
+    OID_TAGS,
+    ast_cast,
+    field_oid,
+    fitted,
+    infer,
+    param_types,
+    tags_oid,
+    typed_target,
+)
+from nodedb_server.sql.exec.argcheck import int_clause
+from nodedb_server.sql.exec.system_views import system_view
+from nodedb_server.sql.exec.timeseries import (
+    insert_timeseries,
+    timeseries_returning,
+    timeseries_rows,
+    timeseries_view,
+)
+from nodedb_server.sql.exec.txn import (
+    Intent,
+    Recompute,
+    commit_or_buffer,
+    read_expiry,
+    read_row,
+    read_rows,
+)
+from nodedb_server.sql.exec.values import assign, live_row, new_row, now_ms, text_key
+from nodedb_server.sql.expr import (
+    Agg,
+    Const,
+    Ctx,
+    Expr,
+    Field,
+    Func,
+    Star,
+)
+from nodedb_server.sql.plan import Access, access_for, aggregates, choose_probe, uses_function
+from nodedb_server.sql.registry import Exprs, spec_of, statement
+from nodedb_server.sql.result import Column, Result
+
+if TYPE_CHECKING:
+    from nodedb_server.sql.session import Session
+
+
+# Rows examined between yields to the event loop, so a long scan can be
+# cancelled and does not stall other sessions for long.
+YIELD_EVERY = 5000
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None:
+        return (9, 0)
+    if isinstance(v, bool):
+        return (1, v)
+    if isinstance(v, int | float):
+        return (2, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, dt.datetime):
+        return (4, v)
+    if isinstance(v, bytes):
+        return (5, v)
+    return (6, t.to_json(v))
+
+
+class _Desc:
+    """Reverses the order of a sort key (for DESC with mixed types)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: Any):
+        self.k = k
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.k < self.k)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.k == other.k
+
+
+def select_columns(s: Session, stmt: ast.Select, param_oids: list[int]) -> list[Column]:
+    if stmt.source is not None and stmt.source.startswith("_system."):
+        view_cols, _ = system_view(s, stmt.source, rows=False)
+        if stmt.star:
+            return view_cols
+        types = dict(view_cols)
+        return [
+            (
+                it.name,
+                types.get(it.expr.name, t.TEXT)
+                if isinstance(it.expr, Field)
+                else infer(it.expr, None, param_oids),
+            )
+            for it in stmt.items
+        ]
+    engine = s.any_collection(stmt.source) if stmt.source else None
+    if stmt.source and isinstance(engine, TimeseriesCollection):
+        engine = timeseries_view(s, stmt.source, engine)  # columns it added
+    cols: list[Column] = []
+    for it in stmt.items:
+        if isinstance(it.expr, Star):
+            if engine is None:
+                raise SyntaxError_("SELECT * needs a FROM clause")
+            cols += [(f, field_oid(engine, f)) for f in engine.fields()]
+        else:
+            cols.append((it.name, infer(it.expr, engine, param_oids)))
+    return cols
+
+
+async def matching_rows(
+    s: Session, coll: str, engine: RowCollection, where: Expr | None, ctx: Ctx
+) -> list[Row]:
+    """The rows matching ``where``; ``s.examined`` counts the rows looked at."""
+    now = now_ms()
+    access = access_for(s, engine, where)
+    if access.kind == "scan":
+        out = []
+        i = -1
+        for i, row in enumerate(read_rows(s, coll, engine, now)):
+            if where is None or where.eval(row, ctx) is True:
+                out.append(row)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        s.examined = i + 1
+        return out
+    if access.kind == "key":
+        keys: Iterable[Any] = (text_key(k.eval({}, ctx)) for k in access.values)
+    else:
+        keys = index_keys(s, engine, access, ctx)
+    seen: set[Any] = set()
+    rows = []
+    for key in keys:
+        if key in seen:
+            continue
+        seen.add(key)
+        found = read_row(s, coll, engine, key, now)
+        if found is not None and (where is None or where.eval(found, ctx) is True):
+            rows.append(found)
+    over = s.txn.overlay.get(coll) if s.txn is not None else None
+    if access.kind == "index" and over:
+        for key, entry in over.items():
+            pending = live_row(entry, now)
+            if (
+                key not in seen
+                and pending is not None
+                and (where is None or where.eval(pending, ctx) is True)
+            ):
+                seen.add(key)
+                rows.append(pending)
+    s.examined = len(seen)
+    return rows
+
+
+def index_keys(s: Session, engine: RowCollection, access: Access, ctx: Ctx) -> Iterable[Any]:
+    """Keys from the probe that expects the fewest rows for these parameter values."""
+    probe, values = choose_probe(s, engine, access, ctx)
+    index = engine.indexes[probe.field]
+    if probe.values:
+        keys: set[Any] = set()
+        for v in values:
+            keys |= index.equal(v)
+        return keys
+    low, high = values
+    if (probe.low is not None and low is None) or (probe.high is not None and high is None):
+        return ()  # a NULL bound matches nothing
+    return list(index.range(low, probe.low_inclusive, high, probe.high_inclusive))
+
+
+def select_exprs(s: Session, stmt: ast.Select) -> Exprs:
+    exprs = [it.expr for it in stmt.items] + list(stmt.group_by)
+    exprs += [o.expr for o in stmt.order_by if o.expr is not None]
+    exprs += [stmt.where] if stmt.where is not None else []
+    # LIMIT $1 and OFFSET $2 are counts.
+    exprs += [ast_cast(e, t.INT8) for e in (stmt.limit, stmt.offset) if e is not None]
+    return exprs, []
+
+
+def insert_exprs(s: Session, stmt: ast.Insert) -> Exprs:
+    pairs = [p for row in stmt.rows for p in row]
+    if stmt.on_conflict is not None:
+        pairs += stmt.on_conflict.assignments
+    return [e for _, e in pairs] + [it.expr for it in stmt.returning], pairs
+
+
+def update_exprs(s: Session, stmt: ast.Update) -> Exprs:
+    exprs = [e for _, e in stmt.assignments] + ([stmt.where] if stmt.where else [])
+    return exprs + [it.expr for it in stmt.returning], list(stmt.assignments)
+
+
+def delete_exprs(s: Session, stmt: ast.Delete) -> Exprs:
+    return ([stmt.where] if stmt.where else []) + [it.expr for it in stmt.returning], []
+
+
+def explain_exprs(s: Session, stmt: ast.Explain) -> Exprs:
+    return spec_of(stmt.statement).exprs(s, stmt.statement)
+
+
+def written_columns(
+    s: Session, stmt: ast.Insert | ast.Update | ast.Delete, param_oids: list[int]
+) -> list[Column] | None:
+    """A write returns rows only with RETURNING."""
+    return returning_columns(s, stmt, param_oids) if stmt.returning else None
+
+
+@statement(
+    ast.Select,
+    columns=select_columns,
+    exprs=select_exprs,
+    writes=False,
+    implicit=True,
+    described=True,
+)
+async def run_select(
+    s: Session, stmt: ast.Select, params: list[Any], columns: list[Column] | None = None
+) -> Result:
+    ctx = s.ctx(params)
+    if stmt.source is not None and uses_function(stmt, "vector_distance"):
+        found = s.tenant.state.collection(stmt.source)
+        ctx.engine = found[1] if found and isinstance(found[1], RowCollection) else None
+    await _wait_if_asked(stmt, ctx)
+    if columns is None or (stmt.star and len(stmt.items) > 1):
+        columns = select_columns(s, stmt, [])
+    fast: list[tuple[Any, ...]] | None = None
+    if stmt.source is None:  # one row, unless the WHERE (constant here) is not true
+        rows: list[Row] = [{}] if stmt.where is None or stmt.where.eval({}, ctx) is True else []
+    elif stmt.source.startswith("_system."):
+        _, view_rows = system_view(s, stmt.source, rows=True)
+        rows = [r for r in view_rows if stmt.where is None or stmt.where.eval(r, ctx) is True]
+    else:
+        any_engine = s.any_collection(stmt.source)
+        if isinstance(any_engine, TimeseriesCollection):
+            ts_view = timeseries_view(s, stmt.source, any_engine)
+            rows, fast = timeseries_rows(s, stmt, ts_view, ctx)
+        else:
+            rows = await matching_rows(s, stmt.source, any_engine, stmt.where, ctx)
+    star_fields = [c for c, _ in columns] if stmt.star else []
+    aggs = aggregates(stmt)
+    items: list[tuple[Row, Ctx]]
+    if fast is not None:
+        items, out = [({}, ctx)] * len(fast), fast
+    elif aggs or stmt.group_by:
+        if stmt.star:
+            raise SyntaxError_(
+                "SELECT * cannot be combined with GROUP BY or aggregates", sqlstate="42803"
+            )
+        groups: dict[tuple[Any, ...], list[Row]] = {}
+        for r in rows:
+            gk = tuple(_hashable(g.eval(r, ctx)) for g in stmt.group_by)
+            groups.setdefault(gk, []).append(r)
+        if not groups and not stmt.group_by:
+            groups[()] = []
+        items = []
+        for members in groups.values():
+            gctx = Ctx(
+                params=params,
+                session=s,
+                engine=ctx.engine,
+                aggs={id(a): a.compute(members, ctx) for a in aggs},
+            )
+            rep = members[0] if members else {}
+            items.append((rep, gctx))
+    else:
+        items = [(r, ctx) for r in rows]
+    if fast is None:
+        out = []
+        for rep, c in items:
+            if stmt.star:
+                out.append(tuple(rep.get(f) for f in star_fields))
+            else:
+                out.append(tuple(it.expr.eval(rep, c) for it in stmt.items))
+    if stmt.order_by:
+        order = list(range(len(out)))
+
+        def key(i: int) -> list[Any]:
+            ks = []
+            rep, c = items[i]
+            for o in stmt.order_by:
+                v = out[i][o.position] if o.position is not None else o.expr.eval(rep, c)  # type: ignore[union-attr]
+                k = _sort_key(v)
+                ks.append(_Desc(k) if o.desc else k)
+            return ks
+
+        order.sort(key=key)
+        out = [out[i] for i in order]
+    offset = int_clause(stmt.offset, ctx, "OFFSET")
+    limit = int_clause(stmt.limit, ctx, "LIMIT")
+    if offset:
+        out = out[offset:]
+    if limit is not None:
+        out = out[:limit]
+    return Result(columns, out, f"SELECT {len(out)}")
+
+
+async def _wait_if_asked(stmt: ast.Select, ctx: Ctx) -> None:
+    """Await the functions of the output list that wait (``SELECT pg_sleep(1)``)."""
+    for it in stmt.items:
+        e = it.expr
+        if isinstance(e, Func) and e.fn is not None and e.fn.wait is not None:
+            await e.fn.wait(ctx, *(a.eval({}, ctx) for a in e.args))
+
+
+@statement(
+    ast.Explain, columns=[("QUERY PLAN", t.TEXT)], exprs=explain_exprs, writes=False, implicit=True
+)
+async def run_explain(s: Session, stmt: ast.Explain, params: list[Any]) -> Result:
+    inner = stmt.statement
+    source = inner.source if isinstance(inner, ast.Select) else inner.collection
+    lines = []
+    if source is None:
+        lines.append("Result (no collection)")
+    elif source.startswith("_system."):
+        lines.append(f"System view {source}")
+    elif isinstance(s.any_collection(source), TimeseriesCollection):
+        ts_engine = s.any_collection(source)
+        assert isinstance(ts_engine, TimeseriesCollection)
+        lo, hi = time_bounds(inner.where, ts_engine, s.ctx(params))
+        _, read, skipped = ts_engine.table(lo, hi)
+        lines.append(
+            f"Partition scan on {source}: {read} partitions read, "
+            f"{skipped} skipped by the time range"
+        )
+        if inner.where is not None:
+            lines.append("  Filter: WHERE clause (columnar)")
+    else:
+        engine = s.collection(source)
+        access = access_for(s, engine, inner.where)
+        if access.kind == "key":
+            n = len(access.values)
+            lines.append(
+                f"Point lookup on {source} by primary key {engine.key_field} "
+                f"({n} key{'s' if n != 1 else ''})"
+            )
+        elif access.kind == "index":
+            probe, _ = choose_probe(s, engine, access, s.ctx(params))
+            n = len(probe.values)
+            how = f"equality, {n} value{'s' if n != 1 else ''}" if n else "range"
+            lines.append(
+                f"Index scan on {source} using {engine.indexes[probe.field].name} "
+                f"({probe.field}, {how})"
+            )
+        else:
+            lines.append(f"Full scan of {source} ({len(engine)} rows)")
+        if inner.where is not None:
+            lines.append("  Filter: WHERE clause")
+    if isinstance(inner, ast.Select):
+        if inner.group_by or any(isinstance(n, Agg) for it in inner.items for n in it.expr.walk()):
+            lines.append("  Aggregate")
+        if inner.order_by:
+            lines.append("  Sort")
+        if inner.limit is not None or inner.offset is not None:
+            lines.append("  Limit")
+    if stmt.analyze and isinstance(inner, ast.Select):
+        result = await run_select(s, inner, params)
+        lines.append(f"Rows examined: {s.examined}, rows returned: {len(result.rows)}")
+    return Result([("QUERY PLAN", t.TEXT)], [(line,) for line in lines], "EXPLAIN")
+
+
+@statement(ast.Insert, columns=written_columns, exprs=insert_exprs, implicit=True, described=True)
+async def run_insert(
+    s: Session, stmt: ast.Insert, params: list[Any], columns: list[Column] | None = None
+) -> Result:
+    any_engine = s.any_collection(stmt.collection)
+    if isinstance(any_engine, TimeseriesCollection):
+        return await insert_timeseries(s, stmt, any_engine, params)
+    engine = s.collection(stmt.collection)
+    ctx = s.ctx(params)
+    now = now_ms()
+    kf = engine.key_field
+    intents: list[Intent] = []
+    pending: dict[Any, Row] = {}
+    for fields in stmt.rows:
+        row, expires = new_row(engine, fields, ctx, stmt.object_form, now)
+        key = row[kf]
+        old = pending.get(key) or read_row(s, stmt.collection, engine, key, now)
+        if old is None:
+            intents.append(("insert", key, row, expires))
+            pending[key] = row
+            continue
+        if stmt.upsert:
+            intents.append(("put", key, row, expires))
+        elif stmt.on_conflict is None:
+            raise UniqueViolation(
+                f"duplicate key value violates unique constraint: {kf}={key!r} already "
+                f'exists in "{stmt.collection}"'
+            )
+        elif stmt.on_conflict.action == "nothing":
+            continue
+        else:
+            uctx = Ctx(params=params, session=s, excluded=row)
+            new = assign(engine, old, stmt.on_conflict.assignments, uctx)
+            keep = read_expiry(s, stmt.collection, engine, key)
+            intents.append(("put", key, new, expires if expires is not None else keep))
+            row = new
+        pending[key] = row
+    rows = [row for _, _, row, _ in intents]
+    result = _written(s, stmt, f"INSERT 0 {len(intents)}", rows, columns, params)
+    await commit_or_buffer(s, stmt.collection, intents)
+    return result
+
+
+@statement(ast.Update, columns=written_columns, exprs=update_exprs, implicit=True, described=True)
+async def run_update(
+    s: Session, stmt: ast.Update, params: list[Any], columns: list[Column] | None = None
+) -> Result:
+    engine = s.collection(stmt.collection)
+    ctx = s.ctx(params)
+    rows = await matching_rows(s, stmt.collection, engine, stmt.where, ctx)
+    kf = engine.key_field
+    new_rows = [assign(engine, r, stmt.assignments, ctx) for r in rows]
+    # An UPDATE keeps its SET list: at COMMIT it is applied again to the row as it is
+    # then (as PostgreSQL re-evaluates on the newest row version), so concurrent
+    # transactions doing n = n + 1 lose no increment.
+    intents: list[Intent] = [
+        (
+            "update",
+            new[kf],
+            Recompute(new, stmt.assignments, ctx),
+            read_expiry(s, stmt.collection, engine, new[kf]),
+        )
+        for new in new_rows
+    ]
+    result = _written(s, stmt, f"UPDATE {len(intents)}", new_rows, columns, params)
+    await commit_or_buffer(s, stmt.collection, intents)
+    return result
+
+
+@statement(ast.Delete, columns=written_columns, exprs=delete_exprs, implicit=True, described=True)
+async def run_delete(
+    s: Session, stmt: ast.Delete, params: list[Any], columns: list[Column] | None = None
+) -> Result:
+    engine = s.collection(stmt.collection)
+    rows = await matching_rows(s, stmt.collection, engine, stmt.where, s.ctx(params))
+    kf = engine.key_field
+    result = _written(s, stmt, f"DELETE {len(rows)}", rows, columns, params)
+    await commit_or_buffer(s, stmt.collection, [("delete", r[kf], None, None) for r in rows])
+    return result
+
+
+def returning_columns(
+    s: Session, stmt: ast.Insert | ast.Update | ast.Delete, param_oids: list[int]
+) -> list[Column]:
+    """A field the statement writes is typed by what it held and what is written into
+    it, so that a value of a new type is still sent as its column says."""
+    engine = s.any_collection(stmt.collection)
+    if isinstance(engine, TimeseriesCollection):
+        raise timeseries_returning(stmt.collection)
+    written = _written_tags(s, stmt, engine, param_oids)
+
+    def oid(name: str) -> int:
+        if name not in written or name == engine.key_field or typed_target(engine, name):
+            return field_oid(engine, name)
+        return tags_oid(engine.field_types.get(name, set()) | written[name])
+
+    cols: list[Column] = []
+    for it in stmt.returning:
+        if isinstance(it.expr, Star):
+            typed = list(engine.typed_fields) if isinstance(engine, KvCollection) else []
+            names = dict.fromkeys([*engine.fields(), *typed, *written])
+            cols += [(name, oid(name)) for name in names]
+        elif isinstance(it.expr, Field):
+            cols.append((it.name, oid(it.expr.name)))
+        else:
+            cols.append((it.name, infer(it.expr, engine, param_oids)))
+    return cols
+
+
+def _written_tags(
+    s: Session,
+    stmt: ast.Insert | ast.Update | ast.Delete,
+    engine: RowCollection,
+    param_oids: list[int],
+) -> dict[str, set[str]]:
+    """The value types a write stores into each field, as known before it runs."""
+    pairs = spec_of(stmt).exprs(s, stmt)[1]
+    if isinstance(stmt, ast.Insert) and stmt.object_form and isinstance(engine, KvCollection):
+        pairs = [(name, e) for name, e in pairs if name != "ttl"]  # the expiry, not a field
+    tags: dict[str, set[str]] = {}
+    for name, e in pairs:
+        tag = (
+            type_tag(e.value)
+            if isinstance(e, Const)
+            else OID_TAGS.get(infer(e, engine, param_oids), "object")
+        )
+        tags.setdefault(name, set()).add(tag)
+    return tags
+
+
+def _written(
+    s: Session,
+    stmt: ast.Insert | ast.Update | ast.Delete,
+    tag: str,
+    rows: list[Row],
+    described: list[Column] | None,
+    params: list[Any],
+) -> Result:
+    """A write's result: its tag, and with RETURNING its list for each row written,
+    worked out before the write commits, so that an error in it changes nothing."""
+    if not stmt.returning:
+        return Result(None, [], tag)
+    columns = described or returning_columns(s, stmt, param_types(s, stmt, ()))
+    ctx = s.ctx(params)
+    stars = sum(isinstance(it.expr, Star) for it in stmt.returning)
+    per_star = (len(columns) - len(stmt.returning) + stars) // stars if stars else 0
+    outputs: list[str | Expr] = []  # a field a star stands for, or an expression
+    for it in stmt.returning:
+        if isinstance(it.expr, Star):
+            outputs += [name for name, _ in columns[len(outputs) : len(outputs) + per_star]]
+        else:
+            outputs.append(it.expr)
+    out = [tuple(r.get(o) if isinstance(o, str) else o.eval(r, ctx) for o in outputs) for r in rows]
+    sent = fitted(columns, out)
+    if described and sent != described:
+        name = next(a[0] for a, b in zip(described, sent, strict=True) if a != b)
+        raise DBError(
+            f'RETURNING column "{name}" was described with the type its field has outside '
+            "this transaction, which stored a value of another type in it: cast it "
+            f"(RETURNING {name}::text)",
+            sqlstate="42804",
+        )
+    return Result(sent, out, tag)
+
+
+def _hashable(v: Any) -> Any:
+    return t.to_json(v) if isinstance(v, dict | list) else v

@@ -1,0 +1,172 @@
+"""Transactions: BEGIN, COMMIT, ROLLBACK, and reads and writes as a transaction sees them.
+
+Writes are computed against what the session sees (committed state plus its
+own transaction) and become row operations. Outside a transaction they are
+committed at once; inside one they are kept as intents and committed as one
+WAL record at COMMIT, after their constraints are checked again against the
+state at that moment (read committed, as SQL.md says).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.errors import (
+    UniqueViolation,
+)
+from nodedb_server.sql import ast
+from nodedb_server.sql.exec.values import assign, live_row, now_ms
+from nodedb_server.sql.expr import (
+    Ctx,
+    Expr,
+)
+from nodedb_server.sql.registry import statement
+from nodedb_server.sql.result import Result
+from nodedb_server.storage.records import (
+    OP_CRDT_APPLY,
+    OP_DELETE,
+    OP_EDGE_DELETE,
+    OP_EDGE_PUT,
+    OP_INSERT,
+    OP_TS_APPEND,
+    OP_UPDATE,
+)
+from nodedb_server.tenants.catalog import Op
+
+if TYPE_CHECKING:
+    from nodedb_server.sql.session import Session
+
+
+# A write a statement wants: (intent, key, row or payload, expires_ms); see fold.
+Intent = tuple[str, Any, Any, int | None]
+
+# Transaction intents that become one operation as they are, checked against nothing.
+PASS_THROUGH = {
+    "edge_put": OP_EDGE_PUT,
+    "edge_delete": OP_EDGE_DELETE,
+    "crdt": OP_CRDT_APPLY,
+    "ts": OP_TS_APPEND,
+}
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """An UPDATE's result as the transaction sees it, and how to compute it again."""
+
+    row: Row
+    assignments: list[tuple[str, Expr]]
+    ctx: Ctx
+
+
+@dataclass
+class Txn:
+    intents: list[tuple[str, str, Any, Any, int | None]] = field(default_factory=list)
+    overlay: dict[str, dict[Any, tuple[Row | None, int | None]]] = field(default_factory=dict)
+    failed: bool = False
+
+
+@statement(ast.Begin, writes=False)
+async def run_begin(s: Session, stmt: ast.Begin, params: list[Any]) -> Result:
+    notices = []
+    if s.txn is not None:
+        notices.append("there is already a transaction in progress")
+    else:
+        s.txn = Txn()
+    return Result(None, [], "BEGIN", notices)
+
+
+@statement(ast.Commit)
+async def run_commit(s: Session, stmt: ast.Commit, params: list[Any]) -> Result:
+    txn, s.txn = s.txn, None
+    if txn is None:
+        return Result(None, [], "COMMIT", ["there is no transaction in progress"])
+    if txn.failed:
+        return Result(None, [], "ROLLBACK")
+    await s.tenant.commit_ops(fold(s, txn))
+    return Result(None, [], "COMMIT")
+
+
+@statement(ast.Rollback, writes=False)
+async def run_rollback(s: Session, stmt: ast.Rollback, params: list[Any]) -> Result:
+    notices = [] if s.txn is not None else ["there is no transaction in progress"]
+    s.txn = None
+    return Result(None, [], "ROLLBACK", notices)
+
+
+def fold(s: Session, txn: Txn) -> list[Op]:
+    """Turn a transaction's intents into operations against the state now."""
+    now = now_ms()
+    current: dict[tuple[str, Any], Row | None] = {}
+    ops: list[Op] = []
+    for intent, coll, key, row, expires in txn.intents:
+        if intent in PASS_THROUGH:
+            ops.append((PASS_THROUGH[intent], coll, key, row, None))
+            continue
+        engine = s.collection(coll)
+        ck = (coll, key)
+        old = current[ck] if ck in current else engine.get(key, now)
+        if intent == "delete":
+            if old is not None:
+                ops.append((OP_DELETE, coll, key, old, None))
+            current[ck] = None
+            continue
+        if intent == "update":
+            if old is None:
+                continue  # deleted meanwhile: nothing left to update
+            row = assign(engine, old, row.assignments, row.ctx)
+        elif intent == "insert" and old is not None:
+            raise UniqueViolation(
+                f"duplicate key value violates unique constraint: {engine.key_field}={key!r} "
+                f'already exists in "{coll}"'
+            )
+        ops.append((OP_UPDATE if old is not None else OP_INSERT, coll, key, row, expires))
+        current[ck] = row
+    return ops
+
+
+def read_row(s: Session, coll: str, engine: RowCollection, key: Any, now: int) -> Row | None:
+    if s.txn is not None:
+        over = s.txn.overlay.get(coll)
+        if over is not None and key in over:
+            return live_row(over[key], now)
+    return engine.get(key, now)
+
+
+def read_rows(s: Session, coll: str, engine: RowCollection, now: int) -> Iterable[Row]:
+    over = s.txn.overlay.get(coll) if s.txn is not None else None
+    if not over:
+        return engine.scan(now)
+    kf = engine.key_field
+    rows = [r for r in engine.scan(now) if r[kf] not in over]
+    return rows + [r for r in (live_row(e, now) for e in over.values()) if r is not None]
+
+
+def read_expiry(s: Session, coll: str, engine: RowCollection, key: Any) -> int | None:
+    """A key's expiry as this session sees it (its transaction may have set it)."""
+    over = s.txn.overlay.get(coll) if s.txn is not None else None
+    if over is not None and key in over:
+        return over[key][1]
+    return engine.expires_at(key)
+
+
+def own_writes(s: Session, coll: str, kinds: tuple[str, ...]) -> list[tuple[Any, Any]]:
+    """(key, payload) of this transaction's buffered writes of ``kinds`` to ``coll``:
+    what reads of edges, CRDT documents and timeseries add to the committed state."""
+    if s.txn is None:
+        return []
+    return [(k, r) for i, c, k, r, _ in s.txn.intents if c == coll and i in kinds]
+
+
+async def commit_or_buffer(s: Session, coll: str, intents: list[Intent]) -> None:
+    """Commit now (outside a transaction) or add to the transaction."""
+    if s.txn is None:
+        await s.tenant.commit_ops(fold(s, Txn([(i, coll, k, r, e) for i, k, r, e in intents])))
+        return
+    over = s.txn.overlay.setdefault(coll, {})
+    for intent, key, row, expires in intents:
+        s.txn.intents.append((intent, coll, key, row, expires))
+        if intent not in PASS_THROUGH:  # the others are read back through _pending
+            over[key] = (row.row if isinstance(row, Recompute) else row, expires)
