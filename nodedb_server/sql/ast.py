@@ -1,5 +1,5 @@
 """Statements as the executor receives them. Parsed once per statement text and cached,
-so nothing here is mutated after parsing."""
+so nothing here is mutated after parsing (a SELECT's plan cache aside, see plan.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodedb_server.sql.expr import Expr
+from nodedb_server.sql.expr import Agg, Expr, Func
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,23 @@ class Select:
     order_by: list[OrderItem] = field(default_factory=list)
     limit: Expr | None = None
     offset: Expr | None = None
+    # Facts derived once, when the statement is parsed (it is cached and run again):
+    # the aggregate calls of the output and ORDER BY, the functions called anywhere,
+    # and the plans made for it (sql/plan.py), one per shape of the collection.
+    aggregates: tuple[Agg, ...] = field(init=False, repr=False, compare=False)
+    functions: frozenset[str] = field(init=False, repr=False, compare=False)
+    plans: dict[Any, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        out_roots = [it.expr for it in self.items] + [o.expr for o in self.order_by if o.expr]
+        other_roots = [e for e in (self.where, *self.group_by) if e is not None]
+        output = [n for r in out_roots for n in r.walk()]
+        every = output + [n for r in other_roots for n in r.walk()]
+        object.__setattr__(self, "aggregates", tuple(n for n in output if isinstance(n, Agg)))
+        object.__setattr__(
+            self, "functions", frozenset(n.name for n in every if isinstance(n, Func))
+        )
+        object.__setattr__(self, "plans", {})
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class Update:
     assignments: list[tuple[str, Expr]]
     where: Expr | None
     returning: list[SelectItem] = field(default_factory=list)
+    plans: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class Delete:
     collection: str
     where: Expr | None
     returning: list[SelectItem] = field(default_factory=list)  # of the deleted rows
+    plans: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

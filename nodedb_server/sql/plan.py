@@ -1,10 +1,26 @@
-"""How a statement finds its rows: by primary key, through an index, or by a scan."""
+"""Plans: how a SELECT, UPDATE or DELETE finds its rows and what it does with them.
+
+A plan is a chain of steps, leaf first: where the rows come from (no
+collection, a system view, a primary-key lookup, an index probe, a full scan,
+a timeseries partition scan), then Filter, Aggregate, Project, Sort, Limit as
+the statement needs them. The executor (``sql/exec/rows.py``) runs exactly the
+steps of the plan and EXPLAIN prints them, so what EXPLAIN says is what runs.
+
+Each step holds its input, so steps that take two inputs (a join, a union) or a
+plan of their own (a subquery) fit without reshaping the rest. An engine may
+answer a step natively: a timeseries partition scan applies its Filter as an
+Arrow expression and, where it can, computes the Aggregate with Arrow kernels.
+
+Plans are kept on the parsed statement (``stmt.plans``), one per shape of the
+collection it reads (engine kind, key field, indexed fields), so a prepared
+statement is planned once until an index is created or dropped.
+"""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.errors import (
@@ -20,7 +36,6 @@ from nodedb_server.sql.expr import (
     Ctx,
     Expr,
     Field,
-    Func,
     In,
     Param,
     _num,
@@ -28,18 +43,6 @@ from nodedb_server.sql.expr import (
 
 if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
-
-
-def _larger_than(e: Expr | None, n: int) -> bool:
-    """Whether the tree has more than ``n`` nodes, looking at no more than n + 1."""
-    stack = [e] if e is not None else []
-    seen = 0
-    while stack:
-        seen += 1
-        if seen > n:
-            return True
-        stack.extend(stack.pop().children())
-    return False
 
 
 def conjuncts(e: Expr | None) -> list[Expr]:
@@ -74,6 +77,7 @@ def _key_values(where: Expr | None, key_field: str) -> list[Expr] | None:
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
 
 _VALUE = (Const, Param, Cast)  # what an index or key lookup can be probed with
+AccessKind = Literal["key", "index", "scan"]
 
 
 @dataclass(frozen=True)
@@ -94,12 +98,11 @@ class Access:
     With several usable index probes, the one expecting fewest rows is chosen when the
     parameter values are known."""
 
-    kind: str  # "key" | "index" | "scan"
+    kind: AccessKind
     values: tuple[Expr, ...] = ()  # primary key values
     probes: tuple[Probe, ...] = ()
 
 
-@functools.lru_cache(maxsize=4096)
 def plan_access(where: Expr | None, key_field: str, indexed: frozenset[str]) -> Access:
     keys = _key_values(where, key_field)
     if keys is not None:
@@ -141,17 +144,7 @@ def plan_access(where: Expr | None, key_field: str, indexed: frozenset[str]) -> 
     return Access("scan")
 
 
-def access_for(s: Session, engine: RowCollection, where: Expr | None) -> Access:
-    indexed = frozenset(engine.indexes)
-    if _larger_than(where, 256):
-        # Plans are cached by the WHERE tree's identity; a large one (a long IN
-        # list) comes from a statement too long for the parse cache, so it is new
-        # each time and caching its plan would only hold it in memory.
-        return plan_access.__wrapped__(where, engine.key_field, indexed)
-    return plan_access(where, engine.key_field, indexed)
-
-
-def choose_probe(s, engine: RowCollection, access: Access, ctx: Ctx) -> tuple[Probe, list[Any]]:
+def choose_probe(engine: RowCollection, access: Access, ctx: Ctx) -> tuple[Probe, list[Any]]:
     best: tuple[float, Probe, list[Any]] | None = None
     for p in access.probes:
         index = engine.indexes[p.field]
@@ -171,35 +164,6 @@ def choose_probe(s, engine: RowCollection, access: Access, ctx: Ctx) -> tuple[Pr
     return best[1], best[2]
 
 
-def uses_function(stmt: ast.Select, func: str) -> bool:
-    return any(isinstance(n, Func) and n.name == func for n in select_nodes(stmt)[1])
-
-
-def aggregates(stmt: ast.Select) -> list[Agg]:
-    """The aggregate calls of a SELECT's output and ORDER BY."""
-    return [n for n in select_nodes(stmt)[0] if isinstance(n, Agg)]
-
-
-_NODE_CACHE: dict[int, tuple[ast.Select, tuple[list[Expr], list[Expr]]]] = {}
-
-
-def select_nodes(stmt: ast.Select) -> tuple[list[Expr], list[Expr]]:
-    """(nodes of the output and ORDER BY, nodes of everything), once per parsed statement."""
-    hit = _NODE_CACHE.get(id(stmt))
-    if hit is not None and hit[0] is stmt:
-        return hit[1]
-    out_roots = [it.expr for it in stmt.items] + [o.expr for o in stmt.order_by if o.expr]
-    other_roots = [e for e in (stmt.where, *stmt.group_by) if e is not None]
-    output = [n for r in out_roots for n in r.walk()]
-    nodes = (output, output + [n for r in other_roots for n in r.walk()])
-    if len(nodes[1]) > 1024:
-        return nodes  # a large statement is rarely repeated: not worth holding
-    if len(_NODE_CACHE) > 4096:
-        _NODE_CACHE.clear()
-    _NODE_CACHE[id(stmt)] = (stmt, nodes)
-    return nodes
-
-
 def _probe_value(v: Any, numeric: bool) -> Any:
     """Untyped text probing a numeric field is read as a number (as comparisons do)."""
     if numeric and isinstance(v, str):
@@ -208,3 +172,212 @@ def _probe_value(v: Any, numeric: bool) -> Any:
         except DBError:
             return v
     return v
+
+
+# ---- steps --------------------------------------------------------------------------
+
+
+class Step:
+    """One step of a plan; ``explain`` gives its lines of EXPLAIN output."""
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return []
+
+
+@dataclass(frozen=True)
+class NoSource(Step):
+    """A SELECT without FROM: one empty row."""
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return ["Result (no collection)"]
+
+
+@dataclass(frozen=True)
+class ViewScan(Step):
+    view: str  # "_system.<name>"
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return [f"System view {self.view}"]
+
+
+@dataclass(frozen=True)
+class RowsAccess(Step):
+    """A document or key-value collection read by primary key, index probe or scan."""
+
+    collection: str
+    access: Access
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        engine = s.collection(self.collection)
+        access = self.access
+        if access.kind == "key":
+            n = len(access.values)
+            return [
+                f"Point lookup on {self.collection} by primary key {engine.key_field} "
+                f"({n} key{'s' if n != 1 else ''})"
+            ]
+        if access.kind == "index":
+            probe, _ = choose_probe(engine, access, ctx)
+            n = len(probe.values)
+            how = f"equality, {n} value{'s' if n != 1 else ''}" if n else "range"
+            return [
+                f"Index scan on {self.collection} using {engine.indexes[probe.field].name} "
+                f"({probe.field}, {how})"
+            ]
+        return [f"Full scan of {self.collection} ({len(engine)} rows)"]
+
+
+@dataclass(frozen=True)
+class PartitionScan(Step):
+    """A timeseries collection's partitions in the WHERE's time range."""
+
+    collection: str
+    where: Expr | None
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        from nodedb_server.engines.timeseries import TimeseriesCollection
+        from nodedb_server.sql.columnar import time_bounds
+
+        engine = s.any_collection(self.collection)
+        assert isinstance(engine, TimeseriesCollection)
+        lo, hi = time_bounds(self.where, engine, ctx)
+        _, read, skipped = engine.table(lo, hi)
+        return [
+            f"Partition scan on {self.collection}: {read} partitions read, "
+            f"{skipped} skipped by the time range"
+        ]
+
+
+@dataclass(frozen=True)
+class Filter(Step):
+    input: Step
+    where: Expr
+    columnar: bool = False  # evaluated as an Arrow expression where it can be
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return ["  Filter: WHERE clause (columnar)" if self.columnar else "  Filter: WHERE clause"]
+
+
+@dataclass(frozen=True)
+class Aggregate(Step):
+    input: Step
+    group_by: tuple[Expr, ...]
+    aggs: tuple[Agg, ...]
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return ["  Aggregate"]
+
+
+@dataclass(frozen=True)
+class Project(Step):
+    """The output list (or ``*``); not a line of its own in EXPLAIN."""
+
+    input: Step
+    items: tuple[ast.SelectItem, ...]
+    star: bool
+
+
+@dataclass(frozen=True)
+class Sort(Step):
+    input: Step
+    order_by: tuple[ast.OrderItem, ...]
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return ["  Sort"]
+
+
+@dataclass(frozen=True)
+class Limit(Step):
+    input: Step
+    limit: Expr | None
+    offset: Expr | None
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return ["  Limit"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan's last step, and each step by its kind for the executor (None: absent)."""
+
+    root: Step
+    leaf: Step
+    filter: Filter | None = None
+    aggregate: Aggregate | None = None
+    project: Project | None = None
+    sort: Sort | None = None
+    limit: Limit | None = None
+
+    def steps(self) -> list[Step]:
+        """The steps, leaf first."""
+        out: list[Step] = []
+        step: Step | None = self.root
+        while step is not None:
+            out.append(step)
+            step = getattr(step, "input", None)
+        return out[::-1]
+
+    def explain(self, s: Session, ctx: Ctx) -> list[str]:
+        return [line for step in self.steps() for line in step.explain(s, ctx)]
+
+
+# ---- planning -------------------------------------------------------------------------
+
+
+# The collection of a name, or 42P01 (Session.any_collection).
+Lookup = Callable[[str], Any]
+
+
+def _shape(collection: Lookup, source: str | None) -> tuple[Any, ...]:
+    """What a plan of a statement reading ``source`` depends on."""
+    if source is None or source.startswith("_system."):
+        return (source,)
+    engine = collection(source)
+    if isinstance(engine, RowCollection):
+        return (type(engine), engine.key_field, frozenset(engine.indexes))
+    return (type(engine),)
+
+
+def _leaf(collection: Lookup, source: str | None, where: Expr | None) -> tuple[Step, Filter | None]:
+    if source is None:
+        leaf: Step = NoSource()
+    elif source.startswith("_system."):
+        leaf = ViewScan(source)
+    else:
+        engine = collection(source)
+        if not isinstance(engine, RowCollection):
+            leaf = PartitionScan(source, where)
+            return leaf, Filter(leaf, where, columnar=True) if where is not None else None
+        leaf = RowsAccess(source, plan_access(where, engine.key_field, frozenset(engine.indexes)))
+    return leaf, Filter(leaf, where) if where is not None else None
+
+
+def plan_select(stmt: ast.Select, collection: Lookup) -> Plan:
+    shape = _shape(collection, stmt.source)
+    plan = stmt.plans.get(shape)
+    if plan is not None:
+        return plan
+    leaf, where = _leaf(collection, stmt.source, stmt.where)
+    step: Step = where or leaf
+    aggregate = None
+    if stmt.aggregates or stmt.group_by:
+        step = aggregate = Aggregate(step, tuple(stmt.group_by), stmt.aggregates)
+    step = project = Project(step, tuple(stmt.items), stmt.star)
+    sort = limit = None
+    if stmt.order_by:
+        step = sort = Sort(step, tuple(stmt.order_by))
+    if stmt.limit is not None or stmt.offset is not None:
+        step = limit = Limit(step, stmt.limit, stmt.offset)
+    plan = Plan(step, leaf, where, aggregate, project, sort, limit)
+    stmt.plans[shape] = plan
+    return plan
+
+
+def plan_write(stmt: ast.Update | ast.Delete, collection: Lookup) -> Plan:
+    """The rows an UPDATE or DELETE changes: a leaf and its filter."""
+    shape = _shape(collection, stmt.collection)
+    plan = stmt.plans.get(shape)
+    if plan is None:
+        leaf, where = _leaf(collection, stmt.collection, stmt.where)
+        plan = stmt.plans[shape] = Plan(where or leaf, leaf, where)
+    return plan

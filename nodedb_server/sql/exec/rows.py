@@ -19,7 +19,6 @@ from nodedb_server.errors import (
     UniqueViolation,
 )
 from nodedb_server.sql import ast
-from nodedb_server.sql.columnar import time_bounds
 from nodedb_server.sql.describe import (
     OID_TAGS,
     ast_cast,
@@ -48,7 +47,6 @@ from nodedb_server.sql.exec.txn import (
 )
 from nodedb_server.sql.exec.values import assign, live_row, new_row, now_ms, text_key
 from nodedb_server.sql.expr import (
-    Agg,
     Const,
     Ctx,
     Expr,
@@ -56,7 +54,15 @@ from nodedb_server.sql.expr import (
     Func,
     Star,
 )
-from nodedb_server.sql.plan import Access, access_for, aggregates, choose_probe, uses_function
+from nodedb_server.sql.plan import (
+    Access,
+    PartitionScan,
+    RowsAccess,
+    ViewScan,
+    choose_probe,
+    plan_select,
+    plan_write,
+)
 from nodedb_server.sql.registry import Exprs, spec_of, statement
 from nodedb_server.sql.result import Column, Result
 
@@ -129,12 +135,12 @@ def select_columns(s: Session, stmt: ast.Select, param_oids: list[int]) -> list[
     return cols
 
 
-async def matching_rows(
-    s: Session, coll: str, engine: RowCollection, where: Expr | None, ctx: Ctx
-) -> list[Row]:
-    """The rows matching ``where``; ``s.examined`` counts the rows looked at."""
+async def matching_rows(s: Session, step: RowsAccess, where: Expr | None, ctx: Ctx) -> list[Row]:
+    """The rows of a collection step matching ``where`` (its Filter); ``s.examined``
+    counts the rows looked at."""
     now = now_ms()
-    access = access_for(s, engine, where)
+    coll, access = step.collection, step.access
+    engine = s.collection(coll)
     if access.kind == "scan":
         out = []
         i = -1
@@ -148,7 +154,7 @@ async def matching_rows(
     if access.kind == "key":
         keys: Iterable[Any] = (text_key(k.eval({}, ctx)) for k in access.values)
     else:
-        keys = index_keys(s, engine, access, ctx)
+        keys = index_keys(engine, access, ctx)
     seen: set[Any] = set()
     rows = []
     for key in keys:
@@ -173,9 +179,9 @@ async def matching_rows(
     return rows
 
 
-def index_keys(s: Session, engine: RowCollection, access: Access, ctx: Ctx) -> Iterable[Any]:
+def index_keys(engine: RowCollection, access: Access, ctx: Ctx) -> Iterable[Any]:
     """Keys from the probe that expects the fewest rows for these parameter values."""
-    probe, values = choose_probe(s, engine, access, ctx)
+    probe, values = choose_probe(engine, access, ctx)
     index = engine.indexes[probe.field]
     if probe.values:
         keys: set[Any] = set()
@@ -236,40 +242,42 @@ async def run_select(
     s: Session, stmt: ast.Select, params: list[Any], columns: list[Column] | None = None
 ) -> Result:
     ctx = s.ctx(params)
-    if stmt.source is not None and uses_function(stmt, "vector_distance"):
+    if stmt.source is not None and "vector_distance" in stmt.functions:
         found = s.tenant.state.collection(stmt.source)
         ctx.engine = found[1] if found and isinstance(found[1], RowCollection) else None
     await _wait_if_asked(stmt, ctx)
     if columns is None or (stmt.star and len(stmt.items) > 1):
         columns = select_columns(s, stmt, [])
+    plan = plan_select(stmt, s.any_collection)
+    leaf, where = plan.leaf, stmt.where if plan.filter is not None else None
     fast: list[tuple[Any, ...]] | None = None
-    if stmt.source is None:  # one row, unless the WHERE (constant here) is not true
-        rows: list[Row] = [{}] if stmt.where is None or stmt.where.eval({}, ctx) is True else []
-    elif stmt.source.startswith("_system."):
-        _, view_rows = system_view(s, stmt.source, rows=True)
-        rows = [r for r in view_rows if stmt.where is None or stmt.where.eval(r, ctx) is True]
-    else:
-        any_engine = s.any_collection(stmt.source)
-        if isinstance(any_engine, TimeseriesCollection):
-            ts_view = timeseries_view(s, stmt.source, any_engine)
-            rows, fast = timeseries_rows(s, stmt, ts_view, ctx)
-        else:
-            rows = await matching_rows(s, stmt.source, any_engine, stmt.where, ctx)
+    if isinstance(leaf, RowsAccess):
+        rows = await matching_rows(s, leaf, where, ctx)
+    elif isinstance(leaf, PartitionScan):
+        ts_engine = s.any_collection(leaf.collection)
+        assert isinstance(ts_engine, TimeseriesCollection)
+        ts_view = timeseries_view(s, leaf.collection, ts_engine)
+        rows, fast = timeseries_rows(s, stmt, plan, ts_view, ctx)
+    elif isinstance(leaf, ViewScan):
+        _, view_rows = system_view(s, leaf.view, rows=True)
+        rows = [r for r in view_rows if where is None or where.eval(r, ctx) is True]
+    else:  # one row, unless the WHERE (constant here) is not true
+        rows = [{}] if where is None or where.eval({}, ctx) is True else []
     star_fields = [c for c, _ in columns] if stmt.star else []
-    aggs = aggregates(stmt)
     items: list[tuple[Row, Ctx]]
     if fast is not None:
         items, out = [({}, ctx)] * len(fast), fast
-    elif aggs or stmt.group_by:
+    elif plan.aggregate is not None:
+        aggs = plan.aggregate.aggs
         if stmt.star:
             raise SyntaxError_(
                 "SELECT * cannot be combined with GROUP BY or aggregates", sqlstate="42803"
             )
         groups: dict[tuple[Any, ...], list[Row]] = {}
         for r in rows:
-            gk = tuple(_hashable(g.eval(r, ctx)) for g in stmt.group_by)
+            gk = tuple(_hashable(g.eval(r, ctx)) for g in plan.aggregate.group_by)
             groups.setdefault(gk, []).append(r)
-        if not groups and not stmt.group_by:
+        if not groups and not plan.aggregate.group_by:
             groups[()] = []
         items = []
         for members in groups.values():
@@ -290,13 +298,14 @@ async def run_select(
                 out.append(tuple(rep.get(f) for f in star_fields))
             else:
                 out.append(tuple(it.expr.eval(rep, c) for it in stmt.items))
-    if stmt.order_by:
+    if plan.sort is not None:
+        order_by = plan.sort.order_by
         order = list(range(len(out)))
 
         def key(i: int) -> list[Any]:
             ks = []
             rep, c = items[i]
-            for o in stmt.order_by:
+            for o in order_by:
                 v = out[i][o.position] if o.position is not None else o.expr.eval(rep, c)  # type: ignore[union-attr]
                 k = _sort_key(v)
                 ks.append(_Desc(k) if o.desc else k)
@@ -304,12 +313,13 @@ async def run_select(
 
         order.sort(key=key)
         out = [out[i] for i in order]
-    offset = int_clause(stmt.offset, ctx, "OFFSET")
-    limit = int_clause(stmt.limit, ctx, "LIMIT")
-    if offset:
-        out = out[offset:]
-    if limit is not None:
-        out = out[:limit]
+    if plan.limit is not None:
+        offset = int_clause(plan.limit.offset, ctx, "OFFSET")
+        limit = int_clause(plan.limit.limit, ctx, "LIMIT")
+        if offset:
+            out = out[offset:]
+        if limit is not None:
+            out = out[:limit]
     return Result(columns, out, f"SELECT {len(out)}")
 
 
@@ -326,51 +336,12 @@ async def _wait_if_asked(stmt: ast.Select, ctx: Ctx) -> None:
 )
 async def run_explain(s: Session, stmt: ast.Explain, params: list[Any]) -> Result:
     inner = stmt.statement
-    source = inner.source if isinstance(inner, ast.Select) else inner.collection
-    lines = []
-    if source is None:
-        lines.append("Result (no collection)")
-    elif source.startswith("_system."):
-        lines.append(f"System view {source}")
-    elif isinstance(s.any_collection(source), TimeseriesCollection):
-        ts_engine = s.any_collection(source)
-        assert isinstance(ts_engine, TimeseriesCollection)
-        lo, hi = time_bounds(inner.where, ts_engine, s.ctx(params))
-        _, read, skipped = ts_engine.table(lo, hi)
-        lines.append(
-            f"Partition scan on {source}: {read} partitions read, "
-            f"{skipped} skipped by the time range"
-        )
-        if inner.where is not None:
-            lines.append("  Filter: WHERE clause (columnar)")
-    else:
-        engine = s.collection(source)
-        access = access_for(s, engine, inner.where)
-        if access.kind == "key":
-            n = len(access.values)
-            lines.append(
-                f"Point lookup on {source} by primary key {engine.key_field} "
-                f"({n} key{'s' if n != 1 else ''})"
-            )
-        elif access.kind == "index":
-            probe, _ = choose_probe(s, engine, access, s.ctx(params))
-            n = len(probe.values)
-            how = f"equality, {n} value{'s' if n != 1 else ''}" if n else "range"
-            lines.append(
-                f"Index scan on {source} using {engine.indexes[probe.field].name} "
-                f"({probe.field}, {how})"
-            )
-        else:
-            lines.append(f"Full scan of {source} ({len(engine)} rows)")
-        if inner.where is not None:
-            lines.append("  Filter: WHERE clause")
-    if isinstance(inner, ast.Select):
-        if inner.group_by or any(isinstance(n, Agg) for it in inner.items for n in it.expr.walk()):
-            lines.append("  Aggregate")
-        if inner.order_by:
-            lines.append("  Sort")
-        if inner.limit is not None or inner.offset is not None:
-            lines.append("  Limit")
+    plan = (
+        plan_select(inner, s.any_collection)
+        if isinstance(inner, ast.Select)
+        else plan_write(inner, s.any_collection)
+    )
+    lines = plan.explain(s, s.ctx(params))
     if stmt.analyze and isinstance(inner, ast.Select):
         result = await run_select(s, inner, params)
         lines.append(f"Rows examined: {s.examined}, rows returned: {len(result.rows)}")
@@ -426,7 +397,9 @@ async def run_update(
 ) -> Result:
     engine = s.collection(stmt.collection)
     ctx = s.ctx(params)
-    rows = await matching_rows(s, stmt.collection, engine, stmt.where, ctx)
+    plan = plan_write(stmt, s.any_collection)
+    assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
+    rows = await matching_rows(s, plan.leaf, stmt.where, ctx)
     kf = engine.key_field
     new_rows = [assign(engine, r, stmt.assignments, ctx) for r in rows]
     # An UPDATE keeps its SET list: at COMMIT it is applied again to the row as it is
@@ -451,7 +424,9 @@ async def run_delete(
     s: Session, stmt: ast.Delete, params: list[Any], columns: list[Column] | None = None
 ) -> Result:
     engine = s.collection(stmt.collection)
-    rows = await matching_rows(s, stmt.collection, engine, stmt.where, s.ctx(params))
+    plan = plan_write(stmt, s.any_collection)
+    assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
+    rows = await matching_rows(s, plan.leaf, stmt.where, s.ctx(params))
     kf = engine.key_field
     result = _written(s, stmt, f"DELETE {len(rows)}", rows, columns, params)
     await commit_or_buffer(s, stmt.collection, [("delete", r[kf], None, None) for r in rows])

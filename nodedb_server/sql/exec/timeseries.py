@@ -27,7 +27,7 @@ from nodedb_server.sql.exec.txn import commit_or_buffer, own_writes
 from nodedb_server.sql.expr import (
     Ctx,
 )
-from nodedb_server.sql.plan import aggregates
+from nodedb_server.sql.plan import Plan
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import CopyIn, Result
 
@@ -45,10 +45,11 @@ def timeseries_view(s: Session, name: str, engine: TimeseriesCollection) -> Time
 
 
 def timeseries_rows(
-    s: Session, stmt: ast.Select, engine: TimeseriesCollection, ctx: Ctx
+    s: Session, stmt: ast.Select, plan: Plan, engine: TimeseriesCollection, ctx: Ctx
 ) -> tuple[list[Row], list[tuple[Any, ...]] | None]:
-    """Rows of the partitions in the WHERE's time range, filtered column-wise; or,
-    for GROUP BY / aggregates Arrow can compute, the output rows themselves."""
+    """A partition scan step, answered natively: the rows of the partitions in the
+    WHERE's time range, filtered column-wise; or, for an Aggregate Arrow can compute,
+    the output rows themselves."""
     lo, hi = time_bounds(stmt.where, engine, ctx)
     table, read, skipped = engine.table(lo, hi)
     s.partitions = (read, skipped)
@@ -58,7 +59,7 @@ def timeseries_rows(
         arrow_where = arrow_filter(residual, engine, ctx)
         if arrow_where is not None:
             table, residual = table.filter(arrow_where), None
-    if residual is None and (stmt.group_by or aggregates(stmt)) and not stmt.star:
+    if residual is None and plan.aggregate is not None and not stmt.star:
         fast = vector_aggregate(stmt, table, engine, ctx)
         if fast is not None:
             return [], fast
