@@ -363,6 +363,10 @@ class TenantManager:
         async with self._lock:
             await self._log("set", {"name": name, "value": value})
 
+    def tenant_dir(self, tenant_id: int) -> Path:
+        """Where a tenant's WAL, checkpoints and quarantine live."""
+        return self.data_dir / "tenants" / str(tenant_id)
+
     def reserve_tenant_id(self) -> int:
         """An id no tenant has nor is about to have (a new tenant, or a restore staging
         its directory before its record commits it)."""

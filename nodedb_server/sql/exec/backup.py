@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import errno
 import functools
 import logging
 import os
-import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from nodedb_server import types as t
-from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader
+from nodedb_server.backup.envelope import EnvelopeError
 from nodedb_server.backup.progress import (
     Operation,
     Operations,
@@ -22,8 +18,9 @@ from nodedb_server.backup.progress import (
     ProgressReader,
     in_worker,
 )
-from nodedb_server.backup.restore import dry_run, open_backup, stage_restore
+from nodedb_server.backup.restore import dry_run, open_backup
 from nodedb_server.backup.stream import stream_backup, stream_restore
+from nodedb_server.backup.switch import replace_tenant
 from nodedb_server.backup.writer import (
     COUNT_NAMES,
     backup_to_file,
@@ -32,7 +29,6 @@ from nodedb_server.backup.writer import (
 )
 from nodedb_server.errors import (
     DataError,
-    DiskFull,
     InsufficientPrivilege,
     UndefinedObject,
 )
@@ -49,26 +45,6 @@ log = logging.getLogger("nodedb.sql")
 
 
 T = TypeVar("T")
-
-
-async def _uncancellable(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` to its end even if the statement is cancelled or times out meanwhile:
-    past a restore's commit point there is nothing to undo, so a cancel that arrives
-    then is too late and is dropped (as one arriving after COMMIT)."""
-    inner = asyncio.ensure_future(work)
-    dropped = 0
-    while True:
-        try:
-            result = await asyncio.shield(inner)
-            break
-        except asyncio.CancelledError:
-            if inner.cancelled():
-                raise
-            dropped += 1
-    task = asyncio.current_task()
-    for _ in range(dropped if task is not None else 0):
-        task.uncancel()  # type: ignore[union-attr]
-    return result
 
 
 BACKUP_COLUMNS = [("tenant", t.TEXT), ("watermark_lsn", t.INT8), ("bytes", t.INT8)] + [
@@ -227,66 +203,8 @@ async def _restore_from(
         )
     except EnvelopeError as e:
         raise DataError(f"invalid backup: {e}; nothing was changed") from None
-    old = await manager.begin_restore(stmt.tenant, s.pid)
-    try:
-        return await _stage_and_switch(s, stmt, reader, source, progress, old)
-    except BaseException:
-        manager.abort_restore(stmt.tenant, old)
-        raise
-
-
-async def _stage_and_switch(
-    s: Session,
-    stmt: ast.RestoreTenant,
-    reader: EnvelopeReader,
-    source: BinaryIO,
-    progress: Progress,
-    old: Tenant | None,
-) -> Result:
-    manager = s.manager
-    loop = asyncio.get_running_loop()
-    new_id = manager.reserve_tenant_id()
-    root = manager.data_dir / "tenants" / str(new_id)
-    # The tenant takes no statements now: its last LSN and tombstones are final.
-    base_lsn = old.last_lsn if old is not None else 0
-    tombstones = dict(old.state.tombstones) if old is not None else {}
-    started = time.monotonic()
-    try:
-        staged = await in_worker(
-            progress,
-            stage_restore,
-            reader,
-            source,
-            manager.master,
-            stmt.tenant,
-            new_id,
-            root,
-            base_lsn,
-            tombstones,
-            stmt.resurrect,
-            manager.fs,
-        )
-    except EnvelopeError as e:
-        await loop.run_in_executor(None, shutil.rmtree, root, True)
-        raise DataError(f"invalid backup: {e}; nothing was changed") from None
-    except OSError as e:
-        await loop.run_in_executor(None, shutil.rmtree, root, True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull("no space left to stage the restore; nothing was changed") from None
-        raise
-    except BaseException:
-        await loop.run_in_executor(None, shutil.rmtree, root, True)
-        raise
-    staged_at = time.monotonic()
-    tenant = await _uncancellable(
-        manager.commit_restore(stmt.tenant, new_id, staged.tenant_key, staged.catalog, s.pid)
-    )
-    log.info(
-        "restore of tenant %s: %d bytes staged in %.2fs, switched over in %.3fs",
-        stmt.tenant,
-        staged.summary.bytes,
-        staged_at - started,
-        time.monotonic() - staged_at,
+    tenant, staged = await replace_tenant(
+        manager, stmt.tenant, reader, source, progress, stmt.resurrect, s.pid
     )
     if s.tenant.name == stmt.tenant:
         s.tenant = tenant
