@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.errors import (
@@ -40,11 +40,15 @@ if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
 
 
-# A write a statement wants: (intent, key, row or payload, expires_ms); see fold.
-Intent = tuple[str, Any, Any, int | None]
+# What a write wants done: "insert" (the key must be new at COMMIT), "put" (insert or
+# replace), "update" (a SET list applied again at COMMIT), "delete", or one of the
+# PASS_THROUGH kinds below.
+IntentKind = Literal["insert", "put", "update", "delete", "edge_put", "edge_delete", "crdt", "ts"]
+# A write a statement wants: (kind, key, row or payload, expires_ms); see fold.
+Intent = tuple[IntentKind, Any, Any, int | None]
 
 # Transaction intents that become one operation as they are, checked against nothing.
-PASS_THROUGH = {
+PASS_THROUGH: dict[IntentKind, int] = {
     "edge_put": OP_EDGE_PUT,
     "edge_delete": OP_EDGE_DELETE,
     "crdt": OP_CRDT_APPLY,
@@ -63,7 +67,8 @@ class Recompute:
 
 @dataclass
 class Txn:
-    intents: list[tuple[str, str, Any, Any, int | None]] = field(default_factory=list)
+    # (kind, collection, key, row or payload, expires_ms), in the order they were made
+    intents: list[tuple[IntentKind, str, Any, Any, int | None]] = field(default_factory=list)
     overlay: dict[str, dict[Any, tuple[Row | None, int | None]]] = field(default_factory=dict)
     failed: bool = False
 
