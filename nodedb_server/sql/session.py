@@ -26,7 +26,7 @@ from nodedb_server.sql import ast
 from nodedb_server.sql.describe import describe, param_types
 from nodedb_server.sql.exec.txn import Txn
 from nodedb_server.sql.expr import Ctx
-from nodedb_server.sql.registry import SPECS, Prepared, spec_of
+from nodedb_server.sql.registry import Prepared, spec_of
 from nodedb_server.sql.result import Column, Result
 from nodedb_server.tenants.catalog import Engine
 from nodedb_server.tenants.manager import TenantManager
@@ -150,7 +150,7 @@ class Session:
         except (DiskFull, StorageFailure):
             if spec_of(stmt).writes:
                 raise  # reads go on from the recovered state while the WAL cannot be written
-        spec = SPECS.get(type(stmt)) or spec_of(stmt)
+        spec = spec_of(stmt)
         if spec.described:
             return await spec.run(self, stmt, params, columns)
         return await spec.run(self, stmt, params)
