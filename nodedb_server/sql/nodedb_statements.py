@@ -87,8 +87,16 @@ def tokenize(sql: str) -> Iterator[Tok]:
         pos = mt.end()
 
 
+def param_ends(sql: str) -> Iterator[int]:
+    """Where each ``$n`` parameter of ``sql`` ends, outside strings, quoted names and
+    comments: the tokenizer's rules, without building its tokens."""
+    return (mt.end() for mt in _TOKEN.finditer(sql) if mt.lastgroup == "param")
+
+
 def split_statements(sql: str) -> list[str]:
     """Split on semicolons outside strings, quoted names and comments."""
+    if ";" not in sql:  # nearly every statement a driver sends: not read here at all
+        return [sql] if sql.strip() else []
     parts, start = [], 0
     pos = 0
     while pos < len(sql):
