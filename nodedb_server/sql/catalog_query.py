@@ -15,6 +15,7 @@ before it runs, as the extended protocol requires.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -97,6 +98,30 @@ def reads_catalog(tree: exp.Expr) -> bool:
         or (not table.db and table.name in TABLES and table.name not in ctes)
         for table in tree.find_all(exp.Table)
     )
+
+
+# Every relation reads_catalog accepts is named by one of these words (schemas in any
+# case, as it compares them; our bare names as written), so a text without one is not
+# worth reading with CatalogDialect on the chance that it is a catalog query.
+_CATALOG_WORDS = re.compile(
+    "|".join(
+        [rf"(?i:\b{re.escape(schema)}\b)" for schema in CATALOG_SCHEMAS]
+        + [rf"\b{re.escape(name)}\b" for name in TABLES]
+    )
+)
+
+
+def names_catalog(sql: str) -> bool:
+    """Whether ``sql`` names a word that could be a catalog relation: a query that does is
+    worth parsing with CatalogDialect first (it may still not read the catalog: 'pg_type'
+    in a string)."""
+    return _CATALOG_WORDS.search(sql) is not None
+
+
+def reads_as_postgres(sql: str) -> bool:
+    """Whether CatalogDialect reads ``sql`` into the tree PostgreSQL's dialect gives: they
+    differ only in the word oid."""
+    return "oid" not in sql.lower()
 
 
 def parse(sql: str) -> exp.Expression:

@@ -2,13 +2,15 @@
 CREATE COLLECTION .. TYPE KEY_VALUE (..), object-literal INSERT/UPSERT, tenants,
 users, grants, SHOW/DESCRIBE, and the session statements (SET, BEGIN, ...).
 
+Each statement is one function, found by its first keyword (or two) in the table
+``STATEMENTS`` at the end; adding a statement is adding a function and its entry.
 Standard SELECT/INSERT/UPDATE/DELETE go to sqlglot (sql/parse.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +87,16 @@ def tokenize(sql: str) -> Iterator[Tok]:
         pos = mt.end()
 
 
+def param_ends(sql: str) -> Iterator[int]:
+    """Where each ``$n`` parameter of ``sql`` ends, outside strings, quoted names and
+    comments: the tokenizer's rules, without building its tokens."""
+    return (mt.end() for mt in _TOKEN.finditer(sql) if mt.lastgroup == "param")
+
+
 def split_statements(sql: str) -> list[str]:
     """Split on semicolons outside strings, quoted names and comments."""
+    if ";" not in sql:  # nearly every statement a driver sends: not read here at all
+        return [sql] if sql.strip() else []
     parts, start = [], 0
     pos = 0
     while pos < len(sql):
@@ -267,99 +277,103 @@ _KV_TYPES = {
 }
 
 
-def parse_create(p: Parser) -> ast.Statement:
-    if p.accept("collection"):
-        if_not_exists = False
-        if p.accept("if"):
-            p.expect("not")
-            p.expect("exists")
-            if_not_exists = True
-        name = p.name()
-        engine, typed = "document", {}
-        options: dict[str, Any] = {}
-        if p.accept("type"):
-            kind = p.name()
-            if kind in ("key_value", "kv"):
-                engine = "kv"
-                typed = _kv_schema(p)
-            elif kind == "columnar":
-                engine = "timeseries"
-                typed, time_key = _columnar_schema(p)
-                with_opts = _with_options(p)
-                if with_opts.get("profile", "timeseries") != "timeseries":
-                    raise SyntaxError_("only profile = 'timeseries' is supported for COLUMNAR")
-                options = _timeseries_options(time_key, with_opts, dynamic=False)
-            elif kind != "document":
-                raise SyntaxError_(f"collection type {kind.upper()} is not supported")
-        p.end()
-        return ast.CreateCollection(name, engine, typed, if_not_exists, options)
-    if p.accept("timeseries"):
-        name = p.name()
-        with_opts = _with_options(p)
-        p.end()
-        return ast.CreateCollection(
-            name,
-            "timeseries",
-            {"ts": "timestamp"},
-            False,
-            _timeseries_options("ts", with_opts, dynamic=True),
-        )
-    if p.accept("tenant"):
-        name = p.name()
-        p.end()
-        return ast.CreateTenant(name)
-    if p.accept("user", "role"):
-        name = p.name()
-        p.accept("with")
-        p.expect("password")
-        password = p.string()
-        tenant = p.name() if p.accept("tenant") else None
-        p.end()
-        return ast.CreateUser(name, password, tenant)
-    if p.accept("index"):
-        if_not_exists = False
-        if p.accept("if"):
-            p.expect("not")
-            p.expect("exists")
-            if_not_exists = True
-        index_name: str | None = None
-        if not p.accept("on"):
-            index_name = p.name()
-            p.expect("on")
-        collection = p.name()
-        p.expect("fields", "field")
-        field = p.name()
-        if p.accept(","):
-            raise SyntaxError_(
-                "an index covers one field; create one index per field", sqlstate="0A000"
-            )
-        p.end()
-        return ast.CreateIndex(index_name, collection, field, if_not_exists)
-    if p.accept("vector"):
-        p.expect("index")
-        name = p.name()
+def _if_not_exists(p: Parser) -> bool:
+    if not p.accept("if"):
+        return False
+    p.expect("not")
+    p.expect("exists")
+    return True
+
+
+def _if_exists(p: Parser) -> bool:
+    if not p.accept("if"):
+        return False
+    p.expect("exists")
+    return True
+
+
+def _create_collection(p: Parser) -> ast.CreateCollection:
+    if_not_exists = _if_not_exists(p)
+    name = p.name()
+    engine, typed = "document", {}
+    options: dict[str, Any] = {}
+    if p.accept("type"):
+        kind = p.name()
+        if kind in ("key_value", "kv"):
+            engine = "kv"
+            typed = _kv_schema(p)
+        elif kind == "columnar":
+            engine = "timeseries"
+            typed, time_key = _columnar_schema(p)
+            with_opts = _with_options(p)
+            if with_opts.get("profile", "timeseries") != "timeseries":
+                raise SyntaxError_("only profile = 'timeseries' is supported for COLUMNAR")
+            options = _timeseries_options(time_key, with_opts, dynamic=False)
+        elif kind != "document":
+            raise SyntaxError_(f"collection type {kind.upper()} is not supported")
+    return ast.CreateCollection(name, engine, typed, if_not_exists, options)
+
+
+def _create_timeseries(p: Parser) -> ast.CreateCollection:
+    name = p.name()
+    with_opts = _with_options(p)
+    p.end()  # text left over is reported before the options are judged
+    options = _timeseries_options("ts", with_opts, dynamic=True)
+    return ast.CreateCollection(name, "timeseries", {"ts": "timestamp"}, False, options)
+
+
+def _create_tenant(p: Parser) -> ast.CreateTenant:
+    return ast.CreateTenant(p.name())
+
+
+def _create_user(p: Parser) -> ast.CreateUser:
+    name = p.name()
+    p.accept("with")
+    p.expect("password")
+    password = p.string()
+    tenant = p.name() if p.accept("tenant") else None
+    return ast.CreateUser(name, password, tenant)
+
+
+def _create_index(p: Parser) -> ast.CreateIndex:
+    if_not_exists = _if_not_exists(p)
+    index_name: str | None = None
+    if not p.accept("on"):
+        index_name = p.name()
         p.expect("on")
-        collection = p.name()
-        vfield = p.name() if p.accept("field") else None
-        p.expect("metric")
-        metric = p.name()
-        if metric not in ("cosine", "l2", "ip"):
-            raise SyntaxError_(f"METRIC {metric} is not known; use cosine, l2 or ip")
-        p.expect("dim")
-        tok = p.take()
-        if tok.kind != "number" or not tok.text.isdigit() or not 0 < int(tok.text) <= 65536:
-            raise SyntaxError_("DIM takes a whole number from 1 to 65536")
-        hnsw: dict[str, int] = {}
-        for key, value in _with_options(p).items():
-            if key not in HNSW_OPTIONS or not value.isdigit() or not 0 < int(value) <= 4096:
-                raise SyntaxError_(
-                    f"vector index option {key} = {value} is not one of "
-                    "m, ef_construction, ef_search (1-4096)"
-                )
-            hnsw[key] = int(value)
-        p.end()
-        return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text), hnsw)
-    raise p.error("expected COLLECTION, INDEX, VECTOR INDEX, TENANT or USER")
+    collection = p.name()
+    p.expect("fields", "field")
+    field = p.name()
+    if p.accept(","):
+        raise SyntaxError_(
+            "an index covers one field; create one index per field", sqlstate="0A000"
+        )
+    return ast.CreateIndex(index_name, collection, field, if_not_exists)
+
+
+def _create_vector_index(p: Parser) -> ast.CreateVectorIndex:
+    p.expect("index")
+    name = p.name()
+    p.expect("on")
+    collection = p.name()
+    vfield = p.name() if p.accept("field") else None
+    p.expect("metric")
+    metric = p.name()
+    if metric not in ("cosine", "l2", "ip"):
+        raise SyntaxError_(f"METRIC {metric} is not known; use cosine, l2 or ip")
+    p.expect("dim")
+    tok = p.take()
+    if tok.kind != "number" or not tok.text.isdigit() or not 0 < int(tok.text) <= 65536:
+        raise SyntaxError_("DIM takes a whole number from 1 to 65536")
+    hnsw: dict[str, int] = {}
+    for key, value in _with_options(p).items():
+        if key not in HNSW_OPTIONS or not value.isdigit() or not 0 < int(value) <= 4096:
+            raise SyntaxError_(
+                f"vector index option {key} = {value} is not one of "
+                "m, ef_construction, ef_search (1-4096)"
+            )
+        hnsw[key] = int(value)
+    return ast.CreateVectorIndex(name, collection, vfield, metric, int(tok.text), hnsw)
 
 
 _COLUMN_KINDS = {
@@ -462,23 +476,22 @@ def _flags(p: Parser, allowed: tuple[str, ...]) -> set[str]:
         p.expect(",")
 
 
-def parse_backup(p: Parser) -> ast.BackupTenant:
-    p.expect("tenant")
+def _backup_tenant(p: Parser) -> ast.BackupTenant:
     tenant = p.name()
     p.expect("to")
     path = p.string()
     overwrite = "overwrite" in _flags(p, ("overwrite",))
-    p.end()
     return ast.BackupTenant(tenant, path, overwrite)
 
 
-def parse_restore(p: Parser, tenant: str | None = None) -> ast.RestoreTenant:
-    path = None
-    if tenant is None:
-        p.expect("tenant")
-        tenant = p.name()
-        p.expect("from")
-        path = p.string()
+def _restore_tenant(p: Parser) -> ast.RestoreTenant:
+    tenant = p.name()
+    p.expect("from")
+    return _restore_options(p, tenant, p.string())
+
+
+def _restore_options(p: Parser, tenant: str, path: str | None) -> ast.RestoreTenant:
+    """What follows the source of RESTORE TENANT and COPY tenant_restore(..) FROM STDIN."""
     if p.accept("until"):
         raise FeatureNotSupported(
             "RESTORE .. UNTIL (point-in-time recovery) needs WAL archiving, which this "
@@ -488,11 +501,10 @@ def parse_restore(p: Parser, tenant: str | None = None) -> ast.RestoreTenant:
     if dry_run:
         p.expect("run")
     flags = _flags(p, ("rename", "resurrect"))
-    p.end()
     return ast.RestoreTenant(tenant, path, dry_run, "rename" in flags, "resurrect" in flags)
 
 
-def parse_copy(p: Parser) -> ast.Statement:
+def _copy(p: Parser) -> ast.Statement:
     if p.accept("("):  # COPY (BACKUP TENANT t) TO STDOUT
         p.expect("backup")
         p.expect("tenant")
@@ -501,7 +513,6 @@ def parse_copy(p: Parser) -> ast.Statement:
         p.expect("to")
         if not p.accept("stdout"):
             raise SyntaxError_("COPY (BACKUP TENANT ..) writes TO STDOUT", sqlstate="0A000")
-        p.end()
         return ast.BackupTenant(tenant, None)
     name = p.name()
     if name == "tenant_restore" and p.accept("("):  # COPY tenant_restore(t) FROM STDIN [DRY RUN]
@@ -509,7 +520,7 @@ def parse_copy(p: Parser) -> ast.Statement:
         p.expect(")")
         p.expect("from")
         p.expect("stdin")
-        return parse_restore(p, tenant)
+        return _restore_options(p, tenant, None)
     columns = None
     if p.accept("("):
         columns = [p.name()]
@@ -545,7 +556,6 @@ def parse_copy(p: Parser) -> ast.Statement:
         raise SyntaxError_(f"COPY format {fmt} is not supported; use csv or text", sqlstate="0A000")
     if delimiter is not None and len(delimiter) != 1:
         raise SyntaxError_("COPY delimiter must be a single one-byte character", sqlstate="22023")
-    p.end()
     return ast.CopyFrom(name, columns, fmt, header, delimiter)
 
 
@@ -559,37 +569,57 @@ def _kv_schema(p: Parser) -> dict[str, str]:
     return {col: kind for col, kind, _ in columns if col != "key"}
 
 
-def parse_drop(p: Parser) -> ast.Statement:
-    if p.accept("collection"):
-        if_exists = False
-        if p.accept("if"):
-            p.expect("exists")
-            if_exists = True
-        name = p.name()
-        purge = p.accept("purge")
-        p.end()
-        return ast.DropCollection(name, purge, if_exists)
-    if p.accept("tenant"):
-        name = p.name()
-        p.end()
-        return ast.DropTenant(name)
-    if p.accept("user", "role"):
-        name = p.name()
-        p.end()
-        return ast.DropUser(name)
-    if p.accept("index"):
-        if_exists = False
-        if p.accept("if"):
-            p.expect("exists")
-            if_exists = True
-        name = p.name()
-        p.end()
-        return ast.DropIndex(name, if_exists)
-    raise p.error("expected COLLECTION, INDEX, TENANT or USER")
+def _drop_collection(p: Parser) -> ast.DropCollection:
+    if_exists = _if_exists(p)
+    name = p.name()
+    return ast.DropCollection(name, p.accept("purge"), if_exists)
 
 
-def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
-    """``INSERT INTO c { .. }`` or ``[ {..}, .. ]``, with an optional ON CONFLICT."""
+def _drop_tenant(p: Parser) -> ast.DropTenant:
+    return ast.DropTenant(p.name())
+
+
+def _drop_user(p: Parser) -> ast.DropUser:
+    return ast.DropUser(p.name())
+
+
+def _drop_index(p: Parser) -> ast.DropIndex:
+    if_exists = _if_exists(p)
+    return ast.DropIndex(p.name(), if_exists)
+
+
+def _undrop_collection(p: Parser) -> ast.UndropCollection:
+    return ast.UndropCollection(p.name())
+
+
+def _purge_tenant(p: Parser) -> ast.PurgeTenant:
+    name = p.name()
+    if not p.accept("confirm"):
+        raise SyntaxError_("PURGE TENANT erases every byte of the tenant: add CONFIRM")
+    return ast.PurgeTenant(name)
+
+
+def _grant(p: Parser) -> ast.Grant:
+    privilege = p.name()
+    p.expect("on")
+    p.expect("tenant")
+    tenant = p.name()
+    p.expect("to")
+    user = p.name()
+    p.end()  # text left over is reported before the privilege is judged
+    if privilege != "backup":
+        raise SyntaxError_(f"privilege {privilege.upper()} is not known; try BACKUP")
+    return ast.Grant(privilege, tenant, user)
+
+
+def _object_insert(p: Parser, upsert: bool) -> ast.Insert | None:
+    """``INSERT INTO c { .. }`` or ``[ {..}, .. ]``, with an optional ON CONFLICT; None for
+    any other INSERT, which is standard SQL."""
+    if not p.accept("into"):
+        return None
+    literal = p.peek(1)  # after the collection's name
+    if literal is None or literal.kind != "op" or literal.text not in ("{", "["):
+        return None
     name = p.name()
     value = p.value()
     objects = value.items if isinstance(value, ArrayExpr) else [value]
@@ -605,8 +635,15 @@ def parse_object_insert(p: Parser, upsert: bool) -> ast.Insert:
     if p.accept("returning"):
         returning = parse_returning(p.rest())
         p.skip_rest()
-    p.end()
     return ast.Insert(name, rows, conflict, upsert, object_form=True, returning=returning)
+
+
+def _insert(p: Parser) -> ast.Insert | None:
+    return _object_insert(p, upsert=False)
+
+
+def _upsert(p: Parser) -> ast.Insert | None:
+    return _object_insert(p, upsert=True)
 
 
 def conflict_from_tail(p: Parser) -> ast.OnConflict:
@@ -634,7 +671,7 @@ def parse_returning(text: str) -> list[ast.SelectItem]:
     try:
         tree = sqlglot.parse_one(f"DELETE FROM _t RETURNING {text}", read="postgres")
     except sqlglot.errors.ParseError as e:
-        raise SyntaxError_(f"syntax error in RETURNING list: {_first_line(e)}") from None
+        raise syntax_error(e, "in RETURNING list") from None
     if set(k for k, v in tree.args.items() if v) != {"this", "returning"}:
         raise SyntaxError_("syntax error: RETURNING takes a list of output expressions")
     return returning_items(tree)
@@ -682,13 +719,13 @@ def parse_assignments(text: str) -> list[tuple[str, Expr]]:
     return assignments(tree.expressions)
 
 
-def syntax_error(e: sqlglot.errors.ParseError) -> SyntaxError_:
+def syntax_error(e: sqlglot.errors.ParseError, where: str = "") -> SyntaxError_:
     """Text left after a complete statement in PostgreSQL's wording, naming its first
-    token; any other error as sqlglot describes it."""
+    token; any other error as sqlglot describes it, ``where`` it was found."""
     first = e.errors[0] if e.errors else {}
     if str(first.get("description", "")).startswith("Invalid expression / Unexpected token"):
         return SyntaxError_(f'syntax error at or near "{first["highlight"]}"')
-    return SyntaxError_(f"syntax error: {_first_line(e)}")
+    return SyntaxError_(f"syntax error{' ' + where if where else ''}: {_first_line(e)}")
 
 
 def refuse_star_alias(item: exp.Expr) -> None:
@@ -745,74 +782,82 @@ def _graph_options(p: Parser, allowed: tuple[str, ...]) -> dict[str, Any]:
     return opts
 
 
-def parse_graph(p: Parser) -> ast.Statement:
-    verb = p.name()
-    if verb in ("insert", "delete"):
-        p.expect("edge")
-        p.expect("in")
-        coll = _collection_string(p)
-        p.expect("from")
-        src = p.value()
-        p.expect("to")
-        dst = p.value()
-        p.expect("type", "label")
-        label = p.value()
-        props = p.value() if verb == "insert" and p.accept("properties") else None
-        p.end()
-        return ast.GraphEdgeWrite(verb == "delete", coll, src, dst, label, props)
-    if verb == "neighbors":
-        p.expect("of")
-        start = p.value()
-        opts = _graph_options(p, ("in", "label", "direction"))
-        return ast.GraphQuery(
-            "neighbors",
-            _required(opts, "in"),
-            start,
-            label=opts.get("label"),
-            direction=opts.get("direction", "out"),
-        )
-    if verb == "traverse":
-        p.expect("from")
-        start = p.value()
-        opts = _graph_options(p, ("in", "depth", "label", "direction"))
-        return ast.GraphQuery(
-            "traverse",
-            _required(opts, "in"),
-            start,
-            depth=_required(opts, "depth"),
-            label=opts.get("label"),
-            direction=opts.get("direction", "out"),
-        )
-    if verb == "path":
-        p.expect("from")
-        start = p.value()
-        p.expect("to")
-        target = p.value()
-        opts = _graph_options(p, ("in", "max_depth", "label", "direction"))
-        return ast.GraphQuery(
-            "path",
-            _required(opts, "in"),
-            start,
-            target=target,
-            depth=_required(opts, "max_depth"),
-            label=opts.get("label"),
-            direction=opts.get("direction", "out"),
-        )
-    if verb == "algo":
-        algo = p.name()
-        p.expect("on")
-        coll = _collection_string(p)
-        if algo == "pagerank":
-            opts = _graph_options(p, ("damping", "iterations"))
-            return ast.GraphAlgo("pagerank", coll, opts.get("damping"), opts.get("iterations"))
-        if algo == "wcc":
-            p.end()
-            return ast.GraphAlgo("wcc", coll)
-        raise SyntaxError_(f"graph algorithm {algo.upper()} is not known; try PAGERANK or WCC")
-    raise SyntaxError_(
-        f'syntax error at or near "{verb.upper()}": expected INSERT, DELETE, '
-        "NEIGHBORS, TRAVERSE, PATH or ALGO"
+def _graph_edge(p: Parser, delete: bool) -> ast.GraphEdgeWrite:
+    p.expect("edge")
+    p.expect("in")
+    coll = _collection_string(p)
+    p.expect("from")
+    src = p.value()
+    p.expect("to")
+    dst = p.value()
+    p.expect("type", "label")
+    label = p.value()
+    props = p.value() if not delete and p.accept("properties") else None
+    return ast.GraphEdgeWrite(delete, coll, src, dst, label, props)
+
+
+def _graph_insert(p: Parser) -> ast.GraphEdgeWrite:
+    return _graph_edge(p, delete=False)
+
+
+def _graph_delete(p: Parser) -> ast.GraphEdgeWrite:
+    return _graph_edge(p, delete=True)
+
+
+def _graph_neighbors(p: Parser) -> ast.GraphQuery:
+    p.expect("of")
+    start = p.value()
+    opts = _graph_options(p, ("in", "label", "direction"))
+    return ast.GraphQuery(
+        "neighbors",
+        _required(opts, "in"),
+        start,
+        label=opts.get("label"),
+        direction=opts.get("direction", "out"),
     )
+
+
+def _graph_traverse(p: Parser) -> ast.GraphQuery:
+    p.expect("from")
+    start = p.value()
+    opts = _graph_options(p, ("in", "depth", "label", "direction"))
+    return ast.GraphQuery(
+        "traverse",
+        _required(opts, "in"),
+        start,
+        depth=_required(opts, "depth"),
+        label=opts.get("label"),
+        direction=opts.get("direction", "out"),
+    )
+
+
+def _graph_path(p: Parser) -> ast.GraphQuery:
+    p.expect("from")
+    start = p.value()
+    p.expect("to")
+    target = p.value()
+    opts = _graph_options(p, ("in", "max_depth", "label", "direction"))
+    return ast.GraphQuery(
+        "path",
+        _required(opts, "in"),
+        start,
+        target=target,
+        depth=_required(opts, "max_depth"),
+        label=opts.get("label"),
+        direction=opts.get("direction", "out"),
+    )
+
+
+def _graph_algo(p: Parser) -> ast.GraphAlgo:
+    algo = p.name()
+    p.expect("on")
+    coll = _collection_string(p)
+    if algo == "pagerank":
+        opts = _graph_options(p, ("damping", "iterations"))
+        return ast.GraphAlgo("pagerank", coll, opts.get("damping"), opts.get("iterations"))
+    if algo == "wcc":
+        return ast.GraphAlgo("wcc", coll)
+    raise SyntaxError_(f"graph algorithm {algo.upper()} is not known; try PAGERANK or WCC")
 
 
 def _required(opts: dict[str, Any], word: str) -> Any:
@@ -821,27 +866,30 @@ def _required(opts: dict[str, Any], word: str) -> Any:
     return opts[word]
 
 
-def parse_show(p: Parser) -> ast.Statement:
-    if p.accept("collections"):
-        p.end()
-        return ast.ShowCollections()
-    if p.accept("tenants"):
-        p.end()
-        return ast.ShowTenants()
+def _show_collections(p: Parser) -> ast.ShowCollections:
+    return ast.ShowCollections()
+
+
+def _show_tenants(p: Parser) -> ast.ShowTenants:
+    return ast.ShowTenants()
+
+
+def _show(p: Parser) -> ast.Show:
     if p.accept("time"):
         p.expect("zone")
-        name = "time zone"
-    elif p.accept("transaction"):
+        return ast.Show("time zone")
+    if p.accept("transaction"):
         p.expect("isolation")
         p.expect("level")
-        name = "transaction_isolation"
-    elif p.accept("session"):
+        return ast.Show("transaction_isolation")
+    if p.accept("session"):
         p.expect("authorization")
-        name = "session_authorization"
-    else:
-        name = _setting_name(p)
-    p.end()
-    return ast.Show(name)
+        return ast.Show("session_authorization")
+    return ast.Show(_setting_name(p))
+
+
+def _describe(p: Parser) -> ast.DescribeCollection:
+    return ast.DescribeCollection(p.name())
 
 
 def _setting_name(p: Parser) -> str:
@@ -852,7 +900,7 @@ def _setting_name(p: Parser) -> str:
     return name
 
 
-def parse_set(p: Parser) -> ast.Statement:
+def _set(p: Parser) -> ast.SetVar:
     session = p.accept("session")
     p.accept("local")
     # SET SESSION AUTHORIZATION x, SET ROLE x and SET TIME ZONE x take no = or TO.
@@ -869,13 +917,18 @@ def parse_set(p: Parser) -> ast.Statement:
     if not p.accept("=", "to") and not bare:
         raise p.error("expected = or TO")
     if p.accept("default"):
-        p.end()
         return ast.SetVar(name, None)
     values = [_setting_value(p)]
     while p.accept(","):
         values.append(_setting_value(p))
-    p.end()
     return ast.SetVar(name, ", ".join(values))
+
+
+def _reset(p: Parser) -> ast.SetVar:
+    name = _setting_name(p)
+    if name == "session" and p.accept("authorization"):
+        name = "session_authorization"
+    return ast.SetVar(name, None)
 
 
 def _setting_value(p: Parser) -> str:
@@ -922,6 +975,17 @@ def _transaction_modes(p: Parser) -> None:
             raise p.error()
 
 
+def _begin(p: Parser) -> ast.Begin:
+    p.accept("work", "transaction")
+    _transaction_modes(p)
+    return ast.Begin()
+
+
+def _start_transaction(p: Parser) -> ast.Begin:
+    _transaction_modes(p)
+    return ast.Begin()
+
+
 def _transaction_end(p: Parser) -> None:
     """The rest of COMMIT/END/ROLLBACK/ABORT: ``[WORK | TRANSACTION] [AND [NO] CHAIN]``."""
     if p.accept("prepared"):
@@ -932,7 +996,44 @@ def _transaction_end(p: Parser) -> None:
             p.expect("chain")
             raise SyntaxError_("AND CHAIN is not supported", sqlstate="0A000")
         p.expect("chain")
-    p.end()
+
+
+def _commit(p: Parser) -> ast.Commit:
+    _transaction_end(p)
+    return ast.Commit()
+
+
+def _rollback(p: Parser) -> ast.Rollback:
+    if p.accept("to"):
+        raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
+    _transaction_end(p)
+    return ast.Rollback()
+
+
+def _alter_system(p: Parser) -> ast.AlterSystem:
+    p.expect("set")
+    name = p.name()
+    if not p.accept("=", "to"):
+        raise p.error("expected = or TO")
+    return ast.AlterSystem(name, p.take().text)
+
+
+def _search(p: Parser) -> ast.VectorSearch:
+    collection = p.name()
+    p.expect("using")
+    p.expect("vector")
+    p.expect("(")
+    field = p.name()
+    p.expect(",")
+    query = p.value()
+    p.expect(",")
+    k = p.value()
+    p.expect(")")
+    return ast.VectorSearch(collection, field, query, k)
+
+
+def _checkpoint(p: Parser) -> ast.Checkpoint:
+    return ast.Checkpoint()
 
 
 def statement_name(p: Parser) -> str:
@@ -961,12 +1062,11 @@ def parse_prepare_head(sql: str) -> tuple[str, tuple[int, ...], str]:
     return name, tuple(oids), body
 
 
-def parse_execute(p: Parser) -> ast.ExecutePrepared:
+def _execute(p: Parser) -> ast.ExecutePrepared:
     name = statement_name(p)
     args: list[Expr] = []
     if p.accept("("):
         args = _expression_list(p)
-    p.end()
     return ast.ExecutePrepared(name, args)
 
 
@@ -992,11 +1092,9 @@ def _expression_list(p: Parser) -> list[Expr]:
     return [from_sqlglot(e) for e in tree.expressions]
 
 
-def parse_deallocate(p: Parser) -> ast.Deallocate:
+def _deallocate(p: Parser) -> ast.Deallocate:
     p.accept("prepare")
-    name = None if p.accept("all") else statement_name(p)
-    p.end()
-    return ast.Deallocate(name)
+    return ast.Deallocate(None if p.accept("all") else statement_name(p))
 
 
 _DISCARD = {
@@ -1008,128 +1106,113 @@ _DISCARD = {
 }
 
 
-def parse_discard(p: Parser) -> ast.Discard:
+def _discard(p: Parser) -> ast.Discard:
     tok = p.peek()
     what = _DISCARD.get(tok.text) if tok is not None and tok.kind == "ident" else None
     if what is None:
         raise p.error("expected ALL, PLANS, SEQUENCES or TEMP")
     p.take()
-    p.end()
     return ast.Discard(what)
 
 
+# ---- dispatch --------------------------------------------------------------------------------
+
+# Every statement of NodeDB's own, by its first keyword, or its first two where the second
+# tells statements apart (CREATE COLLECTION, CREATE INDEX). Each function is handed the
+# parser past those keywords; parse_nodedb then refuses any text left after it.
+STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
+    "create collection": _create_collection,
+    "create timeseries": _create_timeseries,
+    "create tenant": _create_tenant,
+    "create user": _create_user,
+    "create role": _create_user,
+    "create index": _create_index,
+    "create vector": _create_vector_index,
+    "drop collection": _drop_collection,
+    "drop tenant": _drop_tenant,
+    "drop user": _drop_user,
+    "drop role": _drop_user,
+    "drop index": _drop_index,
+    "undrop collection": _undrop_collection,
+    "purge tenant": _purge_tenant,
+    "grant": _grant,
+    "insert": _insert,  # None unless an object literal follows: INSERT .. VALUES is sqlglot's
+    "upsert": _upsert,
+    "show collections": _show_collections,
+    "show tenants": _show_tenants,
+    "show": _show,
+    "describe": _describe,
+    "desc": _describe,
+    "set": _set,
+    "reset": _reset,
+    "begin": _begin,
+    "start transaction": _start_transaction,
+    "commit": _commit,
+    "end": _commit,
+    "rollback": _rollback,
+    "abort": _rollback,
+    "graph insert": _graph_insert,
+    "graph delete": _graph_delete,
+    "graph neighbors": _graph_neighbors,
+    "graph traverse": _graph_traverse,
+    "graph path": _graph_path,
+    "graph algo": _graph_algo,
+    "copy": _copy,
+    "backup tenant": _backup_tenant,
+    "restore tenant": _restore_tenant,
+    "alter system": _alter_system,
+    "search": _search,
+    "checkpoint": _checkpoint,
+    "execute": _execute,
+    "deallocate": _deallocate,
+    "discard": _discard,
+}
+
+
+def _second_keywords(table: dict[str, Any]) -> dict[str, list[str]]:
+    """For each first keyword of a two-keyword statement, the second keywords it takes."""
+    seconds: dict[str, list[str]] = {}
+    for key in table:
+        first, _, second = key.partition(" ")
+        if second:
+            seconds.setdefault(first, []).append(second)
+    return seconds
+
+
+_SECOND_KEYWORDS = _second_keywords(STATEMENTS)
+
+
 def parse_nodedb(sql: str) -> ast.Statement | None:
-    """The statement if it is one of NodeDB's own (or a session statement), else None."""
+    """The statement if it is one of NodeDB's own (or a session statement), else None:
+    standard SQL, told apart by its first keyword, of which only that token is read."""
     p = Parser(sql)
     first = p.peek()
     if first is None:
         return ast.Empty()
     if first.kind != "ident":
         return None
-    word = first.text
+    parse = _statement_parser(p, first.text)
+    statement = parse(p) if parse is not None else None
+    if statement is not None:
+        p.end()
+    return statement
+
+
+def _statement_parser(p: Parser, word: str) -> Callable[[Parser], ast.Statement | None] | None:
+    """The table's function for the statement ``word`` begins, with the parser past its
+    keywords; None for a first keyword not in the table, without reading further."""
     p.take()
-    second = p.peek()
-    ours = second is not None and second.is_kw(
-        "collection", "tenant", "user", "role", "index", "vector", "timeseries"
-    )
-    if word == "create" and ours:
-        return parse_create(p)
-    if word == "drop" and ours:
-        return parse_drop(p)
-    if word == "undrop":
-        p.expect("collection")
-        name = p.name()
-        p.end()
-        return ast.UndropCollection(name)
-    if word == "purge":
-        p.expect("tenant")
-        name = p.name()
-        if not p.accept("confirm"):
-            raise SyntaxError_("PURGE TENANT erases every byte of the tenant: add CONFIRM")
-        p.end()
-        return ast.PurgeTenant(name)
-    if word == "grant":
-        priv = p.name()
-        p.expect("on")
-        p.expect("tenant")
-        tenant = p.name()
-        p.expect("to")
-        user = p.name()
-        p.end()
-        if priv != "backup":
-            raise SyntaxError_(f"privilege {priv.upper()} is not known; try BACKUP")
-        return ast.Grant(priv, tenant, user)
-    if word in ("insert", "upsert") and p.accept("into"):
-        nxt = p.peek(1)
-        if nxt is not None and nxt.kind == "op" and nxt.text in "{[":
-            return parse_object_insert(p, upsert=word == "upsert")
-        return None
-    if word == "show":
-        return parse_show(p)
-    if word in ("describe", "desc"):
-        name = p.name()
-        p.end()
-        return ast.DescribeCollection(name)
-    if word == "set":
-        return parse_set(p)
-    if word == "reset":
-        name = _setting_name(p)
-        if name == "session" and p.accept("authorization"):
-            name = "session_authorization"
-        p.end()
-        return ast.SetVar(name, None)
-    if word in ("begin", "start"):
-        if word == "start":
-            p.expect("transaction")
-        else:
-            p.accept("work", "transaction")
-        _transaction_modes(p)
-        return ast.Begin()
-    if word in ("commit", "end"):
-        _transaction_end(p)
-        return ast.Commit()
-    if word in ("rollback", "abort"):
-        if p.accept("to"):
-            raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
-        _transaction_end(p)
-        return ast.Rollback()
-    if word == "graph":
-        return parse_graph(p)
-    if word == "copy":
-        return parse_copy(p)
-    if word == "backup":
-        return parse_backup(p)
-    if word == "alter":
-        p.expect("system")
-        p.expect("set")
-        name = p.name()
-        if not p.accept("=", "to"):
-            raise p.error("expected = or TO")
-        value = p.take().text
-        p.end()
-        return ast.AlterSystem(name, value)
-    if word == "restore":
-        return parse_restore(p)
-    if word == "search":
-        collection = p.name()
-        p.expect("using")
-        p.expect("vector")
-        p.expect("(")
-        field = p.name()
-        p.expect(",")
-        query = p.value()
-        p.expect(",")
-        k = p.value()
-        p.expect(")")
-        p.end()
-        return ast.VectorSearch(collection, field, query, k)
-    if word == "checkpoint":
-        p.end()
-        return ast.Checkpoint()
-    if word == "execute":
-        return parse_execute(p)
-    if word == "deallocate":
-        return parse_deallocate(p)
-    if word == "discard":
-        return parse_discard(p)
-    return None
+    seconds = _SECOND_KEYWORDS.get(word)
+    if seconds is not None:
+        second = p.peek()
+        if second is not None and second.kind == "ident" and second.text in seconds:
+            p.take()
+            return STATEMENTS[f"{word} {second.text}"]
+        if word not in STATEMENTS:  # SHOW x is SHOW of a setting; CREATE x is an error
+            raise p.error("expected " + _either(seconds))
+    return STATEMENTS.get(word)
+
+
+def _either(words: list[str]) -> str:
+    upper = [w.upper() for w in words]
+    return upper[0] if len(upper) == 1 else f"{', '.join(upper[:-1])} or {upper[-1]}"

@@ -4,6 +4,11 @@ NodeDB's own statements go to nodedb_statements.py; standard SELECT, INSERT
 .. VALUES, UPDATE and DELETE go to sqlglot (PostgreSQL dialect) and its tree
 is turned into ours. The cache means a prepared or repeated statement is
 parsed once; parsed statements are immutable, so sessions share them.
+
+A text missing the cache is read by sqlglot once: NodeDB's tokenizer reads only
+its first keyword to tell it is standard SQL, a text without ``;`` is not split,
+and a catalog query is parsed with the catalog's dialect alone (a query naming a
+catalog relation it does not read, with the letters oid in it, is parsed twice).
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from nodedb_server.sql.nodedb_statements import (
     _first_line,
     assignments,
     item_name,
+    param_ends,
     parse_nodedb,
     parse_prepare_head,
     refuse_star_alias,
     returning_items,
     split_statements,
     syntax_error,
-    tokenize,
     unread,
 )
 
@@ -132,15 +137,9 @@ def parse_one(sql: str) -> ast.Statement:
             else "syntax error at end of input"
         )
     reads = word in ("select", "with")
-    try:
-        tree = sqlglot.parse_one(_spaced_params(sql), read="postgres")
-    except sqlglot.errors.ParseError as e:
-        catalog = _catalog_only(sql) if reads else None
-        if catalog is None:
-            raise syntax_error(e) from None
-        return catalog
-    except sqlglot.errors.TokenError as e:
-        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+    tree = _standard_tree(sql, reads)
+    if isinstance(tree, ast.CatalogQuery):
+        return tree
     try:
         return _from_tree(tree, sql, upsert, reads)
     finally:
@@ -148,22 +147,42 @@ def parse_one(sql: str) -> ast.Statement:
             _release(tree)
 
 
+def _standard_tree(sql: str, reads: bool) -> exp.Expr | ast.CatalogQuery:
+    """sqlglot's tree of a standard statement, or the catalog query it is, from one parse
+    of the text where that can be: a query naming a catalog relation is read with the
+    catalog's dialect first, as a driver's catalog query is then parsed once, not once to
+    route it and again to run it."""
+    catalog_first = reads and catalog_query.names_catalog(sql)
+    early = _catalog_tree(sql) if catalog_first else None
+    if early is not None and catalog_query.reads_catalog(early):
+        return ast.CatalogQuery(catalog_query.Query(early))
+    text = _spaced_params(sql)
+    if early is not None and text is sql and catalog_query.reads_as_postgres(sql):
+        return early  # the tree PostgreSQL's dialect would give
+    try:
+        return sqlglot.parse_one(text, read="postgres")
+    except sqlglot.errors.ParseError as e:
+        catalog = _catalog_only(sql) if reads and not catalog_first else None
+        if catalog is None:
+            raise syntax_error(e) from None
+        return catalog
+    except sqlglot.errors.TokenError as e:
+        raise SyntaxError_(f"syntax error: {_first_line(e)}") from None
+
+
 _DOLLAR_QUOTE = re.compile(r"\$[A-Za-z_]*\$")
+# A $n that something other than a space follows at once, anywhere in the text: without
+# one there is nothing to space, and the text need not be tokenized to find that out.
+_PARAM_THEN_TEXT = re.compile(r"\$\d+[^\s\d]")
 
 
 def _spaced_params(sql: str) -> str:
     """``sql`` with a space after each ``$n`` that an operator follows at once: sqlglot
     (30.x) fails to tokenize ``$1+$2``, which PostgreSQL reads as ``$1 + $2``. Left alone
     where dollar quoting could hold a ``$n`` that is text."""
-    if "$" not in sql or _DOLLAR_QUOTE.search(sql):
+    if "$" not in sql or not _PARAM_THEN_TEXT.search(sql) or _DOLLAR_QUOTE.search(sql):
         return sql
-    cuts = [
-        tok.pos + len(tok.text)
-        for tok in tokenize(sql)
-        if tok.kind == "param"
-        and tok.pos + len(tok.text) < len(sql)
-        and not sql[tok.pos + len(tok.text)].isspace()
-    ]
+    cuts = [end for end in param_ends(sql) if end < len(sql) and not sql[end].isspace()]
     if not cuts:
         return sql
     pieces = [sql[a:b] for a, b in zip([0, *cuts], [*cuts, len(sql)], strict=True)]
@@ -217,13 +236,18 @@ def _prepare(sql: str) -> ast.Prepare:
 def _catalog_only(sql: str) -> ast.CatalogQuery | None:
     """A query PostgreSQL's grammar in sqlglot refuses (``$1::oid[]``) may still be a catalog
     query, which is read with the catalog's dialect."""
+    tree = _catalog_tree(sql)
+    if tree is None or not catalog_query.reads_catalog(tree):
+        return None
+    return ast.CatalogQuery(catalog_query.Query(tree))
+
+
+def _catalog_tree(sql: str) -> exp.Expression | None:
+    """``sql`` as the catalog's dialect reads it, or None if it cannot."""
     try:
-        tree = catalog_query.parse(sql)
+        return catalog_query.parse(sql)
     except SyntaxError_:
         return None
-    return (
-        ast.CatalogQuery(catalog_query.Query(tree)) if catalog_query.reads_catalog(tree) else None
-    )
 
 
 def _table(node: exp.Expression | None) -> str:
