@@ -297,6 +297,13 @@ def decode_message(kind: int, body: bytes) -> Event:
     raise ProtocolViolation(f"invalid frontend message type {kind}")
 
 
+def decode_sasl_initial(data: bytes) -> tuple[str, bytes]:
+    """The mechanism and the client-first message of a SASLInitialResponse."""
+    r = Reader(data)
+    mechanism = r.cstring()
+    return mechanism, r.bytes_(r.int32())
+
+
 def format_codes(formats: tuple[int, ...], n: int) -> tuple[int, ...]:
     """The format code of each of ``n`` values, from a Bind's list ("Message Formats":
     none means all text, one applies to all, else one per value)."""

@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import struct
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from nodedb_server import SERVER_VERSION
-from nodedb_server import types as t
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     AdminShutdown,
@@ -32,13 +30,19 @@ from nodedb_server.errors import (
     InvalidPassword,
     ProtocolViolation,
     QueryCanceled,
-    StatementTooComplex,
     SyntaxError_,
     TooManyConnections,
 )
 from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, State
+from nodedb_server.pgwire.values import (
+    bind_params,
+    row_description,
+    row_encoders,
+    row_values,
+    too_complex,
+)
 from nodedb_server.sql import ast
 from nodedb_server.sql.parse import parse_off_loop
 from nodedb_server.sql.registry import Prepared
@@ -74,34 +78,6 @@ def _utf8(value: str) -> bool:
         "UTF8",
         "UNICODE",
     )
-
-
-def _too_complex() -> StatementTooComplex:
-    return StatementTooComplex(
-        "statement too complex",
-        detail="Its expressions or values nest (or chain) too deeply to evaluate.",
-    )
-
-
-def row_values(
-    encoders: list[Any], row: tuple[Any, ...], columns: list[Column]
-) -> list[bytes | None]:
-    values: list[bytes | None] = []
-    for enc, v, col in zip(encoders, row, columns, strict=True):
-        if v is None:
-            values.append(None)
-            continue
-        try:
-            values.append(enc(v))
-        except RecursionError:
-            raise _too_complex() from None
-        except (ValueError, TypeError, OverflowError, AttributeError, struct.error):
-            raise DBError(
-                f'a value of field "{col[0]}" does not fit its column type '
-                f"{t.TYPE_NAMES.get(col[1], col[1])}; prepare the statement again",
-                sqlstate="22000",
-            ) from None
-    return values
 
 
 class ClientHandler:
@@ -291,14 +267,12 @@ class ClientHandler:
         first = await self.next_event()
         if not isinstance(first, m.Password):
             raise ProtocolViolation("expected SASLInitialResponse")
-        r = m.Reader(first.data)
-        mechanism = r.cstring()
+        mechanism, client_first = m.decode_sasl_initial(first.data)
         if mechanism != MECHANISM:
             raise ProtocolViolation(f"SASL mechanism {mechanism!r} is not supported")
-        n = r.int32()
         exchange = ScramExchange(ScramVerifier.decode(user["verifier"]))
         try:
-            self.send(m.AuthenticationSASLContinue(exchange.server_first(r.bytes_(n))))
+            self.send(m.AuthenticationSASLContinue(exchange.server_first(client_first)))
             await self.flush()
             final = await self.next_event()
             if not isinstance(final, m.Password):
@@ -324,7 +298,7 @@ class ClientHandler:
                     # A value or expression deeper than the checks up front allow for,
                     # met in describing, binding or encoding: this message fails, the
                     # session goes on.
-                    raise _too_complex() from None
+                    raise too_complex() from None
             except DBError as e:
                 self.report(e)
                 await self.flush()  # PostgreSQL sends an error at once, even mid-batch
@@ -419,29 +393,7 @@ class ClientHandler:
             raise DBError(
                 f'prepared statement "{event.statement}" does not exist', sqlstate="26000"
             )
-        if len(event.params) != len(prepared.param_oids):
-            # An ERROR, not FATAL, as in PostgreSQL: the message was well framed, and the
-            # session goes on after the Sync.
-            raise DBError(
-                f"bind message supplies {len(event.params)} parameters, but prepared statement "
-                f'"{event.statement}" requires {len(prepared.param_oids)}',
-                sqlstate=ProtocolViolation.sqlstate,
-            )
-        fmts = m.format_codes(event.param_formats, len(event.params))
-        values: list[Any] = []
-        for raw, fmt, oid in zip(event.params, fmts, prepared.param_oids, strict=True):
-            if raw is None:
-                values.append(None)
-            elif fmt == 1:
-                values.append(t.decode_binary(oid, raw))
-            else:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise DBError(
-                        "invalid byte sequence for encoding UTF8", sqlstate="22021"
-                    ) from None
-                values.append(t.decode_text(oid, text))
+        values = bind_params(event, prepared.param_oids)
         self.conn.bind_portal(event.portal, Portal(prepared, values, event.result_formats))
         self.send(m.BIND_COMPLETE)
 
@@ -575,7 +527,7 @@ class ClientHandler:
         except DBError:
             raise
         except RecursionError:
-            raise _too_complex() from None
+            raise too_complex() from None
         except Exception as e:
             log.exception("connection %d: internal error running %s", self.pid, type(stmt).__name__)
             raise DBError(f"internal error: {type(e).__name__}") from None
@@ -599,21 +551,12 @@ class ClientHandler:
         if columns is None:
             self.send(m.NO_DATA)
             return
-        fmts = m.format_codes(formats, len(columns))
-        self.send(
-            m.RowDescription(
-                [
-                    m.Field(name, oid, t.TYPE_SIZES.get(oid, -1), -1, fmt)
-                    for (name, oid), fmt in zip(columns, fmts, strict=True)
-                ]
-            )
-        )
+        self.send(row_description(columns, formats))
 
     async def send_rows(
         self, rows: list[tuple[Any, ...]], columns: list[Column], formats: tuple[int, ...]
     ) -> None:
-        fmts = m.format_codes(formats, len(columns))
-        encoders = [t.encoder(oid, fmt) for (_, oid), fmt in zip(columns, fmts, strict=True)]
+        encoders = row_encoders(columns, formats)
         conn, out = self.conn, self.out
         for i, row in enumerate(rows):
             data = conn.send_data_row(row_values(encoders, row, columns))
