@@ -245,6 +245,47 @@ def decode_startup(body: bytes) -> Event:
 _SYNC = Sync()
 
 
+def _int16s(body: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """A count, then that many int16 (format codes); and the position after them."""
+    (n,) = _H.unpack_from(body, pos)
+    if n < 0:
+        raise ProtocolViolation("negative count")
+    return struct.unpack_from(f"!{n}h", body, pos + 2), pos + 2 + 2 * n
+
+
+def _decode_bind(body: bytes) -> Bind:
+    """Bind, read with struct directly rather than a Reader: it is on the hot path."""
+    try:
+        portal_end = body.index(b"\0")
+        statement_end = body.index(b"\0", portal_end + 1)
+        portal = body[:portal_end].decode("utf-8")
+        statement = body[portal_end + 1 : statement_end].decode("utf-8")
+        fmts, pos = _int16s(body, statement_end + 1)
+        (count,) = _H.unpack_from(body, pos)
+        if count < 0:
+            raise ProtocolViolation("negative count")
+        pos += 2
+        params: list[bytes | None] = []
+        for _ in range(count):
+            (n,) = _I.unpack_from(body, pos)
+            pos += 4
+            if n == -1:
+                params.append(None)
+                continue
+            if n < 0 or pos + n > len(body):
+                raise ProtocolViolation("message is shorter than its fields")
+            params.append(body[pos : pos + n])
+            pos += n
+        rfmts, _ = _int16s(body, pos)
+    except struct.error:
+        raise ProtocolViolation("message is shorter than its fields") from None
+    except UnicodeDecodeError:
+        raise ProtocolViolation("invalid UTF-8 in a string field") from None
+    except ValueError:  # index: no terminating zero byte
+        raise ProtocolViolation("string field is not terminated") from None
+    return Bind(portal, statement, fmts, tuple(params), rfmts)
+
+
 def decode_message(kind: int, body: bytes) -> Event:
     if kind == 0x53:  # S, the most frequent message: no body, one shared instance
         return _SYNC
@@ -256,6 +297,8 @@ def decode_message(kind: int, body: bytes) -> Event:
             return Execute(body[:end].decode("utf-8"), _I.unpack_from(body, end + 1)[0])
         except UnicodeDecodeError:
             raise ProtocolViolation("invalid UTF-8 in a string field") from None
+    if kind == 0x42:  # B
+        return _decode_bind(body)
     r = Reader(body)
     if kind == 0x51:  # Q
         return Query(r.cstring())
@@ -263,15 +306,6 @@ def decode_message(kind: int, body: bytes) -> Event:
         name, sql = r.cstring(), r.cstring()
         oids = tuple(r.int32() & 0xFFFFFFFF for _ in range(r.count()))
         return Parse(name, sql, oids)
-    if kind == 0x42:  # B
-        portal, stmt = r.cstring(), r.cstring()
-        fmts = tuple(r.int16() for _ in range(r.count()))
-        params: list[bytes | None] = []
-        for _ in range(r.count()):
-            n = r.int32()
-            params.append(None if n == -1 else r.bytes_(n))
-        rfmts = tuple(r.int16() for _ in range(r.count()))
-        return Bind(portal, stmt, fmts, tuple(params), rfmts)
     if kind == 0x44:  # D
         k = r.byte()
         if k not in "SP":
@@ -320,8 +354,8 @@ def format_codes(formats: tuple[int, ...], n: int) -> tuple[int, ...]:
 
 # ---- backend events: what the server sends -----------------------------------------------
 #
-# Messages without fields are module constants, so the hot path (Bind, Execute, Sync of
-# a prepared statement) allocates no event for them.
+# Messages without fields are module constants (ReadyForQuery: one per status), so the
+# hot path (Bind, Execute, Sync of a prepared statement) allocates no event for them.
 
 
 @dataclass(slots=True)
@@ -573,6 +607,7 @@ BackendEvent = (
     | CopyDone
 )
 
+READY_FOR_QUERY = {status: ReadyForQuery(status) for status in "ITE"}
 NO_ENCRYPTION = NoEncryption()
 AUTHENTICATION_OK = AuthenticationOk()
 EMPTY_QUERY_RESPONSE = EmptyQueryResponse()

@@ -244,7 +244,7 @@ class ClientHandler:
         ):
             self.send(m.ParameterStatus(name, value))
         self.send(m.BackendKeyData(self.pid, self.secret))
-        self.send(m.ReadyForQuery("I"))
+        self.send(m.READY_FOR_QUERY["I"])
         await self.flush()
         return True
 
@@ -321,7 +321,7 @@ class ClientHandler:
         elif isinstance(event, m.Execute):
             await self.execute(event)
         elif isinstance(event, m.Sync):
-            self.send(m.ReadyForQuery(self.session.status))
+            self.send(m.READY_FOR_QUERY[self.session.status])
         elif isinstance(event, m.Parse):
             await self.parse(event)
         elif isinstance(event, m.Describe):
@@ -334,7 +334,7 @@ class ClientHandler:
             self.send(m.CLOSE_COMPLETE)
         elif isinstance(event, m.Query):
             await self.simple_query(event.sql)
-            self.send(m.ReadyForQuery(self.session.status))
+            self.send(m.READY_FOR_QUERY[self.session.status])
         elif isinstance(event, m.Flush):
             await self.flush()
         if self.out_bytes > WRITE_HIGH_WATER:

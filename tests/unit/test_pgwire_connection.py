@@ -588,3 +588,22 @@ def test_format_codes_none_one_or_one_each() -> None:
     with pytest.raises(DBError) as e:
         m.format_codes((0, 1), 3)
     assert e.value.sqlstate == "08P01" and e.value.severity == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"\0s1\0" + struct.pack("!hh", 0, 1) + struct.pack("!i", 5) + b"ab", "shorter"),
+        (b"\0s1\0" + struct.pack("!h", -1), "negative count"),
+        (b"\0s1\0" + struct.pack("!hh", 0, 1) + struct.pack("!i", -2), "shorter"),
+        (b"\0s1", "not terminated"),
+        (b"\xff\0s1\0" + struct.pack("!hhh", 0, 0, 0), "invalid UTF-8"),
+        (b"\0\0" + struct.pack("!hh", 5, 1), "shorter"),
+    ],
+    ids=["value-overruns", "negative-count", "negative-length", "no-zero", "utf8", "formats"],
+)
+def test_malformed_bind_is_a_violation(body: bytes, error: str) -> None:
+    c = idle()
+    c.receive_data(msg(b"B", body))
+    with pytest.raises(ProtocolViolation, match=error):
+        c.next_event()
