@@ -65,10 +65,9 @@ MAX_STARTUP_BYTES = 10000
 # many, so a burst of small messages costs one memmove, not one per message.
 _COMPACT_AT = 64 * 1024
 
-_QUERY, _PARSE, _BIND, _DESCRIBE, _EXECUTE, _CLOSE = b"QPBDEC"
-_SYNC, _FLUSH, _TERMINATE, _PASSWORD = b"SHXp"
+_QUERY, _SYNC, _FLUSH, _TERMINATE = b"QSHX"
 _COPY_DATA, _COPY_DONE, _COPY_FAIL = b"dcf"
-_BATCH_MESSAGES = frozenset(b"PBDEC")
+_BATCH_MESSAGES = frozenset(b"PBDEC")  # Parse, Bind, Describe, Execute, Close
 
 
 class State(enum.Enum):
@@ -170,7 +169,7 @@ _SENDS: dict[State, Moves] = {
     State.CLOSED: {},
 }
 
-Reader = Callable[[int, bytes], m.Event | None]
+ReceiveMethod = Callable[[int, bytes], m.Event | None]
 PortalT = TypeVar("PortalT")
 
 
@@ -186,7 +185,7 @@ class PgConnection(Generic[PortalT]):
         self._buf = bytearray()
         self._pos = 0  # bytes of _buf already consumed
         # Each reading state: the message types it reads, and its method that reads them.
-        self._readers: dict[State, tuple[frozenset[int], Reader]] = {
+        self._readers: dict[State, tuple[frozenset[int], ReceiveMethod]] = {
             state: (_RECEIVES[state], reader)
             for state, reader in (
                 (State.AUTH, self._receive_auth),

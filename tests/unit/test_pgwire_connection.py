@@ -607,3 +607,14 @@ def test_malformed_bind_is_a_violation(body: bytes, error: str) -> None:
     c.receive_data(msg(b"B", body))
     with pytest.raises(ProtocolViolation, match=error):
         c.next_event()
+
+
+def test_every_move_in_the_send_table_is_a_legal_transition() -> None:
+    from nodedb_server.pgwire.connection import _SENDS, _TRANSITIONS
+
+    assert set(_SENDS) == set(State) == set(_TRANSITIONS)
+    for state, moves in _SENDS.items():
+        for message, target in moves.items():
+            assert target is None or target in _TRANSITIONS[state], (state, message)
+    for state, targets in _TRANSITIONS.items():
+        assert state is State.CLOSED or State.CLOSED in targets  # a FATAL error, anywhere
