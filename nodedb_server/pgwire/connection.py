@@ -1,59 +1,214 @@
-"""The PostgreSQL protocol as a state machine with no I/O (after h11's design).
+"""The PostgreSQL protocol (3.0) as a state machine with no I/O, after h11.
 
-Feed it bytes with ``receive_data`` and pull events with ``next_event``; it
-checks framing and which messages are legal in the current phase, and raises
-``ProtocolViolation`` (08P01) for anything else. The server shell decides
-what the events mean and tells the machine about phase changes.
+The server feeds the client's bytes to ``receive_data`` and takes what the client
+said from ``next_event``; it hands each message it answers to ``send``, which
+moves the state and returns the bytes to write. Nothing here touches a socket,
+so every rule is tested with byte strings (tests/unit/test_pgwire_connection.py).
+A message that is not legal in the current state, from either side, is refused
+with ProtocolViolation (08P01) through the one transition function.
 
-Phases:
+States ("<" a client message the machine reads, ">" a message the server sends):
 
-    STARTUP --Startup--> AUTH --auth_ok()--> READY <--> COPY_IN
-       |  SSLRequest/GSSENCRequest: stays in STARTUP (answered 'N')
-       +--CancelRequest--> CLOSED
+    STARTUP          < SSLRequest, GSSENCRequest: > 'N', stays
+                     < StartupMessage -> AUTH;  < CancelRequest -> CLOSED
+    AUTH             < password or SASL message;  > AuthenticationSASL*
+                     > AuthenticationOk -> AUTHENTICATED
+    AUTHENTICATED    > ParameterStatus, BackendKeyData;  > ReadyForQuery -> IDLE
+    IDLE             < Query -> SIMPLE_QUERY;  < Sync -> SYNC;  < Flush: stays
+                     < Parse, Bind, Describe, Execute, Close -> EXTENDED
+    SIMPLE_QUERY     > results, ErrorResponse (the Query goes on to its end)
+                     > CopyInResponse -> COPY_IN;  > CopyOutResponse -> COPY_OUT
+                     > ReadyForQuery -> IDLE
+    EXTENDED         < Parse .. Close, Flush: stays;  < Sync -> SYNC
+                     < Query -> SIMPLE_QUERY (it ends the batch, as in PostgreSQL)
+                     > ParseComplete .. PortalSuspended, results;  > Copy*Response
+                     > ErrorResponse -> SKIP_UNTIL_SYNC
+    SKIP_UNTIL_SYNC  < Sync -> SYNC; any other message is dropped unread
+    SYNC             > ReadyForQuery -> IDLE
+    COPY_IN          < CopyData;  < CopyDone, CopyFail -> where the COPY ran
+                     > ErrorResponse: the COPY fails where it ran
+    COPY_OUT         > CopyData;  > CopyDone -> where the COPY ran;  > ErrorResponse
+    any state        < Terminate -> CLOSED;  > a FATAL ErrorResponse -> CLOSED
+                     > NoticeResponse, ParameterStatus once authenticated
 
-In READY, after an error inside an extended-query batch, messages up to the
-next Sync are dropped (protocol docs, "Extended Query": "the backend discards
-frontend messages until a Sync is read").
+The rules, from the PostgreSQL docs ("Frontend/Backend Protocol") and postgres.c:
+
+- After an error in extended query "the backend discards frontend messages until
+  a Sync is read, then issues ReadyForQuery". Bodies are not decoded while
+  skipping, but the framing and message types are still checked.
+- An unnamed portal "is destroyed at the end of the transaction, or as soon as the
+  next Bind statement specifying the unnamed portal as destination is issued".
+  Here it ends at every Sync (and when a Query ends a batch); a named portal
+  lasts until Close.
+- "The backend will ignore Flush and Sync messages received during copy-in
+  mode"; any other message but CopyData, CopyDone, CopyFail and Terminate
+  there is a protocol violation.
+- CopyData, CopyDone and CopyFail outside COPY are ignored (postgres.c: "we
+  probably got here because a COPY failed, and the frontend is still sending
+  data"), so after a failed COPY FROM STDIN the rest of its data is dropped.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from nodedb_server.errors import ProtocolViolation
+from nodedb_server.errors import DBError, ProtocolViolation
 from nodedb_server.pgwire import messages as m
 
 _LEN = struct.Struct("!i")
 # A startup packet holds a few name/value pairs; PostgreSQL caps it at 10000.
 MAX_STARTUP_BYTES = 10000
-_EXTENDED = (m.Parse, m.Bind, m.Describe, m.Execute, m.Close, m.Flush)
-_TAGS_IN_READY = frozenset(b"QPBDECSHXdcf")
-_TAGS_IN_COPY = frozenset(b"dcfSHX")
-_TAGS_IN_AUTH = frozenset(b"pX")
 # Consumed bytes are dropped from the front of the buffer once there are this
 # many, so a burst of small messages costs one memmove, not one per message.
 _COMPACT_AT = 64 * 1024
 
+_QUERY, _SYNC, _FLUSH, _TERMINATE = b"QSHX"
+_COPY_DATA, _COPY_DONE, _COPY_FAIL = b"dcf"
+_BATCH_MESSAGES = frozenset(b"PBDEC")  # Parse, Bind, Describe, Execute, Close
 
-class Phase(enum.Enum):
+
+class State(enum.Enum):
+    # Enum.__hash__ is Python code; the identity hash (members are singletons) makes each
+    # table lookup by state a C call: 3x faster, and there are a dozen per Bind/Execute/Sync.
+    __hash__ = object.__hash__
+
     STARTUP = "startup"
     AUTH = "auth"
-    READY = "ready"
+    AUTHENTICATED = "authenticated"
+    IDLE = "idle"
+    SIMPLE_QUERY = "simple_query"
+    EXTENDED = "extended"
+    SKIP_UNTIL_SYNC = "skip_until_sync"
+    SYNC = "sync"
     COPY_IN = "copy_in"
+    COPY_OUT = "copy_out"
     CLOSED = "closed"
 
 
-_ALLOWED = {Phase.AUTH: _TAGS_IN_AUTH, Phase.READY: _TAGS_IN_READY, Phase.COPY_IN: _TAGS_IN_COPY}
+_COPY = frozenset({State.COPY_IN, State.COPY_OUT})
+
+# Every legal move; the one transition function refuses any other.
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STARTUP: frozenset({State.AUTH, State.CLOSED}),
+    State.AUTH: frozenset({State.AUTHENTICATED, State.CLOSED}),
+    State.AUTHENTICATED: frozenset({State.IDLE, State.CLOSED}),
+    State.IDLE: frozenset({State.SIMPLE_QUERY, State.EXTENDED, State.SYNC, State.CLOSED}),
+    State.SIMPLE_QUERY: frozenset({State.IDLE, State.COPY_IN, State.COPY_OUT, State.CLOSED}),
+    State.EXTENDED: frozenset(
+        {
+            State.SIMPLE_QUERY,
+            State.SKIP_UNTIL_SYNC,
+            State.SYNC,
+            State.COPY_IN,
+            State.COPY_OUT,
+            State.CLOSED,
+        }
+    ),
+    State.SKIP_UNTIL_SYNC: frozenset({State.SYNC, State.CLOSED}),
+    State.SYNC: frozenset({State.IDLE, State.CLOSED}),
+    State.COPY_IN: frozenset(
+        {State.SIMPLE_QUERY, State.EXTENDED, State.SKIP_UNTIL_SYNC, State.CLOSED}
+    ),
+    State.COPY_OUT: frozenset(
+        {State.SIMPLE_QUERY, State.EXTENDED, State.SKIP_UNTIL_SYNC, State.CLOSED}
+    ),
+    State.CLOSED: frozenset(),
+}
+
+# The message types the machine reads in each state (the others read nothing: the
+# server is answering). Checked on the type byte, before the body is buffered.
+_QUERY_TAGS = frozenset(b"QPBDECSHXdcf")
+_RECEIVES: dict[State, frozenset[int]] = {
+    State.AUTH: frozenset(b"pX"),
+    State.IDLE: _QUERY_TAGS,
+    State.EXTENDED: _QUERY_TAGS,
+    State.SKIP_UNTIL_SYNC: _QUERY_TAGS,
+    State.COPY_IN: frozenset(b"dcfSHX"),
+}
+
+Moves = dict[type, State | None]  # message sent -> the state it moves to (None: stays)
+# PostgreSQL docs, "Asynchronous Operations": these may come at any time.
+_ASYNC: Moves = {m.NoticeResponse: None, m.ParameterStatus: None}
+_RESULTS: Moves = {
+    **_ASYNC,
+    m.RowDescription: None,
+    m.CommandComplete: None,
+    m.EmptyQueryResponse: None,
+    m.CopyInResponse: State.COPY_IN,
+    m.CopyOutResponse: State.COPY_OUT,
+}
+# What the server may send in each state. ErrorResponse, and CopyDone ending COPY
+# OUT, move to a state that depends on where they come from: see ``send``.
+_SENDS: dict[State, Moves] = {
+    State.STARTUP: {m.NoEncryption: None},
+    State.AUTH: {
+        m.AuthenticationSASL: None,
+        m.AuthenticationSASLContinue: None,
+        m.AuthenticationSASLFinal: None,
+        m.AuthenticationOk: State.AUTHENTICATED,
+    },
+    State.AUTHENTICATED: {**_ASYNC, m.BackendKeyData: None, m.ReadyForQuery: State.IDLE},
+    State.IDLE: _ASYNC,
+    State.SIMPLE_QUERY: {**_RESULTS, m.ReadyForQuery: State.IDLE},
+    State.EXTENDED: {
+        **_RESULTS,
+        m.ParseComplete: None,
+        m.BindComplete: None,
+        m.CloseComplete: None,
+        m.NoData: None,
+        m.PortalSuspended: None,
+        m.ParameterDescription: None,
+    },
+    State.SKIP_UNTIL_SYNC: _ASYNC,
+    State.SYNC: {**_ASYNC, m.ReadyForQuery: State.IDLE},
+    State.COPY_IN: _ASYNC,
+    State.COPY_OUT: {**_ASYNC, m.CopyData: None},
+    State.CLOSED: {},
+}
+
+ReceiveMethod = Callable[[int, bytes], m.Event | None]
+PortalT = TypeVar("PortalT")
 
 
-class PgConnection:
+class PgConnection(Generic[PortalT]):
+    """One client connection's protocol state. Portals are kept here by name, because
+    when they end is protocol; what a portal holds (``PortalT``) is the server's."""
+
     def __init__(self, max_message_bytes: int):
         self.max_message_bytes = max_message_bytes
-        self.phase = Phase.STARTUP
+        self.state = State.STARTUP
+        self.portals: dict[str, PortalT] = {}
+        self._copy_from = State.SIMPLE_QUERY  # where the current COPY ran
         self._buf = bytearray()
         self._pos = 0  # bytes of _buf already consumed
-        self._skip_until_sync = False
+        # Each reading state: the message types it reads, and its method that reads them.
+        self._readers: dict[State, tuple[frozenset[int], ReceiveMethod]] = {
+            state: (_RECEIVES[state], reader)
+            for state, reader in (
+                (State.AUTH, self._receive_auth),
+                (State.IDLE, self._receive_query),
+                (State.EXTENDED, self._receive_query),
+                (State.SKIP_UNTIL_SYNC, self._receive_skipping),
+                (State.COPY_IN, self._receive_copy),
+            )
+        }
+
+    def _set_state(self, new: State) -> None:
+        """The one place the state changes (staying is always legal); an illegal move is
+        a protocol violation."""
+        old = self.state
+        if new is old:
+            return
+        if new not in _TRANSITIONS[old]:
+            raise ProtocolViolation(f"the protocol cannot go from {old.value} to {new.value}")
+        if new is State.COPY_IN or new is State.COPY_OUT:
+            self._copy_from = old
+        self.state = new
+
+    # ---- client to server ----------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         if self._pos >= _COMPACT_AT or self._pos == len(self._buf):
@@ -62,77 +217,157 @@ class PgConnection:
         self._buf += data
 
     def next_event(self) -> m.Event | None:
-        """The next complete event, or None if more bytes are needed."""
+        """The next client message the server must act on, or None if more bytes are
+        needed. Messages the protocol says to drop are dropped here."""
         while True:
-            event = self._next_raw()
-            if event is None:
+            state = self.state
+            if state is State.STARTUP:
+                return self._startup_packet()
+            if state is State.CLOSED:
                 return None
-            if self._skip_until_sync:
-                if isinstance(event, m.Sync):
-                    self._skip_until_sync = False
-                elif isinstance(event, _EXTENDED):
-                    continue
-            return event
+            reading = self._readers.get(state)
+            if reading is None:
+                raise ProtocolViolation(f"the server reads no message in the {state.value} state")
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail < 5:
+                return None
+            kind = buf[pos]
+            (n,) = _LEN.unpack_from(buf, pos + 1)
+            if n < 4:
+                raise ProtocolViolation("invalid message length")
+            if n > self.max_message_bytes:
+                raise ProtocolViolation(f"message of {n} bytes exceeds max_message_bytes")
+            legal, reader = reading
+            if kind not in legal:
+                raise ProtocolViolation(
+                    f"unexpected message type 0x{kind:02x} in the {state.value} state"
+                )
+            if avail < n + 1:
+                return None
+            body = bytes(buf[pos + 5 : pos + n + 1])
+            self._pos = pos + n + 1
+            event = reader(kind, body)
+            if event is not None:
+                return event
 
-    def _next_raw(self) -> m.Event | None:
-        if self.phase is Phase.CLOSED:
-            return None
+    def _startup_packet(self) -> m.Event | None:
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
-        if self.phase is Phase.STARTUP:
-            if avail < 4:
-                return None
-            (n,) = _LEN.unpack_from(buf, pos)
-            if n < 8 or n > MAX_STARTUP_BYTES:
-                raise ProtocolViolation("invalid length of startup packet")
-            if avail < n:
-                return None
-            body = bytes(buf[pos + 4 : pos + n])
-            self._pos = pos + n
-            event = m.decode_startup(body)
-            if isinstance(event, m.Startup):
-                self.phase = Phase.AUTH
-            elif isinstance(event, m.CancelRequest):
-                self.phase = Phase.CLOSED
-            return event
-        if avail < 5:
+        if avail < 4:
             return None
-        kind = buf[pos]
-        (n,) = _LEN.unpack_from(buf, pos + 1)
-        if n < 4:
-            raise ProtocolViolation("invalid message length")
-        if n > self.max_message_bytes:
-            raise ProtocolViolation(f"message of {n} bytes exceeds max_message_bytes")
-        if kind not in _ALLOWED[self.phase]:
-            raise ProtocolViolation(
-                f"unexpected message type 0x{kind:02x} in the {self.phase.value} phase"
-            )
-        if avail < n + 1:
+        (n,) = _LEN.unpack_from(buf, pos)
+        if n < 8 or n > MAX_STARTUP_BYTES:
+            raise ProtocolViolation("invalid length of startup packet")
+        if avail < n:
             return None
-        body = bytes(buf[pos + 5 : pos + n + 1])
-        self._pos = pos + n + 1
-        event = m.decode_message(kind, body)
-        if isinstance(event, m.Terminate):
-            self.phase = Phase.CLOSED
+        body = bytes(buf[pos + 4 : pos + n])
+        self._pos = pos + n
+        event = m.decode_startup(body)
+        if isinstance(event, m.Startup):
+            self._set_state(State.AUTH)
+        elif isinstance(event, m.CancelRequest):
+            self._set_state(State.CLOSED)  # a cancel connection says nothing more
         return event
 
-    # ---- transitions the server decides ------------------------------------------------
+    def _receive_auth(self, kind: int, body: bytes) -> m.Event | None:
+        if kind == _TERMINATE:
+            self._set_state(State.CLOSED)
+        return m.decode_message(kind, body)
 
-    def auth_ok(self) -> None:
-        if self.phase is not Phase.AUTH:
-            raise ProtocolViolation("authentication finished outside the auth phase")
-        self.phase = Phase.READY
+    def _receive_query(self, kind: int, body: bytes) -> m.Event | None:
+        """IDLE and EXTENDED read the same messages; a batch message opens a batch."""
+        if kind in _BATCH_MESSAGES:
+            if self.state is State.IDLE:
+                self._set_state(State.EXTENDED)
+        elif kind == _SYNC:
+            self.portals.pop("", None)
+            self._set_state(State.SYNC)
+        elif kind == _QUERY:
+            self.portals.pop("", None)
+            self._set_state(State.SIMPLE_QUERY)
+        elif kind == _TERMINATE:
+            self._set_state(State.CLOSED)
+        elif kind != _FLUSH:
+            return None  # CopyData, CopyDone, CopyFail: what is left of a failed COPY
+        return m.decode_message(kind, body)
 
-    def start_copy_in(self) -> None:
-        self.phase = Phase.COPY_IN
+    def _receive_skipping(self, kind: int, body: bytes) -> m.Event | None:
+        if kind == _SYNC:
+            self.portals.pop("", None)
+            self._set_state(State.SYNC)
+        elif kind == _TERMINATE:
+            self._set_state(State.CLOSED)
+        else:
+            return None
+        return m.decode_message(kind, body)
 
-    def end_copy_in(self) -> None:
-        if self.phase is Phase.COPY_IN:
-            self.phase = Phase.READY
+    def _receive_copy(self, kind: int, body: bytes) -> m.Event | None:
+        if kind in (_COPY_DONE, _COPY_FAIL):
+            self._set_state(self._copy_from)
+        elif kind == _TERMINATE:
+            self._set_state(State.CLOSED)
+        elif kind != _COPY_DATA:
+            return None  # Sync, Flush
+        return m.decode_message(kind, body)
 
-    def discard_until_sync(self) -> None:
-        self._skip_until_sync = True
+    # ---- server to client ----------------------------------------------------------------
 
-    def close(self) -> None:
-        self.phase = Phase.CLOSED
+    def send(self, event: m.BackendEvent) -> bytes:
+        """The bytes of a message the server is about to send. The state moves as the
+        message says; one the protocol does not allow here is refused (08P01)."""
+        moves = _SENDS[self.state]
+        kind = type(event)
+        if kind in moves:
+            target = moves[kind]
+            if target is not None:
+                self._set_state(target)
+        elif isinstance(event, m.ErrorResponse):
+            self._set_state(self._after_error(event))
+        elif kind is m.CopyDone and self.state is State.COPY_OUT:
+            self._set_state(self._copy_from)
+        else:
+            raise ProtocolViolation(
+                f"the server cannot send {kind.__name__} in the {self.state.value} state"
+            )
+        return event.encode()
+
+    def send_data_row(self, values: list[bytes | None]) -> bytes:
+        """A DataRow; the one message sent per row, so it costs no event object."""
+        if self.state is not State.EXTENDED and self.state is not State.SIMPLE_QUERY:
+            raise ProtocolViolation(
+                f"the server cannot send DataRow in the {self.state.value} state"
+            )
+        return m.data_row(values)
+
+    def _after_error(self, error: m.ErrorResponse) -> State:
+        """An ErrorResponse ends what it answers: FATAL the connection, an extended batch
+        until its Sync, a COPY as an error of the statement that ran it. In a Query the
+        Query goes on to its ReadyForQuery."""
+        if error.severity != "ERROR":
+            return State.CLOSED
+        state = self._copy_from if self.state in _COPY else self.state
+        if state is State.EXTENDED:
+            return State.SKIP_UNTIL_SYNC
+        if state is State.SIMPLE_QUERY:
+            return State.SIMPLE_QUERY
+        raise ProtocolViolation(f"the server cannot send an error in the {self.state.value} state")
+
+    # ---- portals ---------------------------------------------------------------------------
+
+    def bind_portal(self, name: str, portal: PortalT) -> None:
+        """A Bind succeeded: it replaces the unnamed portal; a named one must be new."""
+        if name and name in self.portals:
+            raise DBError(f'portal "{name}" already exists', sqlstate="42P03")
+        self.portals[name] = portal
+
+    def portal(self, name: str) -> PortalT:
+        portal = self.portals.get(name)
+        if portal is None:
+            raise DBError(f'portal "{name}" does not exist', sqlstate="34000")
+        return portal
+
+    def close_portal(self, name: str) -> None:
+        self.portals.pop(name, None)

@@ -1,9 +1,14 @@
-"""PostgreSQL protocol 3.0 message codec: frontend messages in, backend messages out.
+"""PostgreSQL protocol 3.0 messages: frontend messages decoded into events, backend
+messages as events that encode themselves.
 
 Framing (PostgreSQL docs, "Message Formats"): after the startup phase every
 message is a 1-byte type, an int32 length that counts itself but not the type
 byte, then the body. Startup-phase packets have no type byte. All integers
-are big-endian.
+are big-endian. CopyData and CopyDone are the same message in both
+directions, so one class serves both.
+
+Which message may be sent or received when is not this module's business:
+``connection.py`` decides that.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from nodedb_server.errors import ProtocolViolation
+from nodedb_server.errors import DBError, ProtocolViolation
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -20,6 +25,15 @@ CANCEL_REQUEST = 80877102
 _I = struct.Struct("!i")
 _H = struct.Struct("!h")
 _II = struct.Struct("!ii")
+
+
+def _msg(kind: bytes, body: bytes) -> bytes:
+    return kind + _I.pack(len(body) + 4) + body
+
+
+def _cstr(s: str) -> bytes:
+    return s.encode("utf-8") + b"\0"
+
 
 # ---- frontend events ---------------------------------------------------------------------
 
@@ -110,10 +124,14 @@ class Terminate:
 class CopyData:
     data: bytes
 
+    def encode(self) -> bytes:
+        return _msg(b"d", self.data)
+
 
 @dataclass(slots=True)
 class CopyDone:
-    pass
+    def encode(self) -> bytes:
+        return b"c\0\0\0\4"
 
 
 @dataclass(slots=True)
@@ -227,6 +245,47 @@ def decode_startup(body: bytes) -> Event:
 _SYNC = Sync()
 
 
+def _int16s(body: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """A count, then that many int16 (format codes); and the position after them."""
+    (n,) = _H.unpack_from(body, pos)
+    if n < 0:
+        raise ProtocolViolation("negative count")
+    return struct.unpack_from(f"!{n}h", body, pos + 2), pos + 2 + 2 * n
+
+
+def _decode_bind(body: bytes) -> Bind:
+    """Bind, read with struct directly rather than a Reader: it is on the hot path."""
+    try:
+        portal_end = body.index(b"\0")
+        statement_end = body.index(b"\0", portal_end + 1)
+        portal = body[:portal_end].decode("utf-8")
+        statement = body[portal_end + 1 : statement_end].decode("utf-8")
+        fmts, pos = _int16s(body, statement_end + 1)
+        (count,) = _H.unpack_from(body, pos)
+        if count < 0:
+            raise ProtocolViolation("negative count")
+        pos += 2
+        params: list[bytes | None] = []
+        for _ in range(count):
+            (n,) = _I.unpack_from(body, pos)
+            pos += 4
+            if n == -1:
+                params.append(None)
+                continue
+            if n < 0 or pos + n > len(body):
+                raise ProtocolViolation("message is shorter than its fields")
+            params.append(body[pos : pos + n])
+            pos += n
+        rfmts, _ = _int16s(body, pos)
+    except struct.error:
+        raise ProtocolViolation("message is shorter than its fields") from None
+    except UnicodeDecodeError:
+        raise ProtocolViolation("invalid UTF-8 in a string field") from None
+    except ValueError:  # index: no terminating zero byte
+        raise ProtocolViolation("string field is not terminated") from None
+    return Bind(portal, statement, fmts, tuple(params), rfmts)
+
+
 def decode_message(kind: int, body: bytes) -> Event:
     if kind == 0x53:  # S, the most frequent message: no body, one shared instance
         return _SYNC
@@ -238,6 +297,8 @@ def decode_message(kind: int, body: bytes) -> Event:
             return Execute(body[:end].decode("utf-8"), _I.unpack_from(body, end + 1)[0])
         except UnicodeDecodeError:
             raise ProtocolViolation("invalid UTF-8 in a string field") from None
+    if kind == 0x42:  # B
+        return _decode_bind(body)
     r = Reader(body)
     if kind == 0x51:  # Q
         return Query(r.cstring())
@@ -245,29 +306,16 @@ def decode_message(kind: int, body: bytes) -> Event:
         name, sql = r.cstring(), r.cstring()
         oids = tuple(r.int32() & 0xFFFFFFFF for _ in range(r.count()))
         return Parse(name, sql, oids)
-    if kind == 0x42:  # B
-        portal, stmt = r.cstring(), r.cstring()
-        fmts = tuple(r.int16() for _ in range(r.count()))
-        params: list[bytes | None] = []
-        for _ in range(r.count()):
-            n = r.int32()
-            params.append(None if n == -1 else r.bytes_(n))
-        rfmts = tuple(r.int16() for _ in range(r.count()))
-        return Bind(portal, stmt, fmts, tuple(params), rfmts)
     if kind == 0x44:  # D
         k = r.byte()
         if k not in "SP":
             raise ProtocolViolation(f"invalid Describe kind {k!r}")
         return Describe(k, r.cstring())
-    if kind == 0x45:  # E
-        return Execute(r.cstring(), r.int32())
     if kind == 0x43:  # C
         k = r.byte()
         if k not in "SP":
             raise ProtocolViolation(f"invalid Close kind {k!r}")
         return Close(k, r.cstring())
-    if kind == 0x53:  # S
-        return Sync()
     if kind == 0x48:  # H
         return Flush()
     if kind == 0x58:  # X
@@ -283,43 +331,98 @@ def decode_message(kind: int, body: bytes) -> Event:
     raise ProtocolViolation(f"invalid frontend message type {kind}")
 
 
-# ---- backend messages ----------------------------------------------------------------------
+def decode_sasl_initial(data: bytes) -> tuple[str, bytes]:
+    """The mechanism and the client-first message of a SASLInitialResponse."""
+    r = Reader(data)
+    mechanism = r.cstring()
+    return mechanism, r.bytes_(r.int32())
 
 
-def _msg(kind: bytes, body: bytes) -> bytes:
-    return kind + _I.pack(len(body) + 4) + body
+def format_codes(formats: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """The format code of each of ``n`` values, from a Bind's list ("Message Formats":
+    none means all text, one applies to all, else one per value)."""
+    if not formats:
+        return (0,) * n
+    if len(formats) == 1:
+        return formats * n
+    if len(formats) != n:
+        raise DBError(
+            f"got {len(formats)} format codes for {n} values", sqlstate=ProtocolViolation.sqlstate
+        )
+    return formats
 
 
-def _cstr(s: str) -> bytes:
-    return s.encode("utf-8") + b"\0"
+# ---- backend events: what the server sends -----------------------------------------------
+#
+# Messages without fields are module constants (ReadyForQuery: one per status), so the
+# hot path (Bind, Execute, Sync of a prepared statement) allocates no event for them.
 
 
-def authentication_ok() -> bytes:
-    return _msg(b"R", _I.pack(0))
+@dataclass(slots=True)
+class NoEncryption:
+    """The one-byte answer 'N' to SSLRequest or GSSENCRequest: go on in plain text."""
+
+    def encode(self) -> bytes:
+        return b"N"
 
 
-def authentication_sasl(mechanisms: list[str]) -> bytes:
-    return _msg(b"R", _I.pack(10) + b"".join(_cstr(m) for m in mechanisms) + b"\0")
+@dataclass(slots=True)
+class AuthenticationOk:
+    def encode(self) -> bytes:
+        return b"R\0\0\0\x08\0\0\0\0"
 
 
-def authentication_sasl_continue(data: bytes) -> bytes:
-    return _msg(b"R", _I.pack(11) + data)
+@dataclass(slots=True)
+class AuthenticationSASL:
+    mechanisms: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return _msg(b"R", _I.pack(10) + b"".join(_cstr(m) for m in self.mechanisms) + b"\0")
 
 
-def authentication_sasl_final(data: bytes) -> bytes:
-    return _msg(b"R", _I.pack(12) + data)
+@dataclass(slots=True)
+class AuthenticationSASLContinue:
+    data: bytes
+
+    def encode(self) -> bytes:
+        return _msg(b"R", _I.pack(11) + self.data)
 
 
-def parameter_status(name: str, value: str) -> bytes:
-    return _msg(b"S", _cstr(name) + _cstr(value))
+@dataclass(slots=True)
+class AuthenticationSASLFinal:
+    data: bytes
+
+    def encode(self) -> bytes:
+        return _msg(b"R", _I.pack(12) + self.data)
 
 
-def backend_key_data(pid: int, secret: int) -> bytes:
-    return _msg(b"K", _II.pack(pid, secret))
+@dataclass(slots=True)
+class ParameterStatus:
+    name: str
+    value: str
+
+    def encode(self) -> bytes:
+        return _msg(b"S", _cstr(self.name) + _cstr(self.value))
 
 
-def ready_for_query(status: str) -> bytes:
-    return _msg(b"Z", status.encode())
+@dataclass(slots=True)
+class BackendKeyData:
+    pid: int
+    secret: int
+
+    def encode(self) -> bytes:
+        return _msg(b"K", _II.pack(self.pid, self.secret))
+
+
+_READY = {status: _msg(b"Z", status.encode()) for status in "ITE"}
+
+
+@dataclass(slots=True)
+class ReadyForQuery:
+    status: str  # "I" idle, "T" in a transaction block, "E" in a failed one
+
+    def encode(self) -> bytes:
+        return _READY[self.status]
 
 
 @dataclass(slots=True)
@@ -333,19 +436,26 @@ class Field:
     column: int = 0
 
 
-def row_description(fields: list[Field]) -> bytes:
-    parts = [_H.pack(len(fields))]
-    for f in fields:
-        parts.append(_cstr(f.name))
-        parts.append(
-            struct.pack(
-                "!ihihih", f.table_oid, f.column, f.type_oid, f.type_size, f.type_mod, f.format
+_FIELD = struct.Struct("!ihihih")
+
+
+@dataclass(slots=True)
+class RowDescription:
+    fields: list[Field]
+
+    def encode(self) -> bytes:
+        parts = [_H.pack(len(self.fields))]
+        for f in self.fields:
+            parts.append(_cstr(f.name))
+            parts.append(
+                _FIELD.pack(f.table_oid, f.column, f.type_oid, f.type_size, f.type_mod, f.format)
             )
-        )
-    return _msg(b"T", b"".join(parts))
+        return _msg(b"T", b"".join(parts))
 
 
 def data_row(values: list[bytes | None]) -> bytes:
+    """A DataRow: the one message sent once per row, so it is bytes, not an event (see
+    ``PgConnection.send_data_row``)."""
     parts = [_H.pack(len(values))]
     for v in values:
         if v is None:
@@ -357,36 +467,57 @@ def data_row(values: list[bytes | None]) -> bytes:
     return b"D" + _I.pack(len(body) + 4) + body
 
 
-def command_complete(tag: str) -> bytes:
-    return _msg(b"C", _cstr(tag))
+@dataclass(slots=True)
+class CommandComplete:
+    tag: str
+
+    def encode(self) -> bytes:
+        return _msg(b"C", _cstr(self.tag))
 
 
-def empty_query_response() -> bytes:
-    return _msg(b"I", b"")
+@dataclass(slots=True)
+class EmptyQueryResponse:
+    def encode(self) -> bytes:
+        return b"I\0\0\0\4"
 
 
-def parse_complete() -> bytes:
-    return b"1\0\0\0\4"
+@dataclass(slots=True)
+class ParseComplete:
+    def encode(self) -> bytes:
+        return b"1\0\0\0\4"
 
 
-def bind_complete() -> bytes:
-    return b"2\0\0\0\4"
+@dataclass(slots=True)
+class BindComplete:
+    def encode(self) -> bytes:
+        return b"2\0\0\0\4"
 
 
-def close_complete() -> bytes:
-    return b"3\0\0\0\4"
+@dataclass(slots=True)
+class CloseComplete:
+    def encode(self) -> bytes:
+        return b"3\0\0\0\4"
 
 
-def no_data() -> bytes:
-    return b"n\0\0\0\4"
+@dataclass(slots=True)
+class NoData:
+    def encode(self) -> bytes:
+        return b"n\0\0\0\4"
 
 
-def portal_suspended() -> bytes:
-    return b"s\0\0\0\4"
+@dataclass(slots=True)
+class PortalSuspended:
+    def encode(self) -> bytes:
+        return b"s\0\0\0\4"
 
 
-def parameter_description(oids: list[int]) -> bytes:
-    return _msg(b"t", _H.pack(len(oids)) + b"".join(struct.pack("!I", o) for o in oids))
+@dataclass(slots=True)
+class ParameterDescription:
+    oids: list[int]
+
+    def encode(self) -> bytes:
+        body = _H.pack(len(self.oids)) + b"".join(struct.pack("!I", o) for o in self.oids)
+        return _msg(b"t", body)
 
 
 def _notice_fields(severity: str, sqlstate: str, message: str, detail: str | None) -> bytes:
@@ -405,33 +536,84 @@ def _notice_fields(severity: str, sqlstate: str, message: str, detail: str | Non
     return b"".join(parts) + b"\0"
 
 
-def error_response(severity: str, sqlstate: str, message: str, detail: str | None = None) -> bytes:
-    return _msg(b"E", _notice_fields(severity, sqlstate, message, detail))
+@dataclass(slots=True)
+class ErrorResponse:
+    severity: str  # ERROR, or FATAL when the server closes the connection after it
+    sqlstate: str
+    message: str
+    detail: str | None = None
+
+    def encode(self) -> bytes:
+        return _msg(b"E", _notice_fields(self.severity, self.sqlstate, self.message, self.detail))
 
 
-def notice_response(
-    message: str, severity: str = "NOTICE", sqlstate: str = "00000", detail: str | None = None
-) -> bytes:
-    return _msg(b"N", _notice_fields(severity, sqlstate, message, detail))
+@dataclass(slots=True)
+class NoticeResponse:
+    message: str
+    severity: str = "NOTICE"
+    sqlstate: str = "00000"
+    detail: str | None = None
+
+    def encode(self) -> bytes:
+        return _msg(b"N", _notice_fields(self.severity, self.sqlstate, self.message, self.detail))
 
 
-def copy_in_response(fmt: int, column_formats: list[int]) -> bytes:
-    return _msg(
-        b"G",
-        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
-    )
+def _copy_response(kind: bytes, fmt: int, column_formats: tuple[int, ...]) -> bytes:
+    body = bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(map(_H.pack, column_formats))
+    return _msg(kind, body)
 
 
-def copy_out_response(fmt: int, column_formats: list[int]) -> bytes:
-    return _msg(
-        b"H",
-        bytes([fmt]) + _H.pack(len(column_formats)) + b"".join(_H.pack(f) for f in column_formats),
-    )
+@dataclass(slots=True)
+class CopyInResponse:
+    format: int  # 0 text, 1 binary
+    column_formats: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        return _copy_response(b"G", self.format, self.column_formats)
 
 
-def copy_data(data: bytes) -> bytes:
-    return _msg(b"d", data)
+@dataclass(slots=True)
+class CopyOutResponse:
+    format: int
+    column_formats: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        return _copy_response(b"H", self.format, self.column_formats)
 
 
-def copy_done() -> bytes:
-    return b"c\0\0\0\4"
+BackendEvent = (
+    NoEncryption
+    | AuthenticationOk
+    | AuthenticationSASL
+    | AuthenticationSASLContinue
+    | AuthenticationSASLFinal
+    | ParameterStatus
+    | BackendKeyData
+    | ReadyForQuery
+    | RowDescription
+    | CommandComplete
+    | EmptyQueryResponse
+    | ParseComplete
+    | BindComplete
+    | CloseComplete
+    | NoData
+    | PortalSuspended
+    | ParameterDescription
+    | ErrorResponse
+    | NoticeResponse
+    | CopyInResponse
+    | CopyOutResponse
+    | CopyData
+    | CopyDone
+)
+
+READY_FOR_QUERY = {status: ReadyForQuery(status) for status in "ITE"}
+NO_ENCRYPTION = NoEncryption()
+AUTHENTICATION_OK = AuthenticationOk()
+EMPTY_QUERY_RESPONSE = EmptyQueryResponse()
+PARSE_COMPLETE = ParseComplete()
+BIND_COMPLETE = BindComplete()
+CLOSE_COMPLETE = CloseComplete()
+NO_DATA = NoData()
+PORTAL_SUSPENDED = PortalSuspended()
+COPY_DONE = CopyDone()

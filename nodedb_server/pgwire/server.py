@@ -1,9 +1,13 @@
-"""The asyncio shell around the protocol state machine: sockets in, sessions out.
+"""The asyncio shell around the protocol machine: sockets in, sessions out.
 
-One ``ClientHandler`` per connection moves bytes between its socket and a
-``PgConnection``, authenticates, and runs statements through a ``Session``.
-Portals live here; prepared statements live in the session, whose namespace
-SQL PREPARE shares. The SQL layer knows nothing of the wire.
+One ``ClientHandler`` per connection feeds its socket's bytes to a
+``PgConnection``, acts on the events that come out, and writes the bytes the
+machine encodes for its answers. The shell owns what is I/O or execution: when
+to write (one write per batch), authentication, statement timeout and cancel,
+running statements through a ``Session``, and driving a streaming result's
+COPY. Which message is legal when, the skipping after an error and when a
+portal ends are the machine's. Prepared statements live in the session, whose
+namespace SQL PREPARE shares. The SQL layer knows nothing of the wire.
 """
 
 from __future__ import annotations
@@ -12,13 +16,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import struct
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from nodedb_server import SERVER_VERSION
-from nodedb_server import types as t
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     AdminShutdown,
@@ -28,17 +30,23 @@ from nodedb_server.errors import (
     InvalidPassword,
     ProtocolViolation,
     QueryCanceled,
-    StatementTooComplex,
     SyntaxError_,
     TooManyConnections,
 )
 from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
-from nodedb_server.pgwire.connection import PgConnection, Phase
+from nodedb_server.pgwire.connection import PgConnection, State
+from nodedb_server.pgwire.values import (
+    bind_params,
+    row_description,
+    row_encoders,
+    row_values,
+    too_complex,
+)
 from nodedb_server.sql import ast
 from nodedb_server.sql.parse import parse_off_loop
 from nodedb_server.sql.registry import Prepared
-from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
+from nodedb_server.sql.result import Column, CopyOut, Result
 from nodedb_server.sql.session import Session
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.users import ScramVerifier
@@ -53,11 +61,13 @@ WRITE_HIGH_WATER = 256 * 1024
 
 @dataclass
 class Portal:
+    """A bound statement, and the result its Executes send from: computed at the first,
+    then ``sent`` rows so far when each asks for at most max_rows."""
+
     prepared: Prepared
     params: list[Any]
     result_formats: tuple[int, ...]
     columns: list[Column] | None = None
-    rows: list[tuple[Any, ...]] | None = None
     result: Result | None = None
     sent: int = 0
     done: bool = False
@@ -70,44 +80,6 @@ def _utf8(value: str) -> bool:
     )
 
 
-def _formats(formats: tuple[int, ...], n: int) -> list[int]:
-    if not formats:
-        return [0] * n
-    if len(formats) == 1:
-        return [formats[0]] * n
-    if len(formats) != n:
-        raise DBError(
-            f"got {len(formats)} format codes for {n} values", sqlstate=ProtocolViolation.sqlstate
-        )
-    return list(formats)
-
-
-def _too_complex() -> StatementTooComplex:
-    return StatementTooComplex(
-        "statement too complex",
-        detail="Its expressions or values nest (or chain) too deeply to evaluate.",
-    )
-
-
-def encode_row(encoders: list[Any], row: tuple[Any, ...], columns: list[Column]) -> bytes:
-    values: list[bytes | None] = []
-    for enc, v, col in zip(encoders, row, columns, strict=True):
-        if v is None:
-            values.append(None)
-            continue
-        try:
-            values.append(enc(v))
-        except RecursionError:
-            raise _too_complex() from None
-        except (ValueError, TypeError, OverflowError, AttributeError, struct.error):
-            raise DBError(
-                f'a value of field "{col[0]}" does not fit its column type '
-                f"{t.TYPE_NAMES.get(col[1], col[1])}; prepare the statement again",
-                sqlstate="22000",
-            ) from None
-    return m.data_row(values)
-
-
 class ClientHandler:
     def __init__(
         self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -115,17 +87,15 @@ class ClientHandler:
         self.server = server
         self.reader = reader
         self.writer = writer
-        self.conn = PgConnection(server.cfg["limits.max_message_bytes"])
+        self.conn: PgConnection[Portal] = PgConnection(server.cfg["limits.max_message_bytes"])
         self.pid = server.next_pid()
         self.secret = secrets.randbits(31)
         self.session: Session | None = None
-        self.portals: dict[str, Portal] = {}
         self.running: asyncio.Task[Any] | None = None
         self.cancel_requested = False
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.task: asyncio.Task[Any] | None = None
-        self.in_extended = False
         self.params: dict[str, str] = {}  # of the startup message
 
     @property
@@ -137,7 +107,9 @@ class ClientHandler:
 
     # ---- I/O --------------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, event: m.BackendEvent) -> None:
+        """Queue a message; it is written at the next ``flush``."""
+        data = self.conn.send(event)
         self.out.append(data)
         self.out_bytes += len(data)
 
@@ -152,20 +124,23 @@ class ClientHandler:
             await self.writer.drain()
 
     def notice_now(self, text: str) -> None:
-        """A NOTICE sent before the statement ends (progress of long operations)."""
-        self.writer.write(m.notice_response(text))
+        """A NOTICE sent before the statement ends (progress of long operations). It comes
+        through call_soon from a worker thread, so maybe after the connection closed."""
+        if self.conn.state is not State.CLOSED:
+            self.writer.write(self.conn.send(m.NoticeResponse(text)))
 
     async def next_event(self) -> m.Event | None:
+        conn = self.conn
         while True:
-            event = self.conn.next_event()
+            event = conn.next_event()
             if event is not None:
                 return event
-            if self.conn.phase is Phase.CLOSED:
+            if conn.state is State.CLOSED:
                 return None
             data = await self.reader.read(READ_CHUNK)
             if not data:
                 return None
-            self.conn.receive_data(data)
+            conn.receive_data(data)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -174,16 +149,14 @@ class ClientHandler:
             if await self.timed_startup():
                 await self.serve()
         except DBError as e:
-            if e.severity != "FATAL":
-                e.severity = "FATAL"
             if self.session is None:
                 self.log_refused(e)
-            self.send(m.error_response(e.severity, e.sqlstate, e.message, e.detail))
+            self.send(m.ErrorResponse("FATAL", e.sqlstate, e.message, e.detail))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             self.send(
-                m.error_response(
+                m.ErrorResponse(
                     "FATAL",
                     AdminShutdown.sqlstate,
                     "terminating connection due to administrator command",
@@ -191,7 +164,7 @@ class ClientHandler:
             )
         except Exception:
             log.exception("connection %d: internal error", self.pid)
-            self.send(m.error_response("FATAL", "XX000", "internal error; see the server log"))
+            self.send(m.ErrorResponse("FATAL", "XX000", "internal error; see the server log"))
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), 1.0)
@@ -218,7 +191,9 @@ class ClientHandler:
             if event is None:
                 return False
             if isinstance(event, m.SSLRequest | m.GSSENCRequest):
-                self.writer.write(b"N")  # no TLS yet: the client may go on in plain text
+                self.writer.write(
+                    self.conn.send(m.NO_ENCRYPTION)
+                )  # the client goes on in plain text
                 await self.writer.drain()
                 continue
             if isinstance(event, m.CancelRequest):
@@ -250,10 +225,9 @@ class ClientHandler:
         if tenant.status != "online":
             raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({tenant.status})')
         self.server.admit(self.pid)
-        self.conn.auth_ok()
         self.session = Session(manager, tenant, user, database, self.pid, params)
         self.session.notify = self.notice_now
-        self.send(m.authentication_ok())
+        self.send(m.AUTHENTICATION_OK)
         s = self.session.settings
         for name, value in (
             ("server_version", SERVER_VERSION),
@@ -268,9 +242,9 @@ class ClientHandler:
             ("is_superuser", s["is_superuser"]),
             ("session_authorization", user["name"]),
         ):
-            self.send(m.parameter_status(name, value))
-        self.send(m.backend_key_data(self.pid, self.secret))
-        self.send(m.ready_for_query("I"))
+            self.send(m.ParameterStatus(name, value))
+        self.send(m.BackendKeyData(self.pid, self.secret))
+        self.send(m.READY_FOR_QUERY["I"])
         await self.flush()
         return True
 
@@ -288,24 +262,22 @@ class ClientHandler:
         )
 
     async def authenticate(self, user: dict[str, Any]) -> None:
-        self.send(m.authentication_sasl([MECHANISM]))
+        self.send(m.AuthenticationSASL((MECHANISM,)))
         await self.flush()
         first = await self.next_event()
         if not isinstance(first, m.Password):
             raise ProtocolViolation("expected SASLInitialResponse")
-        r = m.Reader(first.data)
-        mechanism = r.cstring()
+        mechanism, client_first = m.decode_sasl_initial(first.data)
         if mechanism != MECHANISM:
             raise ProtocolViolation(f"SASL mechanism {mechanism!r} is not supported")
-        n = r.int32()
         exchange = ScramExchange(ScramVerifier.decode(user["verifier"]))
         try:
-            self.send(m.authentication_sasl_continue(exchange.server_first(r.bytes_(n))))
+            self.send(m.AuthenticationSASLContinue(exchange.server_first(client_first)))
             await self.flush()
             final = await self.next_event()
             if not isinstance(final, m.Password):
                 raise ProtocolViolation("expected SASLResponse")
-            self.send(m.authentication_sasl_final(exchange.server_final(final.data)))
+            self.send(m.AuthenticationSASLFinal(exchange.server_final(final.data)))
         except ScramError as e:
             if e.bad_password:
                 raise InvalidPassword(
@@ -314,6 +286,7 @@ class ClientHandler:
             raise ProtocolViolation(str(e)) from None
 
     async def serve(self) -> None:
+        conn = self.conn
         while True:
             event = await self.next_event()
             if event is None or isinstance(event, m.Terminate):
@@ -325,52 +298,45 @@ class ClientHandler:
                     # A value or expression deeper than the checks up front allow for,
                     # met in describing, binding or encoding: this message fails, the
                     # session goes on.
-                    raise _too_complex() from None
+                    raise too_complex() from None
             except DBError as e:
-                if e.severity == "FATAL":
-                    raise
                 self.report(e)
                 await self.flush()  # PostgreSQL sends an error at once, even mid-batch
-            if self.out and not self.in_extended:
-                await self.flush()
+            if self.out and conn.state is State.IDLE:
+                await self.flush()  # a ReadyForQuery ended the batch: one write for it all
 
     def report(self, e: DBError) -> None:
-        self.send(m.error_response(e.severity, e.sqlstate, e.message, e.detail))
+        """Answer an ERROR (the machine then skips the rest of an extended batch); a FATAL
+        one goes on up, and ``run`` sends it as the connection's last word."""
+        if e.severity == "FATAL":
+            raise e
         assert self.session is not None
+        self.send(m.ErrorResponse(e.severity, e.sqlstate, e.message, e.detail))
         self.session.on_error()
-        if self.in_extended:
-            self.conn.discard_until_sync()
 
     async def dispatch(self, event: m.Event) -> None:
         assert self.session is not None
-        if isinstance(event, m.Query):
-            self.in_extended = False
-            await self.simple_query(event.sql)
-            self.send(m.ready_for_query(self.session.status))
-            return
-        if isinstance(event, m.Sync):
-            self.in_extended = False
-            self.portals.pop("", None)
-            self.send(m.ready_for_query(self.session.status))
-            await self.flush()
-            return
-        if isinstance(event, m.Flush):
-            await self.flush()
-            return
-        if isinstance(event, m.CopyData | m.CopyDone | m.CopyFail):
-            return  # stray COPY messages outside COPY are ignored, as PostgreSQL does
-        self.in_extended = True
-        if isinstance(event, m.Parse):
-            await self.parse(event)
-        elif isinstance(event, m.Bind):
+        if isinstance(event, m.Bind):
             self.bind(event)
-        elif isinstance(event, m.Describe):
-            self.describe(event)
         elif isinstance(event, m.Execute):
             await self.execute(event)
+        elif isinstance(event, m.Sync):
+            self.send(m.READY_FOR_QUERY[self.session.status])
+        elif isinstance(event, m.Parse):
+            await self.parse(event)
+        elif isinstance(event, m.Describe):
+            self.describe(event)
         elif isinstance(event, m.Close):
-            (self.statements if event.kind == "S" else self.portals).pop(event.name, None)
-            self.send(m.close_complete())
+            if event.kind == "S":
+                self.statements.pop(event.name, None)
+            else:
+                self.conn.close_portal(event.name)
+            self.send(m.CLOSE_COMPLETE)
+        elif isinstance(event, m.Query):
+            await self.simple_query(event.sql)
+            self.send(m.READY_FOR_QUERY[self.session.status])
+        elif isinstance(event, m.Flush):
+            await self.flush()
         if self.out_bytes > WRITE_HIGH_WATER:
             await self.flush()
 
@@ -396,36 +362,16 @@ class ClientHandler:
 
     async def simple_statements(self, statements: list[ast.Statement]) -> None:
         """Run and answer each statement of a Query message; the first error ends them."""
-        assert self.session is not None
         for stmt in statements:
             if isinstance(stmt, ast.Empty):
-                self.send(m.empty_query_response())
+                self.send(m.EMPTY_QUERY_RESPONSE)
                 continue
             result = await self.run_statement(stmt, [])
-            await self.send_result(result, result.columns, [], send_description=True)
-
-    async def copy_chunks(self) -> AsyncGenerator[bytes, None]:
-        """CopyData payloads until CopyDone; CopyFail is 57014. Ends the COPY phase either way."""
-        self.conn.start_copy_in()
-        try:
-            while True:
-                event = await self.next_event()
-                if event is None:
-                    raise ConnectionError("client went away during COPY")
-                if isinstance(event, m.CopyData):
-                    yield event.data
-                elif isinstance(event, m.CopyDone):
-                    return
-                elif isinstance(event, m.CopyFail):
-                    raise QueryCanceled(f"COPY from stdin failed: {event.message}")
-        finally:
-            self.conn.end_copy_in()
-
-    async def send_copy_data(self, piece: bytes) -> None:
-        self.send(m.copy_data(piece))
-        if self.out_bytes > WRITE_HIGH_WATER:
-            await self.flush()
-            await self.writer.drain()
+            self.send_status(result)
+            if result.columns is not None:
+                self.send_description(result.columns, ())
+                await self.send_rows(result.rows, result.columns, ())
+            self.send(m.CommandComplete(result.tag))
 
     # ---- extended query ---------------------------------------------------------------------
 
@@ -439,7 +385,7 @@ class ClientHandler:
         stmt = statements[0]
         oids = self.session.param_types(stmt, event.param_oids)
         self.statements[event.name] = Prepared(event.sql, stmt, oids)
-        self.send(m.parse_complete())
+        self.send(m.PARSE_COMPLETE)
 
     def bind(self, event: m.Bind) -> None:
         prepared = self.statements.get(event.statement)
@@ -447,33 +393,9 @@ class ClientHandler:
             raise DBError(
                 f'prepared statement "{event.statement}" does not exist', sqlstate="26000"
             )
-        if len(event.params) != len(prepared.param_oids):
-            # An ERROR, not FATAL, as in PostgreSQL: the message was well framed, and the
-            # session goes on after the Sync.
-            raise DBError(
-                f"bind message supplies {len(event.params)} parameters, but prepared statement "
-                f'"{event.statement}" requires {len(prepared.param_oids)}',
-                sqlstate=ProtocolViolation.sqlstate,
-            )
-        fmts = _formats(event.param_formats, len(event.params))
-        values: list[Any] = []
-        for raw, fmt, oid in zip(event.params, fmts, prepared.param_oids, strict=True):
-            if raw is None:
-                values.append(None)
-            elif fmt == 1:
-                values.append(t.decode_binary(oid, raw))
-            else:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise DBError(
-                        "invalid byte sequence for encoding UTF8", sqlstate="22021"
-                    ) from None
-                values.append(t.decode_text(oid, text))
-        if event.portal and event.portal in self.portals:
-            raise DBError(f'portal "{event.portal}" already exists', sqlstate="42P03")
-        self.portals[event.portal] = Portal(prepared, values, event.result_formats)
-        self.send(m.bind_complete())
+        values = bind_params(event, prepared.param_oids)
+        self.conn.bind_portal(event.portal, Portal(prepared, values, event.result_formats))
+        self.send(m.BIND_COMPLETE)
 
     def describe(self, event: m.Describe) -> None:
         assert self.session is not None
@@ -481,16 +403,14 @@ class ClientHandler:
             prepared = self.statements.get(event.name)
             if prepared is None:
                 raise DBError(f'prepared statement "{event.name}" does not exist', sqlstate="26000")
-            self.send(m.parameter_description(prepared.param_oids))
+            self.send(m.ParameterDescription(prepared.param_oids))
             prepared.columns = self.session.describe(prepared.stmt, prepared.param_oids)
             prepared.described = True
-            self.send_description(prepared.columns, [])
+            self.send_description(prepared.columns, ())
             return
-        portal = self.portals.get(event.name)
-        if portal is None:
-            raise DBError(f'portal "{event.name}" does not exist', sqlstate="34000")
+        portal = self.conn.portal(event.name)
         portal.columns = self.portal_columns(portal)
-        self.send_description(portal.columns, list(portal.result_formats))
+        self.send_description(portal.columns, portal.result_formats)
 
     def portal_columns(self, portal: Portal) -> list[Column] | None:
         assert self.session is not None
@@ -500,55 +420,31 @@ class ClientHandler:
             return portal.prepared.columns
         return self.session.describe(portal.prepared.stmt, portal.prepared.param_oids)
 
-    def send_description(self, columns: list[Column] | None, formats: list[int]) -> None:
-        if columns is None:
-            self.send(m.no_data())
-            return
-        fmts = _formats(tuple(formats), len(columns))
-        self.send(
-            m.row_description(
-                [
-                    m.Field(name, oid, t.TYPE_SIZES.get(oid, -1), -1, fmt)
-                    for (name, oid), fmt in zip(columns, fmts, strict=True)
-                ]
-            )
-        )
-
     async def execute(self, event: m.Execute) -> None:
-        portal = self.portals.get(event.portal)
-        if portal is None:
-            raise DBError(f'portal "{event.portal}" does not exist', sqlstate="34000")
-        if portal.done:
-            self.send(m.command_complete(portal.result.tag if portal.result else "SELECT 0"))
-            return
-        if portal.result is None:
+        portal = self.conn.portal(event.portal)
+        result = portal.result
+        if result is None:
             if isinstance(portal.prepared.stmt, ast.Empty):
-                self.send(m.empty_query_response())
+                self.send(m.EMPTY_QUERY_RESPONSE)
                 return
             columns = self.portal_columns(portal)
-            portal.result = await self.run_statement(portal.prepared.stmt, portal.params, columns)
-            portal.columns = columns if columns is not None else portal.result.columns
-        result = portal.result
+            result = await self.run_statement(portal.prepared.stmt, portal.params, columns)
+            portal.result = result
+            portal.columns = columns if columns is not None else result.columns
+            self.send_status(result)
+        elif portal.done:
+            self.send(m.CommandComplete(result.tag))
+            return
         rows = result.rows
-        limit = event.max_rows if event.max_rows > 0 else len(rows)
-        chunk = rows[portal.sent : portal.sent + limit]
-        portal.sent += len(chunk)
-        partial = Result(result.columns, chunk, result.tag, result.notices, result.parameter_status)
-        result.notices, result.parameter_status = [], {}
-        if portal.sent < len(rows):
-            await self.send_result(
-                partial,
-                portal.columns,
-                list(portal.result_formats),
-                send_description=False,
-                complete=False,
-            )
-            self.send(m.portal_suspended())
+        end = len(rows) if event.max_rows <= 0 else min(len(rows), portal.sent + event.max_rows)
+        if portal.columns is not None:
+            await self.send_rows(rows[portal.sent : end], portal.columns, portal.result_formats)
+        portal.sent = end
+        if end < len(rows):
+            self.send(m.PORTAL_SUSPENDED)
             return
         portal.done = True
-        await self.send_result(
-            partial, portal.columns, list(portal.result_formats), send_description=False
-        )
+        self.send(m.CommandComplete(result.tag))
 
     # ---- running and sending -----------------------------------------------------------------
 
@@ -565,20 +461,38 @@ class ClientHandler:
         assert self.session is not None
         result = await self.session.execute(stmt, params, columns)
         copy = result.copy
+        if copy is None:
+            return result
+        fmt = int(copy.binary)
         if isinstance(copy, CopyOut):
-            self.send(m.copy_out_response(int(copy.binary), [int(copy.binary)] * copy.columns))
+            self.send(m.CopyOutResponse(fmt, (fmt,) * copy.columns))
             final = await copy.run(self.send_copy_data)
-            self.send(m.copy_done())
+            self.send(m.COPY_DONE)
             return final
-        if isinstance(copy, CopyIn):
-            self.send(m.copy_in_response(int(copy.binary), [int(copy.binary)] * copy.columns))
+        self.send(m.CopyInResponse(fmt, (fmt,) * copy.columns))
+        await self.flush()
+        # Closed at once, not when collected, if the sink gives up early.
+        async with contextlib.aclosing(self.copy_chunks()) as chunks:
+            return await copy.run(chunks)
+
+    async def copy_chunks(self) -> AsyncGenerator[bytes, None]:
+        """CopyData payloads until CopyDone; CopyFail is 57014."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, m.CopyData):
+                yield event.data
+            elif isinstance(event, m.CopyDone):
+                return
+            elif isinstance(event, m.CopyFail):
+                raise QueryCanceled(f"COPY from stdin failed: {event.message}")
+            else:  # Terminate, or the socket closed
+                raise ConnectionError("client went away during COPY")
+
+    async def send_copy_data(self, piece: bytes) -> None:
+        self.send(m.CopyData(piece))
+        if self.out_bytes > WRITE_HIGH_WATER:
             await self.flush()
-            chunks = self.copy_chunks()
-            try:
-                return await copy.run(chunks)
-            finally:
-                await chunks.aclose()  # leaves the COPY phase if the sink gave up early
-        return result
+            await self.writer.drain()
 
     async def guarded(self, work: Coroutine[Any, Any, Result], stmt: ast.Statement) -> Result:
         """Run a statement's work in this connection's own task (no task per statement: it
@@ -613,7 +527,7 @@ class ClientHandler:
         except DBError:
             raise
         except RecursionError:
-            raise _too_complex() from None
+            raise too_complex() from None
         except Exception as e:
             log.exception("connection %d: internal error running %s", self.pid, type(stmt).__name__)
             raise DBError(f"internal error: {type(e).__name__}") from None
@@ -626,29 +540,30 @@ class ClientHandler:
             self.cancel_requested = True
             self.running.cancel()
 
-    async def send_result(
-        self,
-        result: Result,
-        columns: list[Column] | None,
-        formats: list[int],
-        send_description: bool,
-        complete: bool = True,
-    ) -> None:
+    def send_status(self, result: Result) -> None:
+        """What a statement tells besides its rows: notices and changed settings."""
         for notice in result.notices:
-            self.send(m.notice_response(notice))
+            self.send(m.NoticeResponse(notice))
         for name, value in result.parameter_status.items():
-            self.send(m.parameter_status(name, value))
-        if columns is not None:
-            if send_description:
-                self.send_description(columns, formats)
-            fmts = _formats(tuple(formats), len(columns))
-            encoders = [t.encoder(oid, fmt) for (_, oid), fmt in zip(columns, fmts, strict=True)]
-            for i, row in enumerate(result.rows):
-                self.send(encode_row(encoders, row, columns))
-                if i % DRAIN_EVERY_ROWS == DRAIN_EVERY_ROWS - 1:
-                    await self.flush()
-        if complete:
-            self.send(m.command_complete(result.tag))
+            self.send(m.ParameterStatus(name, value))
+
+    def send_description(self, columns: list[Column] | None, formats: tuple[int, ...]) -> None:
+        if columns is None:
+            self.send(m.NO_DATA)
+            return
+        self.send(row_description(columns, formats))
+
+    async def send_rows(
+        self, rows: list[tuple[Any, ...]], columns: list[Column], formats: tuple[int, ...]
+    ) -> None:
+        encoders = row_encoders(columns, formats)
+        conn, out = self.conn, self.out
+        for i, row in enumerate(rows):
+            data = conn.send_data_row(row_values(encoders, row, columns))
+            out.append(data)
+            self.out_bytes += len(data)
+            if i % DRAIN_EVERY_ROWS == DRAIN_EVERY_ROWS - 1:
+                await self.flush()
 
 
 class PgServer:
@@ -682,10 +597,11 @@ class PgServer:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.starting) >= self.cfg["server.max_startup_connections"]:
+            # Refused before the protocol starts, so no machine is made for it.
             writer.write(
-                m.error_response(
+                m.ErrorResponse(
                     "FATAL", TooManyConnections.sqlstate, "sorry, too many clients already"
-                )
+                ).encode()
             )
             writer.close()
             return
