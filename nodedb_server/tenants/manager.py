@@ -22,7 +22,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
@@ -40,6 +39,7 @@ from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.records import Record, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
+from nodedb_server.tenants.operations import Operations
 from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
 from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
