@@ -1,4 +1,5 @@
-"""Running and recent backups and restores (``_system.backups``), and progress NOTICEs.
+"""Progress of a running backup or restore: its entry in ``_system.backups``
+(tenants/operations.py) and NOTICEs to its client.
 
 Long operations report to their client every ``[backup] progress_seconds``
 (default 2): the worker thread that moves the bytes calls ``Progress``; the
@@ -8,59 +9,13 @@ NOTICE is sent on the event loop.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
+from nodedb_server.tenants.operations import Operation
+
 T = TypeVar("T")
-
-RECENT = 100
-
-
-@dataclass
-class Operation:
-    id: int
-    kind: str  # "backup" | "restore" | "dry run"
-    tenant: str
-    target: str
-    total: int | None  # bytes expected, when known
-    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    finished_at: dt.datetime | None = None
-    bytes: int = 0
-    status: str = "running"
-    error: str | None = None
-
-    @property
-    def percent(self) -> float | None:
-        if self.status == "done":
-            return 100.0
-        if not self.total:
-            return None
-        return min(99.9, 100.0 * self.bytes / self.total)
-
-
-class Operations:
-    def __init__(self) -> None:
-        self._next = 1
-        self.recent: deque[Operation] = deque(maxlen=RECENT)
-
-    def start(self, kind: str, tenant: str, target: str, total: int | None) -> Operation:
-        op = Operation(self._next, kind, tenant, target, total)
-        self._next += 1
-        self.recent.append(op)
-        return op
-
-    @staticmethod
-    def finish(op: Operation, error: BaseException | None = None) -> None:
-        op.finished_at = dt.datetime.now(dt.UTC)
-        op.status = "failed" if error is not None else "done"
-        if isinstance(error, asyncio.CancelledError):
-            op.error = "cancelled"
-        else:
-            op.error = str(error)[:200] if error is not None else None
 
 
 class Stopped(Exception):

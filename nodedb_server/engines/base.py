@@ -8,12 +8,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from nodedb_server.engines import EngineKind
 from nodedb_server.engines.crdt import CrdtError, CrdtStore
 from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.index import FieldIndex
 from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
+from nodedb_server.storage.records import CRDT_OPS, EDGE_OPS, REMOVING_OPS
 from nodedb_server.storage.snapshot import SnapshotItems, Views
 
 Row = dict[str, Any]
@@ -58,7 +59,7 @@ class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
     replaces the dict, so a snapshot's pre-image of a row is the old dict itself."""
 
-    engine = "document"
+    engine: EngineKind = "document"
     key_field = "id"
 
     def __init__(self, name: str):
@@ -88,7 +89,7 @@ class RowCollection:
         old = self.edges.get(src, dst, label)
         if old is not None:
             self.size_bytes -= len(codec.pack([key, old]))
-        if op == OP_EDGE_DELETE:
+        if op in REMOVING_OPS:
             self.edges.delete(src, dst, label)
         else:
             self.edges.put(src, dst, label, props)
@@ -199,11 +200,12 @@ class RowCollection:
                 tags.add(tag)
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        """Apply one committed operation (live, or replayed: both count sizes alike)."""
-        if op == OP_CRDT_APPLY:
+        """Apply one committed operation (live, or replayed: both count sizes alike);
+        ``op`` is an OpKind value, a plain int when replayed."""
+        if op in CRDT_OPS:
             self._apply_crdt(key, row)
             return
-        if op >= OP_EDGE_PUT:
+        if op in EDGE_OPS:
             self._apply_edge(op, key, row or {})
             return
         if self.views.open:
@@ -215,7 +217,7 @@ class RowCollection:
             self.size_bytes -= len(codec.pack(old))
             for f, index in self.indexes.items():
                 index.remove(old.get(f), key)
-        if op == OP_DELETE:
+        if op in REMOVING_OPS:
             self.rows.pop(key, None)
             for vindex in self.vectors.values():
                 vindex.remove(key)

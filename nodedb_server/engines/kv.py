@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from nodedb_server.engines.base import Row, RowCollection
-from nodedb_server.storage.records import OP_DELETE, OP_EDGE_PUT
+from nodedb_server.storage.records import REMOVING_OPS, ROW_OPS
 from nodedb_server.storage.snapshot import ABSENT, SnapshotItems
 
 
@@ -44,9 +44,9 @@ class KvCollection(RowCollection):
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
         super().apply(op, key, row, expires_ms)
-        if op >= OP_EDGE_PUT:  # edges and CRDT documents have no expiry
+        if op not in ROW_OPS:  # edges and CRDT documents have no expiry
             return
-        if op == OP_DELETE or expires_ms is None:
+        if op in REMOVING_OPS or expires_ms is None:
             self.expiry.pop(key, None)
         else:
             self.expiry[key] = expires_ms

@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from nodedb_server.storage.records import OP_TS_APPEND
+from nodedb_server.engines import EngineKind
+from nodedb_server.storage.records import TIMESERIES_OPS
 from nodedb_server.storage.snapshot import Prefetch
 
 KINDS: dict[str, pa.DataType] = {
@@ -105,7 +106,7 @@ class Partition:
 
 
 class TimeseriesCollection:
-    engine = "timeseries"
+    engine: EngineKind = "timeseries"
     key_field = ""
 
     def __init__(
@@ -205,7 +206,7 @@ class TimeseriesCollection:
     # ---- applying committed operations -----------------------------------------------------
 
     def apply(self, op: int, key: Any, row: Any, expires_ms: int | None) -> None:
-        if op == OP_TS_APPEND:
+        if op in TIMESERIES_OPS:
             self.apply_batch(from_ipc(row), len(row))
 
     def apply_batch(self, batch: pa.RecordBatch | pa.Table, size: int) -> None:

@@ -30,7 +30,7 @@ from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import CorruptRecord
-from nodedb_server.storage.wal import SegmentInfo, Wal, WalBroken, repair_tail, scan
+from nodedb_server.storage.wal import FsyncMode, SegmentInfo, Wal, WalBroken, repair_tail, scan
 
 log = logging.getLogger("nodedb.recovery")
 
@@ -53,7 +53,7 @@ class RecoveryReport:
 @dataclass(frozen=True)
 class WalSettings:
     segment_bytes: int
-    fsync: str
+    fsync: FsyncMode
     batch_ms: int
 
 

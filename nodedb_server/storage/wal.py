@@ -23,6 +23,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -34,6 +35,7 @@ from nodedb_server.storage.records import (
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
     Record,
+    RecordKind,
     SegmentHeader,
     open_record,
     parse_record_header,
@@ -41,6 +43,10 @@ from nodedb_server.storage.records import (
 )
 
 log = logging.getLogger("nodedb.wal")
+
+# [wal] fsync: when a record is acknowledged (docs/OPERATIONS.md): "always" after its
+# fsync, "batch" once written (fsync at least every batch_ms), "off" never fsyncs.
+FsyncMode = Literal["always", "batch", "off"]
 
 
 def segment_name(first_lsn: int) -> str:
@@ -179,7 +185,7 @@ class Wal:
         *,
         next_lsn: int,
         segment_bytes: int,
-        fsync: str,
+        fsync: FsyncMode,
         batch_ms: int,
         segments: list[SegmentInfo],
     ):
@@ -214,7 +220,7 @@ class Wal:
         return self.next_lsn - 1
 
     def append(
-        self, rtype: int, body: bytes, commit_ms: int | None = None
+        self, rtype: RecordKind, body: bytes, commit_ms: int | None = None
     ) -> tuple[int, asyncio.Future[int]]:
         """Queue a record; the future resolves with its LSN once it is durable."""
         if self.broken is not None:

@@ -22,7 +22,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from nodedb_server.backup.progress import Operations
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
@@ -37,9 +36,10 @@ from nodedb_server.errors import (
 from nodedb_server.storage import codec
 from nodedb_server.storage.datadir import lock_data_dir, unlock_data_dir
 from nodedb_server.storage.fsio import FileIO, disk_full
-from nodedb_server.storage.records import REC_CATALOG, Record
+from nodedb_server.storage.records import Record, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.tenants import keys
+from nodedb_server.tenants.operations import Operations
 from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
 from nodedb_server.tenants.users import ScramVerifier, make_verifier
 
@@ -65,7 +65,7 @@ class SystemState:
         self.next_tenant_id = DEFAULT_TENANT_ID
 
     def apply(self, rec: Record) -> None:
-        if rec.rtype == REC_CATALOG:
+        if rec.rtype == RecordKind.CATALOG:
             action, args = codec.unpack(rec.body)
             self.apply_action(action, args)
 
@@ -291,7 +291,7 @@ class TenantManager:
         if self.store.wal is None:
             await self._reopen_system_wal()
         assert self.store.wal is not None
-        _, fut = self.store.wal.append(REC_CATALOG, codec.pack([action, args]))
+        _, fut = self.store.wal.append(RecordKind.CATALOG, codec.pack([action, args]))
         self.system.apply_action(action, args)
         await fut
 

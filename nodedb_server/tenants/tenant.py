@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -34,13 +34,17 @@ from nodedb_server.errors import (
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
-from nodedb_server.storage.records import MAX_BODY, OP_DELETE, REC_CATALOG, REC_DATA
+from nodedb_server.storage.records import MAX_BODY, OpKind, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.storage.wal import RecordTooLarge, WalBroken
 from nodedb_server.tenants.catalog import Op, TenantState
 
 log = logging.getLogger("nodedb.tenant")
 
+# recovering: opening (recovery, then a WAL segment); online: serving statements;
+# restoring: a restore is replacing it (begin_restore until its switch or abort);
+# closed: shut down, dropped or replaced, never reopened as this object.
+TenantStatus = Literal["recovering", "online", "restoring", "closed"]
 # How often expired KV keys are reclaimed (each becomes a WAL DELETE) and dropped
 # collections past their retention window are purged.
 TTL_SWEEP_SECONDS = 1.0
@@ -70,7 +74,7 @@ class Tenant:
         self.retention_ms = retention_ms
         self.state = TenantState()
         self.store = self._new_store(self.state)
-        self.status = "recovering"
+        self.status: TenantStatus = "recovering"
         self._reload_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -133,7 +137,7 @@ class Tenant:
                 )
         packed = [codec.pack(op) for op in ops]
         try:
-            lsn, fut = wal.append(REC_DATA, codec.pack_array(packed))
+            lsn, fut = wal.append(RecordKind.DATA, codec.pack_array(packed))
         except RecordTooLarge as e:
             raise DBError(
                 f"this transaction's changes come to {e.size} bytes, over the "
@@ -153,7 +157,7 @@ class Tenant:
         wal = self.store.wal
         assert wal is not None
         at_ms = int(time.time() * 1000)
-        lsn, fut = wal.append(REC_CATALOG, codec.pack([action, args]), at_ms)
+        lsn, fut = wal.append(RecordKind.CATALOG, codec.pack([action, args]), at_ms)
         self.state.apply_catalog(lsn, at_ms, action, args, built)
         self.state.last_lsn = lsn
         await self._await_durable(fut)
@@ -247,7 +251,7 @@ class Tenant:
                 if not isinstance(engine, KvCollection):
                     continue
                 for key in engine.expired(now):
-                    ops.append((OP_DELETE, meta.name, key, engine.rows.get(key), None))
+                    ops.append((OpKind.DELETE, meta.name, key, engine.rows.get(key), None))
             if ops and self.status == "online":
                 try:
                     await self.commit_ops(ops)

@@ -15,8 +15,7 @@ import pytest
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.storage import snapshot
-from nodedb_server.storage.records import OP_CRDT_APPLY, OP_DELETE, OP_EDGE_DELETE, OP_EDGE_PUT
-from nodedb_server.storage.records import OP_INSERT as OP_PUT
+from nodedb_server.storage.records import OpKind
 
 
 def _crdt_update(text: str) -> bytes:
@@ -78,17 +77,21 @@ def _random_write(c: RowCollection, rng: random.Random, n: int) -> None:
     key = f"k{rng.randrange(n)}"
     roll = rng.random()
     if roll < 0.45:
-        c.apply(OP_PUT, key, {"id": key, "v": rng.randrange(1000)}, rng.choice([None, 10**13]))
+        c.apply(
+            OpKind.INSERT, key, {"id": key, "v": rng.randrange(1000)}, rng.choice([None, 10**13])
+        )
     elif roll < 0.6:
-        c.apply(OP_DELETE, key, None, None)
+        c.apply(OpKind.DELETE, key, None, None)
     elif roll < 0.75:
         src, dst = f"n{rng.randrange(20)}", f"n{rng.randrange(20)}"
-        c.apply(OP_EDGE_PUT, [src, dst, "l"], {"w": rng.randrange(9)}, None)
+        c.apply(OpKind.EDGE_PUT, [src, dst, "l"], {"w": rng.randrange(9)}, None)
     elif roll < 0.85:
         src, dst = f"n{rng.randrange(20)}", f"n{rng.randrange(20)}"
-        c.apply(OP_EDGE_DELETE, [src, dst, "l"], None, None)
+        c.apply(OpKind.EDGE_DELETE, [src, dst, "l"], None, None)
     else:
-        c.apply(OP_CRDT_APPLY, f"d{rng.randrange(5)}", _crdt_update(str(rng.randrange(99))), None)
+        c.apply(
+            OpKind.CRDT_APPLY, f"d{rng.randrange(5)}", _crdt_update(str(rng.randrange(99))), None
+        )
 
 
 def _populated(kind: type[RowCollection], rng: random.Random, n: int) -> RowCollection:
@@ -173,13 +176,14 @@ def test_a_snapshot_given_up_is_released_and_costs_writers_nothing_more() -> Non
 def test_pre_images_follow_the_writes_not_the_collection() -> None:
     c = RowCollection("c")
     for i in range(10_000):
-        c.apply(OP_PUT, f"k{i}", {"id": f"k{i}", "v": i}, None)
+        c.apply(OpKind.INSERT, f"k{i}", {"id": f"k{i}", "v": i}, None)
     parts = c.checkpoint_parts("c1")
     view = c.views.open[0]
     for i in range(10):
-        c.apply(OP_PUT, f"k{i}", {"id": f"k{i}", "v": -i}, None)
-        c.apply(OP_PUT, f"k{i}", {"id": f"k{i}", "v": -2 * i}, None)  # second change: no copy
-    c.apply(OP_PUT, "new", {"id": "new"}, None)
+        c.apply(OpKind.INSERT, f"k{i}", {"id": f"k{i}", "v": -i}, None)
+        # A second change of the same key: no copy.
+        c.apply(OpKind.INSERT, f"k{i}", {"id": f"k{i}", "v": -2 * i}, None)
+    c.apply(OpKind.INSERT, "new", {"id": "new"}, None)
     assert len(view.pre) == 11
     rows = dict(next(iter(p for n, p in parts if n == "c1")))  # type: ignore[call-overload]
     assert len(rows) == 10_000 and "new" not in rows

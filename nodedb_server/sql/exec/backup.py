@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from nodedb_server import types as t
 from nodedb_server.backup.envelope import EnvelopeError
 from nodedb_server.backup.progress import (
-    Operation,
-    Operations,
     Progress,
     ProgressReader,
     in_worker,
@@ -36,6 +34,7 @@ from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
 from nodedb_server.tenants.manager import DEFAULT_TENANT
+from nodedb_server.tenants.operations import Operation, Operations
 from nodedb_server.tenants.tenant import Tenant
 
 if TYPE_CHECKING:

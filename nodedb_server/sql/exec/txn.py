@@ -25,15 +25,7 @@ from nodedb_server.sql.expr import (
 )
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
-from nodedb_server.storage.records import (
-    OP_CRDT_APPLY,
-    OP_DELETE,
-    OP_EDGE_DELETE,
-    OP_EDGE_PUT,
-    OP_INSERT,
-    OP_TS_APPEND,
-    OP_UPDATE,
-)
+from nodedb_server.storage.records import OpKind
 from nodedb_server.tenants.catalog import Op
 
 if TYPE_CHECKING:
@@ -48,11 +40,11 @@ IntentKind = Literal["insert", "put", "update", "delete", "edge_put", "edge_dele
 Intent = tuple[IntentKind, Any, Any, int | None]
 
 # Transaction intents that become one operation as they are, checked against nothing.
-PASS_THROUGH: dict[IntentKind, int] = {
-    "edge_put": OP_EDGE_PUT,
-    "edge_delete": OP_EDGE_DELETE,
-    "crdt": OP_CRDT_APPLY,
-    "ts": OP_TS_APPEND,
+PASS_THROUGH: dict[IntentKind, OpKind] = {
+    "edge_put": OpKind.EDGE_PUT,
+    "edge_delete": OpKind.EDGE_DELETE,
+    "crdt": OpKind.CRDT_APPLY,
+    "ts": OpKind.TS_APPEND,
 }
 
 
@@ -115,7 +107,7 @@ def fold(s: Session, txn: Txn) -> list[Op]:
         old = current[ck] if ck in current else engine.get(key, now)
         if intent == "delete":
             if old is not None:
-                ops.append((OP_DELETE, coll, key, old, None))
+                ops.append((OpKind.DELETE, coll, key, old, None))
             current[ck] = None
             continue
         if intent == "update":
@@ -127,7 +119,7 @@ def fold(s: Session, txn: Txn) -> list[Op]:
                 f"duplicate key value violates unique constraint: {engine.key_field}={key!r} "
                 f'already exists in "{coll}"'
             )
-        ops.append((OP_UPDATE if old is not None else OP_INSERT, coll, key, row, expires))
+        ops.append((OpKind.UPDATE if old is not None else OpKind.INSERT, coll, key, row, expires))
         current[ck] = row
     return ops
 
