@@ -300,18 +300,22 @@ class ClientHandler:
                     # session goes on.
                     raise too_complex() from None
             except DBError as e:
+                if e.severity == "FATAL":
+                    raise  # ``run`` sends it, and the connection ends
                 self.report(e)
                 await self.flush()  # PostgreSQL sends an error at once, even mid-batch
             if self.out and conn.state is State.IDLE:
                 await self.flush()  # a ReadyForQuery ended the batch: one write for it all
 
     def report(self, e: DBError) -> None:
-        """Answer an ERROR (the machine then skips the rest of an extended batch); a FATAL
-        one goes on up, and ``run`` sends it as the connection's last word."""
-        if e.severity == "FATAL":
+        """Answer an error and go on (the machine then skips the rest of an extended batch).
+        It is an ERROR whatever its class says, since the session goes on: a tenant dropped
+        under an open session is 57P03 for each statement of a Query. A protocol violation
+        goes on up instead: the stream is out of step, and ``run`` ends the connection."""
+        if isinstance(e, ProtocolViolation):
             raise e
         assert self.session is not None
-        self.send(m.ErrorResponse(e.severity, e.sqlstate, e.message, e.detail))
+        self.send(m.ErrorResponse("ERROR", e.sqlstate, e.message, e.detail))
         self.session.on_error()
 
     async def dispatch(self, event: m.Event) -> None:
