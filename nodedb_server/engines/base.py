@@ -14,7 +14,7 @@ from nodedb_server.engines.graph import EdgeStore
 from nodedb_server.engines.index import FieldIndex
 from nodedb_server.engines.vector import VectorIndex, as_vector
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import CRDT_OPS, EDGE_OPS, REMOVING_OPS
+from nodedb_server.storage.records import CRDT_OPS, EDGE_OPS, REMOVING_OPS, ROW_OPS
 from nodedb_server.storage.snapshot import SnapshotItems, Views
 
 Row = dict[str, Any]
@@ -202,11 +202,11 @@ class RowCollection:
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
         """Apply one committed operation (live, or replayed: both count sizes alike);
         ``op`` is an OpKind value, a plain int when replayed."""
-        if op in CRDT_OPS:
-            self._apply_crdt(key, row)
-            return
-        if op in EDGE_OPS:
-            self._apply_edge(op, key, row or {})
+        if op not in ROW_OPS:  # edges and CRDT documents overlay the rows
+            if op in EDGE_OPS:
+                self._apply_edge(op, key, row or {})
+            elif op in CRDT_OPS:
+                self._apply_crdt(key, row)
             return
         if self.views.open:
             self.views.before_change(key, lambda: self._pre_image(key))
