@@ -118,13 +118,8 @@ def set_config(s: Session, name: Any, value: Any, is_local: Any = False) -> str:
     implicit=True,
 )
 async def catalog_query(s: Session, stmt: ast.CatalogQuery, params: list[Any]) -> Result:
-    oids = _catalog_param_oids(stmt)
-    columns, rows = stmt.query.run(params, oids)
+    columns, rows = stmt.query.run(params, list(stmt.query.param_types()))
     return Result(columns, rows, f"SELECT {len(rows)}")
-
-
-def _catalog_param_oids(stmt: ast.CatalogQuery) -> list[int]:
-    return list(stmt.query.param_types())
 
 
 @statement(ast.CreateTenant)

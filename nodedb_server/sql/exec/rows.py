@@ -391,15 +391,22 @@ async def run_insert(
     return result
 
 
+async def _rows_to_write(
+    s: Session, stmt: ast.Update | ast.Delete, ctx: Ctx
+) -> tuple[RowCollection, list[Row]]:
+    """The collection an UPDATE or DELETE changes, and the rows its plan finds."""
+    engine = s.collection(stmt.collection)
+    plan = plan_write(stmt, s.any_collection)
+    assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
+    return engine, await matching_rows(s, plan.leaf, stmt.where, ctx)
+
+
 @statement(ast.Update, columns=written_columns, exprs=update_exprs, implicit=True, described=True)
 async def run_update(
     s: Session, stmt: ast.Update, params: list[Any], columns: list[Column] | None = None
 ) -> Result:
-    engine = s.collection(stmt.collection)
     ctx = s.ctx(params)
-    plan = plan_write(stmt, s.any_collection)
-    assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
-    rows = await matching_rows(s, plan.leaf, stmt.where, ctx)
+    engine, rows = await _rows_to_write(s, stmt, ctx)
     kf = engine.key_field
     new_rows = [assign(engine, r, stmt.assignments, ctx) for r in rows]
     # An UPDATE keeps its SET list: at COMMIT it is applied again to the row as it is
@@ -423,10 +430,7 @@ async def run_update(
 async def run_delete(
     s: Session, stmt: ast.Delete, params: list[Any], columns: list[Column] | None = None
 ) -> Result:
-    engine = s.collection(stmt.collection)
-    plan = plan_write(stmt, s.any_collection)
-    assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
-    rows = await matching_rows(s, plan.leaf, stmt.where, s.ctx(params))
+    engine, rows = await _rows_to_write(s, stmt, s.ctx(params))
     kf = engine.key_field
     result = _written(s, stmt, f"DELETE {len(rows)}", rows, columns, params)
     await commit_or_buffer(s, stmt.collection, [("delete", r[kf], None, None) for r in rows])
