@@ -38,8 +38,8 @@ from nodedb_server.sql.expr import (
     IsNull,
     Not,
     Or,
-    parse_interval,
 )
+from nodedb_server.sql.scalars import parse_interval
 
 _OPS = {
     "=": "equal",

@@ -17,15 +17,14 @@ from typing import Any
 from sqlglot import exp
 
 from nodedb_server import types as t
-from nodedb_server.engines.timeseries import TimeseriesError, to_micros
 from nodedb_server.errors import (
     DataError,
     FeatureNotSupported,
-    InvalidTextRepresentation,
     SyntaxError_,
     UndefinedFunction,
 )
 from nodedb_server.sql.functions import FUNCTIONS
+from nodedb_server.sql.scalars import number, parse_interval
 
 
 @dataclass
@@ -85,21 +84,6 @@ class Field(Expr):
         return row.get(self.name)
 
 
-def _num(v: Any) -> Any:
-    """Read untyped text as a number when it compares with or adds to one."""
-    if isinstance(v, str):
-        try:
-            return int(v)
-        except ValueError:
-            try:
-                return float(v)
-            except ValueError:
-                raise InvalidTextRepresentation(
-                    f'invalid input syntax for a number: "{v[:40]}"'
-                ) from None
-    return v
-
-
 def _align(a: Any, b: Any) -> tuple[Any, Any]:
     ta, tb = type(a), type(b)
     if ta is tb:
@@ -109,13 +93,13 @@ def _align(a: Any, b: Any) -> tuple[Any, Any]:
         and isinstance(b, int | float | decimal.Decimal)
         and not isinstance(b, bool)
     ):
-        return _num(a), b
+        return number(a), b
     if (
         isinstance(b, str)
         and isinstance(a, int | float | decimal.Decimal)
         and not isinstance(a, bool)
     ):
-        return a, _num(b)
+        return a, number(b)
     if isinstance(a, bool) and isinstance(b, str):
         return a, t.parse_bool(b)
     if isinstance(b, bool) and isinstance(a, str):
@@ -311,7 +295,7 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         if op == "-" and isinstance(b, dt.timedelta | dt.datetime):
             return a - b
         raise DataError("unsupported timestamp arithmetic")
-    a, b = _num(a), _num(b)
+    a, b = number(a), number(b)
     if (
         isinstance(a, bool)
         or isinstance(b, bool)
@@ -355,7 +339,7 @@ class Neg(Expr):
     inner: Expr
 
     def eval(self, row: dict[str, Any], ctx: Ctx) -> Any:
-        v = _num(self.inner.eval(row, ctx))
+        v = number(self.inner.eval(row, ctx))
         return None if v is None else -v
 
     def children(self) -> list[Expr]:
@@ -385,31 +369,6 @@ def cast_value(v: Any, oid: int) -> Any:
 
 
 INTERVAL = -1  # a cast target that is not a wire type
-
-
-def parse_interval(s: str) -> dt.timedelta:
-    units = {
-        "microsecond": 1e-6,
-        "millisecond": 1e-3,
-        "second": 1,
-        "sec": 1,
-        "minute": 60,
-        "min": 60,
-        "hour": 3600,
-        "day": 86400,
-        "week": 604800,
-    }
-    total = 0.0
-    found = False
-    for num, unit in re.findall(r"(-?\d+(?:\.\d+)?)\s*([a-z]+)", s.lower()):
-        u = unit[:-1] if unit.endswith("s") and unit[:-1] in units else unit
-        if u not in units:
-            raise InvalidTextRepresentation(f'invalid input syntax for type interval: "{s[:40]}"')
-        total += float(num) * units[u]
-        found = True
-    if not found:
-        raise InvalidTextRepresentation(f'invalid input syntax for type interval: "{s[:40]}"')
-    return dt.timedelta(seconds=total)
 
 
 @dataclass(eq=False)
@@ -452,36 +411,6 @@ class ObjectExpr(Expr):
 
     def children(self) -> list[Expr]:
         return [v for _, v in self.fields]
-
-
-def doc_get(value: Any, path: Any) -> Any:
-    """``doc_get(field, '$.a.b[0]')``: walk a JSON path into a nested value."""
-    if value is None or path is None:
-        return None
-    steps = re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", str(path).removeprefix("$"))
-    for key, index in steps:
-        if key and isinstance(value, dict):
-            value = value.get(key)
-        elif index and isinstance(value, list) and int(index) < len(value):
-            value = value[int(index)]
-        else:
-            return None
-    return value
-
-
-def time_bucket(spec: Any, ts: Any) -> dt.datetime | None:
-    """The start of the interval-wide bucket holding ``ts``, buckets aligned to the epoch."""
-    if spec is None or ts is None:
-        return None
-    delta = spec if isinstance(spec, dt.timedelta) else parse_interval(str(spec))
-    width = int(delta.total_seconds() * 1_000_000)
-    if width <= 0:
-        raise DataError("time_bucket() needs a positive interval")
-    try:
-        us = to_micros(ts)
-    except TimeseriesError as e:
-        raise DataError(str(e)) from None
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us - us % width)
 
 
 @dataclass(eq=False)
@@ -555,7 +484,7 @@ class Agg(Expr):
                 return min(values) if self.name == "min" else max(values)
             except TypeError:
                 raise DataError(f"{self.name}() over values of different types") from None
-        nums = [_num(v) for v in values]
+        nums = [number(v) for v in values]
         if any(
             isinstance(v, bool) or not isinstance(v, int | float | decimal.Decimal) for v in nums
         ):

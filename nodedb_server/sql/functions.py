@@ -8,8 +8,9 @@ evaluation context), and the implementation. A function that waits
 computed, since expressions are evaluated without awaiting.
 
 The implementations that belong to a statement family (CRDT, settings,
-vectors) live with it under ``sql/exec/`` and are imported when first called:
-the table itself must be complete before any statement is parsed.
+vectors) live with it under ``sql/exec/`` and are imported when first called
+(those modules import ``expr.py``, which imports this table); the
+scalar helpers come from ``sql/scalars.py``.
 
 Aggregates (count, sum, avg, min, max) are not functions here: they are their
 own expression (``expr.Agg``).
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from nodedb_server import SERVER_VERSION
 from nodedb_server import types as t
 from nodedb_server.errors import DataError, FeatureNotSupported
+from nodedb_server.sql.scalars import doc_get, number, time_bucket
 
 if TYPE_CHECKING:
     from nodedb_server.sql.expr import Ctx
@@ -47,21 +49,11 @@ def _text(v: Any) -> Any:
 
 
 def _doc_get(value: Any, path: Any) -> Any:
-    from nodedb_server.sql.expr import doc_get
-
     return _text(doc_get(value, path))
 
 
 def _abs(v: Any) -> Any:
-    from nodedb_server.sql.expr import _num
-
-    return None if v is None else abs(_num(v))
-
-
-def _time_bucket(spec: Any, ts: Any) -> dt.datetime | None:
-    from nodedb_server.sql.expr import time_bucket
-
-    return time_bucket(spec, ts)
+    return None if v is None else abs(number(v))
 
 
 def _crdt_state(ctx: Ctx, coll: Any, doc_id: Any) -> bytes | None:
@@ -118,7 +110,7 @@ FUNCTIONS: dict[str, Function] = {
         Function(
             "coalesce", t.TEXT, (), None, lambda *vs: next((v for v in vs if v is not None), None)
         ),
-        Function("time_bucket", t.TIMESTAMPTZ, (), 2, _time_bucket),
+        Function("time_bucket", t.TIMESTAMPTZ, (), 2, time_bucket),
         Function("version", t.TEXT, (), 0, lambda c: f"PostgreSQL {SERVER_VERSION}", True),
         Function("current_database", t.TEXT, (), 0, lambda c: c.session.database, True),
         Function("current_user", t.NAME, (), 0, lambda c: c.session.user["name"], True),

@@ -38,8 +38,8 @@ from nodedb_server.sql.expr import (
     Field,
     In,
     Param,
-    _num,
 )
+from nodedb_server.sql.scalars import number
 
 if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
@@ -168,7 +168,7 @@ def _probe_value(v: Any, numeric: bool) -> Any:
     """Untyped text probing a numeric field is read as a number (as comparisons do)."""
     if numeric and isinstance(v, str):
         try:
-            return _num(v)
+            return number(v)
         except DBError:
             return v
     return v

@@ -4,8 +4,8 @@ Each family module under ``sql/exec/`` registers its statements with
 ``@statement(ast.Type, ...)``: how the statement runs, the columns it
 describes, the expressions its parameters are typed from, whether it writes
 (and so is refused while the WAL cannot be written), whether it may share the
-implicit transaction of a multi-statement Query message, and how it uses the
-wire. Adding a statement is an AST class, a parse rule and one registered
+implicit transaction of a multi-statement Query message. A statement that
+streams (COPY) says so in its result (``Result.copy``). Adding a statement is an AST class, a parse rule and one registered
 function; ``tests/unit/test_registry.py`` pins that every AST statement type
 has an entry.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nodedb_server.errors import FeatureNotSupported
 from nodedb_server.sql import ast
@@ -24,16 +24,10 @@ from nodedb_server.sql.result import Column, Result
 if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
 
-# How a statement uses the wire: rows (or none), or a COPY stream out or in.
-Wire = Literal["plain", "copy_out", "copy_in"]
 # A statement's expressions, and the (field, expression) pairs it stores into fields.
 Exprs = tuple[list[Expr], list[tuple[str, Expr]]]
 ColumnsFn = Callable[["Session", Any, list[int]], "list[Column] | None"]
 F = TypeVar("F", bound=Callable[..., Awaitable[Result]])
-
-
-def _plain(stmt: Any) -> Wire:
-    return "plain"
 
 
 def _no_exprs(session: Session, stmt: Any) -> Exprs:
@@ -50,7 +44,6 @@ class StatementSpec:
     param_types: Callable[[Session, Any, tuple[int, ...]], list[int]] | None
     writes: bool
     implicit: bool
-    wire: Callable[[Any], Wire]
 
 
 SPECS: dict[type, StatementSpec] = {}
@@ -64,7 +57,6 @@ def statement(
     param_types: Callable[[Session, Any, tuple[int, ...]], list[int]] | None = None,
     writes: bool = True,
     implicit: bool = False,
-    wire: Callable[[Any], Wire] = _plain,
     described: bool = False,
 ) -> Callable[[F], F]:
     """Register the decorated coroutine function as how ``kind`` runs."""
@@ -85,7 +77,7 @@ def statement(
         if kind in SPECS:
             raise RuntimeError(f"{kind.__name__} is registered twice")
         SPECS[kind] = StatementSpec(
-            run, described, columns_fn, exprs, param_types, writes, implicit, wire
+            run, described, columns_fn, exprs, param_types, writes, implicit
         )
         return run
 

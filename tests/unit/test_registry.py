@@ -43,17 +43,3 @@ def test_what_writes_and_what_may_share_an_implicit_transaction() -> None:
         assert spec_of(parse(sql)[0]).implicit, sql
     for sql in ("CREATE COLLECTION c", "BEGIN", "CREATE TENANT t", "CHECKPOINT"):
         assert not spec_of(parse(sql)[0]).implicit, sql
-
-
-def test_the_copy_forms_say_how_they_use_the_wire() -> None:
-    cases = {
-        "COPY (BACKUP TENANT t) TO STDOUT": "copy_out",
-        "BACKUP TENANT t TO '/x/y.bak'": "plain",
-        "COPY tenant_restore(t) FROM STDIN": "copy_in",
-        "RESTORE TENANT t FROM '/x/y.bak'": "plain",
-        "COPY m FROM STDIN": "copy_in",
-        "SELECT 1": "plain",
-    }
-    for sql, wire in cases.items():
-        stmt = parse(sql)[0]
-        assert spec_of(stmt).wire(stmt) == wire, sql

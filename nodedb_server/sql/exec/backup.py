@@ -94,7 +94,6 @@ def backup_columns(
     ast.BackupTenant,
     columns=backup_columns,
     writes=False,
-    wire=lambda stmt: "copy_out" if stmt.path is None else "plain",
 )
 async def run_backup(s: Session, stmt: ast.BackupTenant, params: list[Any]) -> Result:
     tenant = backup_tenant(s, stmt.tenant)
@@ -122,7 +121,6 @@ async def run_backup(s: Session, stmt: ast.BackupTenant, params: list[Any]) -> R
     ast.RestoreTenant,
     columns=backup_columns,
     writes=False,
-    wire=lambda stmt: "copy_in" if stmt.path is None else "plain",
 )
 async def run_restore(s: Session, stmt: ast.RestoreTenant, params: list[Any]) -> Result:
     stmt = check_restore(s, stmt)

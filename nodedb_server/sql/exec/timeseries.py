@@ -88,7 +88,7 @@ async def insert_timeseries(
     return Result(None, [], f"INSERT 0 {len(rows)}")
 
 
-@statement(ast.CopyFrom, wire=lambda stmt: "copy_in")
+@statement(ast.CopyFrom)
 async def copy_from(s: Session, stmt: ast.CopyFrom, params: list[Any]) -> Result:
     """COPY .. FROM STDIN: checked before the client sends its data."""
     engine = s.any_collection(stmt.collection)
