@@ -117,7 +117,52 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 
-SECRET_KEYS = frozenset({"auth.superuser_password"})
+# Object storage: each section is local (no endpoint; ``path`` or the default
+# directory under the data directory) or S3-compatible (endpoint and bucket).
+STORAGE_SECTIONS: dict[str, str] = {
+    "snapshot_storage": "snapshots",
+    "quarantine_storage": "quarantine",
+    "wal_archive": "wal_archive",
+}
+STORAGE_KEYS = ("endpoint", "bucket", "region", "prefix", "access_key", "secret_key", "path")
+
+
+def _storage_keys() -> tuple[Key, ...]:
+    out = []
+    for section in STORAGE_SECTIONS:
+        for name in STORAGE_KEYS:
+            out.append(Key(section, name, str, "", f"NODEDB_{section.upper()}_{name.upper()}"))
+    return tuple(out)
+
+
+KEYS += _storage_keys() + (
+    Key("snapshot_storage", "keep", int, 2, "NODEDB_SNAPSHOT_STORAGE_KEEP", _at_least(1)),
+    Key("wal_archive", "enabled", bool, False, "NODEDB_WAL_ARCHIVE_ENABLED"),
+    # The open segment is rotated and archived this often when it holds new records.
+    Key(
+        "wal_archive",
+        "max_delay_seconds",
+        float,
+        60.0,
+        "NODEDB_WAL_ARCHIVE_MAX_DELAY_SECONDS",
+        _at_least(0.05),
+    ),
+    # Local WAL above this while the archive is unreachable is reported loudly; the
+    # segments are kept (writes go on), never deleted unarchived.
+    Key(
+        "wal_archive",
+        "max_local_bytes",
+        int,
+        1024 * MiB,
+        "NODEDB_WAL_ARCHIVE_MAX_LOCAL_BYTES",
+        _at_least(0),
+    ),
+)
+
+SECRET_KEYS = frozenset(
+    {"auth.superuser_password"}
+    | {f"{s}.{k}" for s in STORAGE_SECTIONS for k in ("access_key", "secret_key")}
+)
 
 
 @dataclass
@@ -172,6 +217,11 @@ def _coerce(key: Key, raw: Any, origin: str) -> Any:
             raw = float(raw)
         if not isinstance(raw, key.type):
             raise ConfigError(f"{key.path} ({origin}): expected {what}")
+    elif key.type is bool:
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "1", "0", "on", "off"):
+            raw = raw.strip().lower() in ("true", "1", "on")
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{key.path} ({origin}): expected true or false")
     elif key.type is str and not isinstance(raw, str):
         raise ConfigError(f"{key.path} ({origin}): expected a string")
     elif key.type is list:
@@ -247,4 +297,28 @@ def load_config(
         )
     if cfg["auth.mode"] == "scram" and not cfg["auth.superuser_password"]:
         raise ConfigError('auth.superuser_password: required when auth.mode = "scram"')
+    for section in STORAGE_SECTIONS:
+        _check_storage(cfg, section)
     return cfg
+
+
+def _check_storage(cfg: Config, section: str) -> None:
+    v = {k: cfg[f"{section}.{k}"] for k in STORAGE_KEYS}
+    if v["endpoint"]:
+        if not v["bucket"]:
+            raise ConfigError(f"[{section}]: an endpoint needs a bucket")
+        if v["path"]:
+            raise ConfigError(
+                f"[{section}]: path is for local storage; it cannot go with an endpoint"
+            )
+        if not v["endpoint"].startswith(("http://", "https://")):
+            raise ConfigError(f"[{section}] endpoint: must start with http:// or https://")
+    else:
+        for k in ("bucket", "region", "access_key", "secret_key"):
+            if v[k]:
+                raise ConfigError(f"[{section}] {k}: set only with an endpoint (S3 storage)")
+        if v["path"] and not os.path.isabs(v["path"]):
+            raise ConfigError(f"[{section}] path: {v['path']!r} is not an absolute path")
+    prefix = v["prefix"]
+    if prefix and (prefix.startswith("/") or any(p in ("", ".", "..") for p in prefix.split("/"))):
+        raise ConfigError(f"[{section}] prefix: {prefix!r} is not a relative key prefix")
