@@ -12,9 +12,13 @@ Record, a 40-byte header then ``payload_len`` bytes of payload:
 
     0      4    5    6      8                16        20          24              32      36     40
     +------+----+----+------+----------------+---------+-----------+---------------+-------+------+
-    |magic |ver |type|flags | lsn            |tenant_id|payload_len| commit_ms     |crc32c | zero |
-    |"NDWR"|u8=1|u8  |u16=0 | u64            |u32      |u32        | u64 wall clock|u32    | u32  |
+    |magic |ver |type|flags | lsn            |tenant_id|payload_len| commit_us     |crc32c | zero |
+    |"NDWR"|u8=2|u8  |u16=0 | u64            |u32      |u32        | u64 wall clock|u32    | u32  |
     +------+----+----+------+----------------+---------+-----------+---------------+-------+------+
+
+``commit_us`` is the wall-clock time the record was logged, in microseconds since
+the epoch (point-in-time recovery stops at it). Version 1 records held
+milliseconds there; they are still read, as that time.
 
 ``crc32c`` covers header bytes 0..32 followed by the payload (the ciphertext),
 so bit rot is found without the key. The payload is AES-256-GCM
@@ -52,7 +56,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SEGMENT_MAGIC = b"NDWS"
 RECORD_MAGIC = b"NDWR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # segment header
+RECORD_VERSION = 2
 SEGMENT_HEADER = struct.Struct("<4sHHIIQII")
 RECORD_HEADER = struct.Struct("<4sBBHQIIQII")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 32
@@ -148,7 +153,7 @@ class SegmentHeader:
 class Record:
     lsn: int
     rtype: int
-    commit_ms: int
+    commit_us: int
     body: bytes  # plaintext msgpack
 
 
@@ -160,13 +165,13 @@ def seal_record(aead: AESGCM, epoch: int, tenant_id: int, rec: Record) -> bytes:
     payload_len = len(rec.body) + GCM_TAG
     head = RECORD_HEADER.pack(
         RECORD_MAGIC,
-        FORMAT_VERSION,
+        RECORD_VERSION,
         rec.rtype,
         0,
         rec.lsn,
         tenant_id,
         payload_len,
-        rec.commit_ms,
+        rec.commit_us,
         0,
         0,
     )[:_CRC_SPAN]
@@ -181,7 +186,7 @@ class RecordHeader:
     lsn: int
     tenant_id: int
     payload_len: int
-    commit_ms: int
+    commit_us: int
     crc: int
     raw: bytes
 
@@ -190,18 +195,18 @@ def parse_record_header(data: bytes | memoryview) -> RecordHeader:
     """Check everything the header alone can tell before the payload is read."""
     if len(data) < RECORD_HEADER_SIZE:
         raise CorruptRecord("record header is truncated")
-    magic, ver, rtype, _fl, lsn, tenant_id, plen, commit_ms, crc, _z = RECORD_HEADER.unpack_from(
-        data
-    )
+    magic, ver, rtype, _fl, lsn, tenant_id, plen, commit, crc, _z = RECORD_HEADER.unpack_from(data)
     if magic != RECORD_MAGIC:
         raise CorruptRecord("record has a bad magic number")
-    if ver != FORMAT_VERSION:
+    if ver == 1:
+        commit *= 1000
+    elif ver != RECORD_VERSION:
         raise CorruptRecord(f"record format version {ver} is not supported")
     if rtype not in _RECORD_KINDS:
         raise CorruptRecord(f"record type {rtype} is unknown")
     if not GCM_TAG <= plen <= MAX_PAYLOAD:
         raise CorruptRecord(f"record payload length {plen} is out of range")
-    return RecordHeader(rtype, lsn, tenant_id, plen, commit_ms, crc, bytes(data[:_CRC_SPAN]))
+    return RecordHeader(rtype, lsn, tenant_id, plen, commit, crc, bytes(data[:_CRC_SPAN]))
 
 
 def open_record(aead: AESGCM, epoch: int, head: RecordHeader, payload: bytes) -> Record:
@@ -213,4 +218,4 @@ def open_record(aead: AESGCM, epoch: int, head: RecordHeader, payload: bytes) ->
         raise CorruptRecord(
             f"record at LSN {head.lsn} fails authentication (wrong key or tampered)"
         ) from None
-    return Record(head.lsn, head.rtype, head.commit_ms, body)
+    return Record(head.lsn, head.rtype, head.commit_us, body)

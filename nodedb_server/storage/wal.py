@@ -220,7 +220,7 @@ class Wal:
         return self.next_lsn - 1
 
     def append(
-        self, rtype: RecordKind, body: bytes, commit_ms: int | None = None
+        self, rtype: RecordKind, body: bytes, commit_us: int | None = None
     ) -> tuple[int, asyncio.Future[int]]:
         """Queue a record; the future resolves with its LSN once it is durable."""
         if self.broken is not None:
@@ -230,8 +230,8 @@ class Wal:
         lsn = self.next_lsn
         self.next_lsn += 1
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        ms = commit_ms if commit_ms is not None else int(time.time() * 1000)
-        self._queue.append(_Pending(Record(lsn, rtype, ms, body), fut))
+        us = commit_us if commit_us is not None else time.time_ns() // 1000
+        self._queue.append(_Pending(Record(lsn, rtype, us, body), fut))
         self._wake.set()
         return lsn, fut
 

@@ -108,7 +108,7 @@ class TenantState:
         if rec.rtype == _DATA:
             self.apply_ops(body)
         elif rec.rtype == _CATALOG:
-            self.apply_catalog(rec.lsn, rec.commit_ms, body[0], body[1])
+            self.apply_catalog(rec.lsn, rec.commit_us // 1000, body[0], body[1])
         self.last_lsn = rec.lsn
 
     def apply_ops(self, ops: Sequence[Op] | Sequence[list[Any]]) -> None:

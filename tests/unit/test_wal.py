@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from nodedb_server.storage import codec, quarantine
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import (
     MAX_BODY,
+    RECORD_HEADER,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
     Record,
     SegmentHeader,
+    crc32c,
     open_record,
     parse_record_header,
     seal_record,
@@ -29,10 +32,10 @@ KEY = AESGCM(b"k" * 32)
 
 
 def test_record_round_trip_and_tamper_detection() -> None:
-    rec = Record(7, 1, 1_700_000_000_000, codec.pack([[1, "c", "k", {"a": 1}, None]]))
+    rec = Record(7, 1, 1_700_000_000_123_456, codec.pack([[1, "c", "k", {"a": 1}, None]]))
     raw = seal_record(KEY, 99, 3, rec)
     head = parse_record_header(raw)
-    assert (head.lsn, head.tenant_id, head.commit_ms) == (7, 3, rec.commit_ms)
+    assert (head.lsn, head.tenant_id, head.commit_us) == (7, 3, 1_700_000_000_123_456)
     assert open_record(KEY, 99, head, raw[RECORD_HEADER_SIZE:]) == rec
     flipped = bytearray(raw)
     flipped[-1] ^= 1
@@ -42,6 +45,21 @@ def test_record_round_trip_and_tamper_detection() -> None:
         open_record(AESGCM(b"x" * 32), 99, head, raw[RECORD_HEADER_SIZE:])
     with pytest.raises(CorruptRecord, match="authentication"):
         open_record(KEY, 98, head, raw[RECORD_HEADER_SIZE:])  # another epoch: another nonce
+
+
+def test_a_version_1_record_is_read_with_its_millisecond_time() -> None:
+    # Version 1 headers held the commit time in milliseconds; a WAL written then
+    # still replays, and its times read as the same moment in microseconds.
+    body = codec.pack([[1, "c", "k", {"a": 1}, None]])
+    head = RECORD_HEADER.pack(b"NDWR", 1, 1, 0, 5, 3, len(body) + 16, 1_700_000_000_123, 0, 0)
+    head = head[:32]
+    payload = KEY.encrypt(struct.pack("<IQ", 9, 5), body, head)
+    raw = head + struct.pack("<II", crc32c(head, payload), 0) + payload
+    parsed = parse_record_header(raw)
+    assert parsed.commit_us == 1_700_000_000_123_000
+    assert open_record(KEY, 9, parsed, raw[RECORD_HEADER_SIZE:]) == Record(
+        5, 1, 1_700_000_000_123_000, body
+    )
 
 
 def test_hostile_header_length_is_refused_before_reading() -> None:
