@@ -30,6 +30,7 @@ from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import CorruptRecord
+from nodedb_server.storage.uploads import Storage, Uploader
 from nodedb_server.storage.wal import FsyncMode, SegmentInfo, Wal, WalBroken, repair_tail, scan
 
 log = logging.getLogger("nodedb.recovery")
@@ -69,8 +70,16 @@ class Store:
         fs: FileIO,
         settings: WalSettings,
         state: ckpt.StateMachine,
+        *,
+        owner: str = "",
+        rel: str = "",
+        storage: Storage | None = None,
     ):
         self.name = name
+        self.owner = owner or name  # the tenant's name, or "system", for reason notes
+        self.rel = rel  # this store's directory in the data directory: its object-key prefix
+        self.storage = storage
+        self.uploader: Uploader | None = None
         self.root = root
         self.tenant_id = tenant_id
         self.aead = aead
@@ -108,6 +117,9 @@ class Store:
                 self.name,
                 e.strerror,
             )
+        if self.storage is not None and self.uploader is None:
+            self.uploader = Uploader(self, self.storage, self.rel, self.owner)
+            await self.uploader.start()
         return report
 
     async def recover(self) -> RecoveryReport:
@@ -161,7 +173,7 @@ class Store:
                 result.torn_offset,
                 result.torn,
             )
-            repair_tail(self.fs, self.wal_dir, result, self.quarantine_dir)
+            repair_tail(self.fs, self.wal_dir, result, self.quarantine_dir, self.owner)
             result.segments = [s for s in result.segments if s.path.exists()]
         report.seconds = time.monotonic() - started
         return report, result.segments, report.last_lsn + 1
@@ -188,7 +200,13 @@ class Store:
                     path.name,
                     e,
                 )
-                move_aside(path, self.quarantine_dir, f"unusable checkpoint: {e}", "checkpoint-")
+                move_aside(
+                    path,
+                    self.quarantine_dir,
+                    f"unusable checkpoint: {e}",
+                    self.owner,
+                    f"checkpoint-{path.name}",
+                )
                 report.quarantined.append(path.name)
                 self.state.load_checkpoint({}, lambda _p: iter(()))
                 continue
@@ -237,9 +255,9 @@ class Store:
                 snapshot.release(parts)
             self.last_checkpoint = info
             wal.bytes_since_checkpoint = 0
-            kept = ckpt.checkpoint_dirs(self.checkpoint_dir)
-            oldest_kept = int(kept[-1].name) if kept else 0
-            removed = await loop.run_in_executor(None, wal.remove_segments_through, oldest_kept)
+            removed = await self.prune_wal()
+            if self.uploader is not None:
+                self.uploader.wake()
             log.info(
                 "%s: checkpoint at LSN %d (%d files, %d bytes); removed %d WAL segments",
                 self.name,
@@ -250,7 +268,27 @@ class Store:
             )
             return info
 
+    async def prune_wal(self) -> list[Path]:
+        """Delete the WAL segments no kept checkpoint needs (and, with archiving on,
+        that are archived)."""
+        wal = self.wal
+        if wal is None:
+            return []
+        kept = ckpt.checkpoint_dirs(self.checkpoint_dir)
+        if not kept:
+            return []
+        oldest_kept = int(kept[-1].name)
+        uploader = self.uploader
+        may_remove = uploader.is_archived if uploader is not None else (lambda _s: True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, wal.remove_segments_through, oldest_kept, may_remove
+        )
+
     async def close(self) -> None:
+        if self.uploader is not None:
+            await self.uploader.stop()
+            self.uploader = None
         if self.wal is not None:
             await self.wal.close()
             self.wal = None

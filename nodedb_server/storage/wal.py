@@ -20,7 +20,9 @@ import contextlib
 import errno
 import logging
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -93,6 +95,7 @@ class SegmentInfo:
 class _Pending:
     record: Record
     future: asyncio.Future[int]
+    seal: bool = False  # close the open segment once this batch is written
 
 
 @dataclass
@@ -154,22 +157,24 @@ def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> Sca
     return out
 
 
-def repair_tail(fs: FileIO, wal_dir: Path, result: ScanResult, quarantine: Path) -> None:
+def repair_tail(
+    fs: FileIO, wal_dir: Path, result: ScanResult, quarantine: Path, owner: str
+) -> None:
     """Truncate the torn tail found by ``scan``; move any later segments to quarantine."""
     if result.torn_path is None:
         return
     torn = result.torn_path
     if result.torn_offset == 0:
-        _quarantine(torn, quarantine, f"damaged before its first record: {result.torn}")
+        _quarantine(torn, quarantine, f"damaged before its first record: {result.torn}", owner)
     else:
         fs.truncate(torn, result.torn_offset)
     for p in result.later_segments:
-        _quarantine(p, quarantine, f"follows damage in {torn.name} ({result.torn})")
+        _quarantine(p, quarantine, f"follows damage in {torn.name} ({result.torn})", owner)
     fs.fsync_dir(wal_dir)
 
 
-def _quarantine(path: Path, quarantine: Path, reason: str) -> None:
-    target = move_aside(path, quarantine, reason)
+def _quarantine(path: Path, quarantine: Path, reason: str, owner: str) -> None:
+    target = move_aside(path, quarantine, reason, owner)
     log.warning("moved damaged WAL file %s to %s", path.name, target)
 
 
@@ -208,6 +213,10 @@ class Wal:
         self._task: asyncio.Task[None] | None = None
         self._synced_at = time.monotonic()
         self._unsynced = False
+        self._rotated = False
+        self._segments_lock = threading.Lock()
+        # Set (on the loop) whenever a segment is sealed: the archiver waits on it.
+        self.sealed = asyncio.Event()
 
     async def start(self) -> None:
         """Open a fresh segment (fresh nonce epoch) and start the writer task."""
@@ -250,6 +259,21 @@ class Wal:
         self._wake.set()
         return 0, fut
 
+    async def seal(self) -> None:
+        """Close the open segment now if it holds records (the next record starts a new
+        one), after everything queued so far is written: the WAL archive's max delay."""
+        if self.broken is not None:
+            raise self.broken
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(Record(0, 0, 0, b""), fut, seal=True))
+        self._wake.set()
+        await fut
+
+    @property
+    def open_segment_has_records(self) -> bool:
+        seg = self.segments[-1] if self.segments else None
+        return seg is not None and seg.last_lsn >= seg.first_lsn
+
     async def close(self) -> None:
         """Flush what is queued, fsync, and stop the writer."""
         if self._task is not None:
@@ -283,13 +307,17 @@ class Wal:
                     await asyncio.wait_for(self._wake.wait(), timeout)
             batch, self._queue = self._queue, []
             records = [p.record for p in batch if p.record.lsn]
+            seal = any(p.seal for p in batch)
             try:
-                await loop.run_in_executor(None, self._write_batch, records)
+                await loop.run_in_executor(None, self._write_batch, records, seal)
             except OSError as e:
                 self._fail(WalBroken(e), batch)
                 return
             if records:
                 self.durable_lsn = records[-1].lsn
+            if seal or self._rotated:
+                self._rotated = False
+                self.sealed.set()
             for p in batch:
                 if not p.future.done():
                     p.future.set_result(p.record.lsn)
@@ -309,10 +337,11 @@ class Wal:
 
     # ---- worker thread side ------------------------------------------------
 
-    def _write_batch(self, records: list[Record]) -> None:
+    def _write_batch(self, records: list[Record], seal: bool = False) -> None:
         if records:
             if self.segments[-1].bytes >= self._segment_bytes:
                 self._rotate(records[0].lsn)
+                self._rotated = True
             data = b"".join(
                 seal_record(self._aead, self._epoch, self.tenant_id, r) for r in records
             )
@@ -330,6 +359,8 @@ class Wal:
             self.bytes_since_checkpoint += len(data)
         else:
             self._sync_if_due(wrote=False)
+        if seal and self.open_segment_has_records:
+            self._rotate(self.segments[-1].last_lsn + 1)
 
     def _sync_if_due(self, wrote: bool) -> None:
         if self._fsync_mode == "off":
@@ -379,19 +410,23 @@ class Wal:
             path.unlink(missing_ok=True)
             raise
         self._fd = fd
-        self.segments.append(SegmentInfo(path, first, first - 1, len(header)))
+        with self._segments_lock:
+            self.segments.append(SegmentInfo(path, first, first - 1, len(header)))
 
-    def remove_segments_through(self, lsn: int) -> list[Path]:
-        """Delete closed segments whose every record is at or below ``lsn``."""
+    def remove_segments_through(
+        self, lsn: int, may_remove: Callable[[SegmentInfo], bool] = lambda _s: True
+    ) -> list[Path]:
+        """Delete closed segments whose every record is at or below ``lsn`` and that
+        ``may_remove`` allows (with archiving on: those already archived)."""
+        # The writer may open a segment meanwhile (on its own thread): the list is
+        # replaced under the lock, so the new segment is never dropped from it.
+        with self._segments_lock:
+            gone = [s for s in self.segments[:-1] if s.last_lsn <= lsn and may_remove(s)]
+            self.segments = [s for s in self.segments if s not in gone]
         removed = []
-        keep = []
-        for seg in self.segments[:-1]:
-            if seg.last_lsn <= lsn:
-                seg.path.unlink(missing_ok=True)
-                removed.append(seg.path)
-            else:
-                keep.append(seg)
-        self.segments = keep + self.segments[-1:]
+        for seg in gone:
+            seg.path.unlink(missing_ok=True)
+            removed.append(seg.path)
         if removed:
             self._fs.fsync_dir(self.dir)
         return removed

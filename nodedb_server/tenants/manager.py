@@ -33,11 +33,13 @@ from nodedb_server.errors import (
     StorageFailure,
     UndefinedObject,
 )
+from nodedb_server.objectstore.base import ObjectStoreError
 from nodedb_server.storage import codec
 from nodedb_server.storage.datadir import lock_data_dir, unlock_data_dir
 from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.records import Record, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
+from nodedb_server.storage.uploads import Storage, open_storage
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.operations import Operations
 from nodedb_server.tenants.tenant import RETENTION_DAYS, Tenant
@@ -139,6 +141,7 @@ class TenantManager:
         self.master_key_id = ""
         self.system = SystemState()
         self.store: Store | None = None
+        self.storage: Storage | None = None  # object storage, once open
         self.tenants: dict[str, Tenant] = {}
         self._lock = asyncio.Lock()
         self._reserved_id = 0
@@ -162,6 +165,8 @@ class TenantManager:
         self.master_key_id = keys.key_id(self.master)
         log.info("master key %s (id %s)", key_path, self.master_key_id)
         system_key = self._system_key()
+        self.storage = await open_storage(self.cfg)
+        await self._store_system_key()
         self.store = Store(
             "system catalog",
             self.data_dir / "system",
@@ -170,6 +175,9 @@ class TenantManager:
             self.fs,
             self.settings,
             self.system,
+            owner="system",
+            rel="system",
+            storage=self.storage,
         )
         reports = [await self.store.open()]
         await self._bootstrap()
@@ -202,6 +210,18 @@ class TenantManager:
                 f"the data directory {self.data_dir} was created with master key id "
                 f"{blob[5:13].hex()}, but the configured master key has id {self.master_key_id}"
             ) from None
+
+    async def _store_system_key(self) -> None:
+        """Snapshot storage keeps a copy of system/KEY (wrapped by the master key, so
+        useless without it): a lost data directory is rebuilt from storage with it."""
+        assert self.storage is not None
+        store = self.storage.snapshots
+        path = self.data_dir / "system" / "KEY"
+        try:
+            if await store.head("system/KEY") is None:
+                await store.put_file("system/KEY", path)
+        except ObjectStoreError as e:
+            log.warning("could not store system/KEY in %s yet: %s", store.url, e)
 
     async def _bootstrap(self) -> None:
         if DEFAULT_TENANT not in self.system.tenants:
@@ -248,6 +268,7 @@ class TenantManager:
             self.settings,
             self.cfg["checkpoint.wal_bytes"],
             self.retention_ms,
+            self.storage,
         )
         self.tenants[name] = tenant
         report = await tenant.open()
@@ -274,6 +295,9 @@ class TenantManager:
                 except DiskFull as e:  # its WAL keeps everything; the next start replays it
                     log.error("system catalog: checkpoint at shutdown failed: %s", e.message)
             await self.store.close()
+        if self.storage is not None:
+            await self.storage.close()
+            self.storage = None
         if self._dir_lock >= 0:
             unlock_data_dir(self._dir_lock)
             self._dir_lock = -1

@@ -36,6 +36,7 @@ from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import MAX_BODY, OpKind, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
+from nodedb_server.storage.uploads import Storage
 from nodedb_server.storage.wal import RecordTooLarge, WalBroken
 from nodedb_server.tenants.catalog import Op, TenantState
 
@@ -63,6 +64,7 @@ class Tenant:
         settings: WalSettings,
         checkpoint_wal_bytes: int,
         retention_ms: Callable[[], int] = lambda: RETENTION_DAYS * 86_400_000,
+        storage: Storage | None = None,
     ):
         self.id = tenant_id
         self.name = name
@@ -72,6 +74,7 @@ class Tenant:
         self._settings = settings
         self._checkpoint_wal_bytes = checkpoint_wal_bytes
         self.retention_ms = retention_ms
+        self._storage = storage
         self.state = TenantState()
         self.store = self._new_store(self.state)
         self.status: TenantStatus = "recovering"
@@ -80,7 +83,16 @@ class Tenant:
 
     def _new_store(self, state: TenantState) -> Store:
         return Store(
-            f"tenant {self.name}", self.root, self.id, self._aead, self._fs, self._settings, state
+            f"tenant {self.name}",
+            self.root,
+            self.id,
+            self._aead,
+            self._fs,
+            self._settings,
+            state,
+            owner=self.name,
+            rel=f"tenants/{self.id}",
+            storage=self._storage,
         )
 
     async def open(self) -> RecoveryReport:

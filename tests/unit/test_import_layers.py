@@ -20,6 +20,7 @@ FORBIDDEN = {
     "tenants": {"backup", "sql", "pgwire"},
     "storage": {"tenants", "engines", "sql", "pgwire", "backup"},
     "engines": {"tenants", "sql", "pgwire", "backup"},
+    "objectstore": {"storage", "tenants", "engines", "sql", "pgwire", "backup"},
 }
 # layer -> the only layers of the package it may import
 ONLY = {

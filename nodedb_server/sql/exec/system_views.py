@@ -17,6 +17,7 @@ from nodedb_server.errors import UndefinedTable
 from nodedb_server.sql.result import Column
 from nodedb_server.storage import quarantine
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
+from nodedb_server.storage.uploads import Uploader
 from nodedb_server.tenants.catalog import CollectionMeta
 from nodedb_server.tenants.tenant import Tenant
 
@@ -40,17 +41,41 @@ def _at(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
+def _archive_error(uploader: Uploader | None) -> str | None:
+    if uploader is None or uploader.storage.archive is None:
+        return None
+    error = uploader.archive_error()
+    if error is not None and uploader.over_local_limit():
+        error += (
+            f" (local WAL is {uploader.local_wal_bytes()} bytes, over "
+            f"wal_archive.max_local_bytes {uploader.storage.max_local_bytes}; "
+            "writes go on, nothing unarchived is deleted)"
+        )
+    return error
+
+
 def _wal(s: Session) -> Iterator[Row]:
     for tenant in visible_tenants(s):
-        wal = tenant.store.wal
-        for seg in wal.segments if wal else []:
+        wal, uploader = tenant.store.wal, tenant.store.uploader
+        archiving = uploader is not None and uploader.storage.archive is not None
+        error = _archive_error(uploader)
+        segments = wal.segments if wal else []
+        for i, seg in enumerate(segments):
+            sealed = i < len(segments) - 1
             yield {
                 "tenant": tenant.name,
                 "segment": seg.path.name,
                 "first_lsn": seg.first_lsn,
                 "last_lsn": seg.last_lsn,
                 "bytes": seg.bytes,
-                "archived": False,
+                "archived": bool(
+                    archiving
+                    and uploader is not None
+                    and sealed
+                    and seg.last_lsn >= seg.first_lsn
+                    and uploader.is_archived(seg)
+                ),
+                "archive_error": error if archiving else None,
             }
 
 
@@ -62,12 +87,16 @@ def _checkpoints(s: Session) -> Iterator[Row]:
                 info = read_info(path, store.aead, store.tenant_id)
             except Exception:
                 continue  # damaged or half-written: recovery deals with it, not this view
+            uploader = store.uploader
+            stored = uploader.snapshots.get(info.lsn) if uploader is not None else None
             yield {
                 "tenant": tenant.name,
                 "lsn": info.lsn,
                 "at": _at(info.created_ms),
                 "files": info.files,
                 "bytes": info.bytes,
+                "stored": stored.location if stored else None,
+                "stored_at": _at(int(stored.stored_at * 1000)) if stored else None,
             }
 
 
@@ -90,14 +119,25 @@ def _backups(s: Session) -> Iterator[Row]:
 
 
 def _quarantine(s: Session) -> Iterator[Row]:
+    """Files set aside: those already in quarantine storage, then those still local
+    (waiting to be moved there)."""
     for tenant in visible_tenants(s):
-        for entry in quarantine.entries(tenant.store.quarantine_dir):
+        uploader = tenant.store.uploader
+        entries = [
+            (e.name, e.reason, e.at_ms, e.location)
+            for e in (uploader.quarantined if uploader is not None else [])
+        ]
+        entries += [
+            (e.name, e.reason, e.at_ms, str(e.path))
+            for e in quarantine.entries(tenant.store.quarantine_dir)
+        ]
+        for name, reason, at_ms, location in entries:
             yield {
                 "tenant": tenant.name,
-                "file": entry.name,
-                "reason": entry.reason,
-                "at": _at(entry.at_ms),
-                "location": str(entry.path),
+                "file": name,
+                "reason": reason,
+                "at": _at(at_ms),
+                "location": location,
             }
 
 
@@ -142,6 +182,7 @@ VIEWS: dict[str, View] = {
             ("last_lsn", t.INT8),
             ("bytes", t.INT8),
             ("archived", t.BOOL),
+            ("archive_error", t.TEXT),
         ],
         _wal,
     ),
@@ -152,6 +193,8 @@ VIEWS: dict[str, View] = {
             ("at", t.TIMESTAMPTZ),
             ("files", t.INT8),
             ("bytes", t.INT8),
+            ("stored", t.TEXT),
+            ("stored_at", t.TIMESTAMPTZ),
         ],
         _checkpoints,
     ),
