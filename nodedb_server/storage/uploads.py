@@ -9,6 +9,8 @@ Object keys, under each section's prefix; ``<store>`` is the store's directory
 inside the data directory (``system`` or ``tenants/<id>``):
 
     [wal_archive]         <store>/wal/<first_lsn:020d>.wal      a sealed segment, as on disk
+                          <store>/wal/<first_lsn:020d>.wal.json its note: {first_lsn, last_lsn,
+                                         first_us, last_us, size, crc32c}, stored after it
     [snapshot_storage]    <store>/checkpoints/<lsn:020d>/<file>  L1 files, then MANIFEST last
                           system/KEY                             the system key, master-wrapped
     [quarantine_storage]  <store>/<ms>/<name>                    a damaged file, as found
@@ -17,7 +19,8 @@ inside the data directory (``system`` or ``tenants/<id>``):
 Rules the rest of the server relies on:
 
 - A segment counts as archived once its copy was stored and read back with the
-  local file's size and CRC32C. Only then may a checkpoint delete it locally
+  local file's size and CRC32C, and its note stored after it: an archived
+  segment is one whose object and note are both there, with the note's size. Only then may a checkpoint delete it locally
   (``is_archived``); a failed upload keeps it, and is retried with capped
   exponential backoff.
 - The open segment is sealed once it has held records for about
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import random
 import shutil
@@ -47,7 +52,8 @@ from nodedb_server.objectstore.base import ObjectInfo, ObjectStore, ObjectStoreE
 from nodedb_server.objectstore.factory import open_store
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import quarantine
-from nodedb_server.storage.wal import SegmentInfo, segment_name
+from nodedb_server.storage.records import CorruptRecord
+from nodedb_server.storage.wal import SegmentInfo, record_times, segment_name
 
 if TYPE_CHECKING:
     from nodedb_server.storage.recovery import Store
@@ -162,6 +168,67 @@ def archive_key(rel: str, first_lsn: int) -> str:
     return f"{rel}/wal/{segment_name(first_lsn)}"
 
 
+NOTE = ".json"
+
+
+@dataclass(frozen=True)
+class ArchivedSegment:
+    """What the archive's note says of one segment (the LSNs and commit times it holds)."""
+
+    first_lsn: int
+    last_lsn: int
+    first_us: int
+    last_us: int
+    size: int
+    crc32c: int
+
+    def encode(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ArchivedSegment | None:
+        try:
+            d = json.loads(data)
+            return cls(*(int(d[f.name]) for f in dataclasses.fields(cls)))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+async def archived_segments(archive: ObjectStore, rel: str) -> list[ArchivedSegment]:
+    """Every segment of store ``rel`` the archive holds whole (object and note agree),
+    in LSN order. A segment without its note, or a note without its segment, is not
+    archived: the restorable range ends before it."""
+    sizes: dict[str, int] = {}
+    notes: list[str] = []
+    for o in await archive.list(f"{rel}/wal/"):
+        name = o.key.rsplit("/", 1)[-1]
+        if name.endswith(".wal" + NOTE):
+            notes.append(o.key)
+        elif name.endswith(".wal"):
+            sizes[o.key] = o.size
+    out = []
+    for key in notes:
+        seg = ArchivedSegment.decode(await archive.get_bytes(key))
+        if seg is not None and sizes.get(key.removesuffix(NOTE)) == seg.size:
+            out.append(seg)
+    return sorted(out, key=lambda a: a.first_lsn)
+
+
+def contiguous(segments: list[ArchivedSegment], after_lsn: int) -> list[ArchivedSegment]:
+    """The run of archived segments holding every LSN from ``after_lsn + 1`` on, up to
+    the first gap: what a replay starting after ``after_lsn`` can use."""
+    run: list[ArchivedSegment] = []
+    need = after_lsn + 1
+    for seg in segments:
+        if seg.last_lsn < need:
+            continue  # wholly before the start
+        if seg.first_lsn > need:
+            break  # a gap
+        run.append(seg)
+        need = seg.last_lsn + 1
+    return run
+
+
 def snapshot_prefix(rel: str, lsn: int) -> str:
     return f"{rel}/checkpoints/{lsn:020d}/"
 
@@ -183,7 +250,7 @@ class Uploader:
         self.storage = storage
         self.rel = rel  # the store's key prefix, e.g. "tenants/3"
         self.owner = owner  # for reason notes: the tenant's name, or "system"
-        self.archived: dict[int, int] = {}  # first LSN -> size of the verified copy
+        self.archived: dict[int, ArchivedSegment] = {}  # by first LSN: verified copies
         self.snapshots: dict[int, StoredSnapshot] = {}
         self.quarantined: list[StoredEntry] = []
         self.progress = _Progress()
@@ -200,7 +267,8 @@ class Uploader:
         """May ``seg`` be deleted locally, as far as the archive is concerned?"""
         if self.storage.archive is None or seg.last_lsn < seg.first_lsn:
             return True
-        return self.archived.get(seg.first_lsn) == seg.bytes
+        copy = self.archived.get(seg.first_lsn)
+        return copy is not None and copy.size == seg.bytes
 
     def archive_error(self) -> str | None:
         return self.progress.archive.error
@@ -281,10 +349,8 @@ class Uploader:
         archive = self.storage.archive
         try:
             if archive is not None:
-                for o in await archive.list(f"{self.rel}/wal/"):
-                    name = o.key.rsplit("/", 1)[-1]
-                    if name.endswith(".wal") and name[:-4].isdigit():
-                        self.archived[int(name[:-4])] = o.size
+                for a in await archived_segments(archive, self.rel):
+                    self.archived[a.first_lsn] = a
             for o in await self.storage.snapshots.list(f"{self.rel}/checkpoints/"):
                 lsn_text, _, file = o.key.removeprefix(f"{self.rel}/checkpoints/").partition("/")
                 if file == "MANIFEST" and lsn_text.isdigit():
@@ -340,9 +406,14 @@ class Uploader:
             key = archive_key(self.rel, seg.first_lsn)
             try:
                 size, crc = await loop.run_in_executor(None, _file_crc, seg.path)
+                first, last, first_us, last_us = await loop.run_in_executor(
+                    None, record_times, seg.path
+                )
                 stored = await archive.put_file(key, seg.path)
                 await self._verify(archive, key, stored, size, crc)
-            except (ObjectStoreError, OSError) as e:
+                copy = ArchivedSegment(first, last, first_us, last_us, size, crc)
+                await archive.put_bytes(key + NOTE, copy.encode())
+            except (ObjectStoreError, OSError, CorruptRecord) as e:
                 if section.error is None:
                     log.warning(
                         "%s: archiving WAL segment %s failed (%s); it stays local and is retried",
@@ -352,7 +423,7 @@ class Uploader:
                     )
                 section.failed(e)
                 return
-            self.archived[seg.first_lsn] = size
+            self.archived[seg.first_lsn] = copy
             log.debug("%s: archived %s", self.store.name, seg.path.name)
         if section.error is not None:
             log.info("%s: WAL archiving caught up", self.store.name)

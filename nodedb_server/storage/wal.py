@@ -39,6 +39,7 @@ from nodedb_server.storage.records import (
     Record,
     RecordKind,
     SegmentHeader,
+    crc32c,
     open_record,
     parse_record_header,
     seal_record,
@@ -155,6 +156,30 @@ def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> Sca
             off = end
         out.segments.append(seg)
     return out
+
+
+def record_times(path: Path) -> tuple[int, int, int, int]:
+    """(first LSN, last LSN, first commit_us, last commit_us) of a sealed segment, read
+    from the record headers alone (no key needed; each record's CRC32C is checked).
+    Raises CorruptRecord if the segment does not read to its end."""
+    data = path.read_bytes()
+    sh = SegmentHeader.decode(data)
+    off = SEGMENT_HEADER_SIZE
+    first = last = first_us = last_us = 0
+    while off < len(data):
+        head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
+        end = off + RECORD_HEADER_SIZE + head.payload_len
+        if end > len(data):
+            raise CorruptRecord(f"{path.name}: record at LSN {head.lsn} is cut short")
+        if crc32c(head.raw, data[off + RECORD_HEADER_SIZE : end]) != head.crc:
+            raise CorruptRecord(f"{path.name}: record at LSN {head.lsn} fails its CRC32C")
+        if not first:
+            first, first_us = head.lsn, head.commit_us
+        last, last_us = head.lsn, head.commit_us
+        off = end
+    if not first:
+        return sh.first_lsn, sh.first_lsn - 1, 0, 0
+    return first, last, first_us, last_us
 
 
 def repair_tail(

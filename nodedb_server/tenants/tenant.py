@@ -168,9 +168,9 @@ class Tenant:
         self._check_writable()
         wal = self.store.wal
         assert wal is not None
-        at_ms = int(time.time() * 1000)
-        lsn, fut = wal.append(RecordKind.CATALOG, codec.pack([action, args]), at_ms)
-        self.state.apply_catalog(lsn, at_ms, action, args, built)
+        at_us = time.time_ns() // 1000
+        lsn, fut = wal.append(RecordKind.CATALOG, codec.pack([action, args]), at_us)
+        self.state.apply_catalog(lsn, at_us // 1000, action, args, built)
         self.state.last_lsn = lsn
         await self._await_durable(fut)
         return lsn
