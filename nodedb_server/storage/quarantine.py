@@ -87,7 +87,11 @@ def entries(quarantine: Path) -> list[Entry]:
     for stamp in sorted(quarantine.iterdir()):
         if not (stamp.is_dir() and stamp.name.isdigit()):
             continue
-        for path in sorted(stamp.iterdir()):
+        try:
+            paths = sorted(stamp.iterdir())
+        except FileNotFoundError:  # moved to quarantine storage meanwhile
+            continue
+        for path in paths:
             if path.name.endswith(NOTE_SUFFIX):
                 continue
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,14 +25,32 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.errors import DiskFull
+from nodedb_server.objectstore.base import ObjectStoreError
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import snapshot
 from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.quarantine import move_aside
 from nodedb_server.storage.records import CorruptRecord
-from nodedb_server.storage.uploads import Storage, Uploader
-from nodedb_server.storage.wal import FsyncMode, SegmentInfo, Wal, WalBroken, repair_tail, scan
+from nodedb_server.storage.uploads import (
+    ArchivedSegment,
+    Storage,
+    Uploader,
+    archive_key,
+    archived_segments,
+    contiguous,
+)
+from nodedb_server.storage.wal import (
+    FsyncMode,
+    ScanResult,
+    SegmentInfo,
+    Wal,
+    WalBroken,
+    list_segments,
+    repair_tail,
+    scan,
+    segment_name,
+)
 
 log = logging.getLogger("nodedb.recovery")
 
@@ -123,9 +142,25 @@ class Store:
         return report
 
     async def recover(self) -> RecoveryReport:
-        """Rebuild the state from disk (checkpoint + WAL), repairing a torn tail."""
+        """Rebuild the state from disk (checkpoint + WAL), repairing a torn tail. With a
+        WAL archive, segments missing locally and sealed segments found damaged are
+        fetched from it (verified first), so nothing the archive holds is lost."""
         loop = asyncio.get_running_loop()
-        report, self._segments, self._next_lsn = await loop.run_in_executor(None, self._recover)
+        started = time.monotonic()
+        report = RecoveryReport(self.name)
+        await loop.run_in_executor(None, self._load, report)
+        await self._fetch_missing(report.checkpoint_lsn)
+        result = await loop.run_in_executor(None, self._replay, report.checkpoint_lsn)
+        replayed = len(result.records)
+        while result.torn is not None and await self._repair_from_archive(result):
+            last = max([report.checkpoint_lsn] + [s.last_lsn for s in result.segments])
+            result = await loop.run_in_executor(None, self._replay, last)
+            replayed += len(result.records)
+        report.replayed = replayed
+        self._segments, self._next_lsn = await loop.run_in_executor(
+            None, self._finish, report, result
+        )
+        report.seconds = time.monotonic() - started
         return report
 
     async def open_wal(self) -> None:
@@ -144,23 +179,28 @@ class Store:
         await wal.start()
         self.wal = wal
 
-    def _recover(self) -> tuple[RecoveryReport, list[SegmentInfo], int]:
-        started = time.monotonic()
-        report = RecoveryReport(self.name)
+    def _load(self, report: RecoveryReport) -> None:
         self.fs.makedirs(self.wal_dir)
         self._remove_unfinished_checkpoints()
         with gc_paused():
             self._load_checkpoint(report)
-            result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=report.checkpoint_lsn)
+
+    def _replay(self, after_lsn: int) -> ScanResult:
+        """Apply every valid record above ``after_lsn``; stop at the first damage."""
+        with gc_paused():
+            result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn=after_lsn)
             first = result.segments[0].first_lsn if result.segments else None
-            if first is not None and first > report.checkpoint_lsn + 1:
+            if first is not None and first > after_lsn + 1:
                 raise Unrecoverable(
                     f"{self.name}: the WAL starts at LSN {first} but the usable checkpoint ends "
-                    f"at LSN {report.checkpoint_lsn}; records in between are missing"
+                    f"at LSN {after_lsn}; records in between are missing"
                 )
             for rec in result.records:
                 self.state.apply(rec)
-        report.replayed = len(result.records)
+            result.records = []  # applied: let them go
+        return result
+
+    def _finish(self, report: RecoveryReport, result: ScanResult) -> tuple[list[SegmentInfo], int]:
         report.last_lsn = max([report.checkpoint_lsn] + [s.last_lsn for s in result.segments])
         if result.torn is not None:
             report.discarded_bytes = result.discarded_bytes
@@ -175,8 +215,81 @@ class Store:
             )
             repair_tail(self.fs, self.wal_dir, result, self.quarantine_dir, self.owner)
             result.segments = [s for s in result.segments if s.path.exists()]
-        report.seconds = time.monotonic() - started
-        return report, result.segments, report.last_lsn + 1
+        return result.segments, report.last_lsn + 1
+
+    async def _archived(self) -> list[ArchivedSegment]:
+        archive = self.storage.archive if self.storage is not None else None
+        if archive is None:
+            return []
+        try:
+            return await archived_segments(archive, self.rel)
+        except ObjectStoreError as e:
+            log.warning("%s: the WAL archive cannot be read at start (%s)", self.name, e)
+            return []
+
+    async def _fetch_missing(self, checkpoint_lsn: int) -> None:
+        """Segments between the checkpoint and the first local segment (deleted once
+        archived, when the newest checkpoint then turned out unusable): from the archive."""
+        local = list_segments(self.wal_dir)
+        if not local or int(local[0].stem) <= checkpoint_lsn + 1:
+            return
+        first_local = int(local[0].stem)
+        for a in contiguous(await self._archived(), checkpoint_lsn):
+            if a.last_lsn >= first_local:
+                break
+            await self._fetch(a, self.wal_dir / segment_name(a.first_lsn))
+            log.warning(
+                "%s: WAL segment %s was missing locally; fetched it from the archive",
+                self.name,
+                segment_name(a.first_lsn),
+            )
+
+    async def _repair_from_archive(self, result: ScanResult) -> bool:
+        """Replace the damaged segment ``result`` stopped in by its archived copy, if the
+        archive has one that verifies; True if it did."""
+        torn = result.torn_path
+        if torn is None or not torn.stem.isdigit():
+            return False
+        copy = next((a for a in await self._archived() if a.first_lsn == int(torn.stem)), None)
+        if copy is None:
+            return False
+        try:
+            await self._fetch(copy, torn)
+        except (ObjectStoreError, OSError, CorruptRecord) as e:
+            log.error("%s: the archived copy of %s cannot be used: %s", self.name, torn.name, e)
+            return False
+        log.warning(
+            "%s: WAL segment %s was damaged (%s); repaired from its verified archived copy",
+            self.name,
+            torn.name,
+            result.torn,
+        )
+        return True
+
+    async def _fetch(self, copy: ArchivedSegment, target: Path) -> None:
+        """Download an archived segment, check every record (CRC32C and GCM tag) against
+        its note, and only then put it at ``target``."""
+        assert self.storage is not None and self.storage.archive is not None
+        loop = asyncio.get_running_loop()
+        work = self.wal_dir / ".fetch"
+        await loop.run_in_executor(None, self.fs.makedirs, work)
+        tmp = work / segment_name(copy.first_lsn)
+        try:
+            await self.storage.archive.get_file(archive_key(self.rel, copy.first_lsn), tmp)
+
+            def check() -> None:
+                got = scan(work, self.aead, self.tenant_id)
+                last = got.segments[-1].last_lsn if got.segments else -1
+                if got.torn is not None or last != copy.last_lsn:
+                    raise CorruptRecord(
+                        f"archived {tmp.name} does not verify: {got.torn or 'wrong last LSN'}"
+                    )
+                os.replace(tmp, target)
+                self.fs.fsync_dir(self.wal_dir)
+
+            await loop.run_in_executor(None, check)
+        finally:
+            await loop.run_in_executor(None, shutil.rmtree, work, True)
 
     def _remove_unfinished_checkpoints(self) -> None:
         """``<lsn>.tmp`` directories of checkpoints a kill or a full disk interrupted."""

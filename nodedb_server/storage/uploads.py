@@ -541,10 +541,12 @@ class Uploader:
             with contextlib.suppress(OSError):
                 entry.path.parent.rmdir()  # only once the stamp directory is empty
 
-        await loop.run_in_executor(None, remove_local)
+        # Listed as stored before the local copy goes, so that _system.quarantine
+        # always names a place that holds it.
         self.quarantined.append(
             StoredEntry(entry.name, entry.reason, entry.at_ms, store.location(base))
         )
+        await loop.run_in_executor(None, remove_local)
         log.warning(
             "%s: quarantined %s is now in %s", self.store.name, entry.name, store.location(base)
         )

@@ -127,9 +127,11 @@ def _quarantine(s: Session) -> Iterator[Row]:
             (e.name, e.reason, e.at_ms, e.location)
             for e in (uploader.quarantined if uploader is not None else [])
         ]
+        stored = {(name, at_ms) for name, _, at_ms, _ in entries}
         entries += [
             (e.name, e.reason, e.at_ms, str(e.path))
             for e in quarantine.entries(tenant.store.quarantine_dir)
+            if (e.name, e.at_ms) not in stored
         ]
         for name, reason, at_ms, location in entries:
             yield {
