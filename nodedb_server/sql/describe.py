@@ -77,10 +77,16 @@ TS_KIND_OIDS = {
 }
 
 
-def field_oid(engine: Engine | None, name: str) -> int:
+# What a field's type is read from: a collection, or a system view's declared columns.
+Fields = Engine | dict[str, int] | None
+
+
+def field_oid(engine: Fields, name: str) -> int:
     """The column type of a field, from the value types seen in it (SQL.md)."""
     if engine is None:
         return t.TEXT
+    if isinstance(engine, dict):
+        return engine.get(name, t.TEXT)
     if isinstance(engine, TimeseriesCollection):
         return TS_KIND_OIDS.get(engine.columns.get(name, "text"), t.TEXT)
     if name == engine.key_field:
@@ -168,7 +174,7 @@ def describe(s: Session, stmt: ast.Statement, param_oids: list[int]) -> list[Col
     return spec_of(stmt).columns(s, stmt, param_oids)
 
 
-def infer(e: Expr, engine: Engine | None, param_oids: list[int]) -> int:
+def infer(e: Expr, engine: Fields, param_oids: list[int]) -> int:
     if isinstance(e, Field):
         return field_oid(engine, e.name)
     if isinstance(e, Const):

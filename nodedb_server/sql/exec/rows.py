@@ -112,15 +112,7 @@ def select_columns(s: Session, stmt: ast.Select, param_oids: list[int]) -> list[
         if stmt.star:
             return view_cols
         types = dict(view_cols)
-        return [
-            (
-                it.name,
-                types.get(it.expr.name, t.TEXT)
-                if isinstance(it.expr, Field)
-                else infer(it.expr, None, param_oids),
-            )
-            for it in stmt.items
-        ]
+        return [(it.name, infer(it.expr, types, param_oids)) for it in stmt.items]
     engine = s.any_collection(stmt.source) if stmt.source else None
     if stmt.source and isinstance(engine, TimeseriesCollection):
         engine = timeseries_view(s, stmt.source, engine)  # columns it added
