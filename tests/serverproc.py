@@ -40,6 +40,7 @@ class ServerProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV}
         self.env = {**inherited, "NODEDB_CHECKPOINT_INTERVAL_SECONDS": "0", **(env or {})}
         self.config = config
+        self.args: list[str] = []  # more command-line arguments for the next start
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.starts = 0
@@ -58,6 +59,7 @@ class ServerProcess:
         ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        cmd += self.args
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {self.starts} =====\n".encode())

@@ -54,6 +54,9 @@ from nodedb_server.storage.wal import (
 
 log = logging.getLogger("nodedb.recovery")
 
+# How long closing a store waits for its last copies to reach object storage.
+CLOSE_FLUSH_SECONDS = 5.0
+
 
 class Unrecoverable(Exception):
     """The store cannot be brought back consistently; the message says why."""
@@ -400,6 +403,9 @@ class Store:
 
     async def close(self) -> None:
         if self.uploader is not None:
+            # A clean stop leaves the archive and snapshots current, if storage answers.
+            if self.wal is not None and self.wal.broken is None and self.uploader.healthy():
+                await self.uploader.flush(timeout=CLOSE_FLUSH_SECONDS)
             await self.uploader.stop()
             self.uploader = None
         if self.wal is not None:

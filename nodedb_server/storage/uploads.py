@@ -270,6 +270,11 @@ class Uploader:
         copy = self.archived.get(seg.first_lsn)
         return copy is not None and copy.size == seg.bytes
 
+    def healthy(self) -> bool:
+        """No copy is failing just now."""
+        p = self.progress
+        return p.archive.error is None and p.snapshots.error is None
+
     def archive_error(self) -> str | None:
         return self.progress.archive.error
 

@@ -331,3 +331,52 @@ def test_an_unwritable_local_store_stops_start_up_naming_the_section(tmp_path: P
     with pytest.raises(RuntimeError, match=r"\[snapshot_storage\]"):
         srv.start()
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+def _open_segment_empty(srv: ServerProcess) -> bool:
+    segs = _wal(srv)
+    return segs[-1][2] < segs[-1][1] and _all_sealed_archived(srv)
+
+
+def test_a_lost_data_directory_comes_back_from_storage(tmp_path: Path, storage: Storage) -> None:
+    srv = _server(tmp_path, storage).start()
+    try:
+        _fill(srv, 0, 50)
+        with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            conn.execute("CREATE TENANT acme")
+        with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+            conn.execute("CREATE COLLECTION notes")
+            conn.execute("INSERT INTO notes (id, body) VALUES ('a', 'kept')")
+        _fill(srv, 50, 40)  # after the snapshot: only in the archive
+        expect = _rows(srv)
+        _wait("everything to be archived", lambda: _open_segment_empty(srv))
+        srv.kill9()
+        key = (srv.data_dir / "master.key").read_bytes()
+        shutil.rmtree(srv.data_dir)
+        # An unrelated file in the data directory: refused, nothing touched.
+        srv.data_dir.mkdir()
+        (srv.data_dir / "stray").write_text("x")
+        srv.args = ["--recover-from-storage"]
+        with pytest.raises(RuntimeError, match="needs an empty data directory"):
+            srv.start()
+        assert (srv.data_dir / "stray").read_text() == "x"
+        (srv.data_dir / "stray").unlink()
+        # Without the master key: refused.
+        with pytest.raises(RuntimeError, match="needs the master key"):
+            srv.start()
+        (srv.data_dir / "master.key").write_bytes(key)
+        os.chmod(srv.data_dir / "master.key", 0o600)
+        srv.start()
+        assert _rows(srv) == expect
+        with psycopg.connect(srv.dsn(database="acme"), autocommit=True) as conn:
+            assert conn.execute("SELECT id, body FROM notes").fetchall() == [("a", "kept")]
+        # It is a normal server now: writes go on and are archived.
+        _fill(srv, 90, 5)
+        srv.args = []
+        srv.kill9()
+        srv.start()
+        assert len(_rows(srv)) == 95
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.kill9()
