@@ -243,11 +243,31 @@ async def set_var(s: Session, stmt: ast.SetVar, params: list[Any]) -> Result:
 async def run_show(s: Session, stmt: ast.Show, params: list[Any]) -> Result:
     if stmt.name == "all":
         rows = [(k, v, "") for k, v in sorted(s.settings.items())]
+        if s.user["superuser"]:
+            rows += [(k, v, "server configuration") for k, v in server_settings(s).items()]
         return Result(describe(s, stmt, []), rows, f"SHOW {len(rows)}")
     key = stmt.name.replace(" ", "")
     if key not in s.settings:
+        config = server_settings(s)
+        if key in config:
+            s.require_superuser("examine the server configuration")
+            return Result(describe(s, stmt, []), [(config[key],)], "SHOW")
         raise UndefinedObject(f'unrecognized configuration parameter "{stmt.name}"')
     return Result(describe(s, stmt, []), [(s.settings[key],)], "SHOW")
+
+
+def server_settings(s: Session) -> dict[str, str]:
+    """The server's configuration (config/nodedb.toml keys) as SHOW prints it, with
+    every secret masked."""
+    out = {}
+    for key, value in sorted(s.manager.cfg.describe().items()):
+        if isinstance(value, bool):
+            out[key] = "on" if value else "off"
+        elif isinstance(value, list):
+            out[key] = ",".join(map(str, value))
+        else:
+            out[key] = str(value)
+    return out
 
 
 def typed_args(s: Session, stmt: ast.ExecutePrepared) -> list[Expr]:
