@@ -260,6 +260,7 @@ class Uploader:
         self._dirty_first: int | None = None  # the open segment seen holding records
         self._dirty_since = 0.0
         self._loud_at = 0.0
+        self._pass_lock = asyncio.Lock()
 
     # ---- what the rest of the server asks -----------------------------------
 
@@ -335,7 +336,14 @@ class Uploader:
                 wal.sealed.clear()
 
     async def _pass(self) -> None:
+        # One pass at a time: ``flush`` runs one beside the task's.
+        async with self._pass_lock:
+            await self._one_pass()
+
+    async def _one_pass(self) -> None:
         if not self._loaded:
+            if not self.progress.archive.due():
+                return
             await self._load()
         if self.storage.archive is not None:
             await self._seal_if_due()
