@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench import archive as archive_bench
 from bench import backup as backup_bench
 from bench import ceilings, engines
 from bench.pg import Postgres
@@ -50,7 +51,9 @@ def main() -> None:
     ap.add_argument(
         "--w5-scale", type=float, default=1.0, help="W5/W6 tenant size (1.0: about 1 GB)"
     )
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W8,IDX", help="comma-separated workloads")
+    ap.add_argument(
+        "--only", default="W1,W2,W3,W4,W5,W8,IDX,ARCH", help="comma-separated workloads"
+    )
     args = ap.parse_args()
     only = set(args.only.upper().split(","))
     seconds = 2.0 if args.quick else args.seconds
@@ -124,6 +127,8 @@ def main() -> None:
                 f"{secs['restore']:.1f} s vs pg_restore {secs['pg_restore']:.1f} s = "
                 f"{secs['pg_restore'] / secs['restore']:.2f}x"
             )
+        if "ARCH" in only:
+            extra += archive_bench.run(work, seconds, runs, with_s3=not args.quick)
         if "IDX" in only:
             n = 100_000 if args.quick else 1_000_000
             extra += [f"IDX: {line}" for line in engines.index_at_scale(srv.dsn(), n)]
