@@ -34,6 +34,12 @@ PROBE_BUCKET = "nodedb-ready-probe"
 # Each listens on an HTTP port and a gRPC port, both chosen here so that two
 # servers (or other tests) never collide on weed's fixed defaults.
 PARTS = ("master", "volume", "filer", "s3")
+# Each bucket is a collection of its own, and by default its first write grows
+# 7 volumes (copy_1 = 7; weed reads master.toml from its working directory),
+# of the ~70 mini allows by free disk: ten buckets would fill it. The tests make
+# one bucket per test, so one volume each, and room for many (sparse files).
+MASTER_TOML = "[master.volume_growth]\ncopy_1 = 1\n"
+MAX_VOLUMES = 1000
 
 
 def _free_ports(n: int) -> list[int]:
@@ -75,6 +81,7 @@ class SeaweedS3:
             "-ip.bind=127.0.0.1",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
             "-master.telemetry=false",
+            f"-volume.max={MAX_VOLUMES}",
             "-webdav=false",
             "-admin.ui=false",
             "-s3.port.iceberg=0",
@@ -92,6 +99,7 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         self.config_path.write_text(json.dumps({"identities": [identity]}))
+        (self.root / "master.toml").write_text(MASTER_TOML)
         began = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -115,6 +123,10 @@ class SeaweedS3:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"weed S3 not ready ({e}):\n{self.log()}") from None
                 time.sleep(0.1)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         """``kill -9``: the S3 endpoint disappears mid-request, as in a crash."""
