@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
@@ -65,7 +66,7 @@ from nodedb_server.objectstore.base import (
     ObjectStoreError,
     check_key,
 )
-from nodedb_server.objectstore.local import PIECE, _file_crc, _write_from
+from nodedb_server.objectstore.local import PART_SUFFIX, PIECE, _file_crc, _fsync_dir, _makedirs
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -116,6 +117,18 @@ def _stored_crc(metadata: dict[str, str]) -> int | None:
 
 def _bytes_crc(data: bytes) -> int:
     return int(google_crc32c.value(data))
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+def _write_piece(fd: int, piece: bytes, crc: int) -> int:
+    """Write all of ``piece``; the CRC32C so far, extended by it."""
+    view = memoryview(piece)
+    while view:
+        view = view[os.write(fd, view) :]
+    return int(google_crc32c.extend(crc, piece))
 
 
 def _read_with_crc(path: Path) -> tuple[bytes, int]:
@@ -406,20 +419,26 @@ class S3Store(ObjectStore):
             )
 
     async def get_file(self, key: str, path: Path) -> ObjectInfo:
-        loop = asyncio.get_running_loop()
-        pieces = self.stream(key)
-
-        async def next_piece() -> bytes:
-            return await anext(pieces, b"")
-
-        def pull() -> bytes:
-            # On the writer's thread: fetch the next piece on the loop and wait for it.
-            return asyncio.run_coroutine_threadsafe(next_piece(), loop).result()
-
+        # As local.py writes: into <path>.<random>.part, fsync, rename, fsync the
+        # directory. Each piece is written on a worker thread of its own call, so
+        # no thread sits waiting on the network while the download runs.
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        await self._thread(key, _makedirs, path.parent)
+        fd = await self._thread(key, _create, tmp)
+        size = crc = 0
         try:
-            size, crc = await self._thread(key, _write_from, path, pull)
-        finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
+            try:
+                async for piece in self.stream(key):
+                    crc = await self._thread(key, _write_piece, fd, piece, crc)
+                    size += len(piece)
+                await self._thread(key, os.fsync, fd)
+            finally:
+                os.close(fd)
+            await self._thread(key, os.replace, tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        await self._thread(key, _fsync_dir, path.parent)
         return ObjectInfo(key, size, crc, time.time())
 
     async def head(self, key: str) -> ObjectInfo | None:

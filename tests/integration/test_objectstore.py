@@ -5,6 +5,7 @@ an endpoint that goes away and comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -319,3 +320,20 @@ async def test_s3_put_during_an_outage_fails_then_works_after_restart(
     assert await s3.get_bytes("after") == b"stored"
     assert await s3.get_bytes("before") == b"kept"
     assert await s3.head("during") is None
+
+
+async def test_s3_put_retries_through_a_short_outage(seaweed: SeaweedS3, s3_bucket: str) -> None:
+    # 30 attempts of up to 0.5 s: some 7 s of backoff, well past weed's ~2 s restart.
+    store = s3_store(seaweed, s3_bucket, attempts=30, base_delay=0.1, max_delay=0.5)
+    try:
+        seaweed.stop()
+        put = asyncio.create_task(store.put_bytes("k", b"through the outage"))
+        try:
+            await asyncio.sleep(0.3)
+            assert not put.done()  # it is retrying, not failed
+        finally:
+            await asyncio.to_thread(seaweed.start)
+        await put
+        assert await store.get_bytes("k") == b"through the outage"
+    finally:
+        await store.close()
