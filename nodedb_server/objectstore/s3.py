@@ -261,6 +261,8 @@ class S3Store(ObjectStore):
                 if code in NOT_FOUND:
                     raise ObjectNotFound(f"[{self.section}] {key}: no such object") from None
                 if status < 500 and status != 429 and code not in THROTTLING:
+                    if status == 403:
+                        reason += " (check the section's access_key and secret_key)"
                     raise self._error(key, what, reason, refused=True) from None
             except TRANSIENT as e:
                 reason = str(e) or type(e).__name__
@@ -281,15 +283,12 @@ class S3Store(ObjectStore):
     # -- the interface ----------------------------------------------------
 
     async def check(self) -> None:
-        where = self.url
-        try:
-            await self._call(where, "bucket", lambda c: c.head_bucket(Bucket=self.bucket))
-        except ObjectNotFound:
-            raise self._error(where, "bucket", "no such bucket", refused=True) from None
-        # head_bucket answers a bad signature with a bare 403; a listing says why.
+        # One listed key proves the bucket exists and the credentials are accepted, and
+        # its error names the cause (NoSuchBucket, SignatureDoesNotMatch...), where
+        # head_bucket answers a bare 404 or 403.
         await self._call(
-            where,
-            "list",
+            self.url,
+            "check",
             lambda c: c.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1),
         )
 
