@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.seaweed import SeaweedS3
 from tests.serverproc import ServerProcess
 
 
@@ -28,3 +30,21 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     finally:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the session; tests that stop it start it again."""
+    s3 = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    try:
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture
+def s3_bucket(seaweed: SeaweedS3) -> str:
+    """A new empty bucket on the session's S3 server (restarted if a test left it down)."""
+    if not seaweed.running:
+        seaweed.start()
+    return seaweed.create_bucket(f"test-{secrets.token_hex(6)}")
