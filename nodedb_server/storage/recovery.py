@@ -112,6 +112,7 @@ class Store:
         self.last_checkpoint: ckpt.CheckpointInfo | None = None
         self._segments: list[SegmentInfo] = []
         self._next_lsn = 1
+        self._replayed = 0  # records applied by the recovery under way
         self._checkpoint_lock = asyncio.Lock()
 
     @property
@@ -153,13 +154,12 @@ class Store:
         report = RecoveryReport(self.name)
         await loop.run_in_executor(None, self._load, report)
         await self._fetch_missing(report.checkpoint_lsn)
+        self._replayed = 0
         result = await loop.run_in_executor(None, self._replay, report.checkpoint_lsn)
-        replayed = len(result.records)
         while result.torn is not None and await self._repair_from_archive(result):
             last = max([report.checkpoint_lsn] + [s.last_lsn for s in result.segments])
             result = await loop.run_in_executor(None, self._replay, last)
-            replayed += len(result.records)
-        report.replayed = replayed
+        report.replayed = self._replayed
         self._segments, self._next_lsn = await loop.run_in_executor(
             None, self._finish, report, result
         )
@@ -200,6 +200,7 @@ class Store:
                 )
             for rec in result.records:
                 self.state.apply(rec)
+            self._replayed += len(result.records)
             result.records = []  # applied: let them go
         return result
 

@@ -418,10 +418,13 @@ class Wal:
         first = self.next_lsn if first_lsn is None else first_lsn
         path = self.dir / segment_name(first)
         if path.exists():
-            # An empty segment left by a boot that wrote nothing: replace it.
+            # An empty segment left by a boot that wrote nothing: replace it, and forget
+            # it, or a checkpoint would later delete it by name, and with it this one.
             if path.stat().st_size > SEGMENT_HEADER_SIZE:
                 raise OSError(errno.EEXIST, f"WAL segment {path.name} already exists")
             path.unlink()
+            with self._segments_lock:
+                self.segments = [s for s in self.segments if s.path != path]
         self._epoch = secrets.randbits(32)
         header = SegmentHeader(self.tenant_id, self._epoch, first).encode()
         fd = self._fs.open_new(path)
@@ -446,8 +449,13 @@ class Wal:
         # The writer may open a segment meanwhile (on its own thread): the list is
         # replaced under the lock, so the new segment is never dropped from it.
         with self._segments_lock:
-            gone = [s for s in self.segments[:-1] if s.last_lsn <= lsn and may_remove(s)]
-            self.segments = [s for s in self.segments if s not in gone]
+            active = self.segments[-1].path
+            gone = [
+                s
+                for s in self.segments[:-1]
+                if s.last_lsn <= lsn and s.path != active and may_remove(s)
+            ]
+            self.segments = [s for s in self.segments if all(s is not g for g in gone)]
         removed = []
         for seg in gone:
             seg.path.unlink(missing_ok=True)

@@ -148,3 +148,31 @@ def test_recovery_from_checkpoint_plus_wal_equals_wal_alone(tmp_path: Path) -> N
     assert len(docs) == 53 and len(kv) == 7 and len(indexed) == 10
     assert [r[0] for r in nearest] == ["d20", "d21", "d19"]
     assert len(path) == 21 and len(buckets) == 6 and text.startswith("59585756")
+
+
+def test_a_checkpoint_after_a_restart_that_wrote_nothing_keeps_the_open_segment(
+    server: ServerProcess,
+) -> None:
+    # A boot that writes nothing leaves an empty segment named for the next LSN; the
+    # next boot replaces it with its own. A checkpoint once deleted that file by its
+    # old entry, which was the new open segment: writes after it were lost on restart.
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION docs")
+        conn.execute("INSERT INTO docs {id: 'a'}")
+        conn.execute("CHECKPOINT")
+    server.kill9()
+    server.start()
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO docs {id: 'b'}")
+        conn.execute("CHECKPOINT")
+        conn.execute("INSERT INTO docs {id: 'c'}")
+    server.kill9()
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT id FROM docs ORDER BY id").fetchall() == [
+            ("a",),
+            ("b",),
+            ("c",),
+        ]
