@@ -9,7 +9,7 @@ happens during recovery where nothing may wait for the network:
 
 ``<ms>`` is the unix time in milliseconds it was set aside. The store's
 uploader (storage/uploads.py) then moves each entry to quarantine storage
-under ``<store>/<ms>/<name>`` and ``<store>/<ms>/<name>.json``: copied,
+under ``<store>/quarantine/<ms>/<name>`` and ``<name>.json`` beside it: copied,
 verified, then deleted here. ``_system.quarantine`` lists both kinds.
 """
 

@@ -6,15 +6,16 @@ an event when it seals a segment, and a checkpoint only wakes the task once it
 has published. A store that is slow or down delays the copies, never a write.
 
 Object keys, under each section's prefix; ``<store>`` is the store's directory
-inside the data directory (``system`` or ``tenants/<id>``):
+inside the data directory (``system`` or ``tenants/<id>``), so that sections may
+share one bucket and prefix without their keys meeting:
 
     [wal_archive]         <store>/wal/<first_lsn:020d>.wal      a sealed segment, as on disk
                           <store>/wal/<first_lsn:020d>.wal.json its note: {first_lsn, last_lsn,
                                          first_us, last_us, size, crc32c}, stored after it
     [snapshot_storage]    <store>/checkpoints/<lsn:020d>/<file>  L1 files, then MANIFEST last
                           system/KEY                             the system key, master-wrapped
-    [quarantine_storage]  <store>/<ms>/<name>                    a damaged file, as found
-                          <store>/<ms>/<name>.json               why (storage/quarantine.py)
+    [quarantine_storage]  <store>/quarantine/<ms>/<name>         a damaged file, as found
+                          <store>/quarantine/<ms>/<name>.json    why (storage/quarantine.py)
 
 Rules the rest of the server relies on:
 
@@ -371,8 +372,8 @@ class Uploader:
                     where = self.storage.snapshots.location(snapshot_prefix(self.rel, lsn))
                     self.snapshots[lsn] = StoredSnapshot(lsn, where, o.modified)
             q = self.storage.quarantine
-            for o in await q.list(f"{self.rel}/"):
-                rest = o.key.removeprefix(f"{self.rel}/")
+            for o in await q.list(f"{self.rel}/quarantine/"):
+                rest = o.key.removeprefix(f"{self.rel}/quarantine/")
                 stamp, _, name = rest.partition("/")
                 if not (stamp.isdigit() and name.endswith(quarantine.NOTE_SUFFIX)):
                     continue
@@ -380,7 +381,7 @@ class Uploader:
                     continue
                 reason = quarantine.read_note(await q.get_bytes(o.key))
                 file = name.removesuffix(quarantine.NOTE_SUFFIX)
-                where = q.location(f"{self.rel}/{stamp}/{file}")
+                where = q.location(f"{self.rel}/quarantine/{stamp}/{file}")
                 self.quarantined.append(StoredEntry(file, reason, int(stamp), where))
         except ObjectStoreError as e:
             self.archived.clear()
@@ -524,7 +525,7 @@ class Uploader:
 
     async def _move_entry(self, store: ObjectStore, entry: quarantine.Entry) -> None:
         loop = asyncio.get_running_loop()
-        base = f"{self.rel}/{entry.stamp}/{entry.name}"
+        base = f"{self.rel}/quarantine/{entry.stamp}/{entry.name}"
         files: list[tuple[str, Path]]
         if entry.path.is_dir():
             files = [

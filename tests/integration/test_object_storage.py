@@ -7,6 +7,7 @@ are read back through the same ObjectStore classes the server uses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -14,17 +15,27 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from nodedb_server.objectstore.base import ObjectStore
 from nodedb_server.objectstore.local import LocalStore
+from nodedb_server.objectstore.s3 import S3Store
 from nodedb_server.storage.records import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
+from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from tests.serverproc import ServerProcess
 
 SECTIONS = ("snapshot_storage", "quarantine_storage", "wal_archive")
-KINDS = ["local"]
+PREFIX = "cluster-a"
+# Which sections are on S3 in each kind; the others are local directories.
+KINDS = {
+    "local": (),
+    "s3": SECTIONS,
+    "snapshots-s3": ("snapshot_storage", "wal_archive"),
+    "quarantine-s3": ("quarantine_storage",),
+}
 
 
 @dataclass
@@ -32,30 +43,77 @@ class Storage:
     """Where a test server's three sections point, and how the test reads them."""
 
     env: dict[str, str]
-    stores: dict[str, ObjectStore]
-    prefix: str
+    make: dict[str, Callable[[], ObjectStore]]
+    s3: SeaweedS3 | None = None
+
+    def _with(self, section: str, work: Callable[[ObjectStore], Any]) -> Any:
+        async def go() -> Any:
+            store = self.make[section]()  # a client per event loop
+            try:
+                return await work(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
 
     def keys(self, section: str, under: str = "") -> list[str]:
-        store = self.stores[section]
-        return [o.key for o in asyncio.run(store.list(under))]
+        async def listed(store: ObjectStore) -> list[str]:
+            return [o.key for o in await store.list(under)]
+
+        return self._with(section, listed)  # type: ignore[no-any-return]
 
     def get(self, section: str, key: str) -> bytes:
-        return asyncio.run(self.stores[section].get_bytes(key))
+        return self._with(section, lambda store: store.get_bytes(key))  # type: ignore[no-any-return]
+
+    def on_s3(self, section: str) -> bool:
+        return f"NODEDB_{section.upper()}_ENDPOINT" in self.env
 
 
-def _local(tmp_path: Path) -> Storage:
-    env, stores = {}, {}
-    for section in SECTIONS:
-        root = tmp_path / f"store-{section}"
-        env[f"NODEDB_{section.upper()}_PATH"] = str(root)
-        env[f"NODEDB_{section.upper()}_PREFIX"] = "cluster-a"
-        stores[section] = LocalStore(section, root / "cluster-a")
-    return Storage(env, stores, "cluster-a")
-
-
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=list(KINDS))
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return _local(tmp_path)
+    return _storage(request, tmp_path, request.param)
+
+
+@pytest.fixture
+def s3_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """Every section on S3."""
+    return _storage(request, tmp_path, "s3")
+
+
+def _storage(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Storage:
+    on_s3 = KINDS[kind]
+    env: dict[str, str] = {}
+    make: dict[str, Callable[[], ObjectStore]] = {}
+    s3: SeaweedS3 | None = None
+    bucket = ""
+    if on_s3:
+        s3 = request.getfixturevalue("seaweed")
+        bucket = request.getfixturevalue("s3_bucket")
+    for section in SECTIONS:
+        up = section.upper()
+        env[f"NODEDB_{up}_PREFIX"] = PREFIX
+        if section in on_s3:
+            assert s3 is not None
+            env |= {
+                f"NODEDB_{up}_ENDPOINT": s3.endpoint,
+                f"NODEDB_{up}_BUCKET": bucket,
+                f"NODEDB_{up}_ACCESS_KEY": ACCESS_KEY,
+                f"NODEDB_{up}_SECRET_KEY": SECRET_KEY,
+            }
+            make[section] = functools.partial(
+                S3Store,
+                section,
+                endpoint=s3.endpoint,
+                bucket=bucket,
+                prefix=PREFIX,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+            )
+        else:
+            root = tmp_path / f"store-{section}"
+            env[f"NODEDB_{up}_PATH"] = str(root)
+            make[section] = functools.partial(LocalStore, section, root / PREFIX)
+    return Storage(env, make, s3)
 
 
 def _server(tmp_path: Path, storage: Storage, **extra: str) -> ServerProcess:
@@ -147,7 +205,8 @@ def test_each_kind_of_file_lands_under_its_prefix_and_reads_back(
         # Archived and checkpointed: the local copies of the sealed segments go.
         _wait("sealed segments to be deleted", lambda: len(_wal(server)) <= 2)
     prefix = f"tenants/1/checkpoints/{lsn:020d}/"
-    assert stored.endswith(prefix) and storage.prefix in stored
+    assert stored.endswith(prefix) and PREFIX in stored
+    assert stored.startswith("s3://") == storage.on_s3("snapshot_storage")
     names = storage.keys("snapshot_storage", prefix)
     assert prefix + "MANIFEST" in names and len(names) == files + 1
     local_ckpt = server.data_dir / "tenants" / "1" / "checkpoints" / f"{lsn:020d}"
@@ -240,13 +299,14 @@ def test_a_corrupted_l1_file_goes_to_quarantine_storage_with_a_note(
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             return conn.execute("SELECT file, reason, location FROM _system.quarantine").fetchall()
 
-    _wait("the checkpoint to reach quarantine storage", lambda: storage.prefix in str(listed()))
+    _wait("the checkpoint to reach quarantine storage", lambda: PREFIX in str(listed()))
     [(file, reason, location)] = listed()
     assert file == name and "unusable checkpoint" in reason and l1.name in reason
-    keys = storage.keys("quarantine_storage", "tenants/1/")
-    [stamp] = {k.split("/")[2] for k in keys}
-    base = f"tenants/1/{stamp}/{name}"
+    keys = storage.keys("quarantine_storage", "tenants/1/quarantine/")
+    [stamp] = {k.split("/")[3] for k in keys}
+    base = f"tenants/1/quarantine/{stamp}/{name}"
     assert location.endswith(base)
+    assert location.startswith("s3://") == storage.on_s3("quarantine_storage")
     assert storage.get("quarantine_storage", f"{base}/{l1.name}") == bytes(damaged)
     note = json.loads(storage.get("quarantine_storage", base + ".json"))
     assert note["tenant"] == "default" and note["file"] == name
@@ -287,27 +347,39 @@ def test_a_failing_archive_keeps_segments_and_catches_up(tmp_path: Path, storage
 
 
 class _archive_down:
-    """Make the archive fail every put (local: its directory replaced by a file)."""
+    """Make the archive fail every put: S3 stopped (kill -9), or a local archive's
+    directory replaced by a file."""
 
     def __init__(self, storage: Storage):
-        store = storage.stores["wal_archive"]
-        assert isinstance(store, LocalStore)
-        self.root = store.root
-        self.aside = self.root.with_name(self.root.name + ".aside")
+        self.storage = storage
+        self.root: Path | None = None
+        if not storage.on_s3("wal_archive"):
+            store = storage.make["wal_archive"]()
+            assert isinstance(store, LocalStore)
+            self.root = store.root
+            self.aside = self.root.with_name(self.root.name + ".aside")
 
     def __enter__(self) -> None:
-        os.rename(self.root, self.aside)
-        self.root.write_text("not a directory")
+        if self.root is None:
+            assert self.storage.s3 is not None
+            self.storage.s3.stop()
+        else:
+            os.rename(self.root, self.aside)
+            self.root.write_text("not a directory")
 
     def __exit__(self, *exc: object) -> None:
-        self.root.unlink()
-        os.rename(self.aside, self.root)
+        if self.root is None:
+            assert self.storage.s3 is not None
+            self.storage.s3.start()
+        else:
+            self.root.unlink()
+            os.rename(self.aside, self.root)
 
 
 def test_a_restart_knows_what_is_archived(server: ServerProcess, storage: Storage) -> None:
     _fill(server, 0, 60)
     _wait("the sealed segments to be archived", lambda: _all_sealed_archived(server))
-    before = {k: storage.stores["wal_archive"] for k in storage.keys("wal_archive", "tenants/1/")}
+    before = storage.keys("wal_archive", "tenants/1/")
     server.stop()
     server.start()
     # The segments sealed by the restart are archived too; nothing is uploaded twice
@@ -380,3 +452,73 @@ def test_a_lost_data_directory_comes_back_from_storage(tmp_path: Path, storage: 
     finally:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.kill9()
+
+
+def test_credentials_appear_nowhere(tmp_path: Path, s3_storage: Storage) -> None:
+    server = _server(tmp_path, s3_storage).start()
+    _fill(server, 0, 40)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        shown = [
+            conn.execute("SHOW ALL").fetchall(),
+            *(
+                conn.execute(f"SHOW {s}.{k}").fetchall()
+                for s in SECTIONS
+                for k in ("access_key", "secret_key")
+            ),
+            *(
+                conn.execute(f"SELECT * FROM _system.{v}").fetchall()
+                for v in ("wal", "checkpoints", "quarantine", "backups")
+            ),
+        ]
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("SHOW nosuch.secret_key")
+    assert "********" in str(shown)
+    server.stop()
+    everything = server.log() + str(shown) + str(refused.value)
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in everything
+
+
+def test_an_unreachable_store_at_start_does_not_stop_the_server(
+    tmp_path: Path, s3_storage: Storage
+) -> None:
+    storage = s3_storage
+    assert storage.s3 is not None
+    storage.s3.stop()
+    srv = _server(tmp_path, storage).start()
+    try:
+        _fill(srv, 0, 60)  # acknowledged while S3 is down
+        _wait("the view to show the error", lambda: _wal(srv)[0][4] is not None)
+        assert "unreachable" in srv.log()
+        storage.s3.start()
+        _wait(
+            "archiving to catch up",
+            lambda: _all_sealed_archived(srv) and _wal(srv)[0][4] is None,
+            60,
+        )
+        assert len(_rows(srv)) == 60
+    finally:
+        if not storage.s3.running:
+            storage.s3.start()
+        srv.kill9()
+
+
+def test_refused_credentials_stop_start_up_naming_the_section(
+    tmp_path: Path, seaweed: SeaweedS3, s3_bucket: str
+) -> None:
+    env = {
+        "NODEDB_SNAPSHOT_STORAGE_ENDPOINT": seaweed.endpoint,
+        "NODEDB_SNAPSHOT_STORAGE_BUCKET": s3_bucket,
+        "NODEDB_SNAPSHOT_STORAGE_ACCESS_KEY": ACCESS_KEY,
+        "NODEDB_SNAPSHOT_STORAGE_SECRET_KEY": "wrong-secret-for-the-test",
+    }
+    srv = ServerProcess(tmp_path / "data", env=env)
+    with pytest.raises(RuntimeError, match=r"\[snapshot_storage\]") as e:
+        srv.start()
+    assert "wrong-secret-for-the-test" not in str(e.value) and ACCESS_KEY not in str(e.value)
+    no_bucket = env | {"NODEDB_SNAPSHOT_STORAGE_SECRET_KEY": SECRET_KEY}
+    no_bucket["NODEDB_SNAPSHOT_STORAGE_BUCKET"] = "no-such-bucket-here"
+    srv = ServerProcess(tmp_path / "data2", env=no_bucket)
+    with pytest.raises(RuntimeError, match=r"\[snapshot_storage\]"):
+        srv.start()
