@@ -69,6 +69,9 @@ from nodedb_server.storage.uploads import (
     snapshot_prefix,
 )
 from nodedb_server.storage.wal import scan, segment_name
+from nodedb_server.tenants import keys
+from nodedb_server.tenants.manager import TenantManager
+from nodedb_server.tenants.tenant import Tenant
 
 # How long a restore waits for the live tenant's open segment to be sealed and
 # archived, so that a target of a moment ago is restorable.
@@ -464,7 +467,70 @@ def stage_snapshot(
     return Staged(summary, tenant_key, new_id, catalog, [], lsn)
 
 
-# ---- backup files as restore points ---------------------------------------------------
+# ---- what a tenant can be restored to --------------------------------------------------
+
+
+async def flush_if_live(manager: TenantManager, tenant_id: int) -> None:
+    """If ``tenant_id`` is a live tenant's, archive its open segment now, so that a
+    target of a moment ago is in the archive."""
+    for tenant in list(manager.tenants.values()):
+        uploader = tenant.store.uploader
+        if tenant.id == tenant_id and uploader is not None:
+            await uploader.flush(FLUSH_SECONDS)
+
+
+async def backup_range(manager: TenantManager, header: Header, source: str) -> RestoreRange:
+    archive = require_archive(manager.storage)
+    await flush_if_live(manager, header.tenant_id)
+    segments = await archive_listing(archive, header.tenant_id)
+    return restore_range(source, segments, header.watermark_lsn, header.created_ms * 1000)
+
+
+async def snapshot_ranges(
+    manager: TenantManager, tenant: Tenant, scratch: Path
+) -> list[tuple[StoredCheckpoint, RestoreRange]]:
+    """Each stored snapshot of the tenant, newest first, with the range it restores to."""
+    storage = manager.storage
+    archive = require_archive(storage)
+    assert storage is not None
+    await flush_if_live(manager, tenant.id)
+    aead = AESGCM(tenant_key(manager, tenant.name))
+    snapshots = await stored_checkpoints(storage, tenant.id, aead, scratch)
+    segments = await archive_listing(archive, tenant.id)
+    return [
+        (snap, restore_range(f"snapshot {snap.location}", segments, snap.lsn, snap.created_us))
+        for snap in snapshots
+    ]
+
+
+def scratch_dir(manager: TenantManager) -> Path:
+    """A directory for files a statement fetches and removes again. It is under the
+    data directory's tenants/ and names no tenant, so a crash leaves nothing behind: the
+    next boot removes it with the other orphans."""
+    return manager.data_dir / "tenants" / f"pitr-{secrets.token_hex(6)}"
+
+
+def tenant_key(manager: TenantManager, name: str) -> bytes:
+    return keys.unwrap(manager.master, manager.system.tenants[name]["wrapped_key"])
+
+
+async def restore_points(manager: TenantManager, name: str) -> list[RestoreRange]:
+    """What tenant ``name`` can be restored to: from each of its backup files under
+    [backup] allowed_dirs, and from each stored snapshot of its current id."""
+    require_archive(manager.storage)
+    loop = asyncio.get_running_loop()
+    headers = await loop.run_in_executor(
+        None, lambda: list(backup_headers(manager.cfg.backup_dirs, name))
+    )
+    out = [await backup_range(manager, header, f"backup {path}") for path, header in headers]
+    live = manager.tenants.get(name)
+    if live is not None:
+        scratch = scratch_dir(manager)
+        try:
+            out += [span for _, span in await snapshot_ranges(manager, live, scratch)]
+        finally:
+            await loop.run_in_executor(None, shutil.rmtree, scratch, True)
+    return out
 
 
 def backup_headers(dirs: list[Path], tenant: str) -> Iterator[tuple[Path, Header]]:

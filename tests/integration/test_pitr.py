@@ -206,6 +206,11 @@ def test_from_snapshot_until_and_the_range_agree(server) -> None:  # type: ignor
             marks.append((conn.execute("SELECT current_lsn()").fetchone()[0], state(srv, "snap")))
     with psycopg.connect(srv.dsn(), autocommit=True) as su:
         ranges = su.execute("SHOW RESTORE RANGE FOR TENANT snap").fetchall()
+        view = su.execute(
+            "SELECT tenant, source, from_lsn, to_lsn, from_time, to_time "
+            "FROM _system.restore_points WHERE tenant = 'snap'"
+        ).fetchall()
+        assert view == ranges
         snaps = [r for r in ranges if r[1].startswith("snapshot ")]
         assert snaps and snaps[0][3] == marks[-1][0]
         lsn, expected = marks[2]

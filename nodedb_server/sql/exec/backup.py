@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server import types as t
 from nodedb_server.backup import pitr
-from nodedb_server.backup.envelope import EnvelopeError, Header
+from nodedb_server.backup.envelope import EnvelopeError
 from nodedb_server.backup.progress import (
     Progress,
     ProgressReader,
@@ -247,22 +247,6 @@ async def _restore_from(
 # ---- point-in-time restore ------------------------------------------------------------
 
 
-async def flush_if_live(manager: TenantManager, tenant_id: int) -> None:
-    """If ``tenant_id`` is a live tenant's, archive its open segment now, so that a
-    target of a moment ago is in the archive."""
-    for tenant in list(manager.tenants.values()):
-        uploader = tenant.store.uploader
-        if tenant.id == tenant_id and uploader is not None:
-            await uploader.flush(pitr.FLUSH_SECONDS)
-
-
-async def backup_range(manager: TenantManager, header: Header, source: str) -> pitr.RestoreRange:
-    archive = pitr.require_archive(manager.storage)
-    await flush_if_live(manager, header.tenant_id)
-    segments = await pitr.archive_listing(archive, header.tenant_id)
-    return pitr.restore_range(source, segments, header.watermark_lsn, header.created_ms * 1000)
-
-
 def pitr_row(summary: Summary, replayed: pitr.Replayed) -> tuple[Any, ...]:
     until_time = _at_us(replayed.until_us) if replayed.records else None
     return (*summary.row(), replayed.until_lsn, until_time, replayed.records)
@@ -301,7 +285,7 @@ async def restore_backup_until(
         raise DataError(f"invalid backup: {e}; nothing was changed") from None
     header = reader.header
     target = pitr.Target(stmt.until_lsn, stmt.until_us)
-    span = await backup_range(manager, header, f"backup {stmt.path or 'stdin'}")
+    span = await pitr.backup_range(manager, header, f"backup {stmt.path or 'stdin'}")
     needed = pitr.needed_segments(span, target, stmt.tenant)
     key = keys.unwrap(manager.master, header.wrapped_key)
     source_aead = AESGCM(key)
@@ -310,7 +294,7 @@ async def restore_backup_until(
             summary = await in_worker(progress, verify_backup, reader, source)
         except EnvelopeError as e:
             raise DataError(f"invalid backup: {e}") from None
-        scratch = manager.tenant_dir(manager.reserve_tenant_id())
+        scratch = pitr.scratch_dir(manager)
         replayed = await pitr.replay(
             archive,
             header.tenant_id,
@@ -408,27 +392,6 @@ def _tenant_catalog(manager: TenantManager, name: str) -> dict[str, Any]:
     }
 
 
-async def snapshot_ranges(
-    manager: TenantManager, tenant: Tenant, scratch: Path
-) -> list[tuple[pitr.StoredCheckpoint, pitr.RestoreRange]]:
-    """Each stored snapshot of the tenant, newest first, with the range it restores to."""
-    storage = manager.storage
-    archive = pitr.require_archive(storage)
-    assert storage is not None
-    await flush_if_live(manager, tenant.id)
-    aead = AESGCM(_tenant_key(manager, tenant.name))
-    snapshots = await pitr.stored_checkpoints(storage, tenant.id, aead, scratch)
-    segments = await pitr.archive_listing(archive, tenant.id)
-    return [
-        (snap, pitr.restore_range(f"snapshot {snap.location}", segments, snap.lsn, snap.created_us))
-        for snap in snapshots
-    ]
-
-
-def _tenant_key(manager: TenantManager, name: str) -> bytes:
-    return keys.unwrap(manager.master, manager.system.tenants[name]["wrapped_key"])
-
-
 async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
     """RESTORE TENANT t FROM SNAPSHOT UNTIL ..: the newest stored snapshot of the tenant
     at or before the target, then its archived WAL."""
@@ -444,9 +407,9 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
     op, progress = start_operation(
         s, "dry run" if stmt.dry_run else "restore", name, "snapshot", None
     )
-    scratch = manager.tenant_dir(manager.reserve_tenant_id())
+    scratch = pitr.scratch_dir(manager)
     try:
-        ranges = await snapshot_ranges(manager, live, scratch)
+        ranges = await pitr.snapshot_ranges(manager, live, scratch)
         chosen = next(
             ((snap, span) for snap, span in ranges if pitr.pick_snapshot([snap], target)), None
         )
@@ -463,7 +426,7 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
             )
         snap, span = chosen
         needed = pitr.needed_segments(span, target, name)
-        key = _tenant_key(manager, name)
+        key = pitr.tenant_key(manager, name)
         source_id = live.id
         replayed = pitr.Replayed(0, snap.lsn, 0)
 
@@ -492,7 +455,7 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
 
         if stmt.dry_run:
             # Staged into the scratch directory (removed below), so every file is checked.
-            staged = await stage(live, manager.reserve_tenant_id(), scratch / "staged")
+            staged = await stage(live, live.id, scratch / "staged")
             row = pitr_row(staged.summary, replayed)
             notices = [staged.summary.notice(), pitr_notice(name, replayed, True)]
             result = Result(PITR_COLUMNS, [row], "RESTORE DRY RUN", notices)
@@ -532,28 +495,9 @@ async def run_show_restore_range(
             _at_us(span.start_us),
             _at_us(span.end_us),
         )
-        for span in await restore_points(s.manager, name)
+        for span in await pitr.restore_points(s.manager, name)
     ]
     return Result(list(RESTORE_RANGE_COLUMNS), rows, f"SHOW {len(rows)}")
-
-
-async def restore_points(manager: TenantManager, name: str) -> list[pitr.RestoreRange]:
-    """What tenant ``name`` can be restored to: from each of its backup files under
-    [backup] allowed_dirs, and from each stored snapshot of its current id."""
-    pitr.require_archive(manager.storage)
-    loop = asyncio.get_running_loop()
-    headers = await loop.run_in_executor(
-        None, lambda: list(pitr.backup_headers(manager.cfg.backup_dirs, name))
-    )
-    out = [await backup_range(manager, header, f"backup {path}") for path, header in headers]
-    live = manager.tenants.get(name)
-    if live is not None:
-        scratch = manager.tenant_dir(manager.reserve_tenant_id())
-        try:
-            out += [span for _, span in await snapshot_ranges(manager, live, scratch)]
-        finally:
-            await loop.run_in_executor(None, shutil.rmtree, scratch, True)
-    return out
 
 
 def tenant_size(tenant: Tenant) -> int:
