@@ -495,6 +495,11 @@ def _restore_tenant(p: Parser) -> ast.RestoreTenant:
         stmt = _restore_options(p, tenant, None)
         if not stmt.until:
             raise p.error("expected UNTIL: FROM SNAPSHOT restores to a point in time")
+        if stmt.rename or stmt.resurrect:
+            raise SyntaxError_(
+                "FROM SNAPSHOT restores the tenant's own snapshots as history had it: "
+                "WITH (rename) and WITH (resurrect) do not apply"
+            )
         return dataclasses.replace(stmt, snapshot=True)
     return _restore_options(p, tenant, p.string())
 

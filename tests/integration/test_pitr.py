@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,18 @@ def test_restore_to_recorded_lsns_and_a_timestamp_gives_the_state_then(server) -
         naive = at.replace(tzinfo=None).isoformat(sep=" ")
         restore(su, f"RESTORE TENANT hist FROM '{bak}' UNTIL TIMESTAMP '{naive}'")
         assert state(srv, "hist") == expected
+    # The streamed form replays too; its figures come as NOTICEs.
+    lsn, _, expected = points[7]
+    with open(bak, "rb") as f:
+        run = subprocess.run(
+            [*srv.psql(), "-c", f"COPY tenant_restore(hist) FROM STDIN UNTIL LSN {lsn}"],
+            stdin=f,
+            capture_output=True,
+            timeout=60,
+        )
+    assert run.returncode == 0, run.stderr
+    assert f"up to source LSN {lsn}".encode() in run.stderr
+    assert state(srv, "hist") == expected
 
 
 def test_a_target_outside_the_range_is_refused_with_the_range(server) -> None:  # type: ignore[no-untyped-def]
@@ -192,18 +205,27 @@ def test_a_missing_or_damaged_segment_fails_and_changes_nothing(server) -> None:
 
 
 def test_from_snapshot_until_and_the_range_agree(server) -> None:  # type: ignore[no-untyped-def]
-    srv, allowed = server
+    srv, _ = server
     with psycopg.connect(srv.dsn(), autocommit=True) as su:
         su.execute("CREATE TENANT snap")
-    marks = []
+
+    def writes(prefix: str) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
+        marks = []
+        with psycopg.connect(srv.dsn(database="snap"), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            for i in range(5):
+                conn.execute(f"INSERT INTO items {{id: '{prefix}{i}', n: {i}, pad: '{PAD}'}}")
+                lsn = conn.execute("SELECT current_lsn()").fetchone()[0]
+                time.sleep(0.02)
+                marks.append((lsn, dt.datetime.now(dt.UTC), state(srv, "snap")))
+                time.sleep(0.02)
+        return marks
+
     with psycopg.connect(srv.dsn(database="snap"), autocommit=True) as conn:
         conn.execute("CREATE COLLECTION items")
         for i in range(3):
             conn.execute(f"INSERT INTO items {{id: 'a{i}', n: {i}, pad: '{PAD}'}}")
-        conn.execute("CHECKPOINT")
-        for i in range(5):
-            conn.execute(f"INSERT INTO items {{id: 'b{i}', n: {i}, pad: '{PAD}'}}")
-            marks.append((conn.execute("SELECT current_lsn()").fetchone()[0], state(srv, "snap")))
+    marks = writes("b")
     with psycopg.connect(srv.dsn(), autocommit=True) as su:
         ranges = su.execute("SHOW RESTORE RANGE FOR TENANT snap").fetchall()
         view = su.execute(
@@ -213,15 +235,22 @@ def test_from_snapshot_until_and_the_range_agree(server) -> None:  # type: ignor
         assert view == ranges
         snaps = [r for r in ranges if r[1].startswith("snapshot ")]
         assert snaps and snaps[0][3] == marks[-1][0]
-        lsn, expected = marks[2]
+        lsn, at, expected = marks[2]
         row = restore(su, f"RESTORE TENANT snap FROM SNAPSHOT UNTIL LSN {lsn} DRY RUN")
         assert row["records_replayed"] == lsn - snaps[0][2]
-        assert state(srv, "snap") == marks[-1][1]
-        row = restore(su, f"RESTORE TENANT snap FROM SNAPSHOT UNTIL LSN {lsn}")
+        assert state(srv, "snap") == marks[-1][2]
+        row = restore(su, f"RESTORE TENANT snap FROM SNAPSHOT UNTIL TIMESTAMP '{at.isoformat()}'")
         assert row["until_lsn"] == lsn
         assert state(srv, "snap") == expected
         err = refused(su, "RESTORE TENANT snap FROM SNAPSHOT UNTIL LSN 1")
         assert err.sqlstate == "22023"
+    # The restored tenant (a new id) goes on from its own snapshots and archive.
+    marks = writes("c")
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        lsn, _, expected = marks[3]
+        row = restore(su, f"RESTORE TENANT snap FROM SNAPSHOT UNTIL LSN {lsn}")
+        assert row["until_lsn"] == lsn
+        assert state(srv, "snap") == expected
 
 
 def test_without_wal_archiving_pitr_is_55000(tmp_path: Path) -> None:

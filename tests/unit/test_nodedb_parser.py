@@ -502,6 +502,7 @@ REFUSED: list[tuple[str, str, str]] = [
     ("GRANT SELECT ON TENANT acme TO alice garbage", "42601", 'near "garbage"'),
     ("PURGE TENANT acme", "42601", "add confirm"),
     ("RESTORE TENANT a FROM SNAPSHOT", "42601", "expected until"),
+    ("RESTORE TENANT a FROM SNAPSHOT UNTIL LSN 5 WITH (rename)", "42601", "do not apply"),
     ("RESTORE TENANT a FROM '/b/x' UNTIL LSN -1", "42601", "expected an lsn"),
     ("RESTORE TENANT a FROM '/b/x' UNTIL TIMESTAMP 'soon'", "22P02", "timestamp"),
     ("COMMIT AND CHAIN", "0A000", ""),
