@@ -97,7 +97,7 @@ class Target:
     us: int | None = None
 
     def __str__(self) -> str:
-        return f"LSN {self.lsn}" if self.lsn is not None else f"{format_us(self.us or 0)}"
+        return f"LSN {self.lsn}" if self.lsn is not None else format_us(self.us or 0)
 
     def covers(self, rec: Record) -> bool:
         """Is ``rec`` at or before the target?"""

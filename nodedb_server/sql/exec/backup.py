@@ -37,6 +37,7 @@ from nodedb_server.errors import (
     DataError,
     InsufficientPrivilege,
     InvalidParameterValue,
+    ObjectInUse,
     UndefinedObject,
 )
 from nodedb_server.sql import ast
@@ -401,7 +402,7 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
     if live is None:
         raise UndefinedObject(f'tenant "{name}" does not exist')
     storage = manager.storage
-    pitr.require_archive(storage)
+    archive = pitr.require_archive(storage)
     assert storage is not None
     target = pitr.Target(stmt.until_lsn, stmt.until_us)
     op, progress = start_operation(
@@ -430,8 +431,7 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
         source_id = live.id
         replayed = pitr.Replayed(0, snap.lsn, 0)
 
-        async def stage(old: Tenant | None, new_id: int, root: Path) -> Staged:
-            nonlocal replayed
+        async def stage_from(root: Path, new_id: int, base_lsn: int) -> Staged:
             fetched = root / "snapshot"
             await pitr.fetch_snapshot(storage, source_id, snap.lsn, fetched)
             staged = await in_worker(
@@ -443,19 +443,38 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
                 name,
                 new_id,
                 root,
-                old.last_lsn if old is not None else 0,
+                base_lsn,
                 _tenant_catalog(manager, name),
                 manager.fs,
             )
             await in_worker(progress, shutil.rmtree, fetched, True)
+            return staged
+
+        async def stage(old: Tenant | None, new_id: int, root: Path) -> Staged:
+            nonlocal replayed
+            if old is None or old.id != source_id:
+                raise ObjectInUse(f'tenant "{name}" was replaced meanwhile; nothing was changed')
+            staged = await stage_from(root, new_id, old.last_lsn)
             replayed = await replay_into(
                 manager, staged, root, source_id, needed, AESGCM(key), snap.lsn, target, progress
             )
             return staged
 
         if stmt.dry_run:
-            # Staged into the scratch directory (removed below), so every file is checked.
-            staged = await stage(live, live.id, scratch / "staged")
+            # Rewritten into the scratch directory (removed below): every file is read and
+            # checked; the records are only counted.
+            staged = await stage_from(scratch / "staged", source_id, live.last_lsn)
+            replayed = await pitr.replay(
+                archive,
+                source_id,
+                needed,
+                AESGCM(key),
+                snap.lsn,
+                target,
+                scratch / "pitr",
+                None,
+                progress,
+            )
             row = pitr_row(staged.summary, replayed)
             notices = [staged.summary.notice(), pitr_notice(name, replayed, True)]
             result = Result(PITR_COLUMNS, [row], "RESTORE DRY RUN", notices)
