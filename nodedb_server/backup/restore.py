@@ -180,15 +180,20 @@ def dry_run(
     may_read: Callable[[str], bool],
 ) -> Summary:
     """Verify every CRC and tag, decode every section, and count what a restore would bring."""
+    reader = open_backup(source, master, master_key_id, expected_tenant, rename, may_read)
+    return verify_backup(reader, source)
+
+
+def verify_backup(reader: EnvelopeReader, source: BinaryIO) -> Summary:
+    """``dry_run`` of a backup whose header ``open_backup`` has read and checked."""
     counts = dict.fromkeys(COUNT_NAMES, 0)
     header: Header | None = None
     kinds: dict[str, str] = {}
     vector_fields: dict[str, list[tuple[str, int]]] = {}
 
     def count(part: str, item: Any) -> None:
-        _count(counts, kinds, vector_fields, part, item)
+        count_item(counts, kinds, vector_fields, part, item)
 
-    reader = open_backup(source, master, master_key_id, expected_tenant, rename, may_read)
     for kind, value in read_backup(reader, count):
         if kind == "header":
             header = value
@@ -210,7 +215,7 @@ def dry_run(
     return Summary(header.tenant, header.watermark_lsn, size, counts)
 
 
-def _count(
+def count_item(
     counts: dict[str, int],
     kinds: dict[str, str],
     vector_fields: dict[str, list[tuple[str, int]]],
@@ -245,6 +250,7 @@ class Staged:
     tenant_id: int
     catalog: dict[str, Any]
     skipped: list[str]
+    lsn: int  # of the staged checkpoint
 
 
 def stage_restore(
@@ -265,7 +271,7 @@ def stage_restore(
 
     def count(part: str, item: Any) -> None:  # called once the catalog below is read
         if part.partition(".")[0] in kept_ids:
-            _count(counts, kinds, vector_fields, part, item)
+            count_item(counts, kinds, vector_fields, part, item)
 
     stream = read_backup(reader, count)
     kind, header = next(stream)
@@ -307,7 +313,7 @@ def stage_restore(
     ckpt.write_checkpoint(fs, root / "checkpoints", AESGCM(tenant_key), new_id, lsn, meta, parts)
     counts["indexes"] = len(meta["indexes"])
     summary = Summary(target, header.watermark_lsn, source.tell(), counts)
-    return Staged(summary, tenant_key, new_id, catalog, skipped)
+    return Staged(summary, tenant_key, new_id, catalog, skipped, lsn)
 
 
 def _parts(stream: Iterator[tuple[str, Any]], keep: set[str]) -> Iterator[tuple[str, codec.Packed]]:

@@ -13,7 +13,8 @@ import errno
 import logging
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader
@@ -27,6 +28,12 @@ T = TypeVar("T")
 log = logging.getLogger("nodedb.backup")
 
 
+# Stages a restore into the new tenant directory: (the tenant being replaced, the
+# new tenant id, the directory) -> what was staged. It may raise EnvelopeError for a
+# damaged backup; anything it leaves in the directory is removed if it fails.
+Stage = Callable[[Tenant | None, int, Path], Awaitable[Staged]]
+
+
 async def replace_tenant(
     manager: TenantManager,
     name: str,
@@ -38,32 +45,9 @@ async def replace_tenant(
 ) -> tuple[Tenant, Staged]:
     """Restore the backup ``reader`` opened as tenant ``name`` (replacing it if it
     exists); ``pid``'s session is the one kept when the tenant's others end."""
-    old = await manager.begin_restore(name, pid)
-    try:
-        return await _stage_and_switch(manager, name, reader, source, progress, resurrect, pid, old)
-    except BaseException:
-        manager.abort_restore(name, old)
-        raise
 
-
-async def _stage_and_switch(
-    manager: TenantManager,
-    name: str,
-    reader: EnvelopeReader,
-    source: BinaryIO,
-    progress: Progress,
-    resurrect: bool,
-    pid: int,
-    old: Tenant | None,
-) -> tuple[Tenant, Staged]:
-    loop = asyncio.get_running_loop()
-    new_id = manager.reserve_tenant_id()
-    root = manager.tenant_dir(new_id)
-    base_lsn = old.last_lsn if old is not None else 0
-    tombstones = dict(old.state.tombstones) if old is not None else {}
-    started = time.monotonic()
-    try:
-        staged = await in_worker(
+    async def stage(old: Tenant | None, new_id: int, root: Path) -> Staged:
+        return await in_worker(
             progress,
             stage_restore,
             reader,
@@ -72,11 +56,37 @@ async def _stage_and_switch(
             name,
             new_id,
             root,
-            base_lsn,
-            tombstones,
+            old.last_lsn if old is not None else 0,
+            dict(old.state.tombstones) if old is not None else {},
             resurrect,
             manager.fs,
         )
+
+    return await switch_tenant(manager, name, pid, stage)
+
+
+async def switch_tenant(
+    manager: TenantManager, name: str, pid: int, stage: Stage
+) -> tuple[Tenant, Staged]:
+    """Hold tenant ``name``, ``stage`` its replacement into a new directory, and switch
+    over to it; a failure before the switch leaves the tenant as it was."""
+    old = await manager.begin_restore(name, pid)
+    try:
+        return await _stage_and_switch(manager, name, pid, old, stage)
+    except BaseException:
+        manager.abort_restore(name, old)
+        raise
+
+
+async def _stage_and_switch(
+    manager: TenantManager, name: str, pid: int, old: Tenant | None, stage: Stage
+) -> tuple[Tenant, Staged]:
+    loop = asyncio.get_running_loop()
+    new_id = manager.reserve_tenant_id()
+    root = manager.tenant_dir(new_id)
+    started = time.monotonic()
+    try:
+        staged = await stage(old, new_id, root)
     except EnvelopeError as e:
         await loop.run_in_executor(None, shutil.rmtree, root, True)
         raise DataError(f"invalid backup: {e}; nothing was changed") from None

@@ -292,13 +292,29 @@ class BackupTenant:
 
 @dataclass(frozen=True)
 class RestoreTenant:
-    """RESTORE TENANT t FROM 'path' [DRY RUN] [WITH (rename, resurrect)]."""
+    """RESTORE TENANT t FROM 'path' | SNAPSHOT [UNTIL LSN n | UNTIL TIMESTAMP '..']
+    [DRY RUN] [WITH (rename, resurrect)]. ``path`` None and not ``snapshot``: COPY
+    tenant_restore(t) FROM STDIN. ``until_us``: the target in microseconds (UTC)."""
 
     tenant: str
     path: str | None
     dry_run: bool
     rename: bool = False
     resurrect: bool = False
+    snapshot: bool = False
+    until_lsn: int | None = None
+    until_us: int | None = None
+
+    @property
+    def until(self) -> bool:
+        return self.until_lsn is not None or self.until_us is not None
+
+
+@dataclass(frozen=True)
+class ShowRestoreRange:
+    """SHOW RESTORE RANGE FOR TENANT t."""
+
+    tenant: str
 
 
 @dataclass(frozen=True)
@@ -385,6 +401,7 @@ Statement = (
     | AlterSystem
     | BackupTenant
     | RestoreTenant
+    | ShowRestoreRange
     | Prepare
     | ExecutePrepared
     | Deallocate

@@ -9,6 +9,8 @@ Standard SELECT/INSERT/UPDATE/DELETE go to sqlglot (sql/parse.py).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from nodedb_server.sql.expr import (
     Star,
     from_sqlglot,
 )
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _TOKEN = re.compile(
     r"""
@@ -487,21 +491,52 @@ def _backup_tenant(p: Parser) -> ast.BackupTenant:
 def _restore_tenant(p: Parser) -> ast.RestoreTenant:
     tenant = p.name()
     p.expect("from")
+    if p.accept("snapshot"):
+        stmt = _restore_options(p, tenant, None)
+        if not stmt.until:
+            raise p.error("expected UNTIL: FROM SNAPSHOT restores to a point in time")
+        if stmt.rename or stmt.resurrect:
+            raise SyntaxError_(
+                "FROM SNAPSHOT restores the tenant's own snapshots as history had it: "
+                "WITH (rename) and WITH (resurrect) do not apply"
+            )
+        return dataclasses.replace(stmt, snapshot=True)
     return _restore_options(p, tenant, p.string())
 
 
 def _restore_options(p: Parser, tenant: str, path: str | None) -> ast.RestoreTenant:
     """What follows the source of RESTORE TENANT and COPY tenant_restore(..) FROM STDIN."""
+    until_lsn = until_us = None
     if p.accept("until"):
-        raise FeatureNotSupported(
-            "RESTORE .. UNTIL (point-in-time recovery) needs WAL archiving, which this "
-            "server does not have yet; a backup restores as of its watermark"
-        )
+        if p.accept("lsn"):
+            tok = p.take()
+            if tok.kind != "number" or not tok.text.isdigit():
+                raise SyntaxError_(f'syntax error at or near "{tok.text}": expected an LSN')
+            until_lsn = int(tok.text)
+        else:
+            p.expect("timestamp")
+            at = t.parse_timestamp(p.string())  # a literal without a zone is UTC
+            until_us = (at - _EPOCH) // dt.timedelta(microseconds=1)
     dry_run = p.accept("dry")
     if dry_run:
         p.expect("run")
     flags = _flags(p, ("rename", "resurrect"))
-    return ast.RestoreTenant(tenant, path, dry_run, "rename" in flags, "resurrect" in flags)
+    return ast.RestoreTenant(
+        tenant,
+        path,
+        dry_run,
+        "rename" in flags,
+        "resurrect" in flags,
+        until_lsn=until_lsn,
+        until_us=until_us,
+    )
+
+
+def _show_restore_range(p: Parser) -> ast.ShowRestoreRange:
+    p.expect("range")
+    p.expect("for")
+    p.expect("tenant")
+    return ast.ShowRestoreRange(p.name())
 
 
 def _copy(p: Parser) -> ast.Statement:
@@ -1140,6 +1175,7 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "upsert": _upsert,
     "show collections": _show_collections,
     "show tenants": _show_tenants,
+    "show restore": _show_restore_range,
     "show": _show,
     "describe": _describe,
     "desc": _describe,

@@ -98,6 +98,7 @@ DOC_TYPES: dict[str, type] = {
     "rollback": ast.Rollback,
     "show collections": ast.ShowCollections,
     "show tenants": ast.ShowTenants,
+    "show restore": ast.ShowRestoreRange,
     "show": ast.Show,
     "describe": ast.DescribeCollection,
     "set": ast.SetVar,
@@ -406,6 +407,20 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
         ast.RestoreTenant("acme", "/b/acme.bak", True, True, True),
     ),
     (
+        "RESTORE TENANT acme FROM '/b/acme.bak' UNTIL LSN 123456 DRY RUN",
+        ast.RestoreTenant("acme", "/b/acme.bak", True, until_lsn=123456),
+    ),
+    (
+        "RESTORE TENANT acme FROM '/b/acme.bak' UNTIL TIMESTAMP '2026-04-02 10:00:00.000001+00'",
+        ast.RestoreTenant("acme", "/b/acme.bak", False, until_us=1775124000000001),
+    ),
+    (
+        # Without a zone the literal is UTC.
+        "RESTORE TENANT acme FROM SNAPSHOT UNTIL TIMESTAMP '2026-04-02 12:00:00.5'",
+        ast.RestoreTenant("acme", None, False, snapshot=True, until_us=1775131200500000),
+    ),
+    ("SHOW RESTORE RANGE FOR TENANT acme", ast.ShowRestoreRange("acme")),
+    (
         "ALTER SYSTEM SET deactivated_collection_retention_days = 14",
         ast.AlterSystem("deactivated_collection_retention_days", "14"),
     ),
@@ -486,7 +501,10 @@ REFUSED: list[tuple[str, str, str]] = [
     ("GRANT SELECT ON TENANT acme TO alice", "42601", "privilege select is not known"),
     ("GRANT SELECT ON TENANT acme TO alice garbage", "42601", 'near "garbage"'),
     ("PURGE TENANT acme", "42601", "add confirm"),
-    ("RESTORE TENANT a FROM '/b/x' UNTIL LSN 10", "0A000", ""),
+    ("RESTORE TENANT a FROM SNAPSHOT", "42601", "expected until"),
+    ("RESTORE TENANT a FROM SNAPSHOT UNTIL LSN 5 WITH (rename)", "42601", "do not apply"),
+    ("RESTORE TENANT a FROM '/b/x' UNTIL LSN -1", "42601", "expected an lsn"),
+    ("RESTORE TENANT a FROM '/b/x' UNTIL TIMESTAMP 'soon'", "22P02", "timestamp"),
     ("COMMIT AND CHAIN", "0A000", ""),
     ("COMMIT PREPARED 'x'", "0A000", ""),
     ("ROLLBACK TO SAVEPOINT s", "0A000", ""),

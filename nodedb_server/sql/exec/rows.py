@@ -30,7 +30,7 @@ from nodedb_server.sql.describe import (
     typed_target,
 )
 from nodedb_server.sql.exec.argcheck import int_clause
-from nodedb_server.sql.exec.system_views import system_view
+from nodedb_server.sql.exec.system_views import system_view, system_view_rows
 from nodedb_server.sql.exec.timeseries import (
     insert_timeseries,
     timeseries_returning,
@@ -251,7 +251,7 @@ async def run_select(
         ts_view = timeseries_view(s, leaf.collection, ts_engine)
         rows, fast = timeseries_rows(s, stmt, plan, ts_view, ctx)
     elif isinstance(leaf, ViewScan):
-        _, view_rows = system_view(s, leaf.view, rows=True)
+        view_rows = await system_view_rows(s, leaf.view)
         rows = [r for r in view_rows if where is None or where.eval(r, ctx) is True]
     else:  # one row, unless the WHERE (constant here) is not true
         rows = [{}] if where is None or where.eval({}, ctx) is True else []

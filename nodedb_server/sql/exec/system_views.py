@@ -7,11 +7,12 @@ other user their own tenant. Adding a view is one entry of ``VIEWS``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nodedb_server import types as t
+from nodedb_server.backup import pitr
 from nodedb_server.engines.base import Row
 from nodedb_server.errors import UndefinedTable
 from nodedb_server.sql.result import Column
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 class View:
     columns: list[Column]
     rows: Callable[[Session], Iterator[Row]]
+    # A view whose rows need object storage reads them with this instead.
+    load: Callable[[Session], Awaitable[list[Row]]] | None = None
 
 
 def visible_tenants(s: Session) -> list[Tenant]:
@@ -175,6 +178,28 @@ def _l2_cleanup_queue(s: Session) -> Iterator[Row]:
         }
 
 
+async def _restore_points(s: Session) -> list[Row]:
+    """What each visible tenant can be restored to (none while WAL archiving is off)."""
+    if s.manager.storage is None or s.manager.storage.archive is None:
+        return []
+    return [
+        {
+            "tenant": tenant.name,
+            "source": span.source,
+            "from_lsn": span.start_lsn,
+            "to_lsn": span.end_lsn,
+            "from_time": _at_us(span.start_us),
+            "to_time": _at_us(span.end_us),
+        }
+        for tenant in visible_tenants(s)
+        for span in await pitr.restore_points(s.manager, tenant.name)
+    ]
+
+
+def _at_us(us: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
+
+
 VIEWS: dict[str, View] = {
     "wal": View(
         [
@@ -246,12 +271,35 @@ VIEWS: dict[str, View] = {
         ],
         _l2_cleanup_queue,
     ),
+    "restore_points": View(
+        [
+            ("tenant", t.TEXT),
+            ("source", t.TEXT),
+            ("from_lsn", t.INT8),
+            ("to_lsn", t.INT8),
+            ("from_time", t.TIMESTAMPTZ),
+            ("to_time", t.TIMESTAMPTZ),
+        ],
+        lambda _s: iter(()),
+        _restore_points,
+    ),
 }
 
 
 def system_view(s: Session, name: str, rows: bool) -> tuple[list[Column], list[Row]]:
     """A view's columns, and (with ``rows``) its rows as this session may see them."""
+    view = _view(name)
+    return list(view.columns), list(view.rows(s)) if rows else []
+
+
+async def system_view_rows(s: Session, name: str) -> list[Row]:
+    """A view's rows as this session may see them, read from object storage if need be."""
+    view = _view(name)
+    return await view.load(s) if view.load is not None else list(view.rows(s))
+
+
+def _view(name: str) -> View:
     view = VIEWS.get(name.split(".", 1)[1])
     if view is None:
         raise UndefinedTable(f'system view "{name}" does not exist')
-    return list(view.columns), list(view.rows(s)) if rows else []
+    return view
