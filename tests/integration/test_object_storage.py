@@ -568,3 +568,43 @@ def test_point_in_time_restore_from_an_s3_archive(tmp_path: Path, s3_storage: St
                 assert conn.execute("SELECT id, n FROM items ORDER BY id").fetchall() == before
     finally:
         srv.kill9()
+
+
+def test_a_corrupted_wal_segment_goes_to_quarantine_storage(
+    tmp_path: Path, storage: Storage
+) -> None:
+    # No archive to repair it from: the damage ends the replay, the later segment is
+    # set aside, and it reaches quarantine storage with its note.
+    srv = _server(tmp_path, storage, NODEDB_WAL_ARCHIVE_ENABLED="false").start()
+    try:
+        _fill(srv, 0, 60)
+        segs = [s for s in _wal(srv) if s[2] >= s[1]]
+        assert len(segs) >= 3
+        srv.kill9()
+        wal = srv.data_dir / "tenants" / "1" / "wal"
+        victim, later = wal / segs[-2][0], wal / segs[-1][0]
+        later_bytes = later.read_bytes()
+        data = bytearray(victim.read_bytes())
+        data[-3] ^= 0xFF  # the segment's last record
+        victim.write_bytes(bytes(data))
+        srv.start()
+        survivors = len(_rows(srv))
+        assert 0 < survivors < 60  # everything before the damage, nothing after
+
+        def listed() -> list[tuple[object, ...]]:
+            with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+                return conn.execute(
+                    "SELECT file, reason, location FROM _system.quarantine"
+                ).fetchall()
+
+        _wait("the segment to reach quarantine storage", lambda: PREFIX in str(listed()))
+        [(file, reason, location)] = listed()
+        assert file == later.name and f"follows damage in {victim.name}" in reason
+        keys = storage.keys("quarantine_storage", "tenants/1/quarantine/")
+        [key] = [k for k in keys if k.endswith(later.name)]
+        assert location.endswith(key)
+        assert storage.get("quarantine_storage", key) == later_bytes, "its exact bytes"
+        note = json.loads(storage.get("quarantine_storage", key + ".json"))
+        assert note["file"] == later.name and note["tenant"] == "default"
+    finally:
+        srv.kill9()
