@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server import types as t
 from nodedb_server.backup import pitr
-from nodedb_server.backup.envelope import EnvelopeError
+from nodedb_server.backup.envelope import EnvelopeError, EnvelopeReader
 from nodedb_server.backup.progress import (
     Progress,
     ProgressReader,
@@ -181,6 +181,28 @@ def check_restore(s: Session, stmt: ast.RestoreTenant) -> ast.RestoreTenant:
     return stmt
 
 
+async def open_checked(
+    s: Session, stmt: ast.RestoreTenant, source: BinaryIO, progress: Progress
+) -> EnvelopeReader:
+    """The backup's reader, once its header shows it can be restored here as the
+    statement's tenant (master key, tenant name, privilege): a wrong file is refused
+    before the tenant is touched."""
+    manager = s.manager
+    try:
+        return await in_worker(
+            progress,
+            open_backup,
+            source,
+            manager.master,
+            manager.master_key_id,
+            stmt.tenant,
+            stmt.rename,
+            functools.partial(may_use_backup_of, s),
+        )
+    except EnvelopeError as e:
+        raise DataError(f"invalid backup: {e}; nothing was changed") from None
+
+
 async def restore_from(
     s: Session, stmt: ast.RestoreTenant, source: BinaryIO, total: int | None = None
 ) -> Result:
@@ -221,19 +243,7 @@ async def _restore_from(
         return Result(BACKUP_COLUMNS, [summary.row()], "RESTORE DRY RUN", [summary.notice()])
     # Whether this backup can be restored here at all (master key, tenant name) is
     # known from its header: a wrong file is refused before the tenant is touched.
-    try:
-        reader = await in_worker(
-            progress,
-            open_backup,
-            source,
-            manager.master,
-            manager.master_key_id,
-            stmt.tenant,
-            stmt.rename,
-            functools.partial(may_use_backup_of, s),
-        )
-    except EnvelopeError as e:
-        raise DataError(f"invalid backup: {e}; nothing was changed") from None
+    reader = await open_checked(s, stmt, source, progress)
     tenant, staged = await replace_tenant(
         manager, stmt.tenant, reader, source, progress, stmt.resurrect, s.pid
     )
@@ -271,19 +281,7 @@ async def restore_backup_until(
     """RESTORE .. FROM '<backup>' UNTIL ..: the backup, then its tenant's archived WAL."""
     manager = s.manager
     archive = pitr.require_archive(manager.storage)
-    try:
-        reader = await in_worker(
-            progress,
-            open_backup,
-            source,
-            manager.master,
-            manager.master_key_id,
-            stmt.tenant,
-            stmt.rename,
-            functools.partial(may_use_backup_of, s),
-        )
-    except EnvelopeError as e:
-        raise DataError(f"invalid backup: {e}; nothing was changed") from None
+    reader = await open_checked(s, stmt, source, progress)
     header = reader.header
     target = pitr.Target(stmt.until_lsn, stmt.until_us)
     span = await pitr.backup_range(manager, header, f"backup {stmt.path or 'stdin'}")

@@ -15,6 +15,7 @@ from nodedb_server import types as t
 from nodedb_server.backup import pitr
 from nodedb_server.engines.base import Row
 from nodedb_server.errors import UndefinedTable
+from nodedb_server.sql.exec.backup import RESTORE_RANGE_COLUMNS
 from nodedb_server.sql.result import Column
 from nodedb_server.storage import quarantine
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
@@ -272,14 +273,7 @@ VIEWS: dict[str, View] = {
         _l2_cleanup_queue,
     ),
     "restore_points": View(
-        [
-            ("tenant", t.TEXT),
-            ("source", t.TEXT),
-            ("from_lsn", t.INT8),
-            ("to_lsn", t.INT8),
-            ("from_time", t.TIMESTAMPTZ),
-            ("to_time", t.TIMESTAMPTZ),
-        ],
+        RESTORE_RANGE_COLUMNS,
         lambda _s: iter(()),
         _restore_points,
     ),
