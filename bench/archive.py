@@ -2,9 +2,10 @@
 
 - W1 with archiving off and on (local archive directory, and S3 on a SeaweedFS
   started here), alternating runs on two servers: goal on >= 0.95x off.
-- Archive lag under that W1 load: sampled every 0.25 s, the age of the newest
-  record the archive holds (its note's ``last_us``), median and max; it is a
-  sawtooth of period ``max_delay_seconds`` (set to LAG_DELAY here).
+- Archive lag under that W1 load: sampled every 0.25 s (from 1.5 x LAG_DELAY
+  into each run on), the age of the newest record the archive holds (its
+  note's ``last_us``), median and max; it is a sawtooth of period
+  ``max_delay_seconds`` (set to LAG_DELAY here).
 - Replay speed, records/s: crash recovery after ``kill -9`` (W7's kind: rows
   committed one per statement by 16 connections, no checkpoint since) read from
   the server's own recovery log line, and RESTORE .. UNTIL LSN from a backup
@@ -68,9 +69,12 @@ class LagSampler:
         return int(json.loads(names[-1].read_text())["last_us"])
 
     def _run(self) -> None:
+        # Until the first seal of this run, the newest archived record is from before
+        # it (the server sat idle between runs): those samples measure the pause.
+        settled = time.monotonic() + 1.5 * LAG_DELAY
         while not self._stop.wait(0.25):
             newest = self._newest_us()
-            if newest is not None:
+            if newest is not None and time.monotonic() >= settled:
                 self.samples.append(time.time() - newest / 1e6)
 
     def __enter__(self) -> LagSampler:
