@@ -45,8 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import google_crc32c
-
 from nodedb_server.config import STORAGE_SECTIONS, Config
 from nodedb_server.errors import ConfigError
 from nodedb_server.objectstore.base import ObjectInfo, ObjectStore, ObjectStoreError
@@ -54,6 +52,7 @@ from nodedb_server.objectstore.factory import open_store
 from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import quarantine
 from nodedb_server.storage.records import CorruptRecord
+from nodedb_server.storage.segments import file_crc
 from nodedb_server.storage.wal import SegmentInfo, record_times, segment_name
 
 if TYPE_CHECKING:
@@ -234,15 +233,6 @@ def snapshot_prefix(rel: str, lsn: int) -> str:
     return f"{rel}/checkpoints/{lsn:020d}/"
 
 
-def _file_crc(path: Path) -> tuple[int, int]:
-    size = crc = 0
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            size += len(piece)
-            crc = google_crc32c.extend(crc, piece)
-    return size, crc
-
-
 class Uploader:
     """Keeps one store's archive, snapshots and quarantine copies up to date."""
 
@@ -419,7 +409,7 @@ class Uploader:
                 continue
             key = archive_key(self.rel, seg.first_lsn)
             try:
-                size, crc = await loop.run_in_executor(None, _file_crc, seg.path)
+                size, crc = await loop.run_in_executor(None, file_crc, seg.path)
                 first, last, first_us, last_us = await loop.run_in_executor(
                     None, record_times, seg.path
                 )
@@ -480,7 +470,7 @@ class Uploader:
             return  # a newer checkpoint replaced it meanwhile
         for name in [*names, "MANIFEST"]:
             try:
-                size, crc = await loop.run_in_executor(None, _file_crc, path / name)
+                size, crc = await loop.run_in_executor(None, file_crc, path / name)
             except FileNotFoundError:
                 return
             stored = await store.put_file(prefix + name, path / name)
@@ -542,7 +532,7 @@ class Uploader:
             note = quarantine.note(self.owner, entry.name, entry.reason, entry.at_ms)
             await store.put_bytes(base + quarantine.NOTE_SUFFIX, note)
         for key, path in files:
-            size, crc = await loop.run_in_executor(None, _file_crc, path)
+            size, crc = await loop.run_in_executor(None, file_crc, path)
             stored = await store.put_file(key, path)
             await self._verify(store, key, stored, size, crc)
 
