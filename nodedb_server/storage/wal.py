@@ -22,7 +22,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -110,6 +110,56 @@ class ScanResult:
     later_segments: list[Path] = field(default_factory=list)
 
 
+class SegmentScan:
+    """The records of one segment's bytes, in order, each checked: the segment header
+    (checksum, tenant), then per record its CRC32C, GCM tag, tenant and rising LSN.
+    Iterating stops at the first damaged record and leaves ``error`` (why) and
+    ``offset`` (where) set; the constructor raises CorruptRecord if the segment header
+    itself is damaged or names another tenant. ``after`` is the LSN the previous
+    segment ended at: a record at or below it is damage. ``check_crc=False`` skips the
+    per-record CRC32C, for bytes the caller already matched to a whole-file CRC32C
+    taken when each record's had been checked (an archived segment and its note)."""
+
+    def __init__(
+        self, data: bytes, aead: AESGCM, tenant_id: int, after: int = 0, check_crc: bool = True
+    ):
+        header = SegmentHeader.decode(data)
+        if header.tenant_id != tenant_id:
+            raise CorruptRecord(f"segment belongs to tenant {header.tenant_id}")
+        self.header = header
+        self.last_lsn = header.first_lsn - 1  # of the records read so far
+        self.count = 0
+        self.error: str | None = None
+        self.offset = SEGMENT_HEADER_SIZE
+        self._data, self._aead, self._tenant_id, self._after = data, aead, tenant_id, after
+        self._check_crc = check_crc
+
+    def __iter__(self) -> Iterator[Record]:
+        data, aead, tenant_id, epoch = self._data, self._aead, self._tenant_id, self.header.epoch
+        check_crc = self._check_crc
+        view = memoryview(data)
+        off, size, last = self.offset, len(data), self._after
+        while off < size:
+            try:
+                head = parse_record_header(view[off : off + RECORD_HEADER_SIZE])
+                end = off + RECORD_HEADER_SIZE + head.payload_len
+                if end > size:
+                    raise CorruptRecord(f"record at LSN {head.lsn} is cut short")
+                if head.tenant_id != tenant_id:
+                    raise CorruptRecord(f"record at LSN {head.lsn} names another tenant")
+                if head.lsn <= last:
+                    raise CorruptRecord(f"record LSN {head.lsn} does not follow {last}")
+                payload = data[off + RECORD_HEADER_SIZE : end]
+                rec = open_record(aead, epoch, head, payload, check_crc)
+            except CorruptRecord as e:
+                self.error, self.offset = str(e), off
+                return
+            last = self.last_lsn = rec.lsn
+            off = self.offset = end
+            self.count += 1
+            yield rec
+
+
 def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> ScanResult:
     """Read every valid record in LSN order; stop at the first damaged one.
 
@@ -122,38 +172,23 @@ def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> Sca
     for i, path in enumerate(segs):
         data = path.read_bytes()
         try:
-            sh = SegmentHeader.decode(data)
-            if sh.tenant_id != tenant_id:
-                raise CorruptRecord(f"segment belongs to tenant {sh.tenant_id}")
+            reader = SegmentScan(data, aead, tenant_id, last_lsn)
         except CorruptRecord as e:
             out.torn, out.torn_path, out.torn_offset = str(e), path, 0
             out.discarded_bytes = len(data)
             out.later_segments = segs[i + 1 :]
             return out
-        off = SEGMENT_HEADER_SIZE
-        seg = SegmentInfo(path, sh.first_lsn, sh.first_lsn - 1, len(data))
-        while off < len(data):
-            try:
-                head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
-                end = off + RECORD_HEADER_SIZE + head.payload_len
-                if end > len(data):
-                    raise CorruptRecord(f"record at LSN {head.lsn} is cut short")
-                if head.tenant_id != tenant_id:
-                    raise CorruptRecord(f"record at LSN {head.lsn} names another tenant")
-                if head.lsn <= last_lsn:
-                    raise CorruptRecord(f"record LSN {head.lsn} does not follow {last_lsn}")
-                rec = open_record(aead, sh.epoch, head, data[off + RECORD_HEADER_SIZE : end])
-            except CorruptRecord as e:
-                seg.bytes = off
-                out.segments.append(seg)
-                out.torn, out.torn_path, out.torn_offset = str(e), path, off
-                out.discarded_bytes = len(data) - off
-                out.later_segments = segs[i + 1 :]
-                return out
-            last_lsn = seg.last_lsn = rec.lsn
-            if rec.lsn > after_lsn:
-                out.records.append(rec)
-            off = end
+        seg = SegmentInfo(path, reader.header.first_lsn, reader.header.first_lsn - 1, len(data))
+        out.records.extend(rec for rec in reader if rec.lsn > after_lsn)
+        if reader.count:
+            seg.last_lsn = last_lsn = reader.last_lsn
+        if reader.error is not None:
+            seg.bytes = reader.offset
+            out.segments.append(seg)
+            out.torn, out.torn_path, out.torn_offset = reader.error, path, reader.offset
+            out.discarded_bytes = len(data) - reader.offset
+            out.later_segments = segs[i + 1 :]
+            return out
         out.segments.append(seg)
     return out
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import psycopg
 import pytest
 
+from nodedb_server.storage.records import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
 from tests.serverproc import ServerProcess
 
 PAD = "x" * 400  # a few rows fill a 4096-byte segment, so a history spans many
@@ -199,6 +202,21 @@ def test_a_missing_or_damaged_segment_fails_and_changes_nothing(server) -> None:
         assert sorted(p.name for p in (srv.data_dir / "tenants").iterdir()) == dirs
         assert state(srv, "gap") == before
         data[-5] ^= 0xFF
+        # A forged copy: one record's payload changed and the note rewritten to match,
+        # so only the record's GCM tag can tell. Still XX001, and nothing changes.
+        note = damaged.with_name(damaged.name + ".json")
+        kept_note = note.read_text()
+        forged = bytearray(data)
+        forged[SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + 1] ^= 0x01
+        damaged.write_bytes(bytes(forged))
+        meta = json.loads(kept_note) | {"crc32c": google_crc32c.value(bytes(forged))}
+        note.write_text(json.dumps(meta))
+        err = refused(su, f"RESTORE TENANT gap FROM '{bak}' UNTIL LSN {before_gap}")
+        assert err.sqlstate == "XX001" and damaged.name in str(err), err
+        assert "fails authentication" in str(err) and "note" not in str(err), err
+        assert sorted(p.name for p in (srv.data_dir / "tenants").iterdir()) == dirs
+        assert state(srv, "gap") == before
+        note.write_text(kept_note)
         damaged.write_bytes(bytes(data))
         restore(su, f"RESTORE TENANT gap FROM '{bak}' UNTIL LSN {before_gap}")
         assert state(srv, "gap") == next(p[2] for p in points if p[0] == before_gap)

@@ -43,7 +43,6 @@ from nodedb_server.errors import (
 from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Column, CopyIn, CopyOut, Result
-from nodedb_server.storage.uploads import ArchivedSegment
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.manager import DEFAULT_TENANT, TenantManager
 from nodedb_server.tenants.operations import Operation, Operations
@@ -293,7 +292,6 @@ async def restore_backup_until(
             summary = await in_worker(progress, verify_backup, reader, source)
         except EnvelopeError as e:
             raise DataError(f"invalid backup: {e}") from None
-        scratch = pitr.scratch_dir(manager)
         replayed = await pitr.replay(
             archive,
             header.tenant_id,
@@ -301,7 +299,6 @@ async def restore_backup_until(
             source_aead,
             header.watermark_lsn,
             target,
-            scratch,
             None,
             progress,
         )
@@ -327,7 +324,7 @@ async def restore_backup_until(
             True,
             manager.fs,
         )
-        replayed = await replay_into(
+        replayed = await pitr.replay_into(
             manager,
             staged,
             root,
@@ -342,32 +339,6 @@ async def restore_backup_until(
 
     tenant, staged = await switch_tenant(manager, stmt.tenant, s.pid, stage)
     return _restored(s, stmt, tenant, staged, replayed)
-
-
-async def replay_into(
-    manager: TenantManager,
-    staged: Staged,
-    root: Path,
-    source_id: int,
-    needed: list[ArchivedSegment],
-    source_aead: AESGCM,
-    after_lsn: int,
-    target: pitr.Target,
-    progress: Progress,
-) -> pitr.Replayed:
-    """Replay the archive into the staged tenant's WAL, after its checkpoint."""
-    archive = pitr.require_archive(manager.storage)
-    out = pitr.SegmentWriter(
-        manager.fs,
-        root / "wal",
-        AESGCM(staged.tenant_key),
-        staged.tenant_id,
-        staged.lsn + 1,
-        manager.settings.segment_bytes,
-    )
-    return await pitr.replay(
-        archive, source_id, needed, source_aead, after_lsn, target, root / "pitr", out, progress
-    )
 
 
 def _restored(
@@ -453,7 +424,7 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
             if old is None or old.id != source_id:
                 raise ObjectInUse(f'tenant "{name}" was replaced meanwhile; nothing was changed')
             staged = await stage_from(root, new_id, old.last_lsn)
-            replayed = await replay_into(
+            replayed = await pitr.replay_into(
                 manager, staged, root, source_id, needed, AESGCM(key), snap.lsn, target, progress
             )
             return staged
@@ -469,7 +440,6 @@ async def restore_snapshot(s: Session, stmt: ast.RestoreTenant) -> Result:
                 AESGCM(key),
                 snap.lsn,
                 target,
-                scratch / "pitr",
                 None,
                 progress,
             )
