@@ -180,9 +180,18 @@ def unreachable(store: ObjectStore, e: ObjectStoreError) -> StorageFailure:
     return StorageFailure(f"[{store.section}] {store.url} cannot be read: {e}; nothing was changed")
 
 
-async def archive_listing(archive: ObjectStore, tenant_id: int) -> list[ArchivedSegment]:
+async def archive_listing(
+    manager: TenantManager, archive: ObjectStore, tenant_id: int
+) -> list[ArchivedSegment]:
+    """The archived segments of ``tenant_id``: one listing of the archive, and the notes
+    a live tenant's uploader already holds are not fetched again."""
+    known = None
+    for tenant in list(manager.tenants.values()):
+        uploader = tenant.store.uploader
+        if tenant.id == tenant_id and uploader is not None:
+            known = dict(uploader.archived)
     try:
-        return await archived_segments(archive, tenant_rel(tenant_id))
+        return await archived_segments(archive, tenant_rel(tenant_id), known)
     except ObjectStoreError as e:
         raise unreachable(archive, e) from None
 
@@ -224,7 +233,9 @@ def segment_records(
     except CorruptRecord as e:
         raise damaged(key, str(e)) from None
     if reader.header.first_lsn != seg.first_lsn:
-        raise damaged(key, f"it starts at LSN {reader.header.first_lsn}, its name says otherwise")
+        raise damaged(
+            key, f"it starts at LSN {reader.header.first_lsn}, its note says {seg.first_lsn}"
+        )
     for rec in reader:
         if rec.lsn <= after_lsn:
             continue
@@ -244,7 +255,7 @@ async def replay(
     aead: AESGCM,
     after_lsn: int,
     target: Target,
-    apply: Callable[[Record], None] | None,
+    apply: Callable[[list[Record]], None] | None,
     progress: Progress,
 ) -> Replayed:
     """Hand the records of ``segments`` above ``after_lsn``, up to the target, to
@@ -257,12 +268,11 @@ async def replay(
     def consume(data: bytes, key: str, seg: ArchivedSegment) -> bool:
         """True once the target is reached."""
         with gc_paused():
-            # The whole segment is read, then applied: measured here, that is a quarter
-            # faster than applying each record as it is read (as recovery does it too).
+            # The whole segment is read, then applied (as recovery does it too): measured
+            # here, about a fifth faster than applying each record as it is read.
             records = list(segment_records(data, key, seg, aead, source_id, done.until_lsn, target))
             if apply is not None:
-                for rec in records:
-                    apply(rec)
+                apply(records)
         if records:
             done.records += len(records)
             done.until_lsn, done.until_us = records[-1].lsn, records[-1].commit_us
@@ -293,8 +303,9 @@ async def replay(
     finally:
         if ahead is not None:
             ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await ahead
+            await asyncio.wait([ahead])
+            if not ahead.cancelled():
+                ahead.exception()  # a failed fetch of a segment no longer wanted is no news
     done.seconds = time.monotonic() - started
     return done
 
@@ -347,10 +358,11 @@ async def replay_into(
     state = await in_worker(progress, load_staged, root, aead, staged.tenant_id)
     next_lsn = staged.lsn + 1
 
-    def apply(rec: Record) -> None:
+    def apply(records: list[Record]) -> None:
         nonlocal next_lsn
-        state.apply(Record(next_lsn, rec.rtype, rec.commit_us, rec.body))
-        next_lsn += 1
+        for lsn, rec in enumerate(records, next_lsn):
+            state.apply(rec, lsn)
+        next_lsn += len(records)
 
     replayed = await replay(
         archive, source_id, needed, source_aead, after_lsn, target, apply, progress
@@ -513,7 +525,7 @@ async def flush_if_live(manager: TenantManager, tenant_id: int) -> None:
 async def backup_range(manager: TenantManager, header: Header, source: str) -> RestoreRange:
     archive = require_archive(manager.storage)
     await flush_if_live(manager, header.tenant_id)
-    segments = await archive_listing(archive, header.tenant_id)
+    segments = await archive_listing(manager, archive, header.tenant_id)
     return restore_range(source, segments, header.watermark_lsn, header.created_ms * 1000)
 
 
@@ -527,7 +539,7 @@ async def snapshot_ranges(
     await flush_if_live(manager, tenant.id)
     aead = AESGCM(tenant_key(manager, tenant.name))
     snapshots = await stored_checkpoints(storage, tenant.id, aead, scratch)
-    segments = await archive_listing(archive, tenant.id)
+    segments = await archive_listing(manager, archive, tenant.id)
     return [
         (snap, restore_range(f"snapshot {snap.location}", segments, snap.lsn, snap.created_us))
         for snap in snapshots

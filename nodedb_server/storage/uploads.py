@@ -194,10 +194,14 @@ class ArchivedSegment:
             return None
 
 
-async def archived_segments(archive: ObjectStore, rel: str) -> list[ArchivedSegment]:
+async def archived_segments(
+    archive: ObjectStore, rel: str, known: dict[int, ArchivedSegment] | None = None
+) -> list[ArchivedSegment]:
     """Every segment of store ``rel`` the archive holds whole (object and note agree),
     in LSN order. A segment without its note, or a note without its segment, is not
-    archived: the restorable range ends before it."""
+    archived: the restorable range ends before it. ``known``: notes already read (a
+    live uploader's, by first LSN), used instead of fetching them again; what the
+    archive holds is still its own listing."""
     sizes: dict[str, int] = {}
     notes: list[str] = []
     for o in await archive.list(f"{rel}/wal/"):
@@ -208,7 +212,10 @@ async def archived_segments(archive: ObjectStore, rel: str) -> list[ArchivedSegm
             sizes[o.key] = o.size
     out = []
     for key in notes:
-        seg = ArchivedSegment.decode(await archive.get_bytes(key))
+        name = key.rsplit("/", 1)[-1].removesuffix(".wal" + NOTE)
+        seg = (known or {}).get(int(name)) if name.isdigit() else None
+        if seg is None:
+            seg = ArchivedSegment.decode(await archive.get_bytes(key))
         if seg is not None and sizes.get(key.removesuffix(NOTE)) == seg.size:
             out.append(seg)
     return sorted(out, key=lambda a: a.first_lsn)

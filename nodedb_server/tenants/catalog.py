@@ -103,13 +103,17 @@ class TenantState:
 
     # ---- applying committed records ------------------------------------------
 
-    def apply(self, rec: Record) -> None:
+    def apply(self, rec: Record, lsn: int | None = None) -> None:
+        """Apply a committed record; as LSN ``lsn`` if given (a point-in-time restore
+        renumbers the records it replays), else as its own."""
+        if lsn is None:
+            lsn = rec.lsn
         body = codec.unpack(rec.body)
         if rec.rtype == _DATA:
             self.apply_ops(body)
         elif rec.rtype == _CATALOG:
-            self.apply_catalog(rec.lsn, rec.commit_us // 1000, body[0], body[1])
-        self.last_lsn = rec.lsn
+            self.apply_catalog(lsn, rec.commit_us // 1000, body[0], body[1])
+        self.last_lsn = lsn
 
     def apply_ops(self, ops: Sequence[Op] | Sequence[list[Any]]) -> None:
         engines = self.engines
