@@ -220,7 +220,9 @@ def run(work: Path, seconds: float, runs: int, with_s3: bool) -> list[str]:
                 f"{med['replay_records_s'] / med['crash_records_s']:.2f}x of crash replay "
                 f"(goal >= 1.0x); whole RESTORE .. UNTIL LSN statement "
                 f"{med['pitr_records_s']:,.0f} records/s = "
-                f"{med['pitr_records_s'] / med['crash_records_s']:.2f}x"
+                f"{med['pitr_records_s'] / med['crash_records_s']:.2f}x; each run (crash, "
+                f"replay): "
+                + ", ".join(f"{r['crash_records_s']:,.0f}/{r['replay_records_s']:,.0f}" for r in rs)
             )
     finally:
         if s3 is not None:

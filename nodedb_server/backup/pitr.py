@@ -109,6 +109,13 @@ class Target:
             return rec.lsn <= self.lsn
         return rec.commit_us <= (self.us or 0)
 
+    def cut(self, records: list[Record]) -> int:
+        """How many of ``records`` (in LSN order) come before the first one past the
+        target: the replay stops there."""
+        if not records or (self.lsn is not None and records[-1].lsn <= self.lsn):
+            return len(records)  # LSNs rise: all of them (commit times need not)
+        return next((i for i, rec in enumerate(records) if not self.covers(rec)), len(records))
+
 
 @dataclass(frozen=True)
 class RestoreRange:
@@ -220,10 +227,9 @@ def segment_records(
     source_id: int,
     after_lsn: int,
     target: Target,
-) -> Iterator[Record]:
+) -> list[Record]:
     """The records of one fetched segment above ``after_lsn`` and at or before the
-    target, each checked as it is read; raises XX001 naming the segment on any damage
-    (the caller throws away whatever it built from the earlier records)."""
+    target. The whole segment is checked first; raises XX001 naming it on any damage."""
     if (len(data), google_crc32c.value(data)) != (seg.size, seg.crc32c):
         raise damaged(key, "its size or CRC32C differs from the archive's note")
     try:
@@ -236,16 +242,14 @@ def segment_records(
         raise damaged(
             key, f"it starts at LSN {reader.header.first_lsn}, its note says {seg.first_lsn}"
         )
-    for rec in reader:
-        if rec.lsn <= after_lsn:
-            continue
-        if not target.covers(rec):
-            return
-        yield rec
+    records = list(reader)
     if reader.error is not None:
         raise damaged(key, reader.error)
     if reader.last_lsn != seg.last_lsn:
         raise damaged(key, f"it ends at LSN {reader.last_lsn}, its note says {seg.last_lsn}")
+    if records and records[0].lsn <= after_lsn:
+        records = [rec for rec in records if rec.lsn > after_lsn]
+    return records[: target.cut(records)]
 
 
 async def replay(
@@ -270,7 +274,7 @@ async def replay(
         with gc_paused():
             # The whole segment is read, then applied (as recovery does it too): measured
             # here, about a fifth faster than applying each record as it is read.
-            records = list(segment_records(data, key, seg, aead, source_id, done.until_lsn, target))
+            records = segment_records(data, key, seg, aead, source_id, done.until_lsn, target)
             if apply is not None:
                 apply(records)
         if records:

@@ -126,3 +126,15 @@ def test_a_segment_of_another_tenant_or_another_key_is_refused() -> None:
         with pytest.raises(DBError) as err:
             list(segment_records(data, "s", note(data, 10, 3), key, source_id, 0, Target(lsn=99)))
         assert err.value.sqlstate == "XX001"
+
+
+def test_a_replay_stops_at_the_first_record_past_the_target() -> None:
+    recs = [
+        Record(lsn, RecordKind.DATA, us, b"") for lsn, us in ((5, 10), (6, 20), (7, 50), (8, 30))
+    ]
+    assert Target(lsn=6).cut(recs) == 2
+    assert Target(lsn=8).cut(recs) == 4
+    assert Target(lsn=4).cut(recs) == 0
+    # A clock that stepped back: the record at 30 came after one at 50, past the target.
+    assert Target(us=40).cut(recs) == 2
+    assert Target(us=50).cut(recs) == 4
