@@ -10,9 +10,10 @@
   committed one per statement by 16 connections, no checkpoint since) read from
   the server's own recovery log line, and RESTORE .. UNTIL LSN from a backup
   over the same archived WAL, from local storage and from S3: the replay as the
-  server's log line times it (fetching, checking and applying the records, then
-  writing the checkpoint; goal: no slower than the crash recovery), and the
-  whole statement as the client sees it (also staging the backup and switching).
+  server's log line times it (fetching, checking and applying the records; goal:
+  no slower than the crash recovery), then with the checkpoint that makes the
+  result durable, and the whole statement as the client sees it (also staging
+  the backup and switching).
 """
 
 from __future__ import annotations
@@ -131,14 +132,16 @@ def _replayed_per_second(log: str) -> tuple[int, float]:
     return int(records), float(secs)
 
 
-def _pitr_per_second(log: str) -> tuple[int, float]:
-    """(records, seconds) of the last point-in-time restore's replay, from its log line."""
+def _pitr_per_second(log: str) -> tuple[int, float, float]:
+    """(records, replay seconds, checkpoint seconds) of the last point-in-time restore,
+    from its log line."""
     found = re.findall(
-        r"point-in-time restore of tenant bench: (\d+) archived records replayed.*? in ([\d.]+)s",
+        r"point-in-time restore of tenant bench: (\d+) archived records replayed.*? "
+        r"in ([\d.]+)s, .*?; then the checkpoint in ([\d.]+)s",
         log,
     )
-    records, secs = found[-1]
-    return int(records), float(secs)
+    records, secs, ckpt_secs = found[-1]
+    return int(records), float(secs), float(ckpt_secs)
 
 
 async def _sql(port: int, database: str, sql: str) -> list[asyncpg.Record]:
@@ -179,12 +182,13 @@ def replay(work: Path, kind: str, seconds: float, s3: object | None) -> dict[str
         pitr_s = time.monotonic() - started
         (after,) = asyncio.run(_sql(srv.port, "bench", "SELECT count(*) FROM docs"))[0]
         assert after == count, f"PITR gave {after} rows, {count} were loaded"
-        replayed, replay_s = _pitr_per_second(srv.log())
+        replayed, replay_s, ckpt_s = _pitr_per_second(srv.log())
         assert replayed == row["records_replayed"]
         return {
             "rows": count,
             "crash_records_s": crash_records / crash_s,
             "replay_records_s": replayed / replay_s,
+            "durable_records_s": replayed / (replay_s + ckpt_s),
             "pitr_records": row["records_replayed"],
             "pitr_s": pitr_s,
             "pitr_records_s": row["records_replayed"] / pitr_s,
@@ -215,13 +219,15 @@ def run(work: Path, seconds: float, runs: int, with_s3: bool) -> list[str]:
             lines.append(
                 f"ARCH replay, archive on {kind} (median of {runs}, each about {med['rows']:,.0f} "
                 f"commits): crash recovery {med['crash_records_s']:,.0f} records/s (its log "
-                f"line); point-in-time replay {med['replay_records_s']:,.0f} records/s (its "
-                f"log line: fetch, check, apply, checkpoint) = "
+                f"line); point-in-time replay (fetch, check, apply; its log line) "
+                f"{med['replay_records_s']:,.0f} records/s = "
                 f"{med['replay_records_s'] / med['crash_records_s']:.2f}x of crash replay "
-                f"(goal >= 1.0x); whole RESTORE .. UNTIL LSN statement "
-                f"{med['pitr_records_s']:,.0f} records/s = "
+                f"(goal >= 1.0x); with the checkpoint that makes it durable "
+                f"{med['durable_records_s']:,.0f} records/s = "
+                f"{med['durable_records_s'] / med['crash_records_s']:.2f}x; whole RESTORE .. "
+                f"UNTIL LSN statement {med['pitr_records_s']:,.0f} records/s = "
                 f"{med['pitr_records_s'] / med['crash_records_s']:.2f}x; each run (crash, "
-                f"replay): "
+                "replay): "
                 + ", ".join(f"{r['crash_records_s']:,.0f}/{r['replay_records_s']:,.0f}" for r in rs)
             )
     finally:
