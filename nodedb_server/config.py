@@ -103,6 +103,15 @@ KEYS: tuple[Key, ...] = (
     Key("encryption", "master_key_file", str, "", "NODEDB_MASTER_KEY_FILE"),
     Key("limits", "max_message_bytes", int, 64 * MiB, "NODEDB_MAX_MESSAGE_BYTES", _at_least(1024)),
     Key("limits", "statement_timeout_ms", int, 0, "NODEDB_STATEMENT_TIMEOUT_MS", _at_least(0)),
+    # The most WAL kept for change-stream consumer groups beyond what checkpoints need.
+    Key(
+        "events",
+        "max_retained_bytes",
+        int,
+        1024 * MiB,
+        "NODEDB_EVENTS_MAX_RETAINED_BYTES",
+        _at_least(0),
+    ),
     # Absolute directories BACKUP and RESTORE may touch; empty: <data_dir>/backups.
     # In the environment, separate them with ':'.
     Key("backup", "allowed_dirs", list, [], "NODEDB_BACKUP_ALLOWED_DIRS", _absolute_paths),

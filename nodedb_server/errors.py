@@ -100,6 +100,10 @@ class ObjectInUse(DBError):
     sqlstate = "55006"
 
 
+class ObjectNotInPrerequisiteState(DBError):
+    sqlstate = "55000"
+
+
 class ProtocolViolation(DBError):
     sqlstate = "08P01"
     severity = "FATAL"

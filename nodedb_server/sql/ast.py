@@ -364,6 +364,61 @@ class Empty:
     pass
 
 
+# ---- change streams (the Event Plane) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateChangeStream:
+    name: str
+    collection: str
+    compaction: str = ""  # "" or "key"
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropChangeStream:
+    name: str
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class ShowChangeStreams:
+    pass
+
+
+@dataclass(frozen=True)
+class CreateConsumerGroup:
+    name: str
+    stream: str
+    if_not_exists: bool = False
+
+
+@dataclass(frozen=True)
+class DropConsumerGroup:
+    name: str
+    stream: str
+    if_exists: bool = False
+
+
+@dataclass(frozen=True)
+class ReadStream:
+    """SELECT * FROM STREAM s CONSUMER GROUP g [LIMIT n]."""
+
+    stream: str
+    group: str
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class CommitOffsets:
+    """COMMIT OFFSETS ON s CONSUMER GROUP g (``lsn`` None: what this session last read)
+    or COMMIT OFFSET AT n ON s CONSUMER GROUP g."""
+
+    stream: str
+    group: str
+    lsn: int | None = None
+
+
 Statement = (
     Select
     | Insert
@@ -406,5 +461,12 @@ Statement = (
     | ExecutePrepared
     | Deallocate
     | Discard
+    | CreateChangeStream
+    | DropChangeStream
+    | ShowChangeStreams
+    | CreateConsumerGroup
+    | DropConsumerGroup
+    | ReadStream
+    | CommitOffsets
     | Empty
 )

@@ -1067,6 +1067,99 @@ def _search(p: Parser) -> ast.VectorSearch:
     return ast.VectorSearch(collection, field, query, k)
 
 
+def _create_change_stream(p: Parser) -> ast.CreateChangeStream:
+    p.expect("stream")
+    if_not_exists = _if_not_exists(p)
+    name = p.name()
+    p.expect("on")
+    collection = p.name()
+    opts = _with_options(p)
+    unknown = set(opts) - {"compaction"}
+    if unknown:
+        raise SyntaxError_(f"unknown option {sorted(unknown)[0]}")
+    compaction = opts.get("compaction", "")
+    if compaction not in ("", "key"):
+        raise SyntaxError_(f"compaction must be 'key', not {compaction!r}", sqlstate="22023")
+    return ast.CreateChangeStream(name, collection, compaction, if_not_exists)
+
+
+def _drop_change_stream(p: Parser) -> ast.DropChangeStream:
+    p.expect("stream")
+    if_exists = _if_exists(p)
+    return ast.DropChangeStream(p.name(), if_exists)
+
+
+def _show_change_streams(p: Parser) -> ast.ShowChangeStreams:
+    p.expect("streams")
+    return ast.ShowChangeStreams()
+
+
+def _create_consumer_group(p: Parser) -> ast.CreateConsumerGroup:
+    p.expect("group")
+    if_not_exists = _if_not_exists(p)
+    name = p.name()
+    p.expect("on")
+    return ast.CreateConsumerGroup(name, p.name(), if_not_exists)
+
+
+def _drop_consumer_group(p: Parser) -> ast.DropConsumerGroup:
+    p.expect("group")
+    if_exists = _if_exists(p)
+    name = p.name()
+    p.expect("on")
+    return ast.DropConsumerGroup(name, p.name(), if_exists)
+
+
+def _stream_and_group(p: Parser) -> tuple[str, str]:
+    """``ON s CONSUMER GROUP g``."""
+    p.expect("on")
+    stream = p.name()
+    p.expect("consumer")
+    p.expect("group")
+    return stream, p.name()
+
+
+def _commit_offsets(p: Parser) -> ast.CommitOffsets:
+    return ast.CommitOffsets(*_stream_and_group(p))
+
+
+def _commit_offset(p: Parser) -> ast.CommitOffsets:
+    p.expect("at")
+    lsn = _count(p, "an LSN")
+    return ast.CommitOffsets(*_stream_and_group(p), lsn=lsn)
+
+
+def _count(p: Parser, what: str) -> int:
+    tok = p.take()
+    if tok.kind != "number" or not tok.text.isdigit():
+        raise SyntaxError_(f'syntax error at or near "{tok.text}": expected {what}')
+    return int(tok.text)
+
+
+def _select(p: Parser) -> ast.ReadStream | None:
+    """SELECT * FROM STREAM s CONSUMER GROUP g [LIMIT n]; None for any other SELECT
+    (sqlglot's), told apart by its first tokens."""
+    words = [p.peek(k) for k in range(5)]
+    if not (
+        words[0] is not None
+        and words[0].text == "*"
+        and all(w is not None for w in words[1:])
+        and words[1].is_kw("from")  # type: ignore[union-attr]
+        and words[2].is_kw("stream")  # type: ignore[union-attr]
+        and words[4].is_kw("consumer")  # type: ignore[union-attr]
+    ):
+        return None
+    p.take()
+    p.take()
+    p.take()
+    stream = p.name()
+    p.expect("consumer")
+    p.expect("group")
+    group = p.name()
+    limit = _count(p, "a row count") if p.accept("limit") else None
+    return ast.ReadStream(stream, group, limit)
+
+
 def _checkpoint(p: Parser) -> ast.Checkpoint:
     return ast.Checkpoint()
 
@@ -1163,6 +1256,14 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "create role": _create_user,
     "create index": _create_index,
     "create vector": _create_vector_index,
+    "create change": _create_change_stream,
+    "create consumer": _create_consumer_group,
+    "drop change": _drop_change_stream,
+    "drop consumer": _drop_consumer_group,
+    "show change": _show_change_streams,
+    "commit offsets": _commit_offsets,
+    "commit offset": _commit_offset,
+    "select": _select,  # None unless FROM STREAM follows: other SELECTs are sqlglot's
     "drop collection": _drop_collection,
     "drop tenant": _drop_tenant,
     "drop user": _drop_user,

@@ -50,6 +50,8 @@ class Session:
         self.pid = pid
         self.txn: Txn | None = None
         self.examined = 0  # rows the last read looked at (EXPLAIN ANALYZE)
+        # (stream, group) -> the LSN this session's last read of it reached
+        self.stream_reads: dict[tuple[str, str], int] = {}
         # Sends a NOTICE to this session's client at once (set by the wire layer).
         self.notify: Callable[[str], None] | None = None
         self.partitions = (0, 0)  # timeseries partitions the last read used and skipped

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,9 @@ class WalSettings:
     segment_bytes: int
     fsync: FsyncMode
     batch_ms: int
+    # [events] max_retained_bytes: the most WAL kept for consumer groups past what the
+    # checkpoints need; beyond it the oldest goes and a group that needed it is told.
+    retained_bytes: int = 1 << 30
 
 
 class Store:
@@ -96,8 +100,12 @@ class Store:
         owner: str = "",
         rel: str = "",
         storage: Storage | None = None,
+        retain: Callable[[], int | None] | None = None,
     ):
         self.name = name
+        # The oldest LSN a reader of the WAL itself still needs (consumer groups of
+        # change streams), or None: segments from it on outlive checkpoints.
+        self.retain = retain
         self.owner = owner or name  # the tenant's name, or "system", for reason notes
         self.rel = rel  # this store's directory in the data directory: its object-key prefix
         self.storage = storage
@@ -386,21 +394,45 @@ class Store:
             return info
 
     async def prune_wal(self) -> list[Path]:
-        """Delete the WAL segments no kept checkpoint needs (and, with archiving on,
-        that are archived)."""
+        """Delete the WAL segments no kept checkpoint and no consumer group needs (and,
+        with archiving on, that are archived)."""
         wal = self.wal
         if wal is None:
             return []
         kept = ckpt.checkpoint_dirs(self.checkpoint_dir)
         if not kept:
             return []
-        oldest_kept = int(kept[-1].name)
+        through = int(kept[-1].name)
+        needed = self.retain() if self.retain is not None else None
+        if needed is not None and needed - 1 < through:
+            through = self._retained_through(wal, needed - 1, through)
         uploader = self.uploader
         may_remove = uploader.is_archived if uploader is not None else (lambda _s: True)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, wal.remove_segments_through, oldest_kept, may_remove
-        )
+        return await loop.run_in_executor(None, wal.remove_segments_through, through, may_remove)
+
+    def _retained_through(self, wal: Wal, wanted: int, through: int) -> int:
+        """How far segments may go when consumer groups want the WAL after ``wanted``
+        kept: not past it, unless the segments kept for them alone (those wholly at or
+        below ``through``) would exceed ``retained_bytes``; then the oldest of those go
+        until the rest fit (the groups that needed them learn of it when they read)."""
+        extra = [s for s in wal.segments[:-1] if wanted < s.last_lsn <= through]
+        total = sum(s.bytes for s in extra)
+        kept_from = wanted
+        for seg in extra:
+            if total <= self.settings.retained_bytes:
+                break
+            total -= seg.bytes
+            kept_from = seg.last_lsn
+        if kept_from > wanted:
+            log.warning(
+                "%s: the WAL kept for consumer groups passed [events] max_retained_bytes "
+                "(%d bytes); segments through LSN %d may go",
+                self.name,
+                self.settings.retained_bytes,
+                kept_from,
+            )
+        return kept_from
 
     async def close(self) -> None:
         if self.uploader is not None:

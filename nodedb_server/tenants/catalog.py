@@ -79,9 +79,32 @@ class IndexMeta:
     options: dict[str, int] = dataclasses.field(default_factory=dict)  # HNSW parameters
 
 
+@dataclass
+class StreamMeta:
+    """A change stream: the committed changes of one collection, from ``created_lsn`` on."""
+
+    name: str
+    collection: str
+    compaction: str  # "" or "key": a read keeps the newest change per id
+    created_lsn: int
+
+
+@dataclass
+class GroupMeta:
+    """A consumer group of a stream and its committed offset: everything at or below
+    ``committed_lsn`` has been consumed. It starts at the stream's creation."""
+
+    stream: str
+    name: str
+    committed_lsn: int
+    created_lsn: int
+
+
 class TenantState:
     def __init__(self) -> None:
         self.catalog: dict[str, CollectionMeta] = {}
+        self.streams: dict[str, StreamMeta] = {}
+        self.groups: dict[tuple[str, str], GroupMeta] = {}  # by (stream, group)
         self.indexes: dict[str, IndexMeta] = {}  # by index name
         self.tombstones: dict[str, int] = {}  # purged collection -> the LSN of its purge
         self.engines: dict[str, Engine] = {}
@@ -89,6 +112,17 @@ class TenantState:
         self.last_lsn = 0
 
     # ---- reading -------------------------------------------------------------
+
+    def retained_from(self) -> int | None:
+        """The oldest LSN a change stream still needs, or None: the WAL from it on is
+        kept past checkpoints. A stream needs what follows the committed offset of its
+        slowest group; one with no group yet, what follows its creation (a group
+        created later starts there)."""
+        needs = []
+        for stream in self.streams.values():
+            offsets = [g.committed_lsn for k, g in self.groups.items() if k[0] == stream.name]
+            needs.append(min(offsets) if offsets else stream.created_lsn)
+        return min(needs) + 1 if needs else None
 
     def collection(self, name: str) -> tuple[CollectionMeta, Engine] | None:
         meta = self.catalog.get(name)
@@ -166,6 +200,23 @@ class TenantState:
             self.catalog[name].dropped_ms = at_ms
         elif action == "undrop_collection" and name in self.catalog:
             self.catalog[name].dropped_ms = None
+        elif action == "create_stream":
+            self.streams[name] = StreamMeta(
+                name, args["collection"], args.get("compaction", ""), lsn
+            )
+        elif action == "drop_stream":
+            self.streams.pop(name, None)
+            for key in [k for k in self.groups if k[0] == name]:
+                del self.groups[key]
+        elif action == "create_group":
+            stream = self.streams[args["stream"]]
+            self.groups[(stream.name, name)] = GroupMeta(stream.name, name, stream.created_lsn, lsn)
+        elif action == "drop_group":
+            self.groups.pop((args["stream"], name), None)
+        elif action == "commit_offset":
+            group = self.groups.get((args["stream"], name))
+            if group is not None:  # offsets never move backwards
+                group.committed_lsn = max(group.committed_lsn, args["lsn"])
         elif action == "purge_collection":
             self.catalog.pop(name, None)
             self.engines.pop(name, None)
@@ -212,6 +263,8 @@ class TenantState:
                 {**asdict(i), "field": self.index_field(i)}
                 for i in sorted(self.indexes.values(), key=lambda i: i.name)
             ],
+            "streams": [asdict(m) for _, m in sorted(self.streams.items())],
+            "groups": [asdict(g) for _, g in sorted(self.groups.items())],
         }
         parts: list[tuple[str, Iterable[Any]]] = []
         for m in sorted(self.catalog.values(), key=lambda m: m.id):
@@ -226,6 +279,8 @@ class TenantState:
         self.next_collection_id = meta.get("next_collection_id", 1)
         self.last_lsn = meta.get("last_lsn", 0)
         self.tombstones = dict(meta.get("tombstones", {}))
+        self.streams = {e["name"]: StreamMeta(**e) for e in meta.get("streams", [])}
+        self.groups = {(e["stream"], e["name"]): GroupMeta(**e) for e in meta.get("groups", [])}
         for entry in meta.get("collections", []):
             m = CollectionMeta.from_dict(entry["meta"])
             engine = new_engine(m)

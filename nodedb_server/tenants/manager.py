@@ -136,7 +136,12 @@ class TenantManager:
         self.cfg = cfg
         self.fs = fs or FileIO()
         self.data_dir = cfg.data_dir
-        self.settings = WalSettings(cfg["wal.segment_bytes"], cfg["wal.fsync"], cfg["wal.batch_ms"])
+        self.settings = WalSettings(
+            cfg["wal.segment_bytes"],
+            cfg["wal.fsync"],
+            cfg["wal.batch_ms"],
+            cfg["events.max_retained_bytes"],
+        )
         self.master = b""
         self.master_key_id = ""
         self.system = SystemState()

@@ -92,7 +92,12 @@ async def recover_from_storage(cfg: Config) -> None:
         raise RebuildRefused(str(e)) from None
     try:
         system_key = await _fetch_system_key(storage.snapshots, data, master)
-        settings = WalSettings(cfg["wal.segment_bytes"], cfg["wal.fsync"], cfg["wal.batch_ms"])
+        settings = WalSettings(
+            cfg["wal.segment_bytes"],
+            cfg["wal.fsync"],
+            cfg["wal.batch_ms"],
+            cfg["events.max_retained_bytes"],
+        )
         await _fetch_store(storage, "system", data / "system")
         system = SystemState()
         store = Store(

@@ -93,6 +93,7 @@ class Tenant:
             owner=self.name,
             rel=f"tenants/{self.id}",
             storage=self._storage,
+            retain=lambda: self.state.retained_from(),
         )
 
     async def open(self) -> RecoveryReport:

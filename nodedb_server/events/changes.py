@@ -1,0 +1,150 @@
+"""Changes read back from a tenant's committed WAL: what change streams deliver.
+
+The Event Plane is fed by WAL records only, never by the statement path: a
+change is readable once its record is durable (``Wal.durable_lsn``), and what
+a stream returns is exactly what a crash recovery would replay. A record is
+one transaction; each of its row operations on a document or key-value
+collection is one change:
+
+    INSERT  a row that did not exist (the operation the storage logged)
+    UPDATE  a row replaced (an UPSERT of an existing id is an UPDATE)
+    DELETE  a row removed (new_value NULL)
+
+``old_value`` is NULL: the WAL holds the new row only. Edges, CRDT updates
+and timeseries appends are not changes of a row and are not delivered.
+
+Reads scan the segment files from the one holding the first wanted LSN; a
+segment being appended to is read up to its last whole record (a record cut
+short at the end is the writer's, not damage). Runs on a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nodedb_server.storage import codec
+from nodedb_server.storage.records import CorruptRecord, OpKind, RecordKind
+from nodedb_server.storage.wal import SegmentScan, list_segments
+
+OP_NAMES = {
+    int(OpKind.INSERT): "INSERT",
+    int(OpKind.UPDATE): "UPDATE",
+    int(OpKind.DELETE): "DELETE",
+}
+
+
+class WalGone(Exception):
+    """The WAL no longer holds the first LSN asked for: ``oldest`` is the first it has."""
+
+    def __init__(self, oldest: int):
+        super().__init__(f"the WAL starts at LSN {oldest}")
+        self.oldest = oldest
+
+
+@dataclass(frozen=True)
+class Change:
+    lsn: int
+    op: str
+    collection: str
+    id: Any
+    new_value: dict[str, Any] | None
+    commit_us: int
+
+
+@dataclass
+class ChangeBatch:
+    changes: list[Change]
+    # The LSN read through: every record up to it was looked at, whether or not it
+    # held a change to the stream's collection.
+    read_to: int
+
+
+def record_changes(
+    lsn: int, rtype: int, commit_us: int, body: bytes, collections: set[str]
+) -> list[Change]:
+    """The changes of one committed record to the ``collections`` named."""
+    if rtype != RecordKind.DATA:
+        return []
+    out = []
+    for op, coll, key, row, _expires in codec.unpack(body):
+        name = OP_NAMES.get(op)
+        if name is None or coll not in collections:
+            continue
+        new_value = row if name != "DELETE" and isinstance(row, dict) else None
+        out.append(Change(lsn, name, coll, key, new_value, commit_us))
+    return out
+
+
+def _segments_from(wal_dir: Path, after_lsn: int) -> list[Path]:
+    """The segments that may hold LSNs above ``after_lsn``, oldest first."""
+    segs = list_segments(wal_dir)
+    start = 0
+    for i, path in enumerate(segs):
+        if int(path.stem) <= after_lsn + 1:
+            start = i
+    return segs[start:]
+
+
+def read_changes(
+    wal_dir: Path,
+    aead: AESGCM,
+    tenant_id: int,
+    collections: set[str],
+    after_lsn: int,
+    upto_lsn: int,
+    limit: int,
+) -> ChangeBatch:
+    """Changes to ``collections`` with ``after_lsn`` < lsn <= ``upto_lsn``, in LSN order.
+    ``limit`` counts changes but never splits a record: a batch ends before the record
+    that would take it past the limit (yet holds at least one record's changes). Raises
+    WalGone if the WAL no longer reaches back to ``after_lsn + 1``."""
+    batch = ChangeBatch([], after_lsn)
+    if upto_lsn <= after_lsn:
+        return batch
+    segs = _segments_from(wal_dir, after_lsn)
+    if not segs or int(segs[0].stem) > after_lsn + 1:
+        raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1)
+    try:
+        for rec_lsn, changes in _records(segs, aead, tenant_id, collections, after_lsn, upto_lsn):
+            if changes and batch.changes and len(batch.changes) + len(changes) > limit:
+                return batch
+            batch.changes += changes
+            batch.read_to = rec_lsn
+            if len(batch.changes) >= limit:
+                return batch
+    except FileNotFoundError:
+        # Removed after it was listed (a checkpoint covered it and nothing retained it).
+        segs = list_segments(wal_dir)
+        raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1) from None
+    # Short of upto_lsn only if a segment stopped early: the next read starts there
+    # again rather than step over anything.
+    return batch
+
+
+def _records(
+    segs: list[Path],
+    aead: AESGCM,
+    tenant_id: int,
+    collections: set[str],
+    after_lsn: int,
+    upto_lsn: int,
+) -> Iterator[tuple[int, list[Change]]]:
+    """(LSN, its changes) of every record in the range, in order."""
+    for path in segs:
+        try:
+            reader = SegmentScan(path.read_bytes(), aead, tenant_id)
+        except CorruptRecord:
+            return  # a segment just started, its header not yet written whole
+        for rec in reader:
+            if rec.lsn <= after_lsn:
+                continue
+            if rec.lsn > upto_lsn:
+                return
+            yield rec.lsn, record_changes(rec.lsn, rec.rtype, rec.commit_us, rec.body, collections)
+        if reader.error is not None:
+            return

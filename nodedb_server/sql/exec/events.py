@@ -1,0 +1,216 @@
+"""Change streams and consumer groups: CREATE/DROP CHANGE STREAM, SHOW CHANGE STREAMS,
+CREATE/DROP CONSUMER GROUP, SELECT * FROM STREAM .. CONSUMER GROUP, COMMIT OFFSETS.
+
+Streams, groups and committed offsets are catalog records of the tenant (in its
+WAL, then its checkpoints), so a ``kill -9`` loses none of them. A read returns
+the changes after the group's committed offset, read from the WAL itself
+(events/changes.py); the session remembers how far it read, and COMMIT OFFSETS
+commits that. Delivery is at-least-once: what is read and not committed is
+read again, by this session or the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from nodedb_server import types as t
+from nodedb_server.errors import (
+    DuplicateObject,
+    InvalidParameterValue,
+    ObjectNotInPrerequisiteState,
+    UndefinedObject,
+    UndefinedTable,
+)
+from nodedb_server.events.changes import Change, WalGone, read_changes
+from nodedb_server.sql import ast
+from nodedb_server.sql.registry import statement
+from nodedb_server.sql.result import Result
+from nodedb_server.tenants.catalog import GroupMeta, StreamMeta
+
+if TYPE_CHECKING:
+    from nodedb_server.sql.session import Session
+
+# A read with no LIMIT returns at most this many changes (and whole transactions).
+DEFAULT_BATCH = 1000
+
+SHOW_STREAMS_COLUMNS = [
+    ("name", t.TEXT),
+    ("collection", t.TEXT),
+    ("compaction", t.TEXT),
+    ("created_lsn", t.INT8),
+    ("groups", t.INT8),
+]
+CHANGE_COLUMNS = [
+    ("lsn", t.INT8),
+    ("op", t.TEXT),
+    ("collection", t.TEXT),
+    ("id", t.TEXT),
+    ("new_value", t.JSONB),
+    ("old_value", t.JSONB),
+    ("ts", t.TIMESTAMPTZ),
+]
+
+
+def _stream(s: Session, name: str) -> StreamMeta:
+    stream = s.tenant.state.streams.get(name)
+    if stream is None:
+        raise UndefinedObject(f'change stream "{name}" does not exist')
+    return stream
+
+
+def _group(s: Session, stream: str, name: str) -> GroupMeta:
+    _stream(s, stream)
+    group = s.tenant.state.groups.get((stream, name))
+    if group is None:
+        raise UndefinedObject(f'consumer group "{name}" does not exist on change stream "{stream}"')
+    return group
+
+
+@statement(ast.CreateChangeStream)
+async def create_change_stream(
+    s: Session, stmt: ast.CreateChangeStream, params: list[Any]
+) -> Result:
+    if stmt.name in s.tenant.state.streams:
+        if stmt.if_not_exists:
+            notice = f'change stream "{stmt.name}" already exists, skipping'
+            return Result(None, [], "CREATE CHANGE STREAM", [notice])
+        raise DuplicateObject(f'change stream "{stmt.name}" already exists')
+    if s.tenant.state.collection(stmt.collection) is None:
+        raise UndefinedTable(f'collection "{stmt.collection}" does not exist')
+    args = {"name": stmt.name, "collection": stmt.collection, "compaction": stmt.compaction}
+    await s.tenant.commit_catalog("create_stream", args)
+    return Result(None, [], "CREATE CHANGE STREAM")
+
+
+@statement(ast.DropChangeStream)
+async def drop_change_stream(s: Session, stmt: ast.DropChangeStream, params: list[Any]) -> Result:
+    if stmt.name not in s.tenant.state.streams:
+        if stmt.if_exists:
+            notice = f'change stream "{stmt.name}" does not exist, skipping'
+            return Result(None, [], "DROP CHANGE STREAM", [notice])
+        raise UndefinedObject(f'change stream "{stmt.name}" does not exist')
+    await s.tenant.commit_catalog("drop_stream", {"name": stmt.name})
+    for key in [k for k in s.stream_reads if k[0] == stmt.name]:
+        del s.stream_reads[key]
+    return Result(None, [], "DROP CHANGE STREAM")
+
+
+@statement(ast.ShowChangeStreams, columns=SHOW_STREAMS_COLUMNS, writes=False, implicit=True)
+async def show_change_streams(s: Session, stmt: ast.ShowChangeStreams, params: list[Any]) -> Result:
+    st = s.tenant.state
+    rows = [
+        (
+            m.name,
+            m.collection,
+            m.compaction or None,
+            m.created_lsn,
+            sum(k[0] == m.name for k in st.groups),
+        )
+        for _, m in sorted(st.streams.items())
+    ]
+    return Result(list(SHOW_STREAMS_COLUMNS), rows, f"SHOW {len(rows)}")
+
+
+@statement(ast.CreateConsumerGroup)
+async def create_consumer_group(
+    s: Session, stmt: ast.CreateConsumerGroup, params: list[Any]
+) -> Result:
+    _stream(s, stmt.stream)
+    if (stmt.stream, stmt.name) in s.tenant.state.groups:
+        if stmt.if_not_exists:
+            notice = f'consumer group "{stmt.name}" already exists, skipping'
+            return Result(None, [], "CREATE CONSUMER GROUP", [notice])
+        raise DuplicateObject(
+            f'consumer group "{stmt.name}" already exists on change stream "{stmt.stream}"'
+        )
+    await s.tenant.commit_catalog("create_group", {"name": stmt.name, "stream": stmt.stream})
+    return Result(None, [], "CREATE CONSUMER GROUP")
+
+
+@statement(ast.DropConsumerGroup)
+async def drop_consumer_group(s: Session, stmt: ast.DropConsumerGroup, params: list[Any]) -> Result:
+    _stream(s, stmt.stream)
+    if (stmt.stream, stmt.name) not in s.tenant.state.groups:
+        if stmt.if_exists:
+            notice = f'consumer group "{stmt.name}" does not exist, skipping'
+            return Result(None, [], "DROP CONSUMER GROUP", [notice])
+        _group(s, stmt.stream, stmt.name)
+    await s.tenant.commit_catalog("drop_group", {"name": stmt.name, "stream": stmt.stream})
+    s.stream_reads.pop((stmt.stream, stmt.name), None)
+    return Result(None, [], "DROP CONSUMER GROUP")
+
+
+def _row(c: Change) -> tuple[Any, ...]:
+    ts = dt.datetime.fromtimestamp(c.commit_us / 1e6, dt.UTC)
+    return (c.lsn, c.op, c.collection, str(c.id), c.new_value, None, ts)
+
+
+def compacted(changes: list[Change]) -> list[Change]:
+    """The newest change per id, in LSN order (compaction = 'key')."""
+    newest = {(c.collection, c.id): c for c in changes}
+    return sorted(newest.values(), key=lambda c: c.lsn)
+
+
+@statement(ast.ReadStream, columns=CHANGE_COLUMNS, writes=False)
+async def read_stream(s: Session, stmt: ast.ReadStream, params: list[Any]) -> Result:
+    stream = _stream(s, stmt.stream)
+    group = _group(s, stmt.stream, stmt.group)
+    tenant = s.tenant
+    wal = tenant.store.wal
+    head = wal.durable_lsn if wal is not None else tenant.state.last_lsn
+    limit = stmt.limit if stmt.limit is not None else DEFAULT_BATCH
+    if limit == 0:
+        return Result(list(CHANGE_COLUMNS), [], "SELECT 0")
+    store = tenant.store
+    try:
+        batch = await asyncio.get_running_loop().run_in_executor(
+            None,
+            read_changes,
+            store.wal_dir,
+            store.aead,
+            tenant.id,
+            {stream.collection},
+            group.committed_lsn,
+            head,
+            limit,
+        )
+    except WalGone as e:
+        raise ObjectNotInPrerequisiteState(
+            f'consumer group "{group.name}" of change stream "{stream.name}" is behind the '
+            f"retained WAL: its committed offset is LSN {group.committed_lsn}, the oldest "
+            f"LSN still available is {e.oldest}"
+        ) from None
+    s.stream_reads[(stream.name, group.name)] = batch.read_to
+    changes = compacted(batch.changes) if stream.compaction == "key" else batch.changes
+    rows = [_row(c) for c in changes]
+    return Result(list(CHANGE_COLUMNS), rows, f"SELECT {len(rows)}")
+
+
+@statement(ast.CommitOffsets)
+async def commit_offsets(s: Session, stmt: ast.CommitOffsets, params: list[Any]) -> Result:
+    group = _group(s, stmt.stream, stmt.group)
+    tag = "COMMIT OFFSETS" if stmt.lsn is None else "COMMIT OFFSET"
+    lsn = stmt.lsn
+    if lsn is None:
+        lsn = s.stream_reads.get((stmt.stream, stmt.group))
+        if lsn is None:
+            raise ObjectNotInPrerequisiteState(
+                f'this session has read nothing from change stream "{stmt.stream}" for '
+                f'consumer group "{stmt.group}" to commit'
+            )
+    elif lsn > s.tenant.last_lsn:
+        raise InvalidParameterValue(
+            f"LSN {lsn} is past the tenant's last committed LSN {s.tenant.last_lsn}"
+        )
+    if lsn <= group.committed_lsn:
+        notice = (
+            f'consumer group "{stmt.group}" has committed LSN {group.committed_lsn} already; '
+            f"offsets never move backwards, LSN {lsn} changes nothing"
+        )
+        return Result(None, [], tag, [notice])
+    await s.tenant.commit_catalog(
+        "commit_offset", {"name": stmt.group, "stream": stmt.stream, "lsn": lsn}
+    )
+    return Result(None, [], tag)

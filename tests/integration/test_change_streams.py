@@ -1,0 +1,233 @@
+"""Change streams and consumer groups against a real server, across kill -9."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("streams") / "data").start()
+    yield srv
+    srv.kill9()
+
+
+def tenant(srv: ServerProcess, name: str) -> None:
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute(f"CREATE TENANT {name}")
+
+
+def conn(srv: ServerProcess, name: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(srv.dsn(database=name), autocommit=True)
+
+
+def read(
+    c: psycopg.Connection[Any], stream: str, group: str, limit: int | None = None
+) -> list[tuple[Any, ...]]:
+    sql = f"SELECT * FROM STREAM {stream} CONSUMER GROUP {group}"
+    return c.execute(sql + (f" LIMIT {limit}" if limit else "")).fetchall()
+
+
+def changes(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """(op, collection, id, new_value) of each row read."""
+    return [(r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def refused(c: psycopg.Connection[Any], sql: str) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as err:
+        c.execute(sql)
+    return err.value
+
+
+def test_streams_and_groups_are_created_shown_and_dropped(server: ServerProcess) -> None:
+    tenant(server, "ddl")
+    with conn(server, "ddl") as c:
+        c.execute("CREATE COLLECTION orders")
+        assert refused(c, "CREATE CHANGE STREAM s ON nothing").sqlstate == "42P01"
+        c.execute("CREATE CHANGE STREAM s ON orders")
+        c.execute("CREATE CHANGE STREAM k ON orders WITH (compaction = 'key')")
+        assert refused(c, "CREATE CHANGE STREAM s ON orders").sqlstate == "42710"
+        c.execute("CREATE CHANGE STREAM IF NOT EXISTS s ON orders")
+        assert (
+            refused(c, "CREATE CHANGE STREAM x ON orders WITH (compaction = 'all')").sqlstate
+            == "22023"
+        )
+        assert refused(c, "CREATE CONSUMER GROUP g ON nope").sqlstate == "42704"
+        c.execute("CREATE CONSUMER GROUP g ON s")
+        c.execute("CREATE CONSUMER GROUP h ON s")
+        assert refused(c, "CREATE CONSUMER GROUP g ON s").sqlstate == "42710"
+        shown = c.execute("SHOW CHANGE STREAMS").fetchall()
+        assert [(r[0], r[1], r[2], r[4]) for r in shown] == [
+            ("k", "orders", "key", 0),
+            ("s", "orders", None, 2),
+        ]
+        c.execute("DROP CONSUMER GROUP h ON s")
+        assert refused(c, "DROP CONSUMER GROUP h ON s").sqlstate == "42704"
+        c.execute("DROP CHANGE STREAM s")  # and its group g
+        c.execute("CREATE CHANGE STREAM s ON orders")
+        assert refused(c, "SELECT * FROM STREAM s CONSUMER GROUP g").sqlstate == "42704"
+        # Not a plain COMMIT: outside a transaction block that would only warn.
+        assert refused(c, "COMMIT OFFSETS ON s").sqlstate == "42601"
+
+
+def test_every_change_survives_kill9_and_is_read_in_order(server: ServerProcess) -> None:
+    tenant(server, "crash")
+    with conn(server, "crash") as c:
+        c.execute("CREATE COLLECTION orders")
+        c.execute("CREATE COLLECTION other")
+        c.execute("CREATE CHANGE STREAM s ON orders")
+        c.execute("CREATE CONSUMER GROUP g ON s")
+        c.execute("INSERT INTO orders {id: 'a', n: 1}")
+        c.execute("INSERT INTO other {id: 'x', n: 1}")
+        c.execute("INSERT INTO orders {id: 'b', n: 2}")
+        c.execute("UPDATE orders SET n = 10 WHERE id = 'a'")
+        c.execute("UPSERT INTO orders {id: 'b', n: 20}")  # replaces a row: an UPDATE
+        c.execute("UPSERT INTO orders {id: 'c', n: 3}")  # a new row: an INSERT
+        c.execute("DELETE FROM orders WHERE id = 'a'")
+        with c.transaction():
+            c.execute("INSERT INTO orders {id: 'd', n: 4}")
+            c.execute("INSERT INTO orders {id: 'e', n: 5}")
+    server.kill9()
+    server.start()
+    expected = [
+        ("INSERT", "orders", "a", {"id": "a", "n": 1}),
+        ("INSERT", "orders", "b", {"id": "b", "n": 2}),
+        ("UPDATE", "orders", "a", {"id": "a", "n": 10}),
+        ("UPDATE", "orders", "b", {"id": "b", "n": 20}),
+        ("INSERT", "orders", "c", {"id": "c", "n": 3}),
+        ("DELETE", "orders", "a", None),
+        ("INSERT", "orders", "d", {"id": "d", "n": 4}),
+        ("INSERT", "orders", "e", {"id": "e", "n": 5}),
+    ]
+    with conn(server, "crash") as c:
+        rows = read(c, "s", "g")
+        assert changes(rows) == expected
+        lsns = [r[0] for r in rows]
+        assert lsns == sorted(lsns) and lsns[-1] == lsns[-2]  # one transaction, one LSN
+        assert all(r[5] is None and r[6] is not None for r in rows)
+        # Nothing committed: the same changes again, in any session.
+        assert changes(read(c, "s", "g")) == expected
+
+
+def test_committed_changes_are_not_read_again_after_kill9(server: ServerProcess) -> None:
+    tenant(server, "half")
+    with conn(server, "half") as c:
+        c.execute("CREATE COLLECTION orders")
+        c.execute("CREATE CHANGE STREAM s ON orders")
+        c.execute("CREATE CONSUMER GROUP g ON s")
+        c.execute("CREATE CONSUMER GROUP other ON s")
+        for i in range(10):
+            c.execute(f"INSERT INTO orders {{id: 'r{i}', n: {i}}}")
+        first = read(c, "s", "g", limit=5)
+        assert [r[3] for r in first] == [f"r{i}" for i in range(5)]
+        assert refused(c, "COMMIT OFFSETS ON s CONSUMER GROUP other").sqlstate == "55000"
+        c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+    server.kill9()
+    server.start()
+    with conn(server, "half") as c:
+        rest = read(c, "s", "g")
+        assert [r[3] for r in rest] == [f"r{i}" for i in range(5, 10)]
+        # The other group has its own offset: everything.
+        assert len(read(c, "s", "other")) == 10
+        # An explicit older offset changes nothing, with a NOTICE.
+        notices: list[str] = []
+        c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        c.execute(f"COMMIT OFFSET AT {first[0][0]} ON s CONSUMER GROUP g")
+        assert notices and "never move backwards" in notices[0]
+        assert [r[3] for r in read(c, "s", "g")] == [f"r{i}" for i in range(5, 10)]
+        assert refused(c, "COMMIT OFFSET AT 999999 ON s CONSUMER GROUP g").sqlstate == "22023"
+        c.execute(f"COMMIT OFFSET AT {rest[-1][0]} ON s CONSUMER GROUP g")
+        assert read(c, "s", "g") == []
+
+
+def test_a_read_never_splits_a_transaction(server: ServerProcess) -> None:
+    tenant(server, "whole")
+    with conn(server, "whole") as c:
+        c.execute("CREATE COLLECTION t")
+        c.execute("CREATE CHANGE STREAM s ON t")
+        c.execute("CREATE CONSUMER GROUP g ON s")
+        with c.transaction():
+            for i in range(3):
+                c.execute(f"INSERT INTO t {{id: 'a{i}'}}")
+        c.execute("INSERT INTO t {id: 'b'}")
+        got = read(c, "s", "g", limit=1)
+        assert [r[3] for r in got] == ["a0", "a1", "a2"]  # one transaction, whole
+        c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+        assert [r[3] for r in read(c, "s", "g", limit=1)] == ["b"]
+
+
+def test_compaction_by_key_keeps_the_newest_change_per_id(server: ServerProcess) -> None:
+    tenant(server, "compact")
+    with conn(server, "compact") as c:
+        c.execute("CREATE COLLECTION t")
+        c.execute("CREATE CHANGE STREAM s ON t WITH (compaction = 'key')")
+        c.execute("CREATE CONSUMER GROUP g ON s")
+        c.execute("INSERT INTO t {id: 'a', n: 1}")
+        c.execute("INSERT INTO t {id: 'b', n: 1}")
+        c.execute("UPDATE t SET n = 2 WHERE id = 'a'")
+        c.execute("DELETE FROM t WHERE id = 'b'")
+        assert changes(read(c, "s", "g")) == [
+            ("UPDATE", "t", "a", {"id": "a", "n": 2}),
+            ("DELETE", "t", "b", None),
+        ]
+
+
+def wal_bytes(data_dir: Path, tenant_id: int) -> int:
+    return sum(
+        p.stat().st_size for p in (data_dir / "tenants" / str(tenant_id) / "wal").glob("*.wal")
+    )
+
+
+def tenant_id(srv: ServerProcess, name: str) -> int:
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        cur = su.execute("SHOW TENANTS")
+        cols = [d.name for d in cur.description or []]
+        for row in cur.fetchall():
+            d = dict(zip(cols, row, strict=True))
+            if d["name"] == name:
+                return int(d["id"])
+    raise AssertionError(name)
+
+
+def test_wal_a_group_needs_outlives_checkpoints_up_to_the_cap(tmp_path: Path) -> None:
+    srv = ServerProcess(
+        tmp_path / "data",
+        env={
+            "NODEDB_WAL_SEGMENT_BYTES": "4096",
+            "NODEDB_EVENTS_MAX_RETAINED_BYTES": "40000",
+        },
+    ).start()
+    try:
+        tenant(srv, "lag")
+        tid = tenant_id(srv, "lag")
+        pad = "x" * 300
+        with conn(srv, "lag") as c:
+            c.execute("CREATE COLLECTION t")
+            c.execute("CREATE CHANGE STREAM s ON t")
+            c.execute("CREATE CONSUMER GROUP g ON s")
+            for i in range(30):
+                c.execute(f"INSERT INTO t {{id: 'a{i}', pad: '{pad}'}}")
+            c.execute("CHECKPOINT")
+            # Under the cap: a checkpoint keeps what the group has not consumed.
+            assert len(read(c, "s", "g")) == 30
+            c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+            for i in range(300):
+                c.execute(f"INSERT INTO t {{id: 'b{i}', pad: '{pad}'}}")
+            # Two checkpoints: the older one kept needs no WAL before it any more.
+            c.execute("CHECKPOINT")
+            c.execute("INSERT INTO t {id: 'c'}")
+            c.execute("CHECKPOINT")
+            # Past the cap: the oldest WAL went, the WAL stays bounded, and the group
+            # is told (55000, with the oldest LSN left) rather than skip anything.
+            assert wal_bytes(srv.data_dir, tid) < 40000 + 3 * 4096
+            err = refused(c, "SELECT * FROM STREAM s CONSUMER GROUP g")
+            assert err.sqlstate == "55000" and "oldest LSN still available" in str(err), err
+    finally:
+        srv.stop()
