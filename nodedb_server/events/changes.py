@@ -20,7 +20,7 @@ short at the end is the writer's, not damage). Runs on a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import CorruptRecord, OpKind, RecordKind
+from nodedb_server.storage.records import CorruptRecord, OpKind, Record, RecordKind
 from nodedb_server.storage.wal import SegmentScan, list_segments
 
 OP_NAMES = {
@@ -103,38 +103,44 @@ def read_changes(
     ``limit`` counts changes but never splits a record: a batch ends before the record
     that would take it past the limit (yet holds at least one record's changes). Raises
     WalGone if the WAL no longer reaches back to ``after_lsn + 1``."""
-    batch = ChangeBatch([], after_lsn)
     if upto_lsn <= after_lsn:
-        return batch
+        return ChangeBatch([], after_lsn)
     segs = _segments_from(wal_dir, after_lsn)
     if not segs or int(segs[0].stem) > after_lsn + 1:
         raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1)
     try:
-        for rec_lsn, changes in _records(segs, aead, tenant_id, collections, after_lsn, upto_lsn):
-            if changes and batch.changes and len(batch.changes) + len(changes) > limit:
-                return batch
-            batch.changes += changes
-            batch.read_to = rec_lsn
-            if len(batch.changes) >= limit:
-                return batch
+        return collect(
+            _records(segs, aead, tenant_id, after_lsn, upto_lsn), collections, after_lsn, limit
+        )
     except FileNotFoundError:
         # Removed after it was listed (a checkpoint covered it and nothing retained it).
         segs = list_segments(wal_dir)
         raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1) from None
-    # Short of upto_lsn only if a segment stopped early: the next read starts there
-    # again rather than step over anything.
+
+
+def collect(
+    records: Iterable[Record], collections: set[str], after_lsn: int, limit: int
+) -> ChangeBatch:
+    """The changes of ``records`` (in LSN order, all above ``after_lsn``), up to ``limit``
+    changes without splitting a record. ``read_to`` is the last record looked at: short
+    of the end only if a segment stopped early, and the next read starts there again
+    rather than step over anything."""
+    batch = ChangeBatch([], after_lsn)
+    for rec in records:
+        changes = record_changes(rec.lsn, rec.rtype, rec.commit_us, rec.body, collections)
+        if changes and batch.changes and len(batch.changes) + len(changes) > limit:
+            return batch
+        batch.changes += changes
+        batch.read_to = rec.lsn
+        if len(batch.changes) >= limit:
+            return batch
     return batch
 
 
 def _records(
-    segs: list[Path],
-    aead: AESGCM,
-    tenant_id: int,
-    collections: set[str],
-    after_lsn: int,
-    upto_lsn: int,
-) -> Iterator[tuple[int, list[Change]]]:
-    """(LSN, its changes) of every record in the range, in order."""
+    segs: list[Path], aead: AESGCM, tenant_id: int, after_lsn: int, upto_lsn: int
+) -> Iterator[Record]:
+    """Every record in the range, in order, read from the segment files."""
     for path in segs:
         try:
             reader = SegmentScan(path.read_bytes(), aead, tenant_id)
@@ -145,6 +151,6 @@ def _records(
                 continue
             if rec.lsn > upto_lsn:
                 return
-            yield rec.lsn, record_changes(rec.lsn, rec.rtype, rec.commit_us, rec.body, collections)
+            yield rec
         if reader.error is not None:
             return

@@ -32,7 +32,7 @@ from nodedb_server.storage import snapshot
 from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.gcpause import gc_paused
 from nodedb_server.storage.quarantine import move_aside
-from nodedb_server.storage.records import CorruptRecord
+from nodedb_server.storage.records import CorruptRecord, Record
 from nodedb_server.storage.uploads import (
     ArchivedSegment,
     Storage,
@@ -106,6 +106,8 @@ class Store:
         # The oldest LSN a reader of the WAL itself still needs (consumer groups of
         # change streams), or None: segments from it on outlive checkpoints.
         self.retain = retain
+        # Handed each durable batch of records by every WAL this store opens.
+        self.on_durable: Callable[[list[Record]], None] | None = None
         self.owner = owner or name  # the tenant's name, or "system", for reason notes
         self.rel = rel  # this store's directory in the data directory: its object-key prefix
         self.storage = storage
@@ -187,6 +189,7 @@ class Store:
             batch_ms=self.settings.batch_ms,
             segments=self._segments,
         )
+        wal.on_durable = self.on_durable
         await wal.start()
         self.wal = wal
 

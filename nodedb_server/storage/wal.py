@@ -263,6 +263,9 @@ class Wal:
         self._batch_s = batch_ms / 1000.0
         self.next_lsn = next_lsn
         self.durable_lsn = next_lsn - 1
+        # Called on the event loop with each batch once it is durable, in LSN order:
+        # how the Event Plane is fed from the WAL, never from the statement path.
+        self.on_durable: Callable[[list[Record]], None] | None = None
         self.segments = list(segments)  # closed segments, oldest first, then the active one
         self.broken: WalBroken | None = None
         self.bytes_since_checkpoint = 0
@@ -375,6 +378,11 @@ class Wal:
                 return
             if records:
                 self.durable_lsn = records[-1].lsn
+                if self.on_durable is not None:
+                    try:
+                        self.on_durable(records)
+                    except Exception:  # a reader's bug must not stop the WAL
+                        log.exception("tenant %d: a WAL reader failed", self.tenant_id)
             if seal or self._rotated:
                 self._rotated = False
                 self.sealed.set()

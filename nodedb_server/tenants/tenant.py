@@ -31,6 +31,7 @@ from nodedb_server.errors import (
     StatementTooComplex,
     StorageFailure,
 )
+from nodedb_server.events.recent import RecentRecords
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
@@ -76,13 +77,14 @@ class Tenant:
         self.retention_ms = retention_ms
         self._storage = storage
         self.state = TenantState()
+        self.recent = RecentRecords()  # the newest durable records, for change streams
         self.store = self._new_store(self.state)
         self.status: TenantStatus = "recovering"
         self._reload_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 
     def _new_store(self, state: TenantState) -> Store:
-        return Store(
+        store = Store(
             f"tenant {self.name}",
             self.root,
             self.id,
@@ -95,6 +97,8 @@ class Tenant:
             storage=self._storage,
             retain=lambda: self.state.retained_from(),
         )
+        store.on_durable = self.recent.add
+        return store
 
     async def open(self) -> RecoveryReport:
         report = await self.store.open()

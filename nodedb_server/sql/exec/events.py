@@ -23,7 +23,7 @@ from nodedb_server.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from nodedb_server.events.changes import Change, WalGone, read_changes
+from nodedb_server.events.changes import Change, WalGone, collect, read_changes
 from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
@@ -164,18 +164,26 @@ async def read_stream(s: Session, stmt: ast.ReadStream, params: list[Any]) -> Re
     if limit == 0:
         return Result(list(CHANGE_COLUMNS), [], "SELECT 0")
     store = tenant.store
+    loop = asyncio.get_running_loop()
+    wanted = {stream.collection}
+    recent = tenant.recent.after(group.committed_lsn, head)
     try:
-        batch = await asyncio.get_running_loop().run_in_executor(
-            None,
-            read_changes,
-            store.wal_dir,
-            store.aead,
-            tenant.id,
-            {stream.collection},
-            group.committed_lsn,
-            head,
-            limit,
-        )
+        if recent is not None:
+            batch = await loop.run_in_executor(
+                None, collect, recent, wanted, group.committed_lsn, limit
+            )
+        else:
+            batch = await loop.run_in_executor(
+                None,
+                read_changes,
+                store.wal_dir,
+                store.aead,
+                tenant.id,
+                wanted,
+                group.committed_lsn,
+                head,
+                limit,
+            )
     except WalGone as e:
         raise ObjectNotInPrerequisiteState(
             f'consumer group "{group.name}" of change stream "{stream.name}" is behind the '
