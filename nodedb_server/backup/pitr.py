@@ -73,7 +73,7 @@ from nodedb_server.storage.uploads import (
 )
 from nodedb_server.storage.wal import SegmentScan
 from nodedb_server.tenants import keys
-from nodedb_server.tenants.catalog import TenantState
+from nodedb_server.tenants.catalog import TenantState, clamp_events
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
 
@@ -332,6 +332,7 @@ def checkpoint_staged(
     records applied), so the switched tenant opens at the target. The older checkpoint
     goes: no WAL lies between the two, so falling back to it would lose the replay."""
     older = ckpt.checkpoint_dirs(root / "checkpoints")
+    state.clamp_events(state.last_lsn)  # the replayed records are in no WAL of it
     meta, parts = state.checkpoint_parts()
     snapshot.prepare(parts)
     try:
@@ -492,6 +493,7 @@ def stage_snapshot(
     meta = dict(manifest["meta"])
     lsn = max(base_lsn, manifest["lsn"]) + 1
     meta["last_lsn"] = lsn
+    clamp_events(meta, lsn)
     read_part = ckpt.part_reader(fetched, manifest, aead, source_id)
     counts = dict.fromkeys(COUNT_NAMES, 0)
     kinds = {f"c{c['meta']['id']}": c["meta"]["engine"] for c in meta.get("collections", [])}

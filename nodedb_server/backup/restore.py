@@ -36,6 +36,7 @@ from nodedb_server.storage import checkpoint as ckpt
 from nodedb_server.storage import codec
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.tenants import keys
+from nodedb_server.tenants.catalog import clamp_events
 
 # A single item (a row, an edge, a Parquet piece) is at most this big.
 MAX_ITEM_BYTES = 256 << 20
@@ -299,6 +300,7 @@ def stage_restore(
     }
     lsn = max(base_lsn, header.watermark_lsn) + 1
     meta["last_lsn"] = lsn
+    clamp_events(meta, lsn)
     counts = dict.fromkeys(COUNT_NAMES, 0)
     kinds = {f"c{c['meta']['id']}": c["meta"]["engine"] for c in keep}
     ids = {c["meta"]["name"]: f"c{c['meta']['id']}" for c in keep}

@@ -28,7 +28,15 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import CorruptRecord, OpKind, Record, RecordKind
+from nodedb_server.storage.records import (
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    CorruptRecord,
+    OpKind,
+    Record,
+    RecordKind,
+    parse_record_header,
+)
 from nodedb_server.storage.wal import SegmentScan, list_segments
 
 OP_NAMES = {
@@ -154,3 +162,24 @@ def _records(
             yield rec
         if reader.error is not None:
             return
+
+
+def commit_time(wal_dir: Path, lsn: int) -> int | None:
+    """The commit time (µs) of record ``lsn`` from the segment files' record headers
+    (no key needed), or None if no segment holds it. Runs on a worker thread."""
+    segs = _segments_from(wal_dir, lsn - 1)
+    for path in segs[:1]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        off = SEGMENT_HEADER_SIZE
+        while off + RECORD_HEADER_SIZE <= len(data):
+            try:
+                head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
+            except CorruptRecord:
+                return None
+            if head.lsn == lsn:
+                return head.commit_us
+            off += RECORD_HEADER_SIZE + head.payload_len
+    return None

@@ -98,6 +98,24 @@ class GroupMeta:
     name: str
     committed_lsn: int
     created_lsn: int
+    # A restore moved the offset forward to the restored state (it had been at this
+    # LSN): the changes in between are in the restored data, not in the stream.
+    clamped_from: int | None = None
+
+
+def clamp_events(meta: dict[str, Any], lsn: int) -> None:
+    """The change streams and consumer groups in the checkpoint ``meta`` of a tenant
+    restored to LSN ``lsn``, which has no WAL before it: a group's offset before it
+    moves to it (saying from where), and a stream's history starts there."""
+    meta["streams"] = [
+        {**m, "created_lsn": max(m["created_lsn"], lsn)} for m in meta.get("streams", [])
+    ]
+    groups = []
+    for g in meta.get("groups", []):
+        if g["committed_lsn"] < lsn:
+            g = {**g, "committed_lsn": lsn, "clamped_from": g["committed_lsn"]}
+        groups.append(g)
+    meta["groups"] = groups
 
 
 class TenantState:
@@ -110,8 +128,19 @@ class TenantState:
         self.engines: dict[str, Engine] = {}
         self.next_collection_id = 1
         self.last_lsn = 0
+        # The LSN of the last DATA record (after a checkpoint load: its LSN, as nothing
+        # tells the two apart there); a consumer group at or past it is caught up.
+        self.last_data_lsn = 0
 
     # ---- reading -------------------------------------------------------------
+
+    def clamp_events(self, lsn: int) -> None:
+        """``clamp_events`` for this state's streams and groups."""
+        for m in self.streams.values():
+            m.created_lsn = max(m.created_lsn, lsn)
+        for g in self.groups.values():
+            if g.committed_lsn < lsn:
+                g.clamped_from, g.committed_lsn = g.committed_lsn, lsn
 
     def retained_from(self) -> int | None:
         """The oldest LSN a change stream still needs, or None: the WAL from it on is
@@ -145,6 +174,7 @@ class TenantState:
         body = codec.unpack(rec.body)
         if rec.rtype == _DATA:
             self.apply_ops(body)
+            self.last_data_lsn = lsn
         elif rec.rtype == _CATALOG:
             self.apply_catalog(lsn, rec.commit_us // 1000, body[0], body[1])
         self.last_lsn = lsn
@@ -277,7 +307,7 @@ class TenantState:
         self.catalog.clear()
         self.engines.clear()
         self.next_collection_id = meta.get("next_collection_id", 1)
-        self.last_lsn = meta.get("last_lsn", 0)
+        self.last_lsn = self.last_data_lsn = meta.get("last_lsn", 0)
         self.tombstones = dict(meta.get("tombstones", {}))
         self.streams = {e["name"]: StreamMeta(**e) for e in meta.get("streams", [])}
         self.groups = {(e["stream"], e["name"]): GroupMeta(**e) for e in meta.get("groups", [])}

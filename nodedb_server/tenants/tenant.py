@@ -162,7 +162,7 @@ class Tenant:
                 sqlstate="54000",
             ) from None
         self.state.apply_ops(ops)
-        self.state.last_lsn = lsn
+        self.state.last_lsn = self.state.last_data_lsn = lsn
         await self._await_durable(fut)
         self._maybe_checkpoint()
         return lsn

@@ -136,6 +136,10 @@ def test_committed_changes_are_not_read_again_after_kill9(server: ServerProcess)
     with conn(server, "half") as c:
         rest = read(c, "s", "g")
         assert [r[3] for r in rest] == [f"r{i}" for i in range(5, 10)]
+        (view,) = view_rows(c, "g")
+        assert view["stream"] == "s" and view["committed_lsn"] == first[-1][0]
+        assert view["lag_records"] == view["head_lsn"] - first[-1][0] > 0
+        assert view["lag_seconds"] > 0 and not view["lagging"] and view["evicted"] == 0
         # The other group has its own offset: everything.
         assert len(read(c, "s", "other")) == 10
         # An explicit older offset changes nothing, with a NOTICE.
@@ -179,6 +183,15 @@ def test_compaction_by_key_keeps_the_newest_change_per_id(server: ServerProcess)
             ("UPDATE", "t", "a", {"id": "a", "n": 2}),
             ("DELETE", "t", "b", None),
         ]
+
+
+def view_rows(c: psycopg.Connection[Any], group: str) -> list[dict[str, Any]]:
+    cur = c.execute(
+        'SELECT * FROM _system.change_streams WHERE tenant = %s AND "group" = %s',
+        (c.info.dbname, group),
+    )
+    cols = [d.name for d in cur.description or []]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 def wal_bytes(data_dir: Path, tenant_id: int) -> int:
@@ -228,13 +241,25 @@ def test_wal_a_group_needs_outlives_checkpoints_up_to_the_cap(tmp_path: Path) ->
             c.execute("CHECKPOINT")
             # Past the cap: the oldest WAL went and the WAL stays bounded.
             assert wal_bytes(srv.data_dir, tid) < 40000 + 3 * 4096
-        # Once what memory holds is gone too (a restart), the group is told (55000,
-        # with the oldest LSN left) rather than skip anything.
+        # Once what memory holds is gone too (a restart), the view flags the group and
+        # its next read says what was evicted (never a silent gap), then goes on.
         srv.stop()
         srv.start()
         with conn(srv, "lag") as c:
-            err = refused(c, "SELECT * FROM STREAM s CONSUMER GROUP g")
-            assert err.sqlstate == "55000" and "oldest LSN still available" in str(err), err
+            (view,) = view_rows(c, "g")
+            assert view["lagging"] and view["evicted"] > 0, view
+            assert view["oldest_available_lsn"] == view["committed_lsn"] + 1 + view["evicted"]
+            notices: list[str] = []
+            c.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+            rows = read(c, "s", "g")
+            assert len(notices) == 1 and f"{view['evicted']} records" in notices[0], notices
+            assert f"LSN {view['oldest_available_lsn']}" in notices[0]
+            assert rows and rows[0][0] >= view["oldest_available_lsn"]
+            c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+            while rows := read(c, "s", "g"):
+                c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+            (view,) = view_rows(c, "g")
+            assert not view["lagging"] and view["evicted"] == 0 and view["lag_records"] == 0
     finally:
         srv.stop()
 
@@ -305,3 +330,40 @@ def test_kill9_during_a_write_burst_loses_no_acknowledged_change(server: ServerP
     # In order: ids were written in order, so first deliveries come in order.
     firsts = list(dict.fromkeys(read_ids))
     assert firsts == sorted(firsts)
+
+
+def test_backup_and_restore_keep_streams_groups_and_offsets(tmp_path: Path) -> None:
+    allowed = tmp_path / "backups"
+    allowed.mkdir()
+    srv = ServerProcess(tmp_path / "data", env={"NODEDB_BACKUP_ALLOWED_DIRS": str(allowed)}).start()
+    try:
+        tenant(srv, "kept")
+        with conn(srv, "kept") as c:
+            c.execute("CREATE COLLECTION t")
+            c.execute("CREATE CHANGE STREAM s ON t WITH (compaction = 'key')")
+            c.execute("CREATE CONSUMER GROUP g ON s")
+            c.execute("CREATE CONSUMER GROUP idle ON s")
+            c.execute("INSERT INTO t {id: 'a'}")
+            read(c, "s", "g")
+            c.execute("COMMIT OFFSETS ON s CONSUMER GROUP g")
+            (g_before,) = view_rows(c, "g")
+            c.execute("INSERT INTO t {id: 'b'}")  # after the offset: in the backup's data
+            c.execute(f"BACKUP TENANT kept TO '{allowed / 'k.bak'}'")
+            c.execute("DROP CHANGE STREAM s")
+        with psycopg.connect(srv.dsn(), autocommit=True) as su:
+            su.execute(f"RESTORE TENANT kept FROM '{allowed / 'k.bak'}'")
+        with conn(srv, "kept") as c:
+            shown = c.execute("SHOW CHANGE STREAMS").fetchall()
+            assert [(r[0], r[1], r[2], r[4]) for r in shown] == [("s", "t", "key", 2)]
+            views = {v["group"]: v for v in view_rows(c, "g") + view_rows(c, "idle")}
+            # The restored tenant has no WAL before its restore point: the offsets moved
+            # there, and say from where.
+            assert views["g"]["clamped_from"] == g_before["committed_lsn"]
+            assert views["idle"]["clamped_from"] is not None
+            assert views["g"]["committed_lsn"] > g_before["committed_lsn"]
+            assert read(c, "s", "g") == []
+            c.execute("INSERT INTO t {id: 'c'}")
+            assert [r[3] for r in read(c, "s", "g")] == ["c"]
+            assert [r[3] for r in read(c, "s", "idle")] == ["c"]
+    finally:
+        srv.stop()

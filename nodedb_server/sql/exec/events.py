@@ -23,7 +23,7 @@ from nodedb_server.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from nodedb_server.events.changes import Change, WalGone, collect, read_changes
+from nodedb_server.events.changes import Change, ChangeBatch, WalGone, collect, read_changes
 from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
@@ -31,6 +31,7 @@ from nodedb_server.tenants.catalog import GroupMeta, StreamMeta
 
 if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
+    from nodedb_server.tenants.tenant import Tenant
 
 # A read with no LIMIT returns at most this many changes (and whole transactions).
 DEFAULT_BATCH = 1000
@@ -163,37 +164,39 @@ async def read_stream(s: Session, stmt: ast.ReadStream, params: list[Any]) -> Re
     limit = stmt.limit if stmt.limit is not None else DEFAULT_BATCH
     if limit == 0:
         return Result(list(CHANGE_COLUMNS), [], "SELECT 0")
-    store = tenant.store
-    loop = asyncio.get_running_loop()
     wanted = {stream.collection}
-    recent = tenant.recent.after(group.committed_lsn, head)
-    try:
-        if recent is not None:
-            batch = await loop.run_in_executor(
-                None, collect, recent, wanted, group.committed_lsn, limit
+    notices = []
+    after = group.committed_lsn
+    while True:
+        try:
+            batch = await _read(tenant, wanted, after, head, limit)
+            break
+        except WalGone as e:
+            if e.oldest - 1 <= after:  # cannot happen: the WAL reaches back that far
+                raise
+            # Evicted past [events] max_retained_bytes: go on from what is left, saying so.
+            notices.append(
+                f'consumer group "{group.name}" of change stream "{stream.name}" fell behind '
+                f"the retained WAL: {e.oldest - after - 1} records after LSN {after} were "
+                f"evicted; reading from LSN {e.oldest}, the oldest still available"
             )
-        else:
-            batch = await loop.run_in_executor(
-                None,
-                read_changes,
-                store.wal_dir,
-                store.aead,
-                tenant.id,
-                wanted,
-                group.committed_lsn,
-                head,
-                limit,
-            )
-    except WalGone as e:
-        raise ObjectNotInPrerequisiteState(
-            f'consumer group "{group.name}" of change stream "{stream.name}" is behind the '
-            f"retained WAL: its committed offset is LSN {group.committed_lsn}, the oldest "
-            f"LSN still available is {e.oldest}"
-        ) from None
+            after = e.oldest - 1
     s.stream_reads[(stream.name, group.name)] = batch.read_to
     changes = compacted(batch.changes) if stream.compaction == "key" else batch.changes
     rows = [_row(c) for c in changes]
-    return Result(list(CHANGE_COLUMNS), rows, f"SELECT {len(rows)}")
+    return Result(list(CHANGE_COLUMNS), rows, f"SELECT {len(rows)}", notices)
+
+
+async def _read(tenant: Tenant, wanted: set[str], after: int, head: int, limit: int) -> ChangeBatch:
+    """From memory if it reaches back far enough, else from the segment files."""
+    loop = asyncio.get_running_loop()
+    recent = tenant.recent.after(after, head)
+    if recent is not None:
+        return await loop.run_in_executor(None, collect, recent, wanted, after, limit)
+    store = tenant.store
+    return await loop.run_in_executor(
+        None, read_changes, store.wal_dir, store.aead, tenant.id, wanted, after, head, limit
+    )
 
 
 @statement(ast.CommitOffsets)

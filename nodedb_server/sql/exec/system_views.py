@@ -6,7 +6,9 @@ other user their own tenant. Adding a view is one entry of ``VIEWS``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,12 +17,13 @@ from nodedb_server import types as t
 from nodedb_server.backup import pitr
 from nodedb_server.engines.base import Row
 from nodedb_server.errors import UndefinedTable
+from nodedb_server.events.changes import commit_time
 from nodedb_server.sql.exec.backup import RESTORE_RANGE_COLUMNS
 from nodedb_server.sql.result import Column
 from nodedb_server.storage import quarantine
 from nodedb_server.storage.checkpoint import checkpoint_dirs, read_info
 from nodedb_server.storage.uploads import Uploader
-from nodedb_server.tenants.catalog import CollectionMeta
+from nodedb_server.tenants.catalog import CollectionMeta, GroupMeta
 from nodedb_server.tenants.tenant import Tenant
 
 if TYPE_CHECKING:
@@ -197,6 +200,56 @@ async def _restore_points(s: Session) -> list[Row]:
     ]
 
 
+async def _change_streams(s: Session) -> list[Row]:
+    """Each consumer group of each visible tenant's change streams (and each stream
+    with no group yet), how far behind the head it is and what it holds on disk."""
+    loop = asyncio.get_running_loop()
+    now_us = time.time_ns() // 1000
+    rows: list[Row] = []
+    for tenant in visible_tenants(s):
+        st, wal = tenant.state, tenant.store.wal
+        segments = list(wal.segments) if wal is not None else []
+        head = wal.durable_lsn if wal is not None else st.last_lsn
+        oldest = min([seg.first_lsn for seg in segments] or [head + 1])
+        cap = tenant.store.settings.retained_bytes
+        for name, stream in sorted(st.streams.items()):
+            groups: list[GroupMeta | None] = [
+                g for (sname, _), g in sorted(st.groups.items()) if sname == name
+            ]
+            for group in groups or [None]:
+                committed = group.committed_lsn if group is not None else stream.created_lsn
+                wanted = committed + 1
+                retained = sum(seg.bytes for seg in segments if seg.last_lsn >= wanted)
+                behind = st.last_data_lsn > committed  # else only catalog records follow
+                lag_seconds: float | None = 0.0
+                if behind:
+                    recent = tenant.recent.after(committed, wanted)
+                    at = recent[0].commit_us if recent else None
+                    if at is None:
+                        at = await loop.run_in_executor(
+                            None, commit_time, tenant.store.wal_dir, wanted
+                        )
+                    lag_seconds = max(0.0, (now_us - at) / 1e6) if at is not None else None
+                evicted = max(0, oldest - wanted) if head >= wanted else 0
+                rows.append(
+                    {
+                        "tenant": tenant.name,
+                        "stream": name,
+                        "group": group.name if group is not None else None,
+                        "committed_lsn": group.committed_lsn if group is not None else None,
+                        "head_lsn": head,
+                        "lag_records": head - committed if behind else 0,
+                        "lag_seconds": lag_seconds,
+                        "retained_bytes": retained,
+                        "lagging": evicted > 0 or retained > cap,
+                        "evicted": evicted,
+                        "oldest_available_lsn": min(oldest, head + 1),
+                        "clamped_from": group.clamped_from if group is not None else None,
+                    }
+                )
+    return rows
+
+
 def _at_us(us: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
 
@@ -250,6 +303,24 @@ VIEWS: dict[str, View] = {
             ("location", t.TEXT),
         ],
         _quarantine,
+    ),
+    "change_streams": View(
+        [
+            ("tenant", t.TEXT),
+            ("stream", t.TEXT),
+            ("group", t.TEXT),
+            ("committed_lsn", t.INT8),
+            ("head_lsn", t.INT8),
+            ("lag_records", t.INT8),
+            ("lag_seconds", t.FLOAT8),
+            ("retained_bytes", t.INT8),
+            ("lagging", t.BOOL),
+            ("evicted", t.INT8),
+            ("oldest_available_lsn", t.INT8),
+            ("clamped_from", t.INT8),
+        ],
+        lambda _s: iter(()),
+        _change_streams,
     ),
     "dropped_collections": View(
         [
