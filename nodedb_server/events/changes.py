@@ -106,20 +106,21 @@ def read_changes(
     after_lsn: int,
     upto_lsn: int,
     limit: int,
+    since_us: int = 0,
 ) -> ChangeBatch:
     """Changes to ``collections`` with ``after_lsn`` < lsn <= ``upto_lsn``, in LSN order.
     ``limit`` counts changes but never splits a record: a batch ends before the record
-    that would take it past the limit (yet holds at least one record's changes). Raises
-    WalGone if the WAL no longer reaches back to ``after_lsn + 1``."""
+    that would take it past the limit (yet holds at least one record's changes); records
+    committed before ``since_us`` are passed over. Raises WalGone if the WAL no longer
+    reaches back to ``after_lsn + 1``."""
     if upto_lsn <= after_lsn:
         return ChangeBatch([], after_lsn)
     segs = _segments_from(wal_dir, after_lsn)
     if not segs or int(segs[0].stem) > after_lsn + 1:
         raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1)
     try:
-        return collect(
-            _records(segs, aead, tenant_id, after_lsn, upto_lsn), collections, after_lsn, limit
-        )
+        records = _records(segs, aead, tenant_id, after_lsn, upto_lsn)
+        return collect(records, collections, after_lsn, limit, since_us)
     except FileNotFoundError:
         # Removed after it was listed (a checkpoint covered it and nothing retained it).
         segs = list_segments(wal_dir)
@@ -127,7 +128,11 @@ def read_changes(
 
 
 def collect(
-    records: Iterable[Record], collections: set[str], after_lsn: int, limit: int
+    records: Iterable[Record],
+    collections: set[str],
+    after_lsn: int,
+    limit: int,
+    since_us: int = 0,
 ) -> ChangeBatch:
     """The changes of ``records`` (in LSN order, all above ``after_lsn``), up to ``limit``
     changes without splitting a record. ``read_to`` is the last record looked at: short
@@ -135,6 +140,9 @@ def collect(
     rather than step over anything."""
     batch = ChangeBatch([], after_lsn)
     for rec in records:
+        if rec.commit_us < since_us:
+            batch.read_to = rec.lsn
+            continue
         changes = record_changes(rec.lsn, rec.rtype, rec.commit_us, rec.body, collections)
         if changes and batch.changes and len(batch.changes) + len(changes) > limit:
             return batch

@@ -410,6 +410,16 @@ class ReadStream:
 
 
 @dataclass(frozen=True)
+class ShowChanges:
+    """SHOW CHANGES FOR coll SINCE LSN n | SINCE '<timestamp>' [LIMIT n]."""
+
+    collection: str
+    since_lsn: int | None = None
+    since_us: int | None = None  # microseconds since the epoch
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
 class CommitOffsets:
     """COMMIT OFFSETS ON s CONSUMER GROUP g (``lsn`` None: what this session last read)
     or COMMIT OFFSET AT n ON s CONSUMER GROUP g."""
@@ -468,5 +478,6 @@ Statement = (
     | DropConsumerGroup
     | ReadStream
     | CommitOffsets
+    | ShowChanges
     | Empty
 )

@@ -1136,6 +1136,20 @@ def _count(p: Parser, what: str) -> int:
     return int(tok.text)
 
 
+def _show_changes(p: Parser) -> ast.ShowChanges:
+    p.expect("for")
+    collection = p.name()
+    p.expect("since")
+    since_lsn = since_us = None
+    if p.accept("lsn"):
+        since_lsn = _count(p, "an LSN")
+    else:
+        at = t.parse_timestamp(p.string())  # a literal without a zone is UTC
+        since_us = (at - _EPOCH) // dt.timedelta(microseconds=1)
+    limit = _count(p, "a row count") if p.accept("limit") else None
+    return ast.ShowChanges(collection, since_lsn, since_us, limit)
+
+
 def _select(p: Parser) -> ast.ReadStream | None:
     """SELECT * FROM STREAM s CONSUMER GROUP g [LIMIT n]; None for any other SELECT
     (sqlglot's), told apart by its first tokens."""
@@ -1261,6 +1275,7 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "drop change": _drop_change_stream,
     "drop consumer": _drop_consumer_group,
     "show change": _show_change_streams,
+    "show changes": _show_changes,
     "commit offsets": _commit_offsets,
     "commit offset": _commit_offset,
     "select": _select,  # None unless FROM STREAM follows: other SELECTs are sqlglot's

@@ -367,3 +367,27 @@ def test_backup_and_restore_keep_streams_groups_and_offsets(tmp_path: Path) -> N
             assert [r[3] for r in read(c, "s", "idle")] == ["c"]
     finally:
         srv.stop()
+
+
+def test_show_changes_since_an_lsn_or_a_time_needs_no_stream(server: ServerProcess) -> None:
+    tenant(server, "since")
+    with conn(server, "since") as c:
+        c.execute("CREATE COLLECTION t")
+        c.execute("CREATE COLLECTION u")
+        c.execute("INSERT INTO t {id: 'a'}")
+        (lsn_a,) = c.execute("SELECT current_lsn()").fetchone()
+        time.sleep(0.05)
+        (mid,) = c.execute("SELECT now()").fetchone()
+        time.sleep(0.05)
+        c.execute("INSERT INTO u {id: 'x'}")
+        c.execute("INSERT INTO t {id: 'b'}")
+        c.execute("DELETE FROM t WHERE id = 'a'")
+        assert [(r[1], r[3]) for r in c.execute(f"SHOW CHANGES FOR t SINCE LSN {lsn_a}")] == [
+            ("INSERT", "b"),
+            ("DELETE", "a"),
+        ]
+        assert [r[3] for r in c.execute("SHOW CHANGES FOR t SINCE LSN 0 LIMIT 1")] == ["a"]
+        since = c.execute(f"SHOW CHANGES FOR t SINCE '{mid.isoformat()}'").fetchall()
+        assert [(r[1], r[3]) for r in since] == [("INSERT", "b"), ("DELETE", "a")]
+        assert all(r[6] > mid for r in since)
+        assert refused(c, "SHOW CHANGES FOR nothing SINCE LSN 0").sqlstate == "42P01"

@@ -116,6 +116,7 @@ DOC_TYPES: dict[str, type] = {
     "select * from stream": ast.ReadStream,
     "commit offsets": ast.CommitOffsets,
     "commit offset": ast.CommitOffsets,
+    "show changes": ast.ShowChanges,
 }
 # The relations SQL.md says catalog queries are answered from.
 CATALOG_NAMES = re.compile(r"\b(pg_catalog|pg_type|pg_namespace|pg_class|pg_attribute|pg_range)\b")
@@ -454,6 +455,11 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
     ("select * from stream s consumer group g limit 10", ast.ReadStream("s", "g", 10)),
     ("COMMIT OFFSETS ON s CONSUMER GROUP g", ast.CommitOffsets("s", "g")),
     ("COMMIT OFFSET AT 42 ON s CONSUMER GROUP g", ast.CommitOffsets("s", "g", 42)),
+    ("SHOW CHANGES FOR orders SINCE LSN 5 LIMIT 10", ast.ShowChanges("orders", 5, None, 10)),
+    (
+        "show changes for orders since '2026-04-01T00:00:00Z'",
+        ast.ShowChanges("orders", None, 1775001600000000),
+    ),
     (
         "EXECUTE hits_of ('k', $1)",
         ast.ExecutePrepared("hits_of", [Const("k"), Param(0)]),

@@ -23,7 +23,14 @@ from nodedb_server.errors import (
     UndefinedObject,
     UndefinedTable,
 )
-from nodedb_server.events.changes import Change, ChangeBatch, WalGone, collect, read_changes
+from nodedb_server.events.changes import (
+    Change,
+    ChangeBatch,
+    WalGone,
+    collect,
+    commit_time,
+    read_changes,
+)
 from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
@@ -225,3 +232,55 @@ async def commit_offsets(s: Session, stmt: ast.CommitOffsets, params: list[Any])
         "commit_offset", {"name": stmt.group, "stream": stmt.stream, "lsn": lsn}
     )
     return Result(None, [], tag)
+
+
+@statement(ast.ShowChanges, columns=CHANGE_COLUMNS, writes=False, implicit=True)
+async def show_changes(s: Session, stmt: ast.ShowChanges, params: list[Any]) -> Result:
+    """The retained changes of a collection since an LSN or a time, no stream needed."""
+    tenant = s.tenant
+    if tenant.state.collection(stmt.collection) is None:
+        raise UndefinedTable(f'collection "{stmt.collection}" does not exist')
+    wal = tenant.store.wal
+    head = wal.durable_lsn if wal is not None else tenant.state.last_lsn
+    limit = stmt.limit if stmt.limit is not None else DEFAULT_BATCH
+    notices = []
+    if stmt.since_lsn is not None:
+        after, since_us = stmt.since_lsn, 0
+    else:
+        # From the oldest retained record on, skipping those committed before the time.
+        segments = wal.segments if wal is not None else []
+        after, since_us = (segments[0].first_lsn - 1 if segments else head), stmt.since_us or 0
+    loop = asyncio.get_running_loop()
+    store = tenant.store
+    try:
+        batch = await loop.run_in_executor(
+            None,
+            read_changes,
+            store.wal_dir,
+            store.aead,
+            tenant.id,
+            {stmt.collection},
+            after,
+            head,
+            limit,
+            since_us,
+        )
+    except WalGone as e:
+        if stmt.since_lsn is not None:
+            raise ObjectNotInPrerequisiteState(
+                f"the WAL no longer holds LSN {stmt.since_lsn + 1}: the oldest LSN retained "
+                f"is {e.oldest}"
+            ) from None
+        raise  # the oldest segment went meanwhile: cannot be, it was just listed
+    if stmt.since_lsn is None and after > 0:
+        first_us = await loop.run_in_executor(None, commit_time, store.wal_dir, after + 1)
+        if first_us is not None and first_us > (stmt.since_us or 0):
+            notices.append(
+                f"the WAL is retained from LSN {after + 1} on: changes committed before "
+                f"{dt.datetime.fromtimestamp(first_us / 1e6, dt.UTC).isoformat()} are not "
+                "shown"
+            )
+    if len(batch.changes) >= limit or batch.read_to < head:
+        notices.append(f"more changes follow: SHOW CHANGES .. SINCE LSN {batch.read_to}")
+    rows = [_row(c) for c in batch.changes]
+    return Result(list(CHANGE_COLUMNS), rows, f"SHOW {len(rows)}", notices)
