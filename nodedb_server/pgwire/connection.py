@@ -131,7 +131,7 @@ _RECEIVES: dict[State, frozenset[int]] = {
 
 Moves = dict[type, State | None]  # message sent -> the state it moves to (None: stays)
 # PostgreSQL docs, "Asynchronous Operations": these may come at any time.
-_ASYNC: Moves = {m.NoticeResponse: None, m.ParameterStatus: None}
+_ASYNC: Moves = {m.NoticeResponse: None, m.ParameterStatus: None, m.NotificationResponse: None}
 _RESULTS: Moves = {
     **_ASYNC,
     m.RowDescription: None,

@@ -406,6 +406,18 @@ class ParameterStatus:
 
 
 @dataclass(slots=True)
+class NotificationResponse:
+    """'A': a NOTIFY on a channel this session listens on (pid of the sender)."""
+
+    pid: int
+    channel: str
+    payload: str
+
+    def encode(self) -> bytes:
+        return _msg(b"A", _I.pack(self.pid) + _cstr(self.channel) + _cstr(self.payload))
+
+
+@dataclass(slots=True)
 class BackendKeyData:
     pid: int
     secret: int
@@ -588,6 +600,7 @@ BackendEvent = (
     | AuthenticationSASLContinue
     | AuthenticationSASLFinal
     | ParameterStatus
+    | NotificationResponse
     | BackendKeyData
     | ReadyForQuery
     | RowDescription

@@ -33,6 +33,7 @@ from nodedb_server.errors import (
     SyntaxError_,
     TooManyConnections,
 )
+from nodedb_server.events.notify import Notification
 from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, State
@@ -80,6 +81,10 @@ def _utf8(value: str) -> bool:
     )
 
 
+def _notification(note: Notification) -> m.NotificationResponse:
+    return m.NotificationResponse(note.pid, note.channel, note.payload)
+
+
 class ClientHandler:
     def __init__(
         self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -97,6 +102,8 @@ class ClientHandler:
         self.out_bytes = 0
         self.task: asyncio.Task[Any] | None = None
         self.params: dict[str, str] = {}  # of the startup message
+        # Notifications held while a statement runs or a transaction block is open.
+        self.held_notes: list[Notification] = []
 
     @property
     def statements(self) -> dict[str, Prepared]:
@@ -128,6 +135,25 @@ class ClientHandler:
         through call_soon from a worker thread, so maybe after the connection closed."""
         if self.conn.state is not State.CLOSED:
             self.writer.write(self.conn.send(m.NoticeResponse(text)))
+
+    def deliver_notification(self, note: Notification) -> None:
+        """A NOTIFY on a channel this session listens on. Written at once while the
+        session is idle outside a transaction block, as PostgreSQL does; else held
+        until just before its next ReadyForQuery with no transaction open."""
+        session = self.session
+        if self.conn.state is State.IDLE and session is not None and session.txn is None:
+            self.writer.write(self.conn.send(_notification(note)))
+        elif self.conn.state is not State.CLOSED:
+            self.held_notes.append(note)
+
+    def ready(self) -> None:
+        """ReadyForQuery, after the notifications held for this moment."""
+        assert self.session is not None
+        if self.held_notes and self.session.txn is None:
+            for note in self.held_notes:
+                self.send(_notification(note))
+            self.held_notes.clear()
+        self.send(m.READY_FOR_QUERY[self.session.status])
 
     async def next_event(self) -> m.Event | None:
         conn = self.conn
@@ -169,8 +195,12 @@ class ClientHandler:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), 1.0)
             self.writer.close()
-            if self.session is not None and self.session.txn is not None:
-                self.session.txn = None
+            if self.session is not None:
+                session = self.session
+                session.manager.notify_hub.unlisten_all(
+                    session.tenant.name, session.listening, self.pid
+                )
+                session.txn = None
 
     async def timed_startup(self) -> bool:
         """Startup and authentication, within auth.authentication_timeout_ms; until then
@@ -227,6 +257,7 @@ class ClientHandler:
         self.server.admit(self.pid)
         self.session = Session(manager, tenant, user, database, self.pid, params)
         self.session.notify = self.notice_now
+        self.session.deliver = self.deliver_notification
         self.send(m.AUTHENTICATION_OK)
         s = self.session.settings
         for name, value in (
@@ -325,7 +356,7 @@ class ClientHandler:
         elif isinstance(event, m.Execute):
             await self.execute(event)
         elif isinstance(event, m.Sync):
-            self.send(m.READY_FOR_QUERY[self.session.status])
+            self.ready()
         elif isinstance(event, m.Parse):
             await self.parse(event)
         elif isinstance(event, m.Describe):
@@ -338,7 +369,7 @@ class ClientHandler:
             self.send(m.CLOSE_COMPLETE)
         elif isinstance(event, m.Query):
             await self.simple_query(event.sql)
-            self.send(m.READY_FOR_QUERY[self.session.status])
+            self.ready()
         elif isinstance(event, m.Flush):
             await self.flush()
         if self.out_bytes > WRITE_HIGH_WATER:

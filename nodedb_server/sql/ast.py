@@ -410,6 +410,22 @@ class ReadStream:
 
 
 @dataclass(frozen=True)
+class Listen:
+    channel: str
+
+
+@dataclass(frozen=True)
+class Unlisten:
+    channel: str | None  # None: UNLISTEN *
+
+
+@dataclass(frozen=True)
+class Notify:
+    channel: str
+    payload: str = ""
+
+
+@dataclass(frozen=True)
 class ShowChanges:
     """SHOW CHANGES FOR coll SINCE LSN n | SINCE '<timestamp>' [LIMIT n]."""
 
@@ -479,5 +495,8 @@ Statement = (
     | ReadStream
     | CommitOffsets
     | ShowChanges
+    | Listen
+    | Unlisten
+    | Notify
     | Empty
 )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodedb_server import SERVER_VERSION
 from nodedb_server import types as t
-from nodedb_server.errors import DataError, FeatureNotSupported
+from nodedb_server.errors import DataError, FeatureNotSupported, InvalidParameterValue
 from nodedb_server.sql.scalars import doc_get, number, time_bucket
 
 if TYPE_CHECKING:
@@ -81,6 +81,14 @@ def _set_config(ctx: Ctx, name: Any, value: Any, is_local: Any = False) -> str:
     return set_config(ctx.session, name, value, is_local)
 
 
+def _pg_notify(ctx: Ctx, channel: Any, payload: Any) -> None:
+    from nodedb_server.sql.exec.events import notify
+
+    if channel is None:
+        raise InvalidParameterValue("channel name cannot be empty")
+    notify(ctx.session, str(channel), "" if payload is None else str(payload))
+
+
 def _vector_distance(ctx: Ctx, value: Any, query: Any) -> float | None:
     from nodedb_server.sql.exec.vector import vector_distance
 
@@ -125,6 +133,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("crdt_apply", t.BOOL, (t.TEXT, t.TEXT, t.BYTEA), 3, _crdt_apply, True),
         Function("current_setting", t.TEXT, (t.TEXT,), None, _current_setting, True),
         Function("set_config", t.TEXT, (t.TEXT, t.TEXT, t.BOOL), 3, _set_config, True),
+        Function("pg_notify", t.VOID, (t.TEXT, t.TEXT), 2, _pg_notify, True),
         Function(
             "vector_distance",
             t.FLOAT8,

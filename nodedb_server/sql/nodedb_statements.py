@@ -1136,6 +1136,21 @@ def _count(p: Parser, what: str) -> int:
     return int(tok.text)
 
 
+def _listen(p: Parser) -> ast.Listen:
+    return ast.Listen(p.name())
+
+
+def _unlisten(p: Parser) -> ast.Unlisten:
+    if p.accept("*"):
+        return ast.Unlisten(None)
+    return ast.Unlisten(p.name())
+
+
+def _notify(p: Parser) -> ast.Notify:
+    channel = p.name()
+    return ast.Notify(channel, p.string() if p.accept(",") else "")
+
+
 def _show_changes(p: Parser) -> ast.ShowChanges:
     p.expect("for")
     collection = p.name()
@@ -1276,6 +1291,9 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "drop consumer": _drop_consumer_group,
     "show change": _show_change_streams,
     "show changes": _show_changes,
+    "listen": _listen,
+    "unlisten": _unlisten,
+    "notify": _notify,
     "commit offsets": _commit_offsets,
     "commit offset": _commit_offset,
     "select": _select,  # None unless FROM STREAM follows: other SELECTs are sqlglot's

@@ -22,6 +22,7 @@ from nodedb_server.errors import (
     StorageFailure,
     UndefinedTable,
 )
+from nodedb_server.events.notify import Deliver
 from nodedb_server.sql import ast
 from nodedb_server.sql.describe import describe, param_types
 from nodedb_server.sql.exec.txn import Txn
@@ -50,6 +51,10 @@ class Session:
         self.pid = pid
         self.txn: Txn | None = None
         self.examined = 0  # rows the last read looked at (EXPLAIN ANALYZE)
+        # The channels this session LISTENs on, and how it takes a notification
+        # (set by its connection; None: it cannot listen).
+        self.listening: set[str] = set()
+        self.deliver: Deliver | None = None
         # (stream, group) -> the LSN this session's last read of it reached
         self.stream_reads: dict[tuple[str, str], int] = {}
         # Sends a NOTICE to this session's client at once (set by the wire layer).

@@ -33,6 +33,7 @@ from nodedb_server.errors import (
     StorageFailure,
     UndefinedObject,
 )
+from nodedb_server.events.notify import NotifyHub
 from nodedb_server.objectstore.base import ObjectStoreError
 from nodedb_server.storage import codec
 from nodedb_server.storage.datadir import lock_data_dir, unlock_data_dir
@@ -152,6 +153,7 @@ class TenantManager:
         self._reserved_id = 0
         self._restoring: set[str] = set()  # tenant names with a restore under way
         self.operations = Operations()  # running and recent backups and restores
+        self.notify_hub = NotifyHub()  # LISTEN / NOTIFY channels of every tenant
         self._dir_lock = -1  # the descriptor holding <data_dir>/LOCK while open
         # Set by the wire layer: end every session of a tenant but one (57P01).
         self.end_sessions: Callable[[str, int], None] = lambda _name, _keep_pid: None

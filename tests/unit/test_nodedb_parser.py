@@ -117,6 +117,9 @@ DOC_TYPES: dict[str, type] = {
     "commit offsets": ast.CommitOffsets,
     "commit offset": ast.CommitOffsets,
     "show changes": ast.ShowChanges,
+    "listen": ast.Listen,
+    "unlisten": ast.Unlisten,
+    "notify": ast.Notify,
 }
 # The relations SQL.md says catalog queries are answered from.
 CATALOG_NAMES = re.compile(r"\b(pg_catalog|pg_type|pg_namespace|pg_class|pg_attribute|pg_range)\b")
@@ -456,6 +459,11 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
     ("COMMIT OFFSETS ON s CONSUMER GROUP g", ast.CommitOffsets("s", "g")),
     ("COMMIT OFFSET AT 42 ON s CONSUMER GROUP g", ast.CommitOffsets("s", "g", 42)),
     ("SHOW CHANGES FOR orders SINCE LSN 5 LIMIT 10", ast.ShowChanges("orders", 5, None, 10)),
+    ("LISTEN Jobs", ast.Listen("jobs")),
+    ("UNLISTEN jobs", ast.Unlisten("jobs")),
+    ("UNLISTEN *", ast.Unlisten(None)),
+    ("NOTIFY jobs", ast.Notify("jobs")),
+    ("NOTIFY \"Jobs\", 'payload'", ast.Notify("Jobs", "payload")),
     (
         "show changes for orders since '2026-04-01T00:00:00Z'",
         ast.ShowChanges("orders", None, 1775001600000000),
@@ -565,7 +573,6 @@ REFUSED: list[tuple[str, str, str]] = [
     ("INSERT INTO c [ 1 ]", "42601", "object literal"),
     ("SELECT DISTINCT name FROM users", "0A000", ""),
     ("SELECT 1 FROM pg_type WHERE", "42601", ""),
-    ("LISTEN channel", "42601", ""),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from nodedb_server import types as t
 from nodedb_server.errors import (
     DuplicateObject,
+    FeatureNotSupported,
     InvalidParameterValue,
     ObjectNotInPrerequisiteState,
     UndefinedObject,
@@ -31,6 +32,7 @@ from nodedb_server.events.changes import (
     commit_time,
     read_changes,
 )
+from nodedb_server.events.notify import Notification, check_notification
 from nodedb_server.sql import ast
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
@@ -284,3 +286,39 @@ async def show_changes(s: Session, stmt: ast.ShowChanges, params: list[Any]) -> 
         notices.append(f"more changes follow: SHOW CHANGES .. SINCE LSN {batch.read_to}")
     rows = [_row(c) for c in batch.changes]
     return Result(list(CHANGE_COLUMNS), rows, f"SHOW {len(rows)}", notices)
+
+
+# ---- LISTEN / NOTIFY -------------------------------------------------------------------
+
+
+@statement(ast.Listen, writes=False, implicit=True)
+async def listen(s: Session, stmt: ast.Listen, params: list[Any]) -> Result:
+    if s.deliver is None:
+        raise FeatureNotSupported("LISTEN needs a client connection")
+    s.manager.notify_hub.listen(s.tenant.name, stmt.channel, s.pid, s.deliver)
+    s.listening.add(stmt.channel)
+    return Result(None, [], "LISTEN")
+
+
+@statement(ast.Unlisten, writes=False, implicit=True)
+async def unlisten(s: Session, stmt: ast.Unlisten, params: list[Any]) -> Result:
+    channels = set(s.listening) if stmt.channel is None else {stmt.channel}
+    s.manager.notify_hub.unlisten_all(s.tenant.name, channels, s.pid)
+    s.listening -= channels
+    return Result(None, [], "UNLISTEN")
+
+
+def notify(s: Session, channel: str, payload: str) -> None:
+    """NOTIFY and pg_notify: now, or at the COMMIT of the transaction block."""
+    check_notification(channel, payload)
+    note = Notification(s.pid, channel, payload)
+    if s.txn is not None:
+        s.txn.notes.append(note)
+    else:
+        s.manager.notify_hub.publish(s.tenant.name, [note])
+
+
+@statement(ast.Notify, writes=False, implicit=True)
+async def run_notify(s: Session, stmt: ast.Notify, params: list[Any]) -> Result:
+    notify(s, stmt.channel, stmt.payload)
+    return Result(None, [], "NOTIFY")

@@ -17,6 +17,7 @@ from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.errors import (
     UniqueViolation,
 )
+from nodedb_server.events.notify import Notification
 from nodedb_server.sql import ast
 from nodedb_server.sql.exec.values import assign, live_row, now_ms
 from nodedb_server.sql.expr import (
@@ -63,6 +64,8 @@ class Txn:
     intents: list[tuple[IntentKind, str, Any, Any, int | None]] = field(default_factory=list)
     overlay: dict[str, dict[Any, tuple[Row | None, int | None]]] = field(default_factory=dict)
     failed: bool = False
+    # NOTIFYs made in the block: delivered at its COMMIT, dropped by a ROLLBACK.
+    notes: list[Notification] = field(default_factory=list)
 
 
 @statement(ast.Begin, writes=False)
@@ -83,6 +86,8 @@ async def run_commit(s: Session, stmt: ast.Commit, params: list[Any]) -> Result:
     if txn.failed:
         return Result(None, [], "ROLLBACK")
     await s.tenant.commit_ops(fold(s, txn))
+    if txn.notes:
+        s.manager.notify_hub.publish(s.tenant.name, txn.notes)
     return Result(None, [], "COMMIT")
 
 

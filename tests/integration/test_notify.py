@@ -1,0 +1,110 @@
+"""LISTEN / NOTIFY through psql, psycopg and asyncpg against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from tests.serverproc import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("notify") / "data").start()
+    with psycopg.connect(srv.dsn(), autocommit=True) as su:
+        su.execute("CREATE TENANT other")
+    yield srv
+    srv.kill9()
+
+
+def notes(c: psycopg.Connection[Any], wait: float = 1.0) -> list[tuple[str, str, int]]:
+    """The notifications the connection has received within ``wait`` seconds."""
+    got = []
+    for n in c.notifies(timeout=wait, stop_after=None):
+        got.append((n.channel, n.payload, n.pid))
+    return got
+
+
+def test_psql_prints_a_notification_it_receives(server: ServerProcess) -> None:
+    out = subprocess.run(
+        [*server.psql(), "-c", "LISTEN jobs", "-c", "NOTIFY jobs, 'hello'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert 'Asynchronous notification "jobs" with payload "hello" received' in out, out
+
+
+def test_psycopg_listeners_get_notifications_in_commit_order(server: ServerProcess) -> None:
+    with (
+        psycopg.connect(server.dsn(), autocommit=True) as a,
+        psycopg.connect(server.dsn(), autocommit=True) as b,
+        psycopg.connect(server.dsn(database="other"), autocommit=True) as elsewhere,
+    ):
+        a.execute("LISTEN jobs")
+        elsewhere.execute("LISTEN jobs")
+        b_pid = b.execute("SELECT pg_backend_pid()").fetchone()[0]
+        b.execute("NOTIFY jobs, 'one'")
+        b.execute("SELECT pg_notify('jobs', 'two')")
+        b.execute("NOTIFY unheard, 'x'")
+        with b.transaction():
+            b.execute("NOTIFY jobs, 'three'")
+            # Not before the COMMIT.
+            assert notes(a, 0.3) == [("jobs", "one", b_pid), ("jobs", "two", b_pid)]
+        assert notes(a, 1.0) == [("jobs", "three", b_pid)]
+        with pytest.raises(psycopg.errors.DivisionByZero), b.transaction():
+            b.execute("NOTIFY jobs, 'rolled back'")
+            raise psycopg.errors.DivisionByZero()
+        b.execute("NOTIFY jobs")  # no payload: an empty one
+        assert notes(a, 1.0) == [("jobs", "", b_pid)]
+        # Another tenant's channel of the same name hears nothing of this one.
+        assert notes(elsewhere, 0.2) == []
+        a.execute("UNLISTEN *")
+        b.execute("NOTIFY jobs, 'after unlisten'")
+        assert notes(a, 0.3) == []
+
+
+def test_a_session_hears_its_own_notify_after_its_statement(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        c.execute("LISTEN self")
+        c.execute("NOTIFY self, 'me'")
+        assert [n[1] for n in notes(c, 1.0)] == ["me"]
+
+
+def test_an_oversized_payload_is_refused(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.Error) as err:
+            c.execute(f"NOTIFY big, '{'x' * 8000}'")
+        assert err.value.sqlstate == "22023"
+        c.execute("SELECT 1")  # the session goes on
+
+
+async def _asyncpg_listener(port: int) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    listener = await asyncpg.connect(host="127.0.0.1", port=port, user="nodedb", database="nodedb")
+    sender = await asyncpg.connect(host="127.0.0.1", port=port, user="nodedb", database="nodedb")
+    try:
+        await listener.add_listener(
+            "events", lambda _c, _pid, ch, payload: got.append((ch, payload))
+        )
+        await sender.execute("NOTIFY events, 'a'")
+        await sender.execute("SELECT pg_notify('events', 'b')")
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the listener is idle: delivered while idle
+        return got
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+def test_asyncpg_add_listener_receives_while_idle(server: ServerProcess) -> None:
+    assert asyncio.run(_asyncpg_listener(server.port)) == [("events", "a"), ("events", "b")]
