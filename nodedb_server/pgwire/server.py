@@ -200,6 +200,7 @@ class ClientHandler:
                 session.manager.notify_hub.unlisten_all(
                     session.tenant.name, session.listening, self.pid
                 )
+                session.tenant.live.remove_session(self.pid)
                 session.txn = None
 
     async def timed_startup(self) -> bool:

@@ -410,6 +410,19 @@ class ReadStream:
 
 
 @dataclass(frozen=True)
+class LiveSelect:
+    """LIVE SELECT * FROM coll [WHERE ..] [SINCE LSN n]."""
+
+    select: Select
+    since_lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class KillLive:
+    query_id: str
+
+
+@dataclass(frozen=True)
 class Listen:
     channel: str
 
@@ -498,5 +511,7 @@ Statement = (
     | Listen
     | Unlisten
     | Notify
+    | LiveSelect
+    | KillLive
     | Empty
 )

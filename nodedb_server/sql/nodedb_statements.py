@@ -1136,6 +1136,36 @@ def _count(p: Parser, what: str) -> int:
     return int(tok.text)
 
 
+_SINCE_LSN = re.compile(r"(?is)^(.*?)\s+since\s+lsn\s+(\S+)\s*;?\s*$")
+
+
+def _live(p: Parser) -> ast.LiveSelect:
+    """LIVE SELECT * FROM coll [WHERE ..] [SINCE LSN n]: the SELECT is sqlglot's."""
+    from nodedb_server.sql.parse import parse_one
+
+    tok = p.peek()
+    if tok is None or not tok.is_kw("select"):
+        raise p.error("expected SELECT")
+    text, since = p.rest(), None
+    found = _SINCE_LSN.match(text)
+    if found is not None:
+        if not found.group(2).isdigit():
+            raise SyntaxError_(f'syntax error at or near "{found.group(2)}": expected an LSN')
+        text, since = found.group(1), int(found.group(2))
+    p.skip_rest()
+    select = parse_one(text)
+    if not isinstance(select, ast.Select) or not select.star or select.source is None:
+        raise SyntaxError_("LIVE SELECT takes SELECT * FROM a collection [WHERE ..]")
+    if select.group_by or select.order_by or select.limit is not None or select.offset is not None:
+        raise SyntaxError_("LIVE SELECT takes no GROUP BY, ORDER BY, LIMIT or OFFSET")
+    return ast.LiveSelect(select, since)
+
+
+def _kill_live(p: Parser) -> ast.KillLive:
+    p.expect("query")
+    return ast.KillLive(p.string())
+
+
 def _listen(p: Parser) -> ast.Listen:
     return ast.Listen(p.name())
 
@@ -1294,6 +1324,8 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "listen": _listen,
     "unlisten": _unlisten,
     "notify": _notify,
+    "live": _live,
+    "kill live": _kill_live,
     "commit offsets": _commit_offsets,
     "commit offset": _commit_offset,
     "select": _select,  # None unless FROM STREAM follows: other SELECTs are sqlglot's

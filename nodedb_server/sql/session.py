@@ -55,6 +55,7 @@ class Session:
         # (set by its connection; None: it cannot listen).
         self.listening: set[str] = set()
         self.deliver: Deliver | None = None
+        self.live_queries: set[str] = set()  # LIVE SELECT subscriptions it started
         # (stream, group) -> the LSN this session's last read of it reached
         self.stream_reads: dict[tuple[str, str], int] = {}
         # Sends a NOTICE to this session's client at once (set by the wire layer).

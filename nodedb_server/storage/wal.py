@@ -378,17 +378,17 @@ class Wal:
                 return
             if records:
                 self.durable_lsn = records[-1].lsn
-                if self.on_durable is not None:
-                    try:
-                        self.on_durable(records)
-                    except Exception:  # a reader's bug must not stop the WAL
-                        log.exception("tenant %d: a WAL reader failed", self.tenant_id)
             if seal or self._rotated:
                 self._rotated = False
                 self.sealed.set()
             for p in batch:
                 if not p.future.done():
                     p.future.set_result(p.record.lsn)
+            if records and self.on_durable is not None:
+                try:  # after the writers are answered: readers never delay an ack
+                    self.on_durable(records)
+                except Exception:  # nor can a reader's bug stop the WAL
+                    log.exception("tenant %d: a WAL reader failed", self.tenant_id)
 
     def _fail(self, err: WalBroken, batch: list[_Pending]) -> None:
         self.broken = err

@@ -31,11 +31,12 @@ from nodedb_server.errors import (
     StatementTooComplex,
     StorageFailure,
 )
+from nodedb_server.events.live import LivePlane
 from nodedb_server.events.recent import RecentRecords
 from nodedb_server.storage import codec
 from nodedb_server.storage.checkpoint import CheckpointInfo
 from nodedb_server.storage.fsio import FileIO
-from nodedb_server.storage.records import MAX_BODY, OpKind, RecordKind
+from nodedb_server.storage.records import MAX_BODY, OpKind, Record, RecordKind
 from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
 from nodedb_server.storage.uploads import Storage
 from nodedb_server.storage.wal import RecordTooLarge, WalBroken
@@ -78,6 +79,7 @@ class Tenant:
         self._storage = storage
         self.state = TenantState()
         self.recent = RecentRecords()  # the newest durable records, for change streams
+        self.live = LivePlane()  # LIVE SELECT subscriptions
         self.store = self._new_store(self.state)
         self.status: TenantStatus = "recovering"
         self._reload_lock = asyncio.Lock()
@@ -97,8 +99,13 @@ class Tenant:
             storage=self._storage,
             retain=lambda: self.state.retained_from(),
         )
-        store.on_durable = self.recent.add
+        store.on_durable = self._on_durable
         return store
+
+    def _on_durable(self, records: list[Record]) -> None:
+        """Each batch the WAL made durable: the Event Plane's only feed."""
+        self.recent.add(records)
+        self.live.feed(records)
 
     async def open(self) -> RecoveryReport:
         report = await self.store.open()
@@ -118,6 +125,7 @@ class Tenant:
         return held
 
     async def close(self, checkpoint: bool = True) -> None:
+        await self.live.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

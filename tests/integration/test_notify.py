@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -108,3 +109,73 @@ async def _asyncpg_listener(port: int) -> list[tuple[str, str]]:
 
 def test_asyncpg_add_listener_receives_while_idle(server: ServerProcess) -> None:
     assert asyncio.run(_asyncpg_listener(server.port)) == [("events", "a"), ("events", "b")]
+
+
+def live(c: psycopg.Connection[Any], sql: str) -> tuple[str, str]:
+    row = c.execute(sql).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def pushed(c: psycopg.Connection[Any], channel: str, wait: float = 1.0) -> list[dict[str, Any]]:
+    return [json.loads(p) for ch, p, _ in notes(c, wait) if ch == channel]
+
+
+def test_live_select_pushes_only_matching_changes(server: ServerProcess) -> None:
+    with (
+        psycopg.connect(server.dsn(), autocommit=True) as sub,
+        psycopg.connect(server.dsn(), autocommit=True) as w,
+    ):
+        w.execute("CREATE COLLECTION orders")
+        w.execute("INSERT INTO orders {id: 'old', total: 500}")
+        qid, channel = live(sub, "LIVE SELECT * FROM orders WHERE total > 100")
+        assert channel == f"live_{qid}"
+        w.execute("INSERT INTO orders {id: 'small', total: 5}")
+        w.execute("INSERT INTO orders {id: 'big', total: 200}")
+        w.execute("UPDATE orders SET total = 300 WHERE id = 'big'")
+        w.execute("UPDATE orders SET total = 150 WHERE id = 'small'")  # enters the filter
+        w.execute("UPDATE orders SET total = 1 WHERE id = 'old'")  # leaves it
+        w.execute("DELETE FROM orders WHERE id = 'big'")
+        got = pushed(sub, channel)
+        assert [(g["op"], g["id"]) for g in got] == [
+            ("INSERT", "big"),
+            ("UPDATE", "big"),
+            ("INSERT", "small"),
+            ("DELETE", "old"),
+            ("DELETE", "big"),
+        ]
+        assert got[1]["new_value"] == {"id": "big", "total": 300}
+        assert got[1]["old_value"] == {"id": "big", "total": 200}
+        assert got[3]["old_value"] == {"id": "old", "total": 500} and got[3]["new_value"] is None
+        lsns = [g["lsn"] for g in got]
+        assert lsns == sorted(lsns) and all(g["collection"] == "orders" for g in got)
+        sub.execute(f"KILL LIVE QUERY '{qid}'")
+        w.execute("INSERT INTO orders {id: 'after', total: 999}")
+        assert pushed(sub, channel, 0.3) == []
+        with pytest.raises(psycopg.Error) as err:
+            sub.execute(f"KILL LIVE QUERY '{qid}'")
+        assert err.value.sqlstate == "42704"
+
+
+def test_live_select_since_lsn_fills_the_gap_of_a_reconnect(server: ServerProcess) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as w:
+        w.execute("CREATE COLLECTION feed")
+        with psycopg.connect(server.dsn(), autocommit=True) as first:
+            _, channel = live(first, "LIVE SELECT * FROM feed")
+            w.execute("INSERT INTO feed {id: 'a'}")
+            seen = pushed(first, channel)
+            assert [g["id"] for g in seen] == ["a"]
+        # Disconnected: these happen while nobody listens.
+        w.execute("INSERT INTO feed {id: 'b'}")
+        w.execute("INSERT INTO feed {id: 'c'}")
+        with psycopg.connect(server.dsn(), autocommit=True) as again:
+            _, channel = live(again, f"LIVE SELECT * FROM feed SINCE LSN {seen[-1]['lsn']}")
+            w.execute("INSERT INTO feed {id: 'd'}")
+            assert [g["id"] for g in pushed(again, channel)] == ["b", "c", "d"]
+        with psycopg.connect(server.dsn(), autocommit=True) as c:
+            with pytest.raises(psycopg.Error) as err:
+                c.execute("LIVE SELECT id FROM feed")
+            assert err.value.sqlstate == "42601"
+            with pytest.raises(psycopg.Error) as err:
+                c.execute("LIVE SELECT * FROM nothing")
+            assert err.value.sqlstate == "42P01"

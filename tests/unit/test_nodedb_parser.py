@@ -120,6 +120,8 @@ DOC_TYPES: dict[str, type] = {
     "listen": ast.Listen,
     "unlisten": ast.Unlisten,
     "notify": ast.Notify,
+    "live select": ast.LiveSelect,
+    "kill live query": ast.KillLive,
 }
 # The relations SQL.md says catalog queries are answered from.
 CATALOG_NAMES = re.compile(r"\b(pg_catalog|pg_type|pg_namespace|pg_class|pg_attribute|pg_range)\b")
@@ -462,6 +464,14 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
     ("LISTEN Jobs", ast.Listen("jobs")),
     ("UNLISTEN jobs", ast.Unlisten("jobs")),
     ("UNLISTEN *", ast.Unlisten(None)),
+    ("KILL LIVE QUERY 'ab12'", ast.KillLive("ab12")),
+    (
+        "LIVE SELECT * FROM orders WHERE total > 100 SINCE LSN 5",
+        ast.LiveSelect(
+            parse("SELECT * FROM orders WHERE total > 100")[0],  # type: ignore[arg-type]
+            5,
+        ),
+    ),
     ("NOTIFY jobs", ast.Notify("jobs")),
     ("NOTIFY \"Jobs\", 'payload'", ast.Notify("Jobs", "payload")),
     (
@@ -542,6 +552,10 @@ REFUSED: list[tuple[str, str, str]] = [
     ("CREATE CHANGE STREAM s ON t WITH (retention = '1d')", "42601", "unknown option"),
     ("SELECT * FROM STREAM s CONSUMER GROUP g LIMIT x", "42601", "expected a row count"),
     ("COMMIT NOW", "42601", 'near "now"'),
+    ("LIVE SELECT name FROM orders", "42601", "select * from a collection"),
+    ("LIVE SELECT * FROM orders ORDER BY id", "42601", "no group by"),
+    ("LIVE SELECT * FROM orders SINCE LSN soon", "42601", "expected an lsn"),
+    ("LIVE DELETE FROM orders", "42601", "expected select"),
     ("RESTORE TENANT a FROM SNAPSHOT", "42601", "expected until"),
     ("RESTORE TENANT a FROM SNAPSHOT UNTIL LSN 5 WITH (rename)", "42601", "do not apply"),
     ("RESTORE TENANT a FROM '/b/x' UNTIL LSN -1", "42601", "expected an lsn"),

@@ -19,6 +19,7 @@ from nodedb_server import types as t
 from nodedb_server.errors import (
     DuplicateObject,
     FeatureNotSupported,
+    InsufficientPrivilege,
     InvalidParameterValue,
     ObjectNotInPrerequisiteState,
     UndefinedObject,
@@ -32,8 +33,10 @@ from nodedb_server.events.changes import (
     commit_time,
     read_changes,
 )
+from nodedb_server.events.live import LivePlane, LiveQuery
 from nodedb_server.events.notify import Notification, check_notification
 from nodedb_server.sql import ast
+from nodedb_server.sql.exec.values import now_ms
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
 from nodedb_server.tenants.catalog import GroupMeta, StreamMeta
@@ -322,3 +325,73 @@ def notify(s: Session, channel: str, payload: str) -> None:
 async def run_notify(s: Session, stmt: ast.Notify, params: list[Any]) -> Result:
     notify(s, stmt.channel, stmt.payload)
     return Result(None, [], "NOTIFY")
+
+
+# ---- LIVE SELECT ---------------------------------------------------------------------
+
+LIVE_COLUMNS = [("subscription_id", t.TEXT), ("channel", t.TEXT)]
+
+
+@statement(ast.LiveSelect, columns=LIVE_COLUMNS, writes=False)
+async def live_select(s: Session, stmt: ast.LiveSelect, params: list[Any]) -> Result:
+    if s.deliver is None:
+        raise FeatureNotSupported("LIVE SELECT needs a client connection")
+    tenant = s.tenant
+    collection = stmt.select.source
+    assert collection is not None
+    engine = s.collection(collection)  # 42P01 if there is none
+    wal = tenant.store.wal
+    head = wal.durable_lsn if wal is not None else tenant.state.last_lsn
+    ctx = s.ctx(params)
+    query = LiveQuery(
+        LivePlane.new_id(), collection, stmt.select.where, ctx, s.pid, s.deliver, start_after=head
+    )
+    if query.where is not None:  # the rows that match now: one leaving later is a DELETE
+        key = engine.key_field
+        for row in engine.scan(now_ms()):
+            if query.where.eval(row, ctx) is True:
+                query.matching[row[key]] = row
+    if stmt.since_lsn is not None:
+        query.backlog = []
+    tenant.live.add(query)
+    s.live_queries.add(query.id)
+    if stmt.since_lsn is not None:
+        try:
+            await _send_history(tenant, query, stmt.since_lsn, head)
+        except BaseException:
+            tenant.live.remove(query.id)
+            s.live_queries.discard(query.id)
+            raise
+        query.end_history()
+    return Result(list(LIVE_COLUMNS), [(query.id, query.channel)], "SELECT 1")
+
+
+async def _send_history(tenant: Tenant, query: LiveQuery, since: int, head: int) -> None:
+    """The retained changes after ``since`` up to ``head``, in order (55000 if the WAL
+    no longer reaches back to it)."""
+    after = since
+    while after < head:
+        try:
+            batch = await _read(tenant, {query.collection}, after, head, DEFAULT_BATCH)
+        except WalGone as e:
+            raise ObjectNotInPrerequisiteState(
+                f"the WAL no longer holds LSN {after + 1}: the oldest LSN retained is "
+                f"{e.oldest}; LIVE SELECT .. SINCE LSN cannot fill the gap"
+            ) from None
+        for change in batch.changes:
+            query.send_change(change)
+        if batch.read_to <= after:
+            break  # a segment stopped early: what follows comes live
+        after = batch.read_to
+
+
+@statement(ast.KillLive, writes=False)
+async def kill_live(s: Session, stmt: ast.KillLive, params: list[Any]) -> Result:
+    query = s.tenant.live.queries.get(stmt.query_id)
+    if query is None:
+        raise UndefinedObject(f'live query "{stmt.query_id}" does not exist')
+    if query.pid != s.pid and not s.user["superuser"]:
+        raise InsufficientPrivilege("a live query of another session needs the superuser")
+    s.tenant.live.remove(stmt.query_id)
+    s.live_queries.discard(stmt.query_id)
+    return Result(None, [], "KILL")
