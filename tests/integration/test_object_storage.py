@@ -217,7 +217,10 @@ def test_each_kind_of_file_lands_under_its_prefix_and_reads_back(
         )
     key_copy = storage.get("snapshot_storage", "system/KEY")
     assert key_copy == (server.data_dir / "system" / "KEY").read_bytes()
-    assert storage.keys("wal_archive", "system/wal/"), "the system catalog is archived too"
+    # The system catalog is archived too, on its own uploader's timer.
+    _wait(
+        "the system catalog's WAL archive", lambda: bool(storage.keys("wal_archive", "system/wal/"))
+    )
 
 
 def test_snapshots_are_pruned_to_keep(tmp_path: Path, storage: Storage) -> None:
