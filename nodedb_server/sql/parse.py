@@ -202,6 +202,8 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
     if reads and catalog_query.reads_catalog(tree):
         return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
     if isinstance(tree, exp.Select):
+        if tree.args.get("joins") or (tree.args.get("limit") and tree.args.get("offset")):
+            _refuse_stray_commas(sql)
         select = _select(tree)
         item = select.items[0].expr if select.items else None
         if isinstance(item, Func) and item.name == "crdt_apply":
@@ -220,6 +222,47 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
         unread(tree, ("this", "where", "returning"))
         return ast.Delete(_table(tree.this), _where(tree), returning_items(tree))
     raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
+
+
+# The clause keywords a top-level comma is read against: after WHERE, HAVING, OFFSET or
+# FETCH PostgreSQL has no list, so a comma there is a syntax error.
+_CLAUSES = {
+    sqlglot.TokenType.SELECT: "select",
+    sqlglot.TokenType.FROM: "from",
+    sqlglot.TokenType.WHERE: "where",
+    sqlglot.TokenType.GROUP_BY: "group",
+    sqlglot.TokenType.HAVING: "having",
+    sqlglot.TokenType.WINDOW: "window",
+    sqlglot.TokenType.ORDER_BY: "order",
+    sqlglot.TokenType.LIMIT: "limit",
+    sqlglot.TokenType.OFFSET: "offset",
+    sqlglot.TokenType.FETCH: "fetch",
+    sqlglot.TokenType.UNION: "select",
+    sqlglot.TokenType.INTERSECT: "select",
+    sqlglot.TokenType.EXCEPT: "select",
+}
+
+
+def _refuse_stray_commas(sql: str) -> None:
+    """Refuse what sqlglot (30.x) reads leniently: ``WHERE a > 1, x`` it takes as a comma
+    join of ``x``, and ``LIMIT 1, 2`` (MySQL's form) as ``LIMIT 2 OFFSET 1``. PostgreSQL
+    refuses both as syntax errors, and so must we rather than run something else. Read
+    only for a SELECT whose tree has a join or both LIMIT and OFFSET, so the tokens are
+    walked only where a stray comma could hide."""
+    depth, clause = 0, "select"
+    for tok in sqlglot.tokenize(sql, read="postgres"):
+        kind = tok.token_type
+        if kind == sqlglot.TokenType.L_PAREN:
+            depth += 1
+        elif kind == sqlglot.TokenType.R_PAREN:
+            depth -= 1
+        elif depth == 0 and kind in _CLAUSES:
+            clause = _CLAUSES[kind]
+        elif depth == 0 and kind == sqlglot.TokenType.COMMA:
+            if clause == "limit":
+                raise SyntaxError_("LIMIT #,# syntax is not supported")
+            if clause in ("where", "having", "offset", "fetch"):
+                raise SyntaxError_('syntax error at or near ","')
 
 
 def _prepare(sql: str) -> ast.Prepare:

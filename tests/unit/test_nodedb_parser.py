@@ -218,6 +218,32 @@ def test_text_after_a_nodedb_statement_is_42601(sql: str, trailer: str) -> None:
         assert 'near "garbage"' in err.value.message.lower(), err.value.message
 
 
+# sqlglot (30.x) reads a comma after WHERE, HAVING or OFFSET as a comma join and
+# ``LIMIT a, b`` as MySQL's LIMIT b OFFSET a; PostgreSQL refuses each as a syntax error.
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM users WHERE age > 30 , x", 'syntax error at or near ","'),
+        ("SELECT count(*) FROM users GROUP BY age HAVING count(*) > 1, x", 'near ","'),
+        ("SELECT * FROM users OFFSET 1, x", 'syntax error at or near ","'),
+        ("SELECT * FROM users LIMIT 1, 2", "LIMIT #,# syntax is not supported"),
+    ],
+)
+def test_a_stray_comma_in_a_select_is_42601(sql: str, message: str) -> None:
+    with pytest.raises(DBError) as err:
+        parse(sql)
+    assert err.value.sqlstate == "42601", err.value.message
+    assert message in err.value.message
+
+
+def test_commas_where_postgresql_takes_them_still_parse() -> None:
+    stmt = parse_one("SELECT a, b FROM t WHERE a IN (1, 2) ORDER BY a, b LIMIT 1 OFFSET 2")
+    assert isinstance(stmt, ast.Select) and len(stmt.order_by) == 2
+    with pytest.raises(DBError) as err:  # a real comma join is refused as unsupported
+        parse("SELECT * FROM a, b WHERE a.x = 1")
+    assert err.value.sqlstate == "0A000"
+
+
 def test_the_trailers_reach_every_nodedb_form_of_the_page() -> None:
     forms = {type(parse_one(sql)) for sql, _ in _with_trailers()}
     assert len(forms) >= 28, sorted(f.__name__ for f in forms)
