@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nodedb_server.config import Config
 from nodedb_server.errors import (
     ConfigError,
+    DBError,
     DiskFull,
     DuplicateObject,
     InsufficientPrivilege,
@@ -375,6 +376,11 @@ class TenantManager:
     # ---- statements --------------------------------------------------------------------
 
     async def create_tenant(self, name: str) -> Tenant:
+        if name.startswith("_"):  # _system names the system catalog in _system.wal
+            raise DBError(
+                f'tenant name "{name}" is reserved: a name starting with "_" is the system\'s',
+                "42939",
+            )
         async with self._lock:
             if name in self.system.tenants or name in DEFAULT_DATABASES:
                 raise DuplicateObject(f'tenant "{name}" already exists')

@@ -408,9 +408,21 @@ def test_an_unwritable_local_store_stops_start_up_naming_the_section(tmp_path: P
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
-def _open_segment_empty(srv: ServerProcess) -> bool:
-    segs = _wal(srv)
-    return segs[-1][2] < segs[-1][1] and _all_sealed_archived(srv)
+def _everything_archived(srv: ServerProcess) -> bool:
+    """Every tenant's WAL, and the system catalog's, archived to the last record: the
+    open segments are empty and every sealed one is archived."""
+    with psycopg.connect(srv.dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT tenant, first_lsn, last_lsn, archived FROM _system.wal ORDER BY tenant, first_lsn"
+        ).fetchall()
+    by_tenant: dict[str, list[tuple[int, int, bool]]] = {}
+    for tenant, first, last, archived in rows:
+        by_tenant.setdefault(tenant, []).append((first, last, archived))
+    assert {"_system", "default", "acme"} <= set(by_tenant), by_tenant
+    return all(
+        segs[-1][1] < segs[-1][0] and all(a for f, last, a in segs[:-1] if last >= f)
+        for segs in by_tenant.values()
+    )
 
 
 def test_a_lost_data_directory_comes_back_from_storage(tmp_path: Path, storage: Storage) -> None:
@@ -425,7 +437,7 @@ def test_a_lost_data_directory_comes_back_from_storage(tmp_path: Path, storage: 
             conn.execute("INSERT INTO notes (id, body) VALUES ('a', 'kept')")
         _fill(srv, 50, 40)  # after the snapshot: only in the archive
         expect = _rows(srv)
-        _wait("everything to be archived", lambda: _open_segment_empty(srv))
+        _wait("everything to be archived", lambda: _everything_archived(srv))
         srv.kill9()
         key = (srv.data_dir / "master.key").read_bytes()
         shutil.rmtree(srv.data_dir)

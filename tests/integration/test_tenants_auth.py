@@ -27,12 +27,17 @@ def test_tenants_are_isolated_and_users_are_confined(server: ServerProcess) -> N
         tenants = su.execute("SHOW TENANTS").fetchall()
         assert [r[0] for r in tenants] == ["default", "acme", "globex"]
         assert _sqlstate(su.execute, "CREATE TENANT acme") == "42710"
+        assert _sqlstate(su.execute, 'CREATE TENANT "_system"') == "42939"
+        walled = {r[0] for r in su.execute("SELECT tenant FROM _system.wal").fetchall()}
+        assert walled == {"_system", "default", "acme", "globex"}
     with psycopg.connect(server.dsn(user="alice", database="acme"), autocommit=True) as a:
         a.execute("CREATE COLLECTION secrets")
         a.execute("INSERT INTO secrets (id, v) VALUES ('s1', 'acme-only')")
         assert a.execute("SELECT current_database(), current_user").fetchone() == ("acme", "alice")
         assert _sqlstate(a.execute, "CREATE TENANT x") == "42501"
         assert _sqlstate(a.execute, "SHOW TENANTS") == "42501"
+        seen = {r[0] for r in a.execute("SELECT tenant FROM _system.wal").fetchall()}
+        assert seen == {"acme"}, "a tenant's user sees neither others' WAL nor the catalog's"
     with psycopg.connect(server.dsn(database="globex"), autocommit=True) as g:
         assert _sqlstate(g.execute, "SELECT * FROM secrets") == "42P01"
     with psycopg.connect(server.dsn(), autocommit=True) as d:

@@ -38,6 +38,10 @@ class View:
     load: Callable[[Session], Awaitable[list[Row]]] | None = None
 
 
+# The name _system.wal gives the system catalog's WAL (tenants, users, settings).
+SYSTEM_CATALOG = "_system"
+
+
 def visible_tenants(s: Session) -> list[Tenant]:
     if s.user["superuser"]:
         return list(s.manager.tenants.values())
@@ -62,15 +66,20 @@ def _archive_error(uploader: Uploader | None) -> str | None:
 
 
 def _wal(s: Session) -> Iterator[Row]:
-    for tenant in visible_tenants(s):
-        wal, uploader = tenant.store.wal, tenant.store.uploader
+    """Each WAL segment of each visible tenant; the superuser also sees the system
+    catalog's (tenant ``_system``), which a recovery from storage needs archived too."""
+    stores = [(tenant.name, tenant.store) for tenant in visible_tenants(s)]
+    if s.user["superuser"]:
+        stores.insert(0, (SYSTEM_CATALOG, s.manager.store))
+    for name, store in stores:
+        wal, uploader = store.wal, store.uploader
         archiving = uploader is not None and uploader.storage.archive is not None
         error = _archive_error(uploader)
         segments = wal.segments if wal else []
         for i, seg in enumerate(segments):
             sealed = i < len(segments) - 1
             yield {
-                "tenant": tenant.name,
+                "tenant": name,
                 "segment": seg.path.name,
                 "first_lsn": seg.first_lsn,
                 "last_lsn": seg.last_lsn,
