@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/nodedb-server --config config/nodedb.toml $(ARGS)
 
 test: $(STAMP)
-	tests/ensure_psql.sh
+	tests/ensure_tools.sh
 	$(BIN)/pytest -q -x --durations=10 tests
 
 fault: $(STAMP)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -179,3 +181,41 @@ def test_live_select_since_lsn_fills_the_gap_of_a_reconnect(server: ServerProces
             with pytest.raises(psycopg.Error) as err:
                 c.execute("LIVE SELECT * FROM nothing")
             assert err.value.sqlstate == "42P01"
+
+
+JS = Path(__file__).resolve().parent.parent / "js"
+
+
+def test_node_postgres_notification_events(server: ServerProcess) -> None:
+    """node-postgres's Client emits 'notification' for each NOTIFY, idle or not, in
+    commit order, and none from a rolled-back block or another tenant."""
+    proc = subprocess.Popen(
+        ["node", str(JS / "listen.js"), str(server.port), "jobs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NOTES_EXPECTED": "3"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        with (
+            psycopg.connect(server.dsn(), autocommit=True) as c,
+            psycopg.connect(server.dsn(database="other"), autocommit=True) as other,
+        ):
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            other.execute("NOTIFY jobs, 'other tenant'")
+            c.execute("NOTIFY jobs, 'one'")
+            with pytest.raises(psycopg.errors.DivisionByZero), c.transaction():
+                c.execute("NOTIFY jobs, 'rolled back'")
+                c.execute("SELECT 1/0")
+            with c.transaction():
+                c.execute("SELECT pg_notify('jobs', 'two')")
+                c.execute("NOTIFY jobs, 'three'")
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    got = [json.loads(line) for line in out.splitlines()]
+    assert got == [{"channel": "jobs", "payload": p, "pid": pid} for p in ("one", "two", "three")]
