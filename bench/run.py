@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import archive as archive_bench
 from bench import backup as backup_bench
 from bench import ceilings, engines
+from bench import events as events_bench
 from bench.pg import Postgres
 from bench.workloads import (
     NODEDB,
@@ -52,7 +53,7 @@ def main() -> None:
         "--w5-scale", type=float, default=1.0, help="W5/W6 tenant size (1.0: about 1 GB)"
     )
     ap.add_argument(
-        "--only", default="W1,W2,W3,W4,W5,W8,IDX,ARCH", help="comma-separated workloads"
+        "--only", default="W1,W2,W3,W4,W5,W8,IDX,ARCH,EVT", help="comma-separated workloads"
     )
     args = ap.parse_args()
     only = set(args.only.upper().split(","))
@@ -129,6 +130,8 @@ def main() -> None:
             )
         if "ARCH" in only:
             extra += archive_bench.run(work, seconds, runs, with_s3=not args.quick)
+        if "EVT" in only:
+            extra += events_bench.run(work, seconds, runs)
         if "IDX" in only:
             n = 100_000 if args.quick else 1_000_000
             extra += [f"IDX: {line}" for line in engines.index_at_scale(srv.dsn(), n)]

@@ -16,11 +16,16 @@ and timeseries appends are not changes of a row and are not delivered.
 Reads scan the segment files from the one holding the first wanted LSN; a
 segment being appended to is read up to its last whole record (a record cut
 short at the end is the writer's, not damage). Runs on a worker thread.
+``Positions`` remembers where records start, so that a consumer reading a
+segment batch by batch reads each part of it once, not the segment's whole
+head again for every batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import bisect
+import threading
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from nodedb_server.storage.records import (
     OpKind,
     Record,
     RecordKind,
+    SegmentHeader,
     parse_record_header,
 )
 from nodedb_server.storage.wal import SegmentScan, list_segments
@@ -72,6 +78,45 @@ class ChangeBatch:
     read_to: int
 
 
+class Positions:
+    """Where records start in a tenant's segment files, as (lsn, offset) per segment:
+    the first record at or above ``lsn`` starts at ``offset``. Learnt by earlier reads:
+    where each batch ended, and every 1,024th record passed.
+    Shared by the reads of every stream and session of the tenant (worker threads)."""
+
+    PER_SEGMENT = 4096
+
+    def __init__(self) -> None:
+        self._marks: dict[str, list[tuple[int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def nearest(self, segment: str, lsn: int) -> tuple[int, int] | None:
+        """The known record start at or below ``lsn`` in ``segment`` nearest to it."""
+        with self._lock:
+            marks = self._marks.get(segment)
+            if not marks:
+                return None
+            i = bisect.bisect_right(marks, (lsn, 1 << 62)) - 1
+            return marks[i] if i >= 0 else None
+
+    def learn(self, segment: str, lsn: int, offset: int) -> None:
+        with self._lock:
+            marks = self._marks.setdefault(segment, [])
+            i = bisect.bisect_left(marks, (lsn, 0))
+            if i < len(marks) and marks[i][0] == lsn:
+                return
+            marks.insert(i, (lsn, offset))
+            if len(marks) > self.PER_SEGMENT:
+                del marks[1::2]  # thinner, evenly
+
+    def keep_only(self, segments: Iterable[str]) -> None:
+        """Forget the segments no longer on disk."""
+        names = set(segments)
+        with self._lock:
+            for gone in [n for n in self._marks if n not in names]:
+                del self._marks[gone]
+
+
 def record_changes(
     lsn: int, rtype: int, commit_us: int, body: bytes, collections: set[str]
 ) -> list[Change]:
@@ -88,9 +133,9 @@ def record_changes(
     return out
 
 
-def _segments_from(wal_dir: Path, after_lsn: int) -> list[Path]:
+def _segments_from(wal_dir: Path, after_lsn: int, segs: list[Path] | None = None) -> list[Path]:
     """The segments that may hold LSNs above ``after_lsn``, oldest first."""
-    segs = list_segments(wal_dir)
+    segs = list_segments(wal_dir) if segs is None else segs
     start = 0
     for i, path in enumerate(segs):
         if int(path.stem) <= after_lsn + 1:
@@ -107,6 +152,7 @@ def read_changes(
     upto_lsn: int,
     limit: int,
     since_us: int = 0,
+    positions: Positions | None = None,
 ) -> ChangeBatch:
     """Changes to ``collections`` with ``after_lsn`` < lsn <= ``upto_lsn``, in LSN order.
     ``limit`` counts changes but never splits a record: a batch ends before the record
@@ -115,12 +161,18 @@ def read_changes(
     reaches back to ``after_lsn + 1``."""
     if upto_lsn <= after_lsn:
         return ChangeBatch([], after_lsn)
-    segs = _segments_from(wal_dir, after_lsn)
+    every = list_segments(wal_dir)
+    if positions is not None:
+        positions.keep_only(p.name for p in every)
+    segs = _segments_from(wal_dir, after_lsn, every)
     if not segs or int(segs[0].stem) > after_lsn + 1:
         raise WalGone(int(segs[0].stem) if segs else upto_lsn + 1)
     try:
-        records = _records(segs, aead, tenant_id, after_lsn, upto_lsn)
-        return collect(records, collections, after_lsn, limit, since_us)
+        records = _records(segs, aead, tenant_id, after_lsn, upto_lsn, positions)
+        try:
+            return collect(records, collections, after_lsn, limit, since_us)
+        finally:
+            records.close()  # learns where the batch ended
     except FileNotFoundError:
         # Removed after it was listed (a checkpoint covered it and nothing retained it).
         segs = list_segments(wal_dir)
@@ -154,22 +206,57 @@ def collect(
 
 
 def _records(
-    segs: list[Path], aead: AESGCM, tenant_id: int, after_lsn: int, upto_lsn: int
-) -> Iterator[Record]:
-    """Every record in the range, in order, read from the segment files."""
-    for path in segs:
+    segs: list[Path],
+    aead: AESGCM,
+    tenant_id: int,
+    after_lsn: int,
+    upto_lsn: int,
+    positions: Positions | None,
+) -> Generator[Record, None, None]:
+    """Every record in the range, in order, read from the segment files: the first
+    from the nearest known record start (``positions``) on, passing the records up to
+    ``after_lsn`` by their headers alone."""
+    for i, path in enumerate(segs):
+        mark = None if positions is None else _marker(positions, path.name)
         try:
-            reader = SegmentScan(path.read_bytes(), aead, tenant_id)
+            reader = _open_scan(path, aead, tenant_id, after_lsn if i == 0 else 0, positions)
         except CorruptRecord:
             return  # a segment just started, its header not yet written whole
-        for rec in reader:
-            if rec.lsn <= after_lsn:
-                continue
-            if rec.lsn > upto_lsn:
-                return
-            yield rec
+        reader.skip_through(after_lsn, mark)
+        here = start = reader.offset
+        rec: Record | None = None
+        try:
+            for rec in reader:
+                start, here = here, reader.offset  # where rec starts, where it ends
+                if rec.lsn > upto_lsn:
+                    return
+                yield rec
+        finally:
+            if mark is not None and rec is not None:  # where the next reads may start
+                mark(rec.lsn, start)
+                mark(rec.lsn + 1, here)
         if reader.error is not None:
             return
+
+
+def _marker(positions: Positions, segment: str) -> Callable[[int, int], None]:
+    return lambda lsn, offset: positions.learn(segment, lsn, offset)
+
+
+def _open_scan(
+    path: Path, aead: AESGCM, tenant_id: int, after_lsn: int, positions: Positions | None
+) -> SegmentScan:
+    """A scan of ``path``: from the known record start nearest after ``after_lsn``, its
+    bytes before that left unread, or from its beginning."""
+    known = positions.nearest(path.name, after_lsn + 1) if positions is not None else None
+    if known is None:
+        return SegmentScan(path.read_bytes(), aead, tenant_id)
+    lsn, offset = known
+    with path.open("rb") as f:
+        header = SegmentHeader.decode(f.read(SEGMENT_HEADER_SIZE))
+        f.seek(offset)
+        rest = f.read()
+    return SegmentScan(rest, aead, tenant_id, lsn - 1, header=header, base=offset)
 
 
 def commit_time(wal_dir: Path, lsn: int) -> int | None:

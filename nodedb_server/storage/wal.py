@@ -121,24 +121,55 @@ class SegmentScan:
     taken when each record's had been checked (an archived segment and its note)."""
 
     def __init__(
-        self, data: bytes, aead: AESGCM, tenant_id: int, after: int = 0, check_crc: bool = True
+        self,
+        data: bytes,
+        aead: AESGCM,
+        tenant_id: int,
+        after: int = 0,
+        check_crc: bool = True,
+        *,
+        header: SegmentHeader | None = None,
+        base: int = 0,
     ):
-        header = SegmentHeader.decode(data)
+        # ``data`` is the whole segment, or (with ``header``, read apart) its bytes from
+        # offset ``base`` on, where a record starts; ``offset`` is always the file's.
+        header = header if header is not None else SegmentHeader.decode(data)
         if header.tenant_id != tenant_id:
             raise CorruptRecord(f"segment belongs to tenant {header.tenant_id}")
         self.header = header
         self.last_lsn = header.first_lsn - 1  # of the records read so far
         self.count = 0
         self.error: str | None = None
-        self.offset = SEGMENT_HEADER_SIZE
+        self.offset = base if base else SEGMENT_HEADER_SIZE
         self._data, self._aead, self._tenant_id, self._after = data, aead, tenant_id, after
-        self._check_crc = check_crc
+        self._check_crc, self._base = check_crc, base
+
+    def skip_through(self, lsn: int, mark: Callable[[int, int], None] | None = None) -> None:
+        """Pass over the records up to LSN ``lsn`` by their headers alone, neither
+        decrypted nor checked: for a reader after a later record, whose checks come
+        when it reads. ``mark(lsn, offset)`` is told where every 1,024th record starts."""
+        data, base, size = self._data, self._base, len(self._data)
+        off = self.offset - base
+        n = 0
+        while off + RECORD_HEADER_SIZE <= size:
+            try:
+                head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
+            except CorruptRecord:
+                return  # iterating reports it
+            if head.lsn > lsn:
+                break
+            n += 1
+            if mark is not None and n % 1024 == 0:
+                mark(head.lsn, base + off)
+            off += RECORD_HEADER_SIZE + head.payload_len
+            self.last_lsn = self._after = head.lsn
+        self.offset = base + off
 
     def __iter__(self) -> Iterator[Record]:
         data, aead, tenant_id, epoch = self._data, self._aead, self._tenant_id, self.header.epoch
-        check_crc = self._check_crc
+        check_crc, base = self._check_crc, self._base
         view = memoryview(data)
-        off, size, last = self.offset, len(data), self._after
+        off, size, last = self.offset - base, len(data), self._after
         while off < size:
             try:
                 head = parse_record_header(view[off : off + RECORD_HEADER_SIZE])
@@ -152,10 +183,11 @@ class SegmentScan:
                 payload = data[off + RECORD_HEADER_SIZE : end]
                 rec = open_record(aead, epoch, head, payload, check_crc)
             except CorruptRecord as e:
-                self.error, self.offset = str(e), off
+                self.error, self.offset = str(e), base + off
                 return
             last = self.last_lsn = rec.lsn
-            off = self.offset = end
+            off = end
+            self.offset = base + end
             self.count += 1
             yield rec
 

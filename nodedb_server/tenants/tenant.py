@@ -31,6 +31,7 @@ from nodedb_server.errors import (
     StatementTooComplex,
     StorageFailure,
 )
+from nodedb_server.events.changes import Positions
 from nodedb_server.events.live import LivePlane
 from nodedb_server.events.recent import RecentRecords
 from nodedb_server.storage import codec
@@ -79,6 +80,7 @@ class Tenant:
         self._storage = storage
         self.state = TenantState()
         self.recent = RecentRecords()  # the newest durable records, for change streams
+        self.wal_positions = Positions()  # where change reads from segment files left off
         self.live = LivePlane()  # LIVE SELECT subscriptions
         self.store = self._new_store(self.state)
         self.status: TenantStatus = "recovering"

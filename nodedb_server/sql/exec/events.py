@@ -199,15 +199,27 @@ async def read_stream(s: Session, stmt: ast.ReadStream, params: list[Any]) -> Re
     return Result(list(CHANGE_COLUMNS), rows, f"SELECT {len(rows)}", notices)
 
 
-async def _read(tenant: Tenant, wanted: set[str], after: int, head: int, limit: int) -> ChangeBatch:
+async def _read(
+    tenant: Tenant, wanted: set[str], after: int, head: int, limit: int, since_us: int = 0
+) -> ChangeBatch:
     """From memory if it reaches back far enough, else from the segment files."""
     loop = asyncio.get_running_loop()
     recent = tenant.recent.after(after, head)
     if recent is not None:
-        return await loop.run_in_executor(None, collect, recent, wanted, after, limit)
+        return await loop.run_in_executor(None, collect, recent, wanted, after, limit, since_us)
     store = tenant.store
     return await loop.run_in_executor(
-        None, read_changes, store.wal_dir, store.aead, tenant.id, wanted, after, head, limit
+        None,
+        read_changes,
+        store.wal_dir,
+        store.aead,
+        tenant.id,
+        wanted,
+        after,
+        head,
+        limit,
+        since_us,
+        tenant.wal_positions,
     )
 
 
@@ -258,18 +270,7 @@ async def show_changes(s: Session, stmt: ast.ShowChanges, params: list[Any]) -> 
     loop = asyncio.get_running_loop()
     store = tenant.store
     try:
-        batch = await loop.run_in_executor(
-            None,
-            read_changes,
-            store.wal_dir,
-            store.aead,
-            tenant.id,
-            {stmt.collection},
-            after,
-            head,
-            limit,
-            since_us,
-        )
+        batch = await _read(tenant, {stmt.collection}, after, head, limit, since_us)
     except WalGone as e:
         if stmt.since_lsn is not None:
             raise ObjectNotInPrerequisiteState(

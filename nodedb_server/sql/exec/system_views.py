@@ -69,7 +69,7 @@ def _wal(s: Session) -> Iterator[Row]:
     """Each WAL segment of each visible tenant; the superuser also sees the system
     catalog's (tenant ``_system``), which a recovery from storage needs archived too."""
     stores = [(tenant.name, tenant.store) for tenant in visible_tenants(s)]
-    if s.user["superuser"]:
+    if s.user["superuser"] and s.manager.store is not None:
         stores.insert(0, (SYSTEM_CATALOG, s.manager.store))
     for name, store in stores:
         wal, uploader = store.wal, store.uploader

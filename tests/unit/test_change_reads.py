@@ -1,0 +1,83 @@
+"""Change-stream reads from segment files: batch by batch, with the record starts an
+earlier read learnt, they return exactly what one read from the beginning returns."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from nodedb_server.events.changes import Positions, read_changes
+from nodedb_server.storage import codec
+from nodedb_server.storage.records import OpKind, Record, RecordKind, SegmentHeader, seal_record
+from nodedb_server.storage.wal import segment_name
+
+KEY = AESGCM(b"k" * 32)
+
+
+def _wal(root: Path, segments: list[int], seed: int = 3) -> int:
+    """Segments of DATA records, each record one to three row operations on "a" or
+    "b" (sizes vary so that offsets do); returns the last LSN."""
+    rng = random.Random(seed)
+    lsn = 1
+    for count in segments:
+        data = SegmentHeader(1, 7, lsn).encode()
+        for _ in range(count):
+            ops = [
+                [
+                    int(OpKind.INSERT),
+                    rng.choice("ab"),
+                    f"k{lsn}-{j}",
+                    {"n": lsn, "pad": "x" * rng.randrange(90)},
+                    None,
+                ]
+                for j in range(rng.randrange(1, 4))
+            ]
+            data += seal_record(KEY, 7, 1, Record(lsn, RecordKind.DATA, lsn, codec.pack(ops)))
+            lsn += 1
+        (root / segment_name(lsn - count)).write_bytes(data)
+    return lsn - 1
+
+
+def _drain(root: Path, head: int, limit: int, positions: Positions | None) -> list[tuple[int, str]]:
+    got, after = [], 0
+    while after < head:
+        batch = read_changes(root, KEY, 1, {"a"}, after, head, limit, positions=positions)
+        assert batch.read_to > after, "every read makes progress"
+        got += [(c.lsn, c.id) for c in batch.changes]
+        after = batch.read_to
+    return got
+
+
+def test_batched_reads_with_positions_match_one_whole_read(tmp_path: Path) -> None:
+    head = _wal(tmp_path, [3000, 1, 2500])
+    whole = [(c.lsn, c.id) for c in read_changes(tmp_path, KEY, 1, {"a"}, 0, head, 10**9).changes]
+    assert len(whole) > 2000
+    positions = Positions()
+    for limit in (1, 7, 100, 1000):
+        assert _drain(tmp_path, head, limit, positions) == whole
+    assert _drain(tmp_path, head, 50, None) == whole
+
+
+def test_a_read_from_a_learnt_position_starts_at_the_right_record(tmp_path: Path) -> None:
+    head = _wal(tmp_path, [5000])
+    positions = Positions()
+    read_changes(tmp_path, KEY, 1, {"a", "b"}, 0, head, 10, positions=positions)
+    # Marks every 1,024th record on the way, and where a batch ended.
+    read_changes(tmp_path, KEY, 1, {"a", "b"}, 4000, head, 10, positions=positions)
+    name = segment_name(1)
+    for after in (0, 1023, 1024, 1025, 2047, 3999, 4000, 4001, head - 1):
+        mark = positions.nearest(name, after + 1)
+        first = read_changes(tmp_path, KEY, 1, {"a", "b"}, after, head, 1, positions=positions)
+        assert first.changes[0].lsn == after + 1, (after, mark)
+
+
+def test_positions_of_removed_segments_are_forgotten(tmp_path: Path) -> None:
+    head = _wal(tmp_path, [2000, 2000])
+    positions = Positions()
+    _drain(tmp_path, head, 500, positions)
+    assert positions.nearest(segment_name(1), 1500) is not None
+    (tmp_path / segment_name(1)).unlink()
+    read_changes(tmp_path, KEY, 1, {"a"}, 2000, head, 10, positions=positions)
+    assert positions.nearest(segment_name(1), 1500) is None
