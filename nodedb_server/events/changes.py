@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -60,8 +60,7 @@ class WalGone(Exception):
         self.oldest = oldest
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):  # a tuple: built once per change read, at a fifth of a dataclass's cost
     lsn: int
     op: str
     collection: str

@@ -72,6 +72,11 @@ def row_values(
     encoders: list[Encoder], row: tuple[Any, ...], columns: list[Column]
 ) -> list[bytes | None]:
     """One row's values as a DataRow carries them (None is SQL NULL)."""
+    if len(row) == len(encoders):
+        try:  # the hot path: one comprehension; a failure is named by the loop below
+            return [None if v is None else enc(v) for enc, v in zip(encoders, row, strict=True)]
+        except (RecursionError, ValueError, TypeError, OverflowError, AttributeError, struct.error):
+            pass
     values: list[bytes | None] = []
     for enc, v, col in zip(encoders, row, columns, strict=True):
         if v is None:

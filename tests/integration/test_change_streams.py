@@ -195,9 +195,14 @@ def view_rows(c: psycopg.Connection[Any], group: str) -> list[dict[str, Any]]:
 
 
 def wal_bytes(data_dir: Path, tenant_id: int) -> int:
-    return sum(
-        p.stat().st_size for p in (data_dir / "tenants" / str(tenant_id) / "wal").glob("*.wal")
-    )
+    """The tenant's WAL on disk; a segment removed while it is summed counts nothing."""
+    total = 0
+    for p in (data_dir / "tenants" / str(tenant_id) / "wal").glob("*.wal"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def tenant_id(srv: ServerProcess, name: str) -> int:
