@@ -229,6 +229,23 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class Savepoint:
+    name: str
+
+
+@dataclass(frozen=True)
+class ReleaseSavepoint:
+    name: str
+
+
+@dataclass(frozen=True)
+class RollbackTo:
+    """ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     pass
 
@@ -484,6 +501,9 @@ Statement = (
     | Begin
     | Commit
     | Rollback
+    | Savepoint
+    | ReleaseSavepoint
+    | RollbackTo
     | Checkpoint
     | Explain
     | GraphEdgeWrite

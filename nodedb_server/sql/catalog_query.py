@@ -80,6 +80,7 @@ TABLES: dict[str, tuple[list[tuple[str, int]], Rows]] = {
     "pg_class": ([("oid", t.OID), ("relname", t.NAME), ("reltype", t.OID)], []),
 }
 _NAME_BY_OID = {oid: name for oid, name in t.TYPE_NAMES.items()}
+_OID_BY_NAME = {name: oid for oid, name in t.TYPE_NAMES.items()}
 _ARRAY_OF = {elem: arr for arr, elem in t.ARRAY_ELEMENT.items()}
 MAX_RECURSION = 100
 
@@ -434,6 +435,13 @@ class Evaluator:
         if isinstance(e, exp.Subquery):
             _, _, rows = self.query(e.this, ctes, s, types)
             return rows[0][0] if rows else None
+        if _is_pg_catalog_call(e):
+            return self.value(e.expression, s, ctes, types)
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "to_regtype":
+            # The type's oid, or NULL if there is none (psycopg's TypeInfo.fetch).
+            name = self.value(e.expressions[0], s, ctes, types) if e.expressions else None
+            key = None if name is None else str(name).strip().lower()
+            return None if key is None else _OID_BY_NAME.get(key, t.CAST_NAMES.get(key))
         raise FeatureNotSupported(f"{type(e).__name__} is not supported over pg_catalog")
 
     def type_of(self, e: exp.Expression, types: TScope) -> int:
@@ -472,7 +480,21 @@ class Evaluator:
             return _ARRAY_OF.get(self.type_of(arg, types), t.TEXT_ARRAY)
         if isinstance(e, exp.Count):
             return t.INT8
+        if _is_pg_catalog_call(e):
+            return self.type_of(e.expression, types)
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "to_regtype":
+            return t.OID
         return t.BOOL if isinstance(e, exp.Predicate | exp.Not | exp.And | exp.Or) else t.TEXT
+
+
+def _is_pg_catalog_call(e: exp.Expression) -> bool:
+    """``pg_catalog.f(..)``: the same function as ``f(..)``."""
+    return (
+        isinstance(e, exp.Dot)
+        and isinstance(e.this, exp.Identifier)
+        and e.this.name.lower() == "pg_catalog"
+        and isinstance(e.expression, exp.Func)
+    )
 
 
 def _has_aggregate(e: exp.Expression) -> bool:

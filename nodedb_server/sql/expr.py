@@ -614,6 +614,15 @@ def from_sqlglot(node: Any) -> Expr:
         if isinstance(arg, exp.Star) or arg is None:
             return Agg(_AGG_CLASSES[cls], None)
         return Agg(_AGG_CLASSES[cls], from_sqlglot(arg), distinct)
+    if (
+        cls is exp.Dot
+        and isinstance(node.this, exp.Identifier)
+        and node.this.name.lower() == "pg_catalog"
+        and isinstance(node.expression, exp.Func)
+    ):
+        # pg_catalog.version(), as drivers call it (SQLAlchemy's first query): the
+        # built-in functions are pg_catalog's, so the schema names the same one.
+        return from_sqlglot(node.expression)
     if cls in _NAMED_FUNCS:
         args = [from_sqlglot(a) for a in node.iter_expressions()]
         return call(_NAMED_FUNCS[cls], args)

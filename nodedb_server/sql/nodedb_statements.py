@@ -1021,11 +1021,13 @@ def _start_transaction(p: Parser) -> ast.Begin:
     return ast.Begin()
 
 
-def _transaction_end(p: Parser) -> None:
-    """The rest of COMMIT/END/ROLLBACK/ABORT: ``[WORK | TRANSACTION] [AND [NO] CHAIN]``."""
-    if p.accept("prepared"):
-        raise SyntaxError_("two-phase commit is not supported", sqlstate="0A000")
-    p.accept("work", "transaction")
+def _transaction_end(p: Parser, noise_read: bool = False) -> None:
+    """The rest of COMMIT/END/ROLLBACK/ABORT: ``[WORK | TRANSACTION] [AND [NO] CHAIN]``
+    (``noise_read``: the WORK or TRANSACTION, if any, was taken already)."""
+    if not noise_read:
+        if p.accept("prepared"):
+            raise SyntaxError_("two-phase commit is not supported", sqlstate="0A000")
+        p.accept("work", "transaction")
     if p.accept("and"):
         if not p.accept("no"):
             p.expect("chain")
@@ -1038,11 +1040,29 @@ def _commit(p: Parser) -> ast.Commit:
     return ast.Commit()
 
 
-def _rollback(p: Parser) -> ast.Rollback:
+def _rollback(p: Parser) -> ast.Rollback | ast.RollbackTo:
+    if p.accept("prepared"):
+        raise SyntaxError_("two-phase commit is not supported", sqlstate="0A000")
+    p.accept("work", "transaction")
     if p.accept("to"):
-        raise SyntaxError_("savepoints are not supported", sqlstate="0A000")
+        p.accept("savepoint")
+        return ast.RollbackTo(p.name())
+    _transaction_end(p, noise_read=True)
+    return ast.Rollback()
+
+
+def _abort(p: Parser) -> ast.Rollback:
     _transaction_end(p)
     return ast.Rollback()
+
+
+def _savepoint(p: Parser) -> ast.Savepoint:
+    return ast.Savepoint(p.name())
+
+
+def _release(p: Parser) -> ast.ReleaseSavepoint:
+    p.accept("savepoint")
+    return ast.ReleaseSavepoint(p.name())
 
 
 def _alter_system(p: Parser) -> ast.AlterSystem:
@@ -1352,7 +1372,9 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "commit": _commit,
     "end": _commit,
     "rollback": _rollback,
-    "abort": _rollback,
+    "abort": _abort,
+    "savepoint": _savepoint,
+    "release": _release,
     "graph insert": _graph_insert,
     "graph delete": _graph_delete,
     "graph neighbors": _graph_neighbors,

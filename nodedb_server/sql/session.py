@@ -147,7 +147,7 @@ class Session:
         if (
             self.txn is not None
             and self.txn.failed
-            and not isinstance(stmt, ast.Commit | ast.Rollback)
+            and not isinstance(stmt, ast.Commit | ast.Rollback | ast.RollbackTo)
         ):
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -198,10 +199,8 @@ def wal_bytes(data_dir: Path, tenant_id: int) -> int:
     """The tenant's WAL on disk; a segment removed while it is summed counts nothing."""
     total = 0
     for p in (data_dir / "tenants" / str(tenant_id) / "wal").glob("*.wal"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += p.stat().st_size
-        except FileNotFoundError:
-            pass
     return total
 
 

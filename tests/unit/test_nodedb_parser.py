@@ -379,6 +379,11 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
     ("END WORK", ast.Commit()),
     ("ROLLBACK", ast.Rollback()),
     ("ABORT TRANSACTION", ast.Rollback()),
+    ("SAVEPOINT sp1", ast.Savepoint("sp1")),
+    ("RELEASE SAVEPOINT sp1", ast.ReleaseSavepoint("sp1")),
+    ("RELEASE sp1", ast.ReleaseSavepoint("sp1")),
+    ("ROLLBACK TO SAVEPOINT sp1", ast.RollbackTo("sp1")),
+    ("ROLLBACK WORK TO sp1", ast.RollbackTo("sp1")),
     (
         "GRAPH INSERT EDGE IN 'social' FROM 'alice' TO $1 TYPE 'knows' PROPERTIES { since: 2020 }",
         ast.GraphEdgeWrite(
@@ -588,7 +593,9 @@ REFUSED: list[tuple[str, str, str]] = [
     ("RESTORE TENANT a FROM '/b/x' UNTIL TIMESTAMP 'soon'", "22P02", "timestamp"),
     ("COMMIT AND CHAIN", "0A000", ""),
     ("COMMIT PREPARED 'x'", "0A000", ""),
-    ("ROLLBACK TO SAVEPOINT s", "0A000", ""),
+    ("ABORT TO SAVEPOINT s", "42601", 'near "to"'),
+    ("SAVEPOINT", "42601", "at end of input"),
+    ("ROLLBACK TO", "42601", "at end of input"),
     ("CREATE INDEX ON c FIELDS a, b", "0A000", ""),
     ("CREATE VECTOR INDEX v ON c METRIC dot DIM 3", "42601", "metric dot"),
     ("CREATE VECTOR INDEX v ON c METRIC l2 DIM 0", "42601", "dim"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.errors import (
+    DBError,
     UniqueViolation,
 )
 from nodedb_server.events.notify import Notification
@@ -66,6 +67,37 @@ class Txn:
     failed: bool = False
     # NOTIFYs made in the block: delivered at its COMMIT, dropped by a ROLLBACK.
     notes: list[Notification] = field(default_factory=list)
+    # SAVEPOINTs, oldest first: what ROLLBACK TO puts back.
+    savepoints: list[SavedPoint] = field(default_factory=list)
+
+    def mark(self, name: str) -> None:
+        overlay = {coll: dict(rows) for coll, rows in self.overlay.items()}
+        self.savepoints.append(SavedPoint(name, len(self.intents), overlay, len(self.notes)))
+
+    def find(self, name: str) -> int:
+        """The index of the newest savepoint called ``name`` (3B001 if there is none)."""
+        for i in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[i].name == name:
+                return i
+        raise DBError(f'savepoint "{name}" does not exist', "3B001")
+
+    def roll_back_to(self, i: int) -> None:
+        """Undo what was done after savepoint ``i``, which stays (as in PostgreSQL);
+        a failed block is usable again."""
+        point = self.savepoints[i]
+        del self.savepoints[i + 1 :]
+        del self.intents[point.intents :]
+        del self.notes[point.notes :]
+        self.overlay = {coll: dict(rows) for coll, rows in point.overlay.items()}
+        self.failed = False
+
+
+@dataclass(frozen=True)
+class SavedPoint:
+    name: str
+    intents: int  # how many intents the block held
+    overlay: dict[str, dict[Any, tuple[Row | None, int | None]]]  # a copy, as it was
+    notes: int
 
 
 @statement(ast.Begin, writes=False)
@@ -96,6 +128,33 @@ async def run_rollback(s: Session, stmt: ast.Rollback, params: list[Any]) -> Res
     notices = [] if s.txn is not None else ["there is no transaction in progress"]
     s.txn = None
     return Result(None, [], "ROLLBACK", notices)
+
+
+def _in_block(s: Session, what: str) -> Txn:
+    if s.txn is None:
+        raise DBError(f"{what} can only be used in transaction blocks", "25P01")
+    return s.txn
+
+
+@statement(ast.Savepoint, writes=False)
+async def run_savepoint(s: Session, stmt: ast.Savepoint, params: list[Any]) -> Result:
+    _in_block(s, "SAVEPOINT").mark(stmt.name)
+    return Result(None, [], "SAVEPOINT")
+
+
+@statement(ast.ReleaseSavepoint, writes=False)
+async def run_release(s: Session, stmt: ast.ReleaseSavepoint, params: list[Any]) -> Result:
+    """Forget the savepoint and every later one; what they covered stays done."""
+    txn = _in_block(s, "RELEASE SAVEPOINT")
+    del txn.savepoints[txn.find(stmt.name) :]
+    return Result(None, [], "RELEASE")
+
+
+@statement(ast.RollbackTo, writes=False)
+async def run_rollback_to(s: Session, stmt: ast.RollbackTo, params: list[Any]) -> Result:
+    txn = _in_block(s, "ROLLBACK TO SAVEPOINT")
+    txn.roll_back_to(txn.find(stmt.name))
+    return Result(None, [], "ROLLBACK")
 
 
 def fold(s: Session, txn: Txn) -> list[Op]:
