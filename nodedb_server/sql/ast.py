@@ -229,6 +229,11 @@ class Rollback:
 
 
 @dataclass(frozen=True)
+class SetTransaction:
+    """SET [SESSION CHARACTERISTICS AS] TRANSACTION modes (changes nothing)."""
+
+
+@dataclass(frozen=True)
 class Savepoint:
     name: str
 
@@ -502,6 +507,7 @@ Statement = (
     | Commit
     | Rollback
     | Savepoint
+    | SetTransaction
     | ReleaseSavepoint
     | RollbackTo
     | Checkpoint

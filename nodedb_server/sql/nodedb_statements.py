@@ -935,8 +935,14 @@ def _setting_name(p: Parser) -> str:
     return name
 
 
-def _set(p: Parser) -> ast.SetVar:
+def _set(p: Parser) -> ast.SetVar | ast.SetTransaction:
     session = p.accept("session")
+    if session and p.accept("characteristics"):
+        p.expect("as")
+        p.expect("transaction")
+        return _set_transaction(p)
+    if p.accept("transaction"):
+        return _set_transaction(p)
     p.accept("local")
     # SET SESSION AUTHORIZATION x, SET ROLE x and SET TIME ZONE x take no = or TO.
     bare = session and p.accept("authorization")
@@ -957,6 +963,15 @@ def _set(p: Parser) -> ast.SetVar:
     while p.accept(","):
         values.append(_setting_value(p))
     return ast.SetVar(name, ", ".join(values))
+
+
+def _set_transaction(p: Parser) -> ast.SetTransaction:
+    """SET [SESSION CHARACTERISTICS AS] TRANSACTION modes: accepted, as BEGIN's modes
+    are; every transaction runs as read committed."""
+    if p.peek() is None:
+        raise p.error("expected a transaction mode")
+    _transaction_modes(p)
+    return ast.SetTransaction()
 
 
 def _reset(p: Parser) -> ast.SetVar:

@@ -130,6 +130,11 @@ async def run_rollback(s: Session, stmt: ast.Rollback, params: list[Any]) -> Res
     return Result(None, [], "ROLLBACK", notices)
 
 
+@statement(ast.SetTransaction, writes=False)
+async def run_set_transaction(s: Session, stmt: ast.SetTransaction, params: list[Any]) -> Result:
+    return Result(None, [], "SET")
+
+
 def _in_block(s: Session, what: str) -> Txn:
     if s.txn is None:
         raise DBError(f"{what} can only be used in transaction blocks", "25P01")
