@@ -95,6 +95,18 @@ class CreateCollection:
 
 
 @dataclass(frozen=True)
+class CopyTo:
+    """COPY c [(cols)] TO STDOUT / COPY (SELECT ..) TO STDOUT, as text or csv."""
+
+    select: Select
+    format: str  # "text" or "csv"
+    header: bool
+    delimiter: str
+    null: str
+    quote: str
+
+
+@dataclass(frozen=True)
 class CopyFrom:
     """COPY c [(cols)] FROM STDIN [WITH (FORMAT csv|text, HEADER, DELIMITER 'x')]."""
 
@@ -507,6 +519,7 @@ Statement = (
     | Commit
     | Rollback
     | Savepoint
+    | CopyTo
     | SetTransaction
     | ReleaseSavepoint
     | RollbackTo

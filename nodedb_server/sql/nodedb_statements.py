@@ -540,15 +540,18 @@ def _show_restore_range(p: Parser) -> ast.ShowRestoreRange:
 
 
 def _copy(p: Parser) -> ast.Statement:
-    if p.accept("("):  # COPY (BACKUP TENANT t) TO STDOUT
-        p.expect("backup")
-        p.expect("tenant")
-        tenant = p.name()
-        p.expect(")")
+    if p.accept("("):
+        if p.accept("backup"):  # COPY (BACKUP TENANT t) TO STDOUT
+            p.expect("tenant")
+            tenant = p.name()
+            p.expect(")")
+            p.expect("to")
+            if not p.accept("stdout"):
+                raise SyntaxError_("COPY (BACKUP TENANT ..) writes TO STDOUT", sqlstate="0A000")
+            return ast.BackupTenant(tenant, None)
+        query = _copy_query(p)  # COPY (SELECT ..) TO STDOUT
         p.expect("to")
-        if not p.accept("stdout"):
-            raise SyntaxError_("COPY (BACKUP TENANT ..) writes TO STDOUT", sqlstate="0A000")
-        return ast.BackupTenant(tenant, None)
+        return _copy_to(p, query)
     name = p.name()
     if name == "tenant_restore" and p.accept("("):  # COPY tenant_restore(t) FROM STDIN [DRY RUN]
         tenant = p.name()
@@ -562,36 +565,120 @@ def _copy(p: Parser) -> ast.Statement:
         while p.accept(","):
             columns.append(p.name())
         p.expect(")")
-    p.expect("from")
+    if p.accept("to"):
+        listed = ", ".join(_quoted(c) for c in columns) if columns else "*"
+        return _copy_to(p, f"SELECT {listed} FROM {_quoted(name)}")
+    p.expect("from", "to")
     if not p.accept("stdin"):
         raise SyntaxError_(
             "COPY reads FROM STDIN; server-side files are not read", sqlstate="0A000"
         )
-    fmt, header, delimiter = "text", False, None
+    opts = _copy_options(p)
+    for refused in ("null", "quote"):
+        if refused in opts:
+            raise SyntaxError_(f"COPY FROM option {refused.upper()} is not supported")
+    fmt, header = str(opts.get("format", "text")), bool(opts.get("header"))
+    if fmt not in ("csv", "text"):
+        raise SyntaxError_(f"COPY format {fmt} is not supported; use csv or text", sqlstate="0A000")
+    given = opts.get("delimiter")
+    delimiter = None if given is None else str(given)
+    if delimiter is not None and len(delimiter) != 1:
+        raise SyntaxError_("COPY delimiter must be a single one-byte character", sqlstate="22023")
+    return ast.CopyFrom(name, columns, fmt, header, delimiter)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_query(p: Parser) -> str:
+    """The text of ``COPY ( query ) TO``'s query, the opening parenthesis taken."""
+    first = p.peek()
+    if first is None:
+        raise p.error("expected a query")
+    depth = 1
+    while True:
+        tok = p.take() if p.peek() is not None else None
+        if tok is None:
+            raise p.error("expected )")
+        if tok.text == "(":
+            depth += 1
+        elif tok.text == ")":
+            depth -= 1
+            if depth == 0:
+                return p.sql[first.pos : tok.pos]
+
+
+def _copy_to(p: Parser, query: str) -> ast.CopyTo:
+    """The rest of COPY .. TO: ``STDOUT [[WITH] (options) | legacy options]``. The query
+    (``SELECT * FROM c``, or the one in parentheses) is sqlglot's."""
+    from nodedb_server.sql.parse import parse_one
+
+    if not p.accept("stdout"):
+        raise SyntaxError_(
+            "COPY writes TO STDOUT; server-side files are not written (psql's \\copy "
+            "writes a file on the client)",
+            sqlstate="0A000",
+        )
+    opts = _copy_options(p)
+    fmt = str(opts.get("format", "text"))
+    if fmt == "binary":
+        raise SyntaxError_("COPY TO in binary format is not supported yet", sqlstate="0A000")
+    if fmt not in ("csv", "text"):
+        raise SyntaxError_(f'COPY format "{fmt}" not recognized', sqlstate="22023")
+    if fmt == "text" and "quote" in opts:
+        raise SyntaxError_("COPY quote available only in CSV mode", sqlstate="0A000")
+    delimiter = str(opts.get("delimiter", "," if fmt == "csv" else "\t"))
+    null = str(opts.get("null", "" if fmt == "csv" else "\\N"))
+    quote = str(opts.get("quote", '"'))
+    if len(delimiter) != 1:
+        raise SyntaxError_("COPY delimiter must be a single one-byte character", sqlstate="22023")
+    if len(quote) != 1:
+        raise SyntaxError_("COPY quote must be a single one-byte character", sqlstate="22023")
+    if delimiter in ("\r", "\n") or (fmt == "csv" and delimiter == quote):
+        raise SyntaxError_("COPY delimiter cannot be a newline or the quote", sqlstate="22023")
+    select = parse_one(query)
+    if not isinstance(select, ast.Select):
+        raise SyntaxError_("COPY (query) TO takes a SELECT", sqlstate="0A000")
+    return ast.CopyTo(select, fmt, bool(opts.get("header")), delimiter, null, quote)
+
+
+def _copy_options(p: Parser) -> dict[str, str | bool]:
+    """COPY's options, ``[WITH] (FORMAT csv, HEADER, DELIMITER ',', NULL '', QUOTE '"')``
+    or the pre-9.0 words (``CSV HEADER DELIMITER AS ','``) that psql's \\copy and some
+    clients send."""
+    opts: dict[str, str | bool] = {}
     p.accept("with")
-    if p.accept("("):  # COPY .. FROM STDIN [WITH] (FORMAT csv, HEADER, DELIMITER ',')
+    if p.accept("("):
         while True:
             opt = p.name()
             if opt == "format":
-                fmt = p.take().text.lower()  # FORMAT csv or FORMAT 'csv' (asyncpg quotes it)
+                opts["format"] = p.take().text.lower()  # FORMAT csv or 'csv' (asyncpg quotes)
             elif opt == "header":
-                header = not p.accept("false", "off", "0")
+                opts["header"] = not p.accept("false", "off", "0")
                 p.accept("true", "on", "1")
-            elif opt == "delimiter":
-                delimiter = p.string()
+            elif opt in ("delimiter", "null", "quote"):
+                opts[opt] = p.string()
             else:
                 raise SyntaxError_(f"COPY option {opt.upper()} is not supported")
             if p.accept(")"):
                 break
             p.expect(",")
-    elif p.accept("csv"):  # the pre-9.0 spelling, still what some clients send
-        fmt = "csv"
-        header = p.accept("header")
-    if fmt not in ("csv", "text"):
-        raise SyntaxError_(f"COPY format {fmt} is not supported; use csv or text", sqlstate="0A000")
-    if delimiter is not None and len(delimiter) != 1:
-        raise SyntaxError_("COPY delimiter must be a single one-byte character", sqlstate="22023")
-    return ast.CopyFrom(name, columns, fmt, header, delimiter)
+        return opts
+    while p.peek() is not None:
+        if p.accept("csv"):
+            opts["format"] = "csv"
+        elif p.accept("binary"):
+            opts["format"] = "binary"
+        elif p.accept("header"):
+            opts["header"] = True
+        elif p.accept("delimiter", "null", "quote"):
+            word = p.toks[p.i - 1].text.lower()
+            p.accept("as")
+            opts[word] = p.string()
+        else:
+            raise p.error()
+    return opts
 
 
 def _kv_schema(p: Parser) -> dict[str, str]:

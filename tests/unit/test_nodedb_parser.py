@@ -91,6 +91,7 @@ DOC_TYPES: dict[str, type] = {
     "graph path": ast.GraphQuery,
     "graph algo": ast.GraphAlgo,
     "copy": ast.CopyFrom,
+    "copy (select": ast.CopyTo,
     "backup tenant": ast.BackupTenant,
     "restore tenant": ast.RestoreTenant,
     "begin": ast.Begin,

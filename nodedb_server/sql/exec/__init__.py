@@ -4,6 +4,7 @@
 from nodedb_server.sql.exec import (
     admin,
     backup,
+    copy_out,
     crdt,
     ddl,
     events,
@@ -18,6 +19,7 @@ from nodedb_server.sql.exec import (
 __all__ = [
     "admin",
     "backup",
+    "copy_out",
     "crdt",
     "ddl",
     "events",
