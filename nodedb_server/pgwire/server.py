@@ -444,6 +444,11 @@ class ClientHandler:
             prepared.described = True
             self.send_description(prepared.columns, ())
             return
+        cursor = self.session.cursors.get(event.name) if event.name else None
+        if cursor is not None and event.name not in self.conn.portals:
+            # A cursor DECLAREd in SQL is a portal too (psycopg describes it so).
+            self.send_description(list(cursor.columns), ())
+            return
         portal = self.conn.portal(event.name)
         portal.columns = self.portal_columns(portal)
         self.send_description(portal.columns, portal.result_formats)

@@ -95,6 +95,29 @@ class CreateCollection:
 
 
 @dataclass(frozen=True)
+class DeclareCursor:
+    """DECLARE name [[NO] SCROLL] CURSOR [WITH | WITHOUT HOLD] FOR select."""
+
+    name: str
+    select: Select
+    hold: bool
+
+
+@dataclass(frozen=True)
+class FetchCursor:
+    """FETCH / MOVE [NEXT | FORWARD [n | ALL] | n | ALL] [FROM | IN] name."""
+
+    name: str
+    count: int | None  # None: ALL
+    move: bool
+
+
+@dataclass(frozen=True)
+class CloseCursor:
+    name: str | None  # None: CLOSE ALL
+
+
+@dataclass(frozen=True)
 class CopyTo:
     """COPY c [(cols)] TO STDOUT / COPY (SELECT ..) TO STDOUT, as text or csv."""
 
@@ -520,6 +543,9 @@ Statement = (
     | Rollback
     | Savepoint
     | CopyTo
+    | DeclareCursor
+    | FetchCursor
+    | CloseCursor
     | SetTransaction
     | ReleaseSavepoint
     | RollbackTo

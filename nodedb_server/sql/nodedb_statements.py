@@ -587,6 +587,68 @@ def _copy(p: Parser) -> ast.Statement:
     return ast.CopyFrom(name, columns, fmt, header, delimiter)
 
 
+def _declare(p: Parser) -> ast.DeclareCursor:
+    """DECLARE name [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH | WITHOUT HOLD]
+    FOR select: the rows are read at DECLARE (an insensitive cursor, as PostgreSQL's
+    are), and FETCH moves forward through them."""
+    from nodedb_server.sql.parse import parse_one
+
+    name = p.name()
+    if p.accept("binary"):
+        raise SyntaxError_("binary cursors are not supported", sqlstate="0A000")
+    p.accept("asensitive", "insensitive")
+    if p.accept("no"):
+        p.expect("scroll")
+    elif p.accept("scroll"):
+        raise SyntaxError_("SCROLL cursors are not supported; FETCH moves forward", "0A000")
+    p.expect("cursor")
+    hold = False
+    if p.accept("with"):
+        p.expect("hold")
+        hold = True
+    elif p.accept("without"):
+        p.expect("hold")
+    p.expect("for")
+    text = p.rest()
+    p.skip_rest()
+    select = parse_one(text)
+    if not isinstance(select, ast.Select):
+        raise SyntaxError_("DECLARE .. CURSOR FOR takes a SELECT", sqlstate="0A000")
+    return ast.DeclareCursor(name, select, hold)
+
+
+def _fetch(p: Parser, move: bool = False) -> ast.FetchCursor:
+    count: int | None = 1
+    tok = p.peek()
+    if tok is not None and tok.is_kw("prior", "first", "last", "absolute", "relative", "backward"):
+        raise SyntaxError_(
+            f"FETCH {tok.text.upper()} needs a SCROLL cursor, which is not supported", "0A000"
+        )
+    if p.accept("next"):
+        count = 1
+    elif p.accept("forward"):
+        if p.accept("all"):
+            count = None
+        elif p.peek() is not None and p.peek().kind == "number":  # type: ignore[union-attr]
+            count = _count(p, "a row count")
+    elif p.accept("all"):
+        count = None
+    elif tok is not None and tok.kind == "number":
+        count = _count(p, "a row count")
+    p.accept("from", "in")
+    return ast.FetchCursor(p.name(), count, move)
+
+
+def _move(p: Parser) -> ast.FetchCursor:
+    return _fetch(p, move=True)
+
+
+def _close(p: Parser) -> ast.CloseCursor:
+    if p.accept("all"):
+        return ast.CloseCursor(None)
+    return ast.CloseCursor(p.name())
+
+
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -1476,6 +1538,10 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "rollback": _rollback,
     "abort": _abort,
     "savepoint": _savepoint,
+    "declare": _declare,
+    "fetch": _fetch,
+    "move": _move,
+    "close": _close,
     "release": _release,
     "graph insert": _graph_insert,
     "graph delete": _graph_delete,

@@ -25,6 +25,7 @@ from nodedb_server.errors import (
 from nodedb_server.events.notify import Deliver
 from nodedb_server.sql import ast
 from nodedb_server.sql.describe import describe, param_types
+from nodedb_server.sql.exec.cursors import SqlCursor
 from nodedb_server.sql.exec.txn import Txn
 from nodedb_server.sql.expr import Ctx
 from nodedb_server.sql.registry import Prepared, spec_of
@@ -58,6 +59,7 @@ class Session:
         self.live_queries: set[str] = set()  # LIVE SELECT subscriptions it started
         # (stream, group) -> the LSN this session's last read of it reached
         self.stream_reads: dict[tuple[str, str], int] = {}
+        self.cursors: dict[str, SqlCursor] = {}  # DECLAREd, until CLOSE or their block ends
         # Sends a NOTICE to this session's client at once (set by the wire layer).
         self.notify: Callable[[str], None] | None = None
         self.partitions = (0, 0)  # timeseries partitions the last read used and skipped

@@ -99,6 +99,10 @@ DOC_TYPES: dict[str, type] = {
     "rollback": ast.Rollback,
     "rollback to": ast.RollbackTo,
     "savepoint": ast.Savepoint,
+    "declare": ast.DeclareCursor,
+    "fetch": ast.FetchCursor,
+    "move": ast.FetchCursor,
+    "close": ast.CloseCursor,
     "release": ast.ReleaseSavepoint,
     "show collections": ast.ShowCollections,
     "show tenants": ast.ShowTenants,
@@ -204,8 +208,8 @@ def _ends_in_a_list(stmt: ast.Statement) -> bool:
 def _with_trailers() -> Iterator[tuple[str, str]]:
     for _, sql in DOC_STATEMENTS:
         stmt = parse_one(sql)
-        if isinstance(stmt, (*STANDARD, ast.Prepare)):
-            continue  # sqlglot reads their end (PREPARE's is the statement after AS)
+        if isinstance(stmt, (*STANDARD, ast.Prepare, ast.DeclareCursor)):
+            continue  # sqlglot reads their end (PREPARE's and DECLARE's is a statement)
         if isinstance(stmt, ast.Insert) and not stmt.object_form:
             continue
         for trailer in TRAILERS:
@@ -384,6 +388,22 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
     ("ROLLBACK", ast.Rollback()),
     ("ABORT TRANSACTION", ast.Rollback()),
     ("SAVEPOINT sp1", ast.Savepoint("sp1")),
+    (
+        'DECLARE "c1" NO SCROLL CURSOR WITHOUT HOLD FOR SELECT id FROM t WHERE n > $1',
+        ast.DeclareCursor("c1", parse_one("SELECT id FROM t WHERE n > $1"), False),  # type: ignore[arg-type]
+    ),
+    (
+        "DECLARE c INSENSITIVE CURSOR WITH HOLD FOR SELECT * FROM t",
+        ast.DeclareCursor("c", parse_one("SELECT * FROM t"), True),  # type: ignore[arg-type]
+    ),
+    ("FETCH FORWARD 5 FROM c", ast.FetchCursor("c", 5, False)),
+    ("FETCH ALL IN c", ast.FetchCursor("c", None, False)),
+    ("FETCH FORWARD ALL FROM c", ast.FetchCursor("c", None, False)),
+    ("FETCH c", ast.FetchCursor("c", 1, False)),
+    ("FETCH NEXT FROM c", ast.FetchCursor("c", 1, False)),
+    ("MOVE 3 IN c", ast.FetchCursor("c", 3, True)),
+    ("CLOSE c", ast.CloseCursor("c")),
+    ("CLOSE ALL", ast.CloseCursor(None)),
     ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", ast.SetTransaction()),
     (
         "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE",
@@ -604,6 +624,12 @@ REFUSED: list[tuple[str, str, str]] = [
     ("COMMIT PREPARED 'x'", "0A000", ""),
     ("ABORT TO SAVEPOINT s", "42601", 'near "to"'),
     ("SAVEPOINT", "42601", "at end of input"),
+    ("DECLARE c SCROLL CURSOR FOR SELECT 1", "0A000", "scroll"),
+    ("DECLARE c BINARY CURSOR FOR SELECT 1", "0A000", "binary"),
+    ("DECLARE c CURSOR FOR DELETE FROM t", "0A000", "select"),
+    ("DECLARE c CURSOR SELECT 1", "42601", 'near "select"'),
+    ("FETCH PRIOR FROM c", "0A000", "scroll"),
+    ("FETCH 2 FROM", "42601", "end of input"),
     ("SET TRANSACTION", "42601", "transaction mode"),
     ("SET SESSION CHARACTERISTICS TRANSACTION READ ONLY", "42601", 'near "transaction"'),
     ("ROLLBACK TO", "42601", "at end of input"),

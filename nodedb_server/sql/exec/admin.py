@@ -335,13 +335,14 @@ def _deallocate_all(s: Session) -> None:
 
 @statement(ast.Discard, writes=False)
 async def run_discard(s: Session, stmt: ast.Discard, params: list[Any]) -> Result:
-    """DISCARD ALL forgets prepared statements and settings; the rest have nothing
+    """DISCARD ALL forgets prepared statements, cursors and settings; the rest have nothing
     to discard here (no plan cache, temporary tables or sequences)."""
     if stmt.what != "all":
         return Result(None, [], f"DISCARD {stmt.what.upper()}")
     if s.txn is not None:
         raise ActiveSqlTransaction("DISCARD ALL cannot run inside a transaction block")
     _deallocate_all(s)
+    s.cursors.clear()
     return Result(None, [], "DISCARD ALL", parameter_status=_restore_settings(s))
 
 

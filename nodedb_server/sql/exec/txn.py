@@ -116,8 +116,14 @@ async def run_commit(s: Session, stmt: ast.Commit, params: list[Any]) -> Result:
     if txn is None:
         return Result(None, [], "COMMIT", ["there is no transaction in progress"])
     if txn.failed:
+        end_of_block(s, txn, committed=False)
         return Result(None, [], "ROLLBACK")
-    await s.tenant.commit_ops(fold(s, txn))
+    try:
+        await s.tenant.commit_ops(fold(s, txn))
+    except BaseException:
+        end_of_block(s, txn, committed=False)
+        raise
+    end_of_block(s, txn, committed=True)
     if txn.notes:
         s.manager.notify_hub.publish(s.tenant.name, txn.notes)
     return Result(None, [], "COMMIT")
@@ -126,6 +132,8 @@ async def run_commit(s: Session, stmt: ast.Commit, params: list[Any]) -> Result:
 @statement(ast.Rollback, writes=False)
 async def run_rollback(s: Session, stmt: ast.Rollback, params: list[Any]) -> Result:
     notices = [] if s.txn is not None else ["there is no transaction in progress"]
+    if s.txn is not None:
+        end_of_block(s, s.txn, committed=False)
     s.txn = None
     return Result(None, [], "ROLLBACK", notices)
 
@@ -133,6 +141,18 @@ async def run_rollback(s: Session, stmt: ast.Rollback, params: list[Any]) -> Res
 @statement(ast.SetTransaction, writes=False)
 async def run_set_transaction(s: Session, stmt: ast.SetTransaction, params: list[Any]) -> Result:
     return Result(None, [], "SET")
+
+
+def end_of_block(s: Session, txn: Txn, committed: bool) -> None:
+    """A transaction block ended: its cursors go, but those declared WITH HOLD in it
+    stay if it committed; a held cursor from an earlier block always stays."""
+    for name, cursor in list(s.cursors.items()):
+        if cursor.txn is not txn:
+            continue
+        if committed and cursor.hold:
+            cursor.txn = None
+        else:
+            del s.cursors[name]
 
 
 def _in_block(s: Session, what: str) -> Txn:
