@@ -89,6 +89,20 @@ def test_a_cursor_ends_with_its_block_unless_held(server: ServerProcess) -> None
         assert sqlstate(c, "FETCH held") == "34000"
 
 
+def test_a_rollback_to_a_savepoint_closes_the_cursors_declared_after_it(
+    server: ServerProcess,
+) -> None:
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        c.execute("BEGIN")
+        c.execute("DECLARE before CURSOR FOR SELECT n FROM big ORDER BY n LIMIT 2")
+        c.execute("SAVEPOINT s")
+        c.execute("DECLARE after CURSOR FOR SELECT 1")
+        c.execute("ROLLBACK TO SAVEPOINT s")
+        assert c.execute("FETCH ALL FROM before").fetchall() == [(0,), (1,)]
+        assert sqlstate(c, "FETCH after") == "34000"
+        c.execute("ROLLBACK")
+
+
 def test_psql_declares_and_fetches(server: ServerProcess) -> None:
     out = subprocess.run(
         [

@@ -70,9 +70,10 @@ class Txn:
     # SAVEPOINTs, oldest first: what ROLLBACK TO puts back.
     savepoints: list[SavedPoint] = field(default_factory=list)
 
-    def mark(self, name: str) -> None:
+    def mark(self, name: str, cursors: frozenset[str]) -> None:
         overlay = {coll: dict(rows) for coll, rows in self.overlay.items()}
-        self.savepoints.append(SavedPoint(name, len(self.intents), overlay, len(self.notes)))
+        point = SavedPoint(name, len(self.intents), overlay, len(self.notes), cursors)
+        self.savepoints.append(point)
 
     def find(self, name: str) -> int:
         """The index of the newest savepoint called ``name`` (3B001 if there is none)."""
@@ -98,6 +99,7 @@ class SavedPoint:
     intents: int  # how many intents the block held
     overlay: dict[str, dict[Any, tuple[Row | None, int | None]]]  # a copy, as it was
     notes: int
+    cursors: frozenset[str]  # the session's cursors then: later ones go with a rollback to it
 
 
 @statement(ast.Begin, writes=False)
@@ -163,7 +165,7 @@ def _in_block(s: Session, what: str) -> Txn:
 
 @statement(ast.Savepoint, writes=False)
 async def run_savepoint(s: Session, stmt: ast.Savepoint, params: list[Any]) -> Result:
-    _in_block(s, "SAVEPOINT").mark(stmt.name)
+    _in_block(s, "SAVEPOINT").mark(stmt.name, frozenset(s.cursors))
     return Result(None, [], "SAVEPOINT")
 
 
@@ -178,7 +180,11 @@ async def run_release(s: Session, stmt: ast.ReleaseSavepoint, params: list[Any])
 @statement(ast.RollbackTo, writes=False)
 async def run_rollback_to(s: Session, stmt: ast.RollbackTo, params: list[Any]) -> Result:
     txn = _in_block(s, "ROLLBACK TO SAVEPOINT")
-    txn.roll_back_to(txn.find(stmt.name))
+    i = txn.find(stmt.name)
+    kept = txn.savepoints[i].cursors
+    txn.roll_back_to(i)
+    for name in [n for n, c in s.cursors.items() if c.txn is txn and n not in kept]:
+        del s.cursors[name]  # declared after the savepoint
     return Result(None, [], "ROLLBACK")
 
 
