@@ -124,6 +124,9 @@ class Store:
         self._next_lsn = 1
         self._replayed = 0  # records applied by the recovery under way
         self._checkpoint_lock = asyncio.Lock()
+        # One prune at a time, its deletions included: a checkpoint's prune that finds
+        # the uploader's under way waits for its files to be gone before it returns.
+        self._prune_lock = asyncio.Lock()
 
     @property
     def wal_dir(self) -> Path:
@@ -399,6 +402,10 @@ class Store:
     async def prune_wal(self) -> list[Path]:
         """Delete the WAL segments no kept checkpoint and no consumer group needs (and,
         with archiving on, that are archived)."""
+        async with self._prune_lock:
+            return await self._prune_wal()
+
+    async def _prune_wal(self) -> list[Path]:
         wal = self.wal
         if wal is None:
             return []

@@ -243,7 +243,8 @@ def test_wal_a_group_needs_outlives_checkpoints_up_to_the_cap(tmp_path: Path) ->
             c.execute("CHECKPOINT")
             c.execute("INSERT INTO t {id: 'c'}")
             c.execute("CHECKPOINT")
-            # Past the cap: the oldest WAL went and the WAL stays bounded.
+            # Past the cap: the oldest WAL went and the WAL stays bounded, by the time
+            # CHECKPOINT returns (even when the uploader's prune did the deleting).
             assert wal_bytes(srv.data_dir, tid) < 40000 + 3 * 4096
         # Once what memory holds is gone too (a restart), the view flags the group and
         # its next read says what was evicted (never a silent gap), then goes on.
