@@ -660,9 +660,9 @@ def _copy_query(p: Parser) -> str:
         raise p.error("expected a query")
     depth = 1
     while True:
-        tok = p.take() if p.peek() is not None else None
-        if tok is None:
+        if p.peek() is None:
             raise p.error("expected )")
+        tok = p.take()
         if tok.text == "(":
             depth += 1
         elif tok.text == ")":
@@ -734,12 +734,12 @@ def _copy_options(p: Parser) -> dict[str, str | bool]:
             opts["format"] = "binary"
         elif p.accept("header"):
             opts["header"] = True
-        elif p.accept("delimiter", "null", "quote"):
-            word = p.toks[p.i - 1].text.lower()
+        else:
+            word = next((w for w in ("delimiter", "null", "quote") if p.accept(w)), None)
+            if word is None:
+                raise p.error()
             p.accept("as")
             opts[word] = p.string()
-        else:
-            raise p.error()
     return opts
 
 

@@ -120,12 +120,12 @@ async def run_commit(s: Session, stmt: ast.Commit, params: list[Any]) -> Result:
     if txn.failed:
         end_of_block(s, txn, committed=False)
         return Result(None, [], "ROLLBACK")
+    committed = False
     try:
         await s.tenant.commit_ops(fold(s, txn))
-    except BaseException:
-        end_of_block(s, txn, committed=False)
-        raise
-    end_of_block(s, txn, committed=True)
+        committed = True
+    finally:
+        end_of_block(s, txn, committed)
     if txn.notes:
         s.manager.notify_hub.publish(s.tenant.name, txn.notes)
     return Result(None, [], "COMMIT")
