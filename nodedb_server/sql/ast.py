@@ -388,6 +388,14 @@ class CatalogQuery:
 
 
 @dataclass(frozen=True)
+class RelationalQuery:
+    """A read the native planner does not take (JOIN, DISTINCT, CASE, CTEs, set
+    operations, window functions...), run by DataFusion: see sql/relational.py."""
+
+    query: Any
+
+
+@dataclass(frozen=True)
 class Prepare:
     """PREPARE name [(type, ..)] AS statement. Its name lives in the one namespace the
     session shares with statements prepared through the protocol (Parse)."""
@@ -557,6 +565,7 @@ Statement = (
     | CrdtApply
     | CopyFrom
     | CatalogQuery
+    | RelationalQuery
     | AlterSystem
     | BackupTenant
     | RestoreTenant

@@ -22,8 +22,13 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
-from nodedb_server.errors import FeatureNotSupported, StatementTooComplex, SyntaxError_
-from nodedb_server.sql import ast, catalog_query
+from nodedb_server.errors import (
+    FeatureNotSupported,
+    StatementTooComplex,
+    SyntaxError_,
+    UndefinedFunction,
+)
+from nodedb_server.sql import ast, catalog_query, relational
 from nodedb_server.sql.expr import Const, Expr, Field, Func, Star, from_sqlglot
 from nodedb_server.sql.nodedb_statements import (
     _first_line,
@@ -54,6 +59,7 @@ PREPARABLE = (
     ast.Update,
     ast.Delete,
     ast.CatalogQuery,
+    ast.RelationalQuery,
     ast.VectorSearch,
     ast.GraphQuery,
     ast.GraphAlgo,
@@ -204,7 +210,10 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
     if isinstance(tree, exp.Select):
         if tree.args.get("joins") or (tree.args.get("limit") and tree.args.get("offset")):
             _refuse_stray_commas(sql)
-        select = _select(tree)
+        try:
+            select = _select(tree)
+        except (FeatureNotSupported, UndefinedFunction):
+            return ast.RelationalQuery(relational.Query.of(tree))
         item = select.items[0].expr if select.items else None
         if isinstance(item, Func) and item.name == "crdt_apply":
             if select.source is not None or len(select.items) != 1 or len(item.args) != 3:
@@ -214,6 +223,8 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
                 )
             return ast.CrdtApply(*item.args)
         return select
+    if relational.is_relational(tree):
+        return ast.RelationalQuery(relational.Query.of(tree))
     if isinstance(tree, exp.Insert):
         return _insert(tree, upsert)
     if isinstance(tree, exp.Update):
