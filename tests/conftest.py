@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.pg import Postgres
 from tests.seaweed import SeaweedS3
 from tests.serverproc import ServerProcess
 
@@ -30,6 +31,17 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     finally:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL cluster on loopback, for answers PostgreSQL defines. Its
+    binaries come from Debian's postgresql package (tests/ensure_tools.sh)."""
+    pg = Postgres().start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
 
 
 @pytest.fixture(scope="session")

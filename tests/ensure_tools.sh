@@ -18,10 +18,13 @@ missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# A PostgreSQL server, to compare answers with (tests/conftest.py postgres)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 command -v psql >/dev/null 2>&1 || { echo "psql is required for the tests: install postgresql-client" >&2; exit 1; }
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || { echo "PostgreSQL is required for the tests: install postgresql" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "Node.js is required for the tests: install nodejs and npm" >&2; exit 1; }
 
 # node_modules/.package-lock.json is what npm wrote at the last install: newer

@@ -213,7 +213,7 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
         try:
             select = _select(tree)
         except (FeatureNotSupported, UndefinedFunction):
-            return ast.RelationalQuery(relational.Query.of(tree))
+            return ast.RelationalQuery(relational.Query.of(tree, sql))
         item = select.items[0].expr if select.items else None
         if isinstance(item, Func) and item.name == "crdt_apply":
             if select.source is not None or len(select.items) != 1 or len(item.args) != 3:
@@ -224,7 +224,7 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
             return ast.CrdtApply(*item.args)
         return select
     if relational.is_relational(tree):
-        return ast.RelationalQuery(relational.Query.of(tree))
+        return ast.RelationalQuery(relational.Query.of(tree, sql))
     if isinstance(tree, exp.Insert):
         return _insert(tree, upsert)
     if isinstance(tree, exp.Update):

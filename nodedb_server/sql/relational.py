@@ -94,14 +94,16 @@ class Query:
     """A relational read: its tree with names folded, the collections it names, and the
     names of its output columns as PostgreSQL gives them (None: from a ``*``)."""
 
-    tree: exp.Expression
+    tree: exp.Expr
     tables: tuple[str, ...]
     names: tuple[str | None, ...]
     params: int
 
     @staticmethod
-    def of(tree: exp.Expression) -> Query:
+    def of(tree: exp.Expr, sql: str = "") -> Query:
         tree = tree.copy()
+        # sqlglot reads substr() as substring(); PostgreSQL names the column by the word used
+        substr = bool(_SUBSTR.search(sql)) and not _SUBSTRING.search(sql)
         _fold_names(tree)
         tables = _collections(tree)
         first = _leftmost(tree)
@@ -112,7 +114,8 @@ class Query:
             ):
                 names.append(None)
                 continue
-            names.append(output_name(node))
+            name = output_name(node)
+            names.append("substr" if substr and name == "substring" else name)
             inner = node.this if isinstance(node, exp.Alias) else node
             node.replace(exp.alias_(inner.copy(), _ALIAS.format(i), quoted=True))
         _rewrite(tree)
@@ -149,6 +152,10 @@ class Query:
                 oid = oids[n - 1] if n <= len(oids) else t.TEXT
                 p.replace(_literal(value, oid))
         return tree.sql(dialect="postgres", identify=True)
+
+
+_SUBSTR = re.compile(r"(?i)\bsubstr\s*\(")
+_SUBSTRING = re.compile(r"(?i)\bsubstring\s*\(")
 
 
 def output_name(node: exp.Expression) -> str:
@@ -214,15 +221,15 @@ def _param_number(p: exp.Parameter) -> int:
     return int(p.this.this) if isinstance(p.this, exp.Literal) else int(p.name)
 
 
-def _fold_names(tree: exp.Expression) -> None:
+def _fold_names(tree: exp.Expr) -> None:
     """Unquoted identifiers fold to lower case, as PostgreSQL reads them."""
     for ident in tree.find_all(exp.Identifier):
         if not ident.args.get("quoted"):
             ident.set("this", ident.this.lower())
 
 
-def _leftmost(tree: exp.Expression) -> exp.Select:
-    node = tree
+def _leftmost(tree: exp.Expr) -> exp.Select:
+    node: exp.Expr = tree
     while isinstance(node, exp.SetOperation):
         node = node.this
     if isinstance(node, exp.Subquery):
@@ -232,7 +239,7 @@ def _leftmost(tree: exp.Expression) -> exp.Select:
     return node
 
 
-def _collections(tree: exp.Expression) -> tuple[str, ...]:
+def _collections(tree: exp.Expr) -> tuple[str, ...]:
     """The collections a query reads: its table names, less its CTEs' names."""
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
     names: list[str] = []
@@ -286,7 +293,7 @@ def to_chrono(pattern: str) -> str:
     return _TO_CHAR_RE.sub(lambda m: table[m.group(0)], out)
 
 
-def _rewrite(tree: exp.Expression) -> None:
+def _rewrite(tree: exp.Expr) -> None:
     """What DataFusion reads differently from PostgreSQL, said its way."""
     for node in list(tree.find_all(exp.TimeToStr)):
         fmt = node.args.get("format")
@@ -298,6 +305,9 @@ def _rewrite(tree: exp.Expression) -> None:
                     this="to_char", expressions=[node.this, exp.Literal.string(to_chrono(pg or ""))]
                 )
             )
+    for rounding in list(tree.find_all(exp.Round)):
+        if rounding.args.get("decimals") is None:  # round(float8) rounds half to even (rint)
+            rounding.replace(exp.Anonymous(this=_RINT, expressions=[rounding.this]))
     for cast in list(tree.find_all(exp.Cast)):
         if _cast_oid(cast.to) == t.TIMESTAMPTZ:
             cast.replace(
@@ -463,6 +473,18 @@ def pg_oid(arrow: pa.DataType) -> int:
     return t.TEXT
 
 
+_RINT = "nodedb_rint"
+_UDFS = {
+    _RINT: datafusion.udf(
+        lambda a: pc.round(a, ndigits=0, round_mode="half_to_even"),
+        [pa.float64()],
+        pa.float64(),
+        "immutable",
+        _RINT,
+    ),
+}
+
+
 def _register(ctx: datafusion.SessionContext, name: str, table: pa.Table) -> None:
     if table.num_rows:
         ctx.register_record_batches(name, [table.combine_chunks().to_batches()])
@@ -474,6 +496,9 @@ def _plan(tables: dict[str, pa.Table], sql: str) -> datafusion.DataFrame:
     ctx = datafusion.SessionContext(_CONFIG)
     for name, table in tables.items():
         _register(ctx, name, table)
+    for name, udf in _UDFS.items():
+        if name in sql.lower():
+            ctx.register_udf(udf)
     try:
         return ctx.sql_with_options(sql, _OPTIONS)
     except Exception as e:  # DataFusion raises plain exceptions with its message
@@ -496,6 +521,9 @@ def _error(e: Exception) -> DBError:
         return DataError("division by zero", sqlstate="22012")
     if "ParserError" in text:
         return SyntaxError_(f"syntax error: {first}")
+    if "Ambiguous reference" in text:
+        m = re.search(r"unqualified field (\S+)", text)
+        return DBError(f'column reference "{m.group(1) if m else ""}" is ambiguous', "42702")
     if "No field named" in text:
         m = re.search(r"No field named (.+?)\.?(?:\n|$)", text)
         name = m.group(1).replace('"', "") if m else "?"
