@@ -25,6 +25,9 @@ TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 
 BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
 FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
 OID_ARRAY, NAME_ARRAY = 1028, 1003
+# The catalog's vector types (pg_index.indkey): text "1 2", binary as a one-dimension array.
+INT2VECTOR, OIDVECTOR = 22, 30
+VECTOR_ARRAYS = {INT2VECTOR: INT2_ARRAY, OIDVECTOR: OID_ARRAY}
 
 ARRAY_ELEMENT = {
     BOOL_ARRAY: BOOL,
@@ -45,6 +48,8 @@ TYPE_NAMES = {
     NAME: "name",
     INT8: "int8",
     INT2: "int2",
+    INT2VECTOR: "int2vector",
+    OIDVECTOR: "oidvector",
     INT4: "int4",
     TEXT: "text",
     OID: "oid",
@@ -389,6 +394,8 @@ def _array_text(values: list[Any], elem: int) -> str:
 
 
 def encode_text(oid: int, v: Any) -> str:
+    if oid in VECTOR_ARRAYS and isinstance(v, list):
+        return " ".join(str(int(x)) for x in v)
     if oid == BOOL:
         return "t" if v else "f"
     if oid in (FLOAT8, FLOAT4):
@@ -444,6 +451,8 @@ def _numeric_binary(v: Any) -> bytes:
 
 
 def encode_binary(oid: int, v: Any) -> bytes:
+    if oid in VECTOR_ARRAYS:
+        oid = VECTOR_ARRAYS[oid]
     if oid == INT8:
         return _q.pack(int(v))
     if oid == INT4:

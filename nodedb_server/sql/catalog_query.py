@@ -28,6 +28,7 @@ from nodedb_server import types as t
 from nodedb_server.errors import DataError, FeatureNotSupported, SyntaxError_, UndefinedTable
 
 Rows = list[tuple[Any, ...]]
+Tables = dict[str, tuple[list[tuple[str, int]], Rows]]
 Scope = dict[str, dict[str, Any]]  # alias -> column -> value
 TScope = dict[str, dict[str, int]]  # alias -> column -> type OID
 
@@ -43,9 +44,11 @@ class CatalogDialect(Postgres):
 def _type_rows() -> list[tuple[Any, ...]]:
     rows = []
     for oid, name in sorted(t.TYPE_NAMES.items()):
-        elem = t.ARRAY_ELEMENT.get(oid, 0)
+        elem = t.ARRAY_ELEMENT.get(t.VECTOR_ARRAYS.get(oid, oid), 0)
         length = t.TYPE_SIZES.get(oid, -1)
-        rows.append((oid, name, 11, "b", 0, elem, length, ",", 0))
+        collation = 100 if oid in t.TEXTLIKE else 0
+        array = next((a for a, e in t.ARRAY_ELEMENT.items() if e == oid), 0)
+        rows.append((oid, name, 11, "b", 0, elem, length, ",", 0, collation, array, 10, False, -1))
     return rows
 
 
@@ -62,6 +65,11 @@ TABLES: dict[str, tuple[list[tuple[str, int]], Rows]] = {
             ("typlen", t.INT2),
             ("typdelim", t.CHAR),
             ("typrelid", t.OID),
+            ("typcollation", t.OID),
+            ("typarray", t.OID),
+            ("typowner", t.OID),
+            ("typnotnull", t.BOOL),
+            ("typtypmod", t.INT4),
         ],
         _type_rows(),
     ),
@@ -86,6 +94,40 @@ MAX_RECURSION = 100
 
 
 CATALOG_SCHEMAS = ("pg_catalog", "information_schema")
+# Relations built from the live catalog per query (sql/pg_catalog.py).
+LIVE = frozenset(
+    [
+        "pg_class",
+        "pg_attribute",
+        "pg_index",
+        "pg_constraint",
+        "pg_namespace",
+        "pg_am",
+        "pg_database",
+        "pg_roles",
+        "pg_user",
+        "pg_auth_members",
+        "pg_proc",
+        "pg_description",
+        "pg_shdescription",
+        "pg_attrdef",
+        "pg_inherits",
+        "pg_collation",
+        "pg_extension",
+        "pg_tablespace",
+        "pg_policy",
+        "pg_trigger",
+        "pg_rewrite",
+        "pg_statistic_ext",
+        "pg_publication",
+        "pg_publication_rel",
+        "pg_foreign_table",
+        "pg_sequence",
+        "pg_depend",
+        "pg_settings",
+    ]
+)
+NAMES = frozenset(TABLES) | LIVE
 
 
 def reads_catalog(tree: exp.Expr) -> bool:
@@ -96,7 +138,7 @@ def reads_catalog(tree: exp.Expr) -> bool:
     ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
     return any(
         table.db.lower() in CATALOG_SCHEMAS
-        or (not table.db and table.name in TABLES and table.name not in ctes)
+        or (not table.db and table.name in NAMES and table.name not in ctes)
         for table in tree.find_all(exp.Table)
     )
 
@@ -107,7 +149,7 @@ def reads_catalog(tree: exp.Expr) -> bool:
 _CATALOG_WORDS = re.compile(
     "|".join(
         [rf"(?i:\b{re.escape(schema)}\b)" for schema in CATALOG_SCHEMAS]
-        + [rf"\b{re.escape(name)}\b" for name in TABLES]
+        + [rf"\b{re.escape(name)}\b" for name in sorted(NAMES)]
     )
 )
 
@@ -140,14 +182,18 @@ class Query:
     def __init__(self, tree: exp.Expression):
         self.tree = tree
 
-    def columns(self, param_oids: list[int]) -> list[tuple[str, int]]:
-        names, types, _ = Evaluator([None] * len(param_oids), param_oids, typing_only=True).query(
-            self.tree, {}, {}, {}
-        )
+    def columns(self, param_oids: list[int], tables: Tables | None = None) -> list[tuple[str, int]]:
+        names, types, _ = Evaluator(
+            [None] * len(param_oids), param_oids, typing_only=True, tables=tables
+        ).query(self.tree, {}, {}, {})
         return list(zip(names, types, strict=True))
 
-    def run(self, params: list[Any], param_oids: list[int]) -> tuple[list[tuple[str, int]], Rows]:
-        names, types, rows = Evaluator(params, param_oids).query(self.tree, {}, {}, {})
+    def run(
+        self, params: list[Any], param_oids: list[int], tables: Tables | None = None
+    ) -> tuple[list[tuple[str, int]], Rows]:
+        names, types, rows = Evaluator(params, param_oids, tables=tables).query(
+            self.tree, {}, {}, {}
+        )
         return list(zip(names, types, strict=True)), rows
 
     def param_count(self) -> int:
@@ -164,7 +210,8 @@ class Query:
 
 def _cast_oid(to: exp.Expression) -> int:
     if isinstance(to, exp.ObjectIdentifier):
-        return t.REGTYPE if str(to.this).lower() == "regtype" else t.OID
+        kind = str(to.this).lower()
+        return t.REGTYPE if kind == "regtype" else t.TEXT if kind == "regclass" else t.OID
     assert isinstance(to, exp.DataType)
     if to.this == exp.DataType.Type.ARRAY:
         return _ARRAY_OF.get(_cast_oid(to.expressions[0]), t.TEXT_ARRAY)
@@ -175,10 +222,17 @@ def _cast_oid(to: exp.Expression) -> int:
 
 
 class Evaluator:
-    def __init__(self, params: list[Any], param_oids: list[int], typing_only: bool = False):
+    def __init__(
+        self,
+        params: list[Any],
+        param_oids: list[int],
+        typing_only: bool = False,
+        tables: Tables | None = None,
+    ):
         self.params = params
         self.param_oids = param_oids
         self.typing_only = typing_only
+        self.tables: Tables = {**TABLES, **(tables or {})}
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -204,13 +258,25 @@ class Evaluator:
         where = node.args.get("where")
         if where is not None and not self.typing_only:
             scopes = [s for s in scopes if self.value(where.this, s, ctes, types) is True]
+        order = node.args.get("order")
+        names = [e.alias_or_name for e in node.expressions]
+        if order is not None and not self.typing_only and not node.args.get("distinct"):
+            # an ORDER BY expression that is not an output column is read from each row
+            for o in reversed(order.expressions):
+                if _output_position(o.this, names) is None:
+                    keyed = [(_sortable(self.value(o.this, sc, ctes, types)), sc) for sc in scopes]
+                    keyed.sort(key=lambda p: p[0], reverse=bool(o.args.get("desc")))
+                    scopes = [sc for _, sc in keyed]
         names, out_types, rows = self._project(node, sources, scopes, ctes, types)
         if node.args.get("distinct"):
             rows = _distinct(rows)
-        order = node.args.get("order")
         if order is not None and not self.typing_only:
             for o in reversed(order.expressions):
-                pos = _position(o.this, names)
+                pos = _output_position(o.this, names)
+                if pos is None:
+                    if node.args.get("distinct"):
+                        _position(o.this, names)  # refused
+                    continue
                 rows.sort(key=_column_key(pos), reverse=bool(o.args.get("desc")))
         limit = node.args.get("limit")
         if limit is not None:
@@ -254,7 +320,12 @@ class Evaluator:
             if name in ctes and not node.args.get("db"):
                 cols, ty, rows = ctes[name]
                 return alias, cols, ty, rows
-            table = TABLES.get(name)
+            db = node.db.lower()
+            table = self.tables.get(f"{db}.{name}" if db == "information_schema" else name)
+            if table is None and (db == "pg_catalog" or not name) and name not in TABLES:
+                # a system relation or set-returning function for what we do not have
+                # (publications, rules, policies...): it holds no rows
+                return alias or "?", [], [], []
             if table is None:
                 raise UndefinedTable(f'relation "{name}" does not exist')
             cols_types, rows = table
@@ -262,6 +333,8 @@ class Evaluator:
         if isinstance(node, exp.Subquery):
             n, ty, rows = self.query(node.this, ctes, outer, outer_types)
             return node.alias, n, ty, rows
+        if isinstance(node, exp.Lateral | exp.Unnest | exp.Func):
+            return node.alias_or_name or "?", [], [], []  # set-returning functions: no rows
         raise FeatureNotSupported(f"{type(node).__name__} is not supported in FROM over pg_catalog")
 
     def _sources(
@@ -301,7 +374,7 @@ class Evaluator:
                         nxt.append(candidate)
                         matched = True
                 if left and not matched:
-                    nxt.append({**s, alias: dict.fromkeys(cols)})
+                    nxt.append({**s, alias: dict.fromkeys(cols) if cols else _NullRow()})
             scopes = nxt
         yield from scopes
 
@@ -327,6 +400,25 @@ class Evaluator:
         names = [n for n, *_ in items]
         if self.typing_only:
             return names, out_types, []
+        group = node.args.get("group")
+        if group is not None:
+            groups: dict[tuple[Any, ...], list[Scope]] = {}
+            for sc in scopes:
+                key = tuple(_hashable(self.value(g, sc, ctes, types)) for g in group.expressions)
+                groups.setdefault(key, []).append(sc)
+            grouped = []
+            for members in groups.values():
+                grouped.append(
+                    tuple(
+                        members[0][a][c]  # type: ignore[index]
+                        if e is None
+                        else self._aggregate(e, members, ctes, types)
+                        if _has_aggregate(e)
+                        else self.value(e, members[0], ctes, types)
+                        for _, e, a, c in items
+                    )
+                )
+            return names, out_types, grouped
         aggregate = any(e is not None and _has_aggregate(e) for _, e, _, _ in items)
         if aggregate:
             row = tuple(self._aggregate(e, scopes, ctes, types) for _, e, _, _ in items)  # type: ignore[arg-type]
@@ -338,13 +430,27 @@ class Evaluator:
             )
             for s in scopes
         ]
+        if any(isinstance(v, _Set) for r in rows[:1] for v in r):
+            rows = [x for r in rows for x in _expand(r)]
         return names, out_types, rows
 
     def _aggregate(
         self, e: exp.Expression, scopes: list[Scope], ctes: dict[str, Any], types: TScope
     ) -> Any:
         if isinstance(e, exp.Count):
-            return len(scopes)
+            arg = e.this
+            if arg is None or isinstance(arg, exp.Star):
+                return len(scopes)
+            return sum(1 for sc in scopes if self.value(arg, sc, ctes, types) is not None)
+        if isinstance(e, exp.Min | exp.Max | exp.LogicalAnd | exp.LogicalOr):
+            vals = [v for sc in scopes if (v := self.value(e.this, sc, ctes, types)) is not None]
+            if not vals:
+                return None
+            if isinstance(e, exp.LogicalAnd):
+                return all(vals)
+            if isinstance(e, exp.LogicalOr):
+                return any(vals)
+            return min(vals) if isinstance(e, exp.Min) else max(vals)
         if isinstance(e, exp.ArrayAgg):
             arg = e.this
             if isinstance(arg, exp.Order):
@@ -393,7 +499,12 @@ class Evaluator:
             return (not v) if e.args.get("negate") else v
         if isinstance(e, exp.In):
             v = self.value(e.this, s, ctes, types)
-            found = v is not None and v in [self.value(i, s, ctes, types) for i in e.expressions]
+            if e.args.get("query") is not None:
+                _, _, rows = self.query(e.args["query"].this, ctes, s, types)
+                options = [r[0] for r in rows]
+            else:
+                options = [self.value(i, s, ctes, types) for i in e.expressions]
+            found = v is not None and any(_same(v, o) for o in options)
             return (not found) if e.args.get("negate") else found
         if isinstance(e, exp.EQ) and isinstance(e.expression, exp.Any):
             v = self.value(e.this, s, ctes, types)
@@ -403,6 +514,7 @@ class Evaluator:
             a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
             if a is None or b is None:
                 return None
+            a, b = _comparable(a, b)
             op = {
                 exp.EQ: "__eq__",
                 exp.NEQ: "__ne__",
@@ -419,8 +531,16 @@ class Evaluator:
             v = self.value(e.this, s, ctes, types)
             return None if v is None else -v
         if isinstance(e, exp.Case):
+            operand = e.this
+            subject = self.value(operand, s, ctes, types) if operand is not None else None
             for branch in e.args.get("ifs") or []:
-                if self.value(branch.this, s, ctes, types) is True:
+                if operand is not None:
+                    hit = subject is not None and _same(
+                        subject, self.value(branch.this, s, ctes, types)
+                    )
+                    if hit:
+                        return self.value(branch.args["true"], s, ctes, types)
+                elif self.value(branch.this, s, ctes, types) is True:
                     return self.value(branch.args["true"], s, ctes, types)
             default = e.args.get("default")
             return self.value(default, s, ctes, types) if default is not None else None
@@ -431,6 +551,8 @@ class Evaluator:
                     return v
             return None
         if isinstance(e, exp.Cast):
+            if _is_regclass(e.to):
+                return self._regclass(self.value(e.this, s, ctes, types))
             return _cast(self.value(e.this, s, ctes, types), _cast_oid(e.to))
         if isinstance(e, exp.Subquery):
             _, _, rows = self.query(e.this, ctes, s, types)
@@ -442,7 +564,93 @@ class Evaluator:
             name = self.value(e.expressions[0], s, ctes, types) if e.expressions else None
             key = None if name is None else str(name).strip().lower()
             return None if key is None else _OID_BY_NAME.get(key, t.CAST_NAMES.get(key))
+        if isinstance(e, exp.Collate):
+            return self.value(e.this, s, ctes, types)
+        if isinstance(e, exp.ByteString | exp.National):
+            return str(e.this).encode().decode("unicode_escape")
+        if isinstance(e, exp.RegexpLike | exp.RegexpILike):
+            return self._regex(e.this, e.expression, s, ctes, types, isinstance(e, exp.RegexpILike))
+        if isinstance(e, exp.Operator):
+            op = str(e.args.get("operator", "")).lower().replace("pg_catalog.", "").strip()
+            if op in ("~", "~*", "!~", "!~*"):
+                rx = self._regex(e.this, e.expression, s, ctes, types, "*" in op)
+                return None if rx is None else (not rx if op.startswith("!") else rx)
+            if op in ("=", "<>", "!=", "<", "<=", ">", ">="):
+                cls = {
+                    "=": exp.EQ,
+                    "<>": exp.NEQ,
+                    "!=": exp.NEQ,
+                    "<": exp.LT,
+                    "<=": exp.LTE,
+                    ">": exp.GT,
+                    ">=": exp.GTE,
+                }[op]
+                compared: Any = cls(this=e.this, expression=e.expression)
+                return self.value(compared, s, ctes, types)
+            raise FeatureNotSupported(f"operator {op} is not supported over pg_catalog")
+        if isinstance(e, exp.Like | exp.ILike):
+            v = self.value(e.this, s, ctes, types)
+            pat = self.value(e.expression, s, ctes, types)
+            if v is None or pat is None:
+                return None
+            rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pat)
+            flags = re.IGNORECASE | re.DOTALL if isinstance(e, exp.ILike) else re.DOTALL
+            return re.fullmatch(rx, str(v), flags) is not None
+        if isinstance(e, exp.Exists):
+            _, _, rows = self.query(e.this, ctes, s, types)
+            return bool(rows)
+        if isinstance(e, exp.Explode | exp.Unnest):
+            arg = e.this if isinstance(e, exp.Explode) else e.expressions[0]
+            arr = self.value(arg, s, ctes, types)
+            return _Set(list(arr or []))
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "generate_subscripts":
+            arr = self.value(e.expressions[0], s, ctes, types)
+            return _Set(list(range(1, len(arr or []) + 1)))
+        if isinstance(e, exp.DPipe):
+            a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            return None if a is None or b is None else f"{a}{b}"
+        if isinstance(e, exp.Array):
+            if len(e.expressions) == 1 and isinstance(e.expressions[0], exp.Select):
+                _, _, rows = self.query(e.expressions[0], ctes, s, types)
+                return [r[0] for r in rows]
+            return [self.value(x, s, ctes, types) for x in e.expressions]
+        if isinstance(e, exp.Func):
+            name = _func_name(e)
+            fn = FUNCTIONS.get(name)
+            if fn is not None:
+                args = [self.value(a, s, ctes, types) for a in _func_args(e)]
+                return fn[1](self, *args)
         raise FeatureNotSupported(f"{type(e).__name__} is not supported over pg_catalog")
+
+    def _regex(
+        self,
+        left: exp.Expression,
+        right: exp.Expression,
+        s: Scope,
+        ctes: dict[str, Any],
+        types: TScope,
+        ignore_case: bool,
+    ) -> bool | None:
+        v, pat = self.value(left, s, ctes, types), self.value(right, s, ctes, types)
+        if v is None or pat is None:
+            return None
+        try:
+            return re.search(str(pat), str(v), re.IGNORECASE if ignore_case else 0) is not None
+        except re.error as err:
+            raise DataError(f"invalid regular expression: {err}", sqlstate="2201B") from None
+
+    def _regclass(self, v: Any) -> Any:
+        """A relation's name for its oid, or its oid for its name (``'users'::regclass``)."""
+        if v is None:
+            return None
+        rows = self.tables.get("pg_class", ([], []))[1]
+        if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
+            return next((r[1] for r in rows if r[0] == int(v)), str(v))
+        name = str(v).split(".")[-1].strip('"')
+        for r in rows:
+            if r[1] == name:
+                return r[0]
+        raise UndefinedTable(f'relation "{v}" does not exist')
 
     def type_of(self, e: exp.Expression, types: TScope) -> int:
         if isinstance(e, exp.Paren):
@@ -471,20 +679,220 @@ class Evaluator:
         if isinstance(e, exp.Add | exp.Sub | exp.Neg):
             return self.type_of(e.this, types)
         if isinstance(e, exp.Subquery):
-            _, ty, _ = Evaluator(self.params, self.param_oids, typing_only=True).query(
-                e.this, {}, {}, types
-            )
+            _, ty, _ = Evaluator(
+                self.params, self.param_oids, typing_only=True, tables=self.tables
+            ).query(e.this, {}, {}, types)
             return ty[0]
         if isinstance(e, exp.ArrayAgg):
             arg = e.this.this if isinstance(e.this, exp.Order) else e.this
             return _ARRAY_OF.get(self.type_of(arg, types), t.TEXT_ARRAY)
         if isinstance(e, exp.Count):
             return t.INT8
+        if isinstance(e, exp.Min | exp.Max):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.LogicalAnd | exp.LogicalOr):
+            return t.BOOL
+        if isinstance(e, exp.Explode):
+            arr = self.type_of(e.this, types)
+            return t.ARRAY_ELEMENT.get(t.VECTOR_ARRAYS.get(arr, arr), t.TEXT)
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "generate_subscripts":
+            return t.INT4
         if _is_pg_catalog_call(e):
             return self.type_of(e.expression, types)
         if isinstance(e, exp.Anonymous) and str(e.this).lower() == "to_regtype":
             return t.OID
+        if isinstance(e, exp.Collate):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.Func) and _func_name(e) in FUNCTIONS:
+            return FUNCTIONS[_func_name(e)][0]
+        if isinstance(e, exp.Exists | exp.RegexpLike | exp.RegexpILike | exp.Operator):
+            return t.BOOL
         return t.BOOL if isinstance(e, exp.Predicate | exp.Not | exp.And | exp.Or) else t.TEXT
+
+
+class _Set(list[Any]):
+    """The rows a set-returning function (unnest) gives in a select list."""
+
+
+def _expand(row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    n = max((len(v) for v in row if isinstance(v, _Set)), default=1)
+    return [
+        tuple((v[i] if i < len(v) else None) if isinstance(v, _Set) else v for v in row)
+        for i in range(n)
+    ]
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+class _NullRow(dict[str, Any]):
+    """The NULL-extended row of a relation with no known columns (LEFT JOIN)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def _is_regclass(to: exp.Expression) -> bool:
+    return isinstance(to, exp.ObjectIdentifier) and str(to.this).lower() == "regclass"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if b is None:
+        return False
+    a, b = _comparable(a, b)
+    return bool(a == b)
+
+
+def _comparable(a: Any, b: Any) -> tuple[Any, Any]:
+    """An oid compared with its text (``attrelid = '16384'``, as psql writes it) compares
+    as numbers, as PostgreSQL casts the unknown literal to the column's type."""
+    if isinstance(a, int) and isinstance(b, str) and b.lstrip("-").isdigit():
+        return a, int(b)
+    if isinstance(b, int) and isinstance(a, str) and a.lstrip("-").isdigit():
+        return int(a), b
+    return a, b
+
+
+def _func_name(e: exp.Func) -> str:
+    if isinstance(e, exp.Anonymous):
+        return str(e.this).lower()
+    return e.sql_name().lower()
+
+
+def _func_args(e: exp.Func) -> list[exp.Expression]:
+    if isinstance(e, exp.Anonymous):
+        return list(e.expressions)
+    return [a for a in e.iter_expressions() if isinstance(a, exp.Expression)]
+
+
+def _format_type(ev: Evaluator, oid: Any, typmod: Any = None) -> str | None:
+    if oid is None:
+        return None
+    name = _NAME_BY_OID.get(int(oid))
+    return _SQL_TYPE_NAMES.get(name or "", name or "???")
+
+
+_SQL_TYPE_NAMES = {
+    "int8": "bigint",
+    "int4": "integer",
+    "int2": "smallint",
+    "float8": "double precision",
+    "float4": "real",
+    "bool": "boolean",
+    "timestamptz": "timestamp with time zone",
+    "timestamp": "timestamp without time zone",
+    "varchar": "character varying",
+    "bpchar": "character",
+    "_float4": "real[]",
+    "_float8": "double precision[]",
+    "_int8": "bigint[]",
+    "_text": "text[]",
+}
+
+
+def _indexdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
+    if oid is None:
+        return None
+    classes = {r[0]: r for r in ev.tables.get("pg_class", ([], []))[1]}
+    idx = next((r for r in ev.tables.get("pg_index", ([], []))[1] if r[0] == int(oid)), None)
+    if idx is None or idx[1] not in classes:
+        return None
+    table = classes[idx[1]][1]
+    attnum = int(idx[13][0])
+    col = next(
+        (
+            r[1]
+            for r in ev.tables.get("pg_attribute", ([], []))[1]
+            if r[0] == idx[1] and r[4] == attnum
+        ),
+        "?",
+    )
+    unique = "UNIQUE " if idx[4] else ""
+    return f"CREATE {unique}INDEX {classes[int(oid)][1]} ON public.{table} USING btree ({col})"
+
+
+def _constraintdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
+    for r in ev.tables.get("pg_constraint", ([], []))[1]:
+        if oid is not None and r[0] == int(oid):
+            key = next(
+                (a[1] for a in ev.tables["pg_attribute"][1] if a[0] == r[7] and a[4] == 1), "id"
+            )
+            return f"PRIMARY KEY ({key})"
+    return None
+
+
+def _userbyid(ev: Evaluator, oid: Any) -> str | None:
+    rows = ev.tables.get("pg_roles", ([], []))[1]
+    return next((r[1] for r in rows if oid is not None and r[0] == int(oid)), "nodedb")
+
+
+def _array_to_string(ev: Evaluator, arr: Any, sep: Any = ",", null: Any = None) -> str | None:
+    if arr is None:
+        return None
+    items = arr if isinstance(arr, list) else [arr]
+    return str(sep).join(
+        str(v) if v is not None else str(null) for v in items if v is not None or null is not None
+    )
+
+
+def _setting(ev: Evaluator, name: Any) -> Any:
+    rows = ev.tables.get("pg_settings", ([], []))[1]
+    found = next((r[1] for r in rows if r[0] == name), None)
+    return "heap" if found is None and name == "default_table_access_method" else found
+
+
+# name -> (result type, implementation(evaluator, *args))
+FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
+    "pg_get_userbyid": (t.NAME, _userbyid),
+    "pg_table_is_visible": (t.BOOL, lambda ev, oid: True),
+    "pg_type_is_visible": (t.BOOL, lambda ev, oid: True),
+    "pg_function_is_visible": (t.BOOL, lambda ev, oid: True),
+    "format_type": (t.TEXT, _format_type),
+    "obj_description": (t.TEXT, lambda ev, *a: None),
+    "col_description": (t.TEXT, lambda ev, *a: None),
+    "shobj_description": (t.TEXT, lambda ev, *a: None),
+    "pg_get_expr": (t.TEXT, lambda ev, *a: None),
+    "pg_get_indexdef": (t.TEXT, _indexdef),
+    "pg_get_constraintdef": (t.TEXT, _constraintdef),
+    "pg_get_statisticsobjdef_columns": (t.TEXT, lambda ev, *a: None),
+    "pg_get_partkeydef": (t.TEXT, lambda ev, *a: None),
+    "pg_get_viewdef": (t.TEXT, lambda ev, *a: None),
+    "pg_get_function_result": (t.TEXT, lambda ev, *a: None),
+    "pg_get_function_arguments": (t.TEXT, lambda ev, *a: None),
+    "pg_encoding_to_char": (t.NAME, lambda ev, enc: "UTF8"),
+    "array_to_string": (t.TEXT, _array_to_string),
+    "has_table_privilege": (t.BOOL, lambda ev, *a: True),
+    "has_schema_privilege": (t.BOOL, lambda ev, *a: True),
+    "has_database_privilege": (t.BOOL, lambda ev, *a: True),
+    "pg_has_role": (t.BOOL, lambda ev, *a: True),
+    "current_schema": (t.NAME, lambda ev: "public"),
+    "current_setting": (t.TEXT, lambda ev, name, missing_ok=False: _setting(ev, name)),
+    "current_schemas": (
+        t.NAME_ARRAY,
+        lambda ev, implicit=True: (["pg_catalog"] if implicit else []) + ["public"],
+    ),
+    "pg_relation_size": (t.INT8, lambda ev, *a: 0),
+    "pg_total_relation_size": (t.INT8, lambda ev, *a: 0),
+    "pg_size_pretty": (t.TEXT, lambda ev, n: None if n is None else f"{int(n)} bytes"),
+    "quote_ident": (
+        t.TEXT,
+        lambda ev, v: (
+            None
+            if v is None
+            else (
+                v
+                if re.fullmatch(r"[a-z_][a-z0-9_]*", str(v))
+                else '"' + str(v).replace('"', '""') + '"'
+            )
+        ),
+    ),
+    "lower": (t.TEXT, lambda ev, v: None if v is None else str(v).lower()),
+    "upper": (t.TEXT, lambda ev, v: None if v is None else str(v).upper()),
+}
 
 
 def _is_pg_catalog_call(e: exp.Expression) -> bool:
@@ -499,7 +907,7 @@ def _is_pg_catalog_call(e: exp.Expression) -> bool:
 
 def _has_aggregate(e: exp.Expression) -> bool:
     """An aggregate call in this SELECT's own expression (not inside a subquery)."""
-    if isinstance(e, exp.ArrayAgg | exp.Count):
+    if isinstance(e, exp.ArrayAgg | exp.Count | exp.Min | exp.Max | exp.LogicalAnd | exp.LogicalOr):
         return True
     if isinstance(e, exp.Subquery):
         return False
@@ -530,6 +938,14 @@ def _cast(v: Any, oid: int) -> Any:
     if oid in t.TEXTLIKE:
         return str(v)
     return v
+
+
+def _output_position(e: exp.Expression, names: list[str]) -> int | None:
+    if isinstance(e, exp.Column) and not e.table and e.name in names:
+        return names.index(e.name)
+    if isinstance(e, exp.Literal) and not e.is_string:
+        return int(e.this) - 1
+    return None
 
 
 def _position(e: exp.Expression, names: list[str]) -> int:

@@ -23,6 +23,7 @@ from nodedb_server.sql.expr import (
     Expr,
     Field,
 )
+from nodedb_server.sql.pg_catalog import live_tables
 from nodedb_server.sql.registry import Exprs, Prepared, statement
 from nodedb_server.sql.result import Column, Result
 
@@ -54,7 +55,7 @@ def show_columns(s: Session, stmt: ast.Show, param_oids: list[int]) -> list[Colu
 
 
 def catalog_columns(s: Session, stmt: ast.CatalogQuery, param_oids: list[int]) -> list[Column]:
-    return list(stmt.query.columns(param_oids))
+    return list(stmt.query.columns(param_oids, live_tables(s)))
 
 
 def catalog_param_types(s: Session, stmt: ast.CatalogQuery, declared: tuple[int, ...]) -> list[int]:
@@ -118,7 +119,7 @@ def set_config(s: Session, name: Any, value: Any, is_local: Any = False) -> str:
     implicit=True,
 )
 async def catalog_query(s: Session, stmt: ast.CatalogQuery, params: list[Any]) -> Result:
-    columns, rows = stmt.query.run(params, list(stmt.query.param_types()))
+    columns, rows = stmt.query.run(params, list(stmt.query.param_types()), live_tables(s))
     return Result(columns, rows, f"SELECT {len(rows)}")
 
 
