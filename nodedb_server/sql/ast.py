@@ -420,6 +420,13 @@ class Deallocate:
 
 
 @dataclass(frozen=True)
+class Truncate:
+    """TRUNCATE [TABLE] [ONLY] name [, ...] [RESTART | CONTINUE IDENTITY] [CASCADE | RESTRICT]."""
+
+    collections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Discard:
     what: str  # "all" | "plans" | "temp" | "sequences"
 
@@ -565,6 +572,7 @@ Statement = (
     | CrdtApply
     | CopyFrom
     | CatalogQuery
+    | Truncate
     | RelationalQuery
     | AlterSystem
     | BackupTenant

@@ -593,9 +593,9 @@ class Evaluator:
             pat = self.value(e.expression, s, ctes, types)
             if v is None or pat is None:
                 return None
-            rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pat)
+            like = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pat)
             flags = re.IGNORECASE | re.DOTALL if isinstance(e, exp.ILike) else re.DOTALL
-            return re.fullmatch(rx, str(v), flags) is not None
+            return re.fullmatch(like, str(v), flags) is not None
         if isinstance(e, exp.Exists):
             _, _, rows = self.query(e.this, ctes, s, types)
             return bool(rows)

@@ -147,17 +147,29 @@ def param_types(s: Session, stmt: ast.Statement, declared: tuple[int, ...]) -> l
             elif isinstance(node, Cmp):
                 for a, b in ((node.left, node.right), (node.right, node.left)):
                     if isinstance(a, Field) and isinstance(b, Param):
-                        oid = (
-                            field_oid(engine, a.name)
-                            if isinstance(engine, KvCollection)
-                            else t.TEXT
-                        )
-                        hints.setdefault(b.index, oid)
+                        hints.setdefault(b.index, compared_oid(engine, a.name))
     for name, e in typed_targets:
         target = typed_target(engine, name)
         if isinstance(e, Param) and target is not None:
             hints.setdefault(e.index, target)
     return [oids[i] or hints.get(i, t.TEXT) for i in range(count)]
+
+
+# Observed field types a parameter compared with takes (SQL.md "Types on the wire"):
+# a schemaless field holding only numbers, booleans or timestamps. Text and jsonb
+# fields leave it text.
+_COMPARED = frozenset({t.INT8, t.FLOAT8, t.BOOL, t.TIMESTAMPTZ})
+
+
+def compared_oid(engine: Engine | None, name: str) -> int:
+    """The type of a parameter compared with field ``name``: a KV field's declared type,
+    or the one scalar type a schemaless field has held, else text."""
+    if isinstance(engine, KvCollection):
+        return field_oid(engine, name)
+    if isinstance(engine, RowCollection) and name != engine.key_field:
+        oid = field_oid(engine, name)
+        return oid if oid in _COMPARED else t.TEXT
+    return t.TEXT
 
 
 def engine_of(s: Session, stmt: ast.Statement) -> Engine | None:

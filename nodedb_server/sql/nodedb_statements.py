@@ -1403,6 +1403,21 @@ def _select(p: Parser) -> ast.ReadStream | None:
     return ast.ReadStream(stream, group, limit)
 
 
+def _truncate(p: Parser) -> ast.Truncate:
+    p.accept("table")
+    names = []
+    while True:
+        p.accept("only")
+        names.append(p.name())
+        if not p.accept(","):
+            break
+    if p.accept("restart") or p.accept("continue"):
+        p.expect("identity")
+    if not p.accept("cascade"):
+        p.accept("restrict")
+    return ast.Truncate(tuple(names))
+
+
 def _checkpoint(p: Parser) -> ast.Checkpoint:
     return ast.Checkpoint()
 
@@ -1558,6 +1573,7 @@ STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "execute": _execute,
     "deallocate": _deallocate,
     "discard": _discard,
+    "truncate": _truncate,
 }
 
 

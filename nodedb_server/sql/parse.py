@@ -30,6 +30,7 @@ from nodedb_server.errors import (
 )
 from nodedb_server.sql import ast, catalog_query, relational
 from nodedb_server.sql.expr import Const, Expr, Field, Func, Star, from_sqlglot
+from nodedb_server.sql.functions import FUNCTIONS
 from nodedb_server.sql.nodedb_statements import (
     _first_line,
     assignments,
@@ -213,6 +214,8 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
         try:
             select = _select(tree)
         except (FeatureNotSupported, UndefinedFunction):
+            if _own_functions(tree):
+                raise  # NodeDB's functions (time_bucket, doc_get ..) run natively or not at all
             return ast.RelationalQuery(relational.Query.of(tree, sql))
         item = select.items[0].expr if select.items else None
         if isinstance(item, Func) and item.name == "crdt_apply":
@@ -233,6 +236,15 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
         unread(tree, ("this", "where", "returning"))
         return ast.Delete(_table(tree.this), _where(tree), returning_items(tree))
     raise FeatureNotSupported(f"{type(tree).__name__.upper()} statements are not supported")
+
+
+def _own_functions(tree: exp.Expr) -> bool:
+    """Whether the query calls a function of NodeDB's own that DataFusion does not have."""
+    return any(
+        str(call.this).lower() in FUNCTIONS
+        and str(call.this).lower() not in relational.known_functions()
+        for call in tree.find_all(exp.Anonymous)
+    )
 
 
 # The clause keywords a top-level comma is read against: after WHERE, HAVING, OFFSET or

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -101,6 +102,10 @@ class Query:
 
     @staticmethod
     def of(tree: exp.Expr, sql: str = "") -> Query:
+        for select in tree.find_all(exp.Select):
+            for clause, words in (("into", "SELECT INTO"), ("locks", "FOR UPDATE/SHARE")):
+                if select.args.get(clause):
+                    raise FeatureNotSupported(f"{words} is not supported")
         tree = tree.copy()
         # sqlglot reads substr() as substring(); PostgreSQL names the column by the word used
         substr = bool(_SUBSTR.search(sql)) and not _SUBSTRING.search(sql)
@@ -119,6 +124,10 @@ class Query:
             inner = node.this if isinstance(node, exp.Alias) else node
             node.replace(exp.alias_(inner.copy(), _ALIAS.format(i), quoted=True))
         _rewrite(tree)
+        for call in tree.find_all(exp.Anonymous):
+            name = str(call.this).lower()
+            if name not in known_functions() and name not in _UDFS:
+                raise UndefinedFunction(f"function {name}() does not exist")
         params = max((_param_number(p) for p in tree.find_all(exp.Parameter)), default=0)
         return Query(tree, tables, tuple(names), params)
 
@@ -483,6 +492,14 @@ _UDFS = {
         _RINT,
     ),
 }
+
+
+@functools.cache
+def known_functions() -> frozenset[str]:
+    """The functions DataFusion has (read once from its information_schema)."""
+    ctx = datafusion.SessionContext(datafusion.SessionConfig().with_information_schema(True))
+    found = ctx.sql("SELECT DISTINCT routine_name FROM information_schema.routines").to_pydict()
+    return frozenset(str(n).lower() for n in found["routine_name"])
 
 
 def _register(ctx: datafusion.SessionContext, name: str, table: pa.Table) -> None:

@@ -197,3 +197,58 @@ def test_errors_keep_their_sqlstates(
         ours.execute(sql)
     assert err.value.sqlstate == sqlstate, err.value
     assert ours.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_asyncpg_compares_an_int_parameter_with_an_int_field_uncast(
+    pair: tuple[psycopg.Connection[Any], ...], shared_server: ServerProcess
+) -> None:
+    """asyncpg sends values in the types the server describes: a parameter compared with a
+    field that has held only integers is described int8, so a Python int needs no cast,
+    on the native path and on DataFusion's."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        conn = await asyncpg.connect(f"postgresql://nodedb@127.0.0.1:{shared_server.port}/nodedb")
+        try:
+            native = await conn.fetch("SELECT id FROM users WHERE age > $1 ORDER BY id", 26)
+            joined = await conn.fetch(
+                "SELECT DISTINCT u.id FROM users u JOIN orders o ON o.customer = u.id"
+                " WHERE u.age > $1 AND o.total >= $2 ORDER BY 1",
+                26,
+                100.0,
+            )
+            return [r[0] for r in native], [r[0] for r in joined]
+        finally:
+            await conn.close()
+
+    native, joined = asyncio.run(run())
+    assert native == ["u1", "u4"]
+    assert joined == ["u1"]
+
+
+def test_truncate_empties_collections_at_once_and_rolls_back(
+    shared_server: ServerProcess,
+) -> None:
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION trunc_a")
+        conn.execute("CREATE COLLECTION trunc_b TYPE KEY_VALUE (key TEXT PRIMARY KEY)")
+        conn.execute("CREATE INDEX idx_trunc_n ON trunc_a FIELDS n")
+        conn.execute("INSERT INTO trunc_a (id, n) VALUES ('a1', 1), ('a2', 2)")
+        conn.execute("INSERT INTO trunc_b { key: 'k1', v: 1 }")
+    with psycopg.connect(shared_server.dsn()) as conn:  # inside a transaction, rolled back
+        conn.execute("TRUNCATE trunc_a")
+        assert conn.execute("SELECT count(*) FROM trunc_a").fetchone() == (0,)
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM trunc_a").fetchone() == (2,)
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        cur = conn.execute("TRUNCATE TABLE trunc_a, trunc_b RESTART IDENTITY")
+        assert cur.statusmessage == "TRUNCATE TABLE"
+        assert conn.execute("SELECT count(*) FROM trunc_a").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM trunc_b").fetchone() == (0,)
+        conn.execute("INSERT INTO trunc_a (id, n) VALUES ('a1', 5)")  # the index still works
+        assert conn.execute("SELECT id FROM trunc_a WHERE n = 5").fetchall() == [("a1",)]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("TRUNCATE trunc_a, nosuch")
+        assert conn.execute("SELECT count(*) FROM trunc_a").fetchone() == (1,)

@@ -40,7 +40,9 @@ from nodedb_server.sql.exec.timeseries import (
 from nodedb_server.sql.exec.txn import (
     Intent,
     Recompute,
+    Txn,
     commit_or_buffer,
+    fold,
     read_expiry,
     read_row,
     read_rows,
@@ -427,6 +429,27 @@ async def run_delete(
     result = _written(s, stmt, f"DELETE {len(rows)}", rows, columns, params)
     await commit_or_buffer(s, stmt.collection, [("delete", r[kf], None, None) for r in rows])
     return result
+
+
+@statement(ast.Truncate)
+async def run_truncate(s: Session, stmt: ast.Truncate, params: list[Any]) -> Result:
+    """Every row of each collection deleted, all of them in one commit (or in the
+    transaction): the collections, their indexes and definitions stay."""
+    now = now_ms()
+    intents: list[tuple[Any, ...]] = []
+    for name in dict.fromkeys(stmt.collections):
+        engine = s.collection(name)
+        kf = engine.key_field
+        keys = [r[kf] for r in read_rows(s, name, engine, now)]
+        intents.append((name, [("delete", k, None, None) for k in keys]))
+    if s.txn is not None:
+        for name, ops in intents:
+            await commit_or_buffer(s, name, ops)
+    else:
+        batch = Txn([(i, name, k, r, e) for name, ops in intents for i, k, r, e in ops])
+        if batch.intents:
+            await s.tenant.commit_ops(fold(s, batch))
+    return Result(None, [], "TRUNCATE TABLE")
 
 
 def returning_columns(
