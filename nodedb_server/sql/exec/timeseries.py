@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from nodedb_server.engines.base import Row
+from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.engines.timeseries import (
     TimeseriesCollection,
     TimeseriesError,
@@ -23,6 +23,7 @@ from nodedb_server.errors import (
 )
 from nodedb_server.sql import ast
 from nodedb_server.sql.columnar import arrow_filter, time_bounds, vector_aggregate
+from nodedb_server.sql.exec.copy_in import RowsLoad
 from nodedb_server.sql.exec.txn import commit_or_buffer, own_writes
 from nodedb_server.sql.expr import (
     Ctx,
@@ -92,8 +93,12 @@ async def insert_timeseries(
 async def copy_from(s: Session, stmt: ast.CopyFrom, params: list[Any]) -> Result:
     """COPY .. FROM STDIN: checked before the client sends its data."""
     engine = s.any_collection(stmt.collection)
+    if isinstance(engine, RowCollection):
+        if stmt.format == "binary":
+            raise FeatureNotSupported("binary COPY FROM is not supported yet: use text or csv")
+        return Result(None, [], "COPY", copy=RowsLoad(s, stmt, engine))
     if not isinstance(engine, TimeseriesCollection):
-        raise FeatureNotSupported("COPY FROM STDIN loads timeseries collections")
+        raise FeatureNotSupported("COPY FROM STDIN loads collections of rows")
     return Result(None, [], "COPY", copy=TimeseriesLoad(s, stmt, engine))
 
 
