@@ -392,7 +392,7 @@ class Evaluator:
                 items += [(c, None, a, c) for a, cols, _, _ in sources for c in cols]
             else:
                 inner = e.this if isinstance(e, exp.Alias) else e
-                items.append((e.alias_or_name, inner, None, None))
+                items.append((_output_name(e), inner, None, None))
         out_types = [
             types[a][c] if e is None else self.type_of(e, types)  # type: ignore[index]
             for _, e, a, c in items
@@ -615,7 +615,7 @@ class Evaluator:
                 return [r[0] for r in rows]
             return [self.value(x, s, ctes, types) for x in e.expressions]
         if isinstance(e, exp.Func):
-            name = _func_name(e)
+            name = func_name(e)
             fn = FUNCTIONS.get(name)
             if fn is not None:
                 args = [self.value(a, s, ctes, types) for a in _func_args(e)]
@@ -703,8 +703,8 @@ class Evaluator:
             return t.OID
         if isinstance(e, exp.Collate):
             return self.type_of(e.this, types)
-        if isinstance(e, exp.Func) and _func_name(e) in FUNCTIONS:
-            return FUNCTIONS[_func_name(e)][0]
+        if isinstance(e, exp.Func) and func_name(e) in FUNCTIONS:
+            return FUNCTIONS[func_name(e)][0]
         if isinstance(e, exp.Exists | exp.RegexpLike | exp.RegexpILike | exp.Operator):
             return t.BOOL
         return t.BOOL if isinstance(e, exp.Predicate | exp.Not | exp.And | exp.Or) else t.TEXT
@@ -736,6 +736,22 @@ class _NullRow(dict[str, Any]):
         return None
 
 
+def _output_name(e: exp.Expr) -> str:
+    """The output column's name: its alias or column name, else the function's, as
+    PostgreSQL names it."""
+    if isinstance(e, exp.Binary | exp.Literal | exp.Neg | exp.Not):
+        return "?column?"
+    if e.alias_or_name:
+        return e.alias_or_name
+    if isinstance(e, exp.Explode):
+        return "unnest"
+    if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Func):
+        return _output_name(e.expression)
+    if isinstance(e, exp.Func) and not isinstance(e, exp.Binary):
+        return func_name(e)
+    return "?column?"
+
+
 def _is_regclass(to: exp.Expression) -> bool:
     return isinstance(to, exp.ObjectIdentifier) and str(to.this).lower() == "regclass"
 
@@ -757,7 +773,7 @@ def _comparable(a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-def _func_name(e: exp.Func) -> str:
+def func_name(e: exp.Func) -> str:
     if isinstance(e, exp.Anonymous):
         return str(e.this).lower()
     return e.sql_name().lower()

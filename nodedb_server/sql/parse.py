@@ -216,6 +216,8 @@ def _from_tree(tree: exp.Expr, sql: str, upsert: bool, reads: bool) -> ast.State
         except (FeatureNotSupported, UndefinedFunction):
             if _own_functions(tree):
                 raise  # NodeDB's functions (time_bucket, doc_get ..) run natively or not at all
+            if _catalog_functions(tree):  # pgcli: SELECT unnest(current_schemas(true))
+                return ast.CatalogQuery(catalog_query.Query(catalog_query.parse(sql)))
             return ast.RelationalQuery(relational.Query.of(tree, sql))
         item = select.items[0].expr if select.items else None
         if isinstance(item, Func) and item.name == "crdt_apply":
@@ -244,6 +246,15 @@ def _own_functions(tree: exp.Expr) -> bool:
         str(call.this).lower() in FUNCTIONS
         and str(call.this).lower() not in relational.known_functions()
         for call in tree.find_all(exp.Anonymous)
+    )
+
+
+def _catalog_functions(tree: exp.Expr) -> bool:
+    """Whether the query calls a catalog function DataFusion does not have
+    (current_schemas, pg_get_userbyid ..): the catalog evaluator answers it."""
+    names = {catalog_query.func_name(call) for call in tree.find_all(exp.Func)}
+    return any(
+        n in catalog_query.FUNCTIONS and n not in relational.known_functions() for n in names
     )
 
 

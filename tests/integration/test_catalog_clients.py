@@ -174,3 +174,22 @@ def test_information_schema_lists_tables_and_columns(catalog_server: ServerProce
             " WHERE table_name = 'kv_stuff' ORDER BY ordinal_position"
         ).fetchall()
         assert cols == [("key", "text"), ("hits", "bigint")]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT unnest(current_schemas(true))",  # pgcli at start-up
+        "SELECT current_schemas(false)",
+        "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname !~ '^pg_' ORDER BY 1",
+        "SELECT pg_catalog.pg_get_userbyid(10) IS NOT NULL",
+    ],
+)
+def test_catalog_answers_match_postgresql(
+    catalog_server: ServerProcess, postgres: Any, sql: str
+) -> None:
+    with psycopg.connect(postgres.dsn()) as pg, psycopg.connect(catalog_server.dsn()) as ours:
+        want = pg.execute(sql)
+        got = ours.execute(sql)
+        assert [d.name for d in got.description or []] == [d.name for d in want.description or []]
+        assert got.fetchall() == want.fetchall()
