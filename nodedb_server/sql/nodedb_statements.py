@@ -578,8 +578,8 @@ def _copy(p: Parser) -> ast.Statement:
         if refused in opts:
             raise SyntaxError_(f"COPY FROM option {refused.upper()} is not supported")
     fmt, header = str(opts.get("format", "text")), bool(opts.get("header"))
-    if fmt not in ("csv", "text"):
-        raise SyntaxError_(f"COPY format {fmt} is not supported; use csv or text", sqlstate="0A000")
+    if fmt not in ("csv", "text", "binary"):
+        raise SyntaxError_(f'COPY format "{fmt}" not recognized', sqlstate="22023")
     given = opts.get("delimiter")
     delimiter = None if given is None else str(given)
     if delimiter is not None and len(delimiter) != 1:

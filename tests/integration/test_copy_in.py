@@ -88,3 +88,61 @@ def test_copy_in_a_transaction_rolls_back(shared_server: ServerProcess) -> None:
         assert conn.execute("SELECT id FROM cin_txn").fetchall() == [("x",)]
         conn.rollback()
         assert conn.execute("SELECT id FROM cin_txn").fetchall() == []
+
+
+def test_asyncpg_copy_records_to_table_binary(shared_server: ServerProcess) -> None:
+    """asyncpg describes the collection's columns, encodes the records in those types and
+    sends binary COPY; they land typed."""
+    import asyncio
+    import datetime as dt
+
+    import asyncpg
+
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION cin_bin")
+        conn.execute(
+            "INSERT INTO cin_bin (id, n, x, ok, at, label) VALUES"
+            " ('seed', 1, 0.5, true, '2024-01-01T00:00:00Z'::timestamptz, 's')"
+        )
+    at = dt.datetime(2025, 6, 7, 8, 9, 10, tzinfo=dt.UTC)
+
+    async def load() -> str:
+        conn = await asyncpg.connect(f"postgresql://nodedb@127.0.0.1:{shared_server.port}/nodedb")
+        try:
+            return await conn.copy_records_to_table(
+                "cin_bin",
+                records=[("r1", 10, 1.25, False, at, "one"), ("r2", None, 2.5, True, None, None)],
+                columns=["id", "n", "x", "ok", "at", "label"],
+            )
+        finally:
+            await conn.close()
+
+    assert asyncio.run(load()) == "COPY 2"
+    with psycopg.connect(shared_server.dsn()) as conn:
+        rows = conn.execute(
+            "SELECT id, n, x, ok, at, label FROM cin_bin WHERE id <> 'seed' ORDER BY id"
+        ).fetchall()
+    assert rows == [("r1", 10, 1.25, False, at, "one"), ("r2", None, 2.5, True, None, None)]
+
+
+def test_psycopg_binary_copy_and_a_truncated_stream(shared_server: ServerProcess) -> None:
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION cin_pbin TYPE KEY_VALUE (key TEXT PRIMARY KEY, hits INT8)")
+        with conn.cursor() as cur:
+            with cur.copy("COPY cin_pbin (key, hits) FROM STDIN (FORMAT binary)") as cp:
+                cp.set_types(["text", "int8"])
+                cp.write_row(("a", 1))
+                cp.write_row(("b", None))
+            assert cur.rowcount == 2
+        assert conn.execute("SELECT key, hits FROM cin_pbin ORDER BY key").fetchall() == [
+            ("a", 1),
+            ("b", None),
+        ]
+        with (
+            pytest.raises(psycopg.Error) as err,
+            conn.cursor() as cur,
+            cur.copy("COPY cin_pbin (key, hits) FROM STDIN (FORMAT binary)") as cp,
+        ):
+            cp.write(b"PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00")
+        assert err.value.sqlstate == "22P04"
+        assert conn.execute("SELECT count(*) FROM cin_pbin").fetchone() == (2,)

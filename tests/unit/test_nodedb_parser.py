@@ -662,7 +662,7 @@ REFUSED: list[tuple[str, str, str]] = [
     ("CREATE TIMESERIES m WITH (colour = 'red')", "42601", "unknown option colour"),
     ("CREATE TIMESERIES m WITH (colour = 'red') garbage", "42601", 'near "garbage"'),
     ("COPY c FROM '/etc/passwd'", "0A000", ""),
-    ("COPY c FROM STDIN WITH (FORMAT binary)", "0A000", ""),
+    ("COPY c FROM STDIN WITH (FORMAT parquet)", "22023", ""),
     ("COPY c FROM STDIN WITH (DELIMITER ';;')", "22023", ""),
     ("COPY c FROM STDIN WITH (ESCAPE 'x')", "42601", "escape"),
     ("DISCARD EVERYTHING", "42601", ""),

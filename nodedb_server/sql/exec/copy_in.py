@@ -1,4 +1,4 @@
-"""COPY c [(cols)] FROM STDIN into document and key-value collections, text or csv.
+"""COPY c [(cols)] FROM STDIN into document and key-value collections: text, csv, binary.
 
 Each line is a row; its values are text, read as the type the field has (a
 key-value field's declared type, or the one scalar type a schemaless field has
@@ -7,6 +7,12 @@ the columns are those of ``SELECT *`` (the key first). The rows are inserted as
 one commit, or into the open transaction: a duplicate key (23505), a value its
 field's type cannot read (22P02) or a line with the wrong number of values (22P04)
 loads nothing.
+
+Binary is PostgreSQL's binary COPY format: the 11-byte signature ``PGCOPY\n\377\r\n\0``,
+int32 flags, int32 header-extension length and that many bytes; then per row an
+int16 field count and, per field, an int32 length (-1: NULL) and the value in the
+binary form of the column's type as SELECT describes it (what asyncpg's
+copy_records_to_table encodes to); an int16 -1 ends the data.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.errors import DBError, ObjectInUse, SyntaxError_, UniqueViolation
 from nodedb_server.sql import ast
-from nodedb_server.sql.describe import compared_oid, typed_target
+from nodedb_server.sql.describe import compared_oid, field_oid, typed_target
 from nodedb_server.sql.exec.txn import Intent, commit_or_buffer, read_row
 from nodedb_server.sql.exec.values import new_row, now_ms
 from nodedb_server.sql.expr import Const, Ctx, Expr
@@ -76,6 +83,41 @@ def csv_rows(data: str, delimiter: str, header: bool) -> list[list[str | None]]:
     return rows
 
 
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def binary_rows(data: bytes, columns: int) -> list[list[bytes | None]]:
+    """The rows of PostgreSQL's binary COPY format, each field's bytes as sent."""
+    if not data.startswith(_SIGNATURE):
+        raise DBError("COPY file signature not recognized", sqlstate="22P04")
+    rows: list[list[bytes | None]] = []
+    try:
+        _flags, ext = struct.unpack_from("!iI", data, len(_SIGNATURE))
+        pos = len(_SIGNATURE) + 8 + ext
+        while True:
+            (count,) = struct.unpack_from("!h", data, pos)
+            pos += 2
+            if count == -1:
+                break
+            if count != columns:
+                raise DBError(f"row field count is {count}, expected {columns}", sqlstate="22P04")
+            row: list[bytes | None] = []
+            for _ in range(count):
+                (length,) = struct.unpack_from("!i", data, pos)
+                pos += 4
+                if length == -1:
+                    row.append(None)
+                    continue
+                if length < 0 or pos + length > len(data):
+                    raise struct.error
+                row.append(data[pos : pos + length])
+                pos += length
+            rows.append(row)
+    except struct.error:
+        raise DBError("unexpected EOF in COPY data", sqlstate="22P04") from None
+    return rows
+
+
 class RowsLoad(CopyIn):
     def __init__(self, session: Session, stmt: ast.CopyFrom, engine: RowCollection):
         self.session = session
@@ -91,6 +133,7 @@ class RowsLoad(CopyIn):
             )
         self.names = names
         self.columns = len(names)
+        self.binary = stmt.format == "binary"
 
     async def run(self, chunks: AsyncIterator[bytes]) -> Result:
         pieces: list[bytes] = []
@@ -109,15 +152,24 @@ class RowsLoad(CopyIn):
         engine = s.any_collection(stmt.collection)
         if not isinstance(engine, RowCollection):
             raise ObjectInUse(f'collection "{stmt.collection}" was replaced during the COPY')
-        try:
-            text = b"".join(pieces).decode("utf-8")
-        except UnicodeDecodeError:
-            raise DBError("invalid byte sequence for encoding UTF8", sqlstate="22021") from None
-        if stmt.format == "csv":
-            rows = csv_rows(text, stmt.delimiter or ",", stmt.header)
+        rows: list[list[Any]]
+        decode: Callable[[int, Any], Any]
+        if self.binary:
+            # decoded in the types SELECT describes, which is what the client encoded to
+            rows = list(binary_rows(b"".join(pieces), self.columns))
+            oids = [typed_target(engine, n) or field_oid(engine, n) for n in self.names]
+            decode = t.decode_binary
         else:
-            rows = text_rows(text, stmt.delimiter or "\t")
-        oids = [typed_target(engine, n) or compared_oid(engine, n) for n in self.names]
+            try:
+                text = b"".join(pieces).decode("utf-8")
+            except UnicodeDecodeError:
+                raise DBError("invalid byte sequence for encoding UTF8", sqlstate="22021") from None
+            if stmt.format == "csv":
+                rows = list(csv_rows(text, stmt.delimiter or ",", stmt.header))
+            else:
+                rows = list(text_rows(text, stmt.delimiter or "\t"))
+            oids = [typed_target(engine, n) or compared_oid(engine, n) for n in self.names]
+            decode = t.decode_text
         now = now_ms()
         ctx = Ctx(params=[], session=s)
         intents: list[Intent] = []
@@ -130,7 +182,7 @@ class RowsLoad(CopyIn):
                     sqlstate="22P04",
                 )
             fields: list[tuple[str, Expr]] = [
-                (n, Const(None if v is None else t.decode_text(oid, v)))
+                (n, Const(None if v is None else decode(oid, v)))
                 for n, v, oid in zip(self.names, values, oids, strict=True)
             ]
             row, expires = new_row(engine, fields, ctx, False, now)

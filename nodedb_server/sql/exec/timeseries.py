@@ -94,11 +94,13 @@ async def copy_from(s: Session, stmt: ast.CopyFrom, params: list[Any]) -> Result
     """COPY .. FROM STDIN: checked before the client sends its data."""
     engine = s.any_collection(stmt.collection)
     if isinstance(engine, RowCollection):
-        if stmt.format == "binary":
-            raise FeatureNotSupported("binary COPY FROM is not supported yet: use text or csv")
         return Result(None, [], "COPY", copy=RowsLoad(s, stmt, engine))
     if not isinstance(engine, TimeseriesCollection):
         raise FeatureNotSupported("COPY FROM STDIN loads collections of rows")
+    if stmt.format == "binary":
+        raise FeatureNotSupported(
+            "binary COPY into a timeseries collection is not supported yet: use text or csv"
+        )
     return Result(None, [], "COPY", copy=TimeseriesLoad(s, stmt, engine))
 
 
