@@ -684,9 +684,11 @@ def _copy_to(p: Parser, query: str) -> ast.CopyTo:
         )
     opts = _copy_options(p)
     fmt = str(opts.get("format", "text"))
-    if fmt == "binary":
-        raise SyntaxError_("COPY TO in binary format is not supported yet", sqlstate="0A000")
-    if fmt not in ("csv", "text"):
+    if fmt == "binary" and any(k in opts for k in ("header", "delimiter", "null", "quote")):
+        raise SyntaxError_(
+            "COPY binary takes no HEADER, DELIMITER, NULL or QUOTE", sqlstate="42601"
+        )
+    if fmt not in ("csv", "text", "binary"):
         raise SyntaxError_(f'COPY format "{fmt}" not recognized', sqlstate="22023")
     if fmt == "text" and "quote" in opts:
         raise SyntaxError_("COPY quote available only in CSV mode", sqlstate="0A000")

@@ -146,3 +146,41 @@ def test_psycopg_binary_copy_and_a_truncated_stream(shared_server: ServerProcess
             cp.write(b"PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00")
         assert err.value.sqlstate == "22P04"
         assert conn.execute("SELECT count(*) FROM cin_pbin").fetchone() == (2,)
+
+
+def test_binary_copy_out_and_back_in(shared_server: ServerProcess) -> None:
+    """COPY .. TO STDOUT (FORMAT binary) read by psycopg with the described types, and its
+    bytes loaded into another collection with binary COPY FROM."""
+    import datetime as dt
+
+    at = dt.datetime(2024, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    with psycopg.connect(shared_server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE COLLECTION bout_src")
+        conn.execute(
+            "INSERT INTO bout_src (id, n, x, at, tags) VALUES"
+            " ('a', 1, 1.5, %s, NULL), ('b', NULL, -2.25, NULL, NULL)",
+            (at,),
+        )
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY (SELECT id, n, x, at FROM bout_src ORDER BY id) TO STDOUT (FORMAT binary)"
+            ) as cp:
+                cp.set_types(["text", "int8", "float8", "timestamptz"])
+                rows = list(cp.rows())
+            with cur.copy(
+                "COPY (SELECT id, n, x, at FROM bout_src ORDER BY id) TO STDOUT (FORMAT binary)"
+            ) as cp:
+                raw = b"".join(bytes(b) for b in cp)
+        assert rows == [("a", 1, 1.5, at), ("b", None, -2.25, None)]
+        assert raw.startswith(b"PGCOPY\n\xff\r\n\x00") and raw.endswith(b"\xff\xff")
+        conn.execute("CREATE COLLECTION bout_dst")
+        conn.execute("INSERT INTO bout_dst (id, n, x, at) VALUES ('seed', 0, 0.5, %s)", (at,))
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY bout_dst (id, n, x, at) FROM STDIN (FORMAT binary)") as cp,
+        ):
+            cp.write(raw)
+        got = conn.execute(
+            "SELECT id, n, x, at FROM bout_dst WHERE id <> 'seed' ORDER BY id"
+        ).fetchall()
+        assert got == [("a", 1, 1.5, at), ("b", None, -2.25, None)]

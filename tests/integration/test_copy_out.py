@@ -106,7 +106,7 @@ def test_asyncpg_copy_from_table_and_query(server: ServerProcess, tmp_path: Path
     ("sql", "state"),
     [
         ("COPY users TO '/tmp/x'", "0A000"),  # server-side files are never written
-        ("COPY users TO STDOUT (FORMAT binary)", "0A000"),
+        ("COPY users TO STDOUT (FORMAT binary, HEADER)", "42601"),
         ("COPY users TO STDOUT (FORMAT xml)", "22023"),
         ("COPY users TO STDOUT (DELIMITER '||')", "22023"),
         ("COPY users TO STDOUT (QUOTE '''')", "0A000"),  # QUOTE is CSV's

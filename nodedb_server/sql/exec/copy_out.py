@@ -9,10 +9,14 @@ NULL string (empty by default, so an empty string is ``""``); NULL unquoted. Val
 are written as a text-format DataRow would carry them. HEADER writes the column
 names first. The rows are produced by the SELECT the statement holds, so COPY c TO
 sends exactly what ``SELECT * FROM c`` returns.
+Binary: PostgreSQL's binary COPY format (docs/FORMATS.md, as read by copy_in.py):
+signature, flags and an empty header extension, then per row an int16 count and
+each value as int32 length (-1: NULL) and its binary send form; an int16 -1 ends it.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +28,6 @@ from nodedb_server.sql.result import CopyOut, Result
 if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
 
-CHUNK_BYTES = 64 * 1024  # CopyData payloads of about this size
-
 
 @statement(ast.CopyTo, writes=False, implicit=True)
 async def copy_to(s: Session, stmt: ast.CopyTo, params: list[Any]) -> Result:
@@ -34,33 +36,51 @@ async def copy_to(s: Session, stmt: ast.CopyTo, params: list[Any]) -> Result:
     return Result(None, [], "", copy=RowsOut(stmt, columns, result.rows))
 
 
-class RowsOut(CopyOut):
-    binary = False
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!iI", 0, 0)
 
+
+class RowsOut(CopyOut):
     def __init__(self, stmt: ast.CopyTo, columns: list[Any], rows: list[tuple[Any, ...]]):
         self.stmt, self.names, self.rows = stmt, [c[0] for c in columns], rows
         self.oids = [c[1] for c in columns]
         self.columns = len(columns)
+        self.binary = stmt.format == "binary"
 
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> Result:
+        """One CopyData message per row, as PostgreSQL sends them: psycopg's row reader
+        (``Copy.rows()``) takes each message for one row."""
         stmt = self.stmt
+        if self.binary:
+            return await self._binary(send)
         line = _csv_line if stmt.format == "csv" else _text_line
         encoders = [t.encoder(oid, 0) for oid in self.oids]
-        out: list[str] = []
-        size = 0
         if stmt.header:
-            out.append(line(stmt, self.names))
+            await send(line(stmt, self.names).encode())
         for row in self.rows:
             text = [
                 None if v is None else enc(v).decode() for enc, v in zip(encoders, row, strict=True)
             ]
-            out.append(line(stmt, text))
-            size += len(out[-1])
-            if size >= CHUNK_BYTES:
-                await send("".join(out).encode())
-                out, size = [], 0
-        if out:
-            await send("".join(out).encode())
+            await send(line(stmt, text).encode())
+        return Result(None, [], f"COPY {len(self.rows)}")
+
+    async def _binary(self, send: Callable[[bytes], Awaitable[None]]) -> Result:
+        """Each row in a CopyData message of its own, the header in front of the first
+        (psycopg's reader looks for it there), the trailer alone at the end."""
+        encoders = [t.encoder(oid, 1) for oid in self.oids]
+        count = struct.pack("!h", self.columns)
+        head = _SIGNATURE
+        for row in self.rows:
+            out = [head, count]
+            head = b""
+            for enc, v in zip(encoders, row, strict=True):
+                if v is None:
+                    out.append(b"\xff\xff\xff\xff")
+                    continue
+                data = enc(v)
+                out.append(struct.pack("!i", len(data)))
+                out.append(data)
+            await send(b"".join(out))
+        await send(head + b"\xff\xff")
         return Result(None, [], f"COPY {len(self.rows)}")
 
 
