@@ -423,16 +423,60 @@ class Evaluator:
         if aggregate:
             row = tuple(self._aggregate(e, scopes, ctes, types) for _, e, _, _ in items)  # type: ignore[arg-type]
             return names, out_types, [row]
+        windows = {
+            k: self._window(e, scopes, ctes, types)
+            for k, (_, e, _, _) in enumerate(items)
+            if isinstance(e, exp.Window)
+        }
         rows = [
             tuple(
-                s[a][c] if e is None else self.value(e, s, ctes, types)  # type: ignore[index]
-                for _, e, a, c in items
+                windows[k][i]
+                if k in windows
+                else s[a][c]  # type: ignore[index]
+                if e is None
+                else self.value(e, s, ctes, types)
+                for k, (_, e, a, c) in enumerate(items)
             )
-            for s in scopes
+            for i, s in enumerate(scopes)
         ]
         if any(isinstance(v, _Set) for r in rows[:1] for v in r):
             rows = [x for r in rows for x in _expand(r)]
         return names, out_types, rows
+
+    def _window(
+        self, e: exp.Window, scopes: list[Scope], ctes: dict[str, Any], types: TScope
+    ) -> list[Any]:
+        """row_number() / rank() OVER (PARTITION BY .. ORDER BY ..), for each scope."""
+        fn = e.this
+        if not isinstance(fn, exp.RowNumber | exp.Anonymous) or (
+            isinstance(fn, exp.Anonymous) and str(fn.this).lower() not in ("rank", "dense_rank")
+        ):
+            raise FeatureNotSupported(f"{fn.sql()[:40]} is not supported as a window here")
+        parts = [p for p in e.args.get("partition_by") or []]
+        order = e.args.get("order")
+        orders = order.expressions if order is not None else []
+        keyed = []
+        for i, sc in enumerate(scopes):
+            pk = tuple(_hashable(self.value(p, sc, ctes, types)) for p in parts)
+            ok = [_sortable(self.value(o.this, sc, ctes, types)) for o in orders]
+            keyed.append((pk, ok, i))
+        out: list[Any] = [None] * len(scopes)
+        groups: dict[tuple[Any, ...], list[tuple[list[Any], int]]] = {}
+        for pk, ok, i in keyed:
+            groups.setdefault(pk, []).append((ok, i))
+        for members in groups.values():
+            for pos, o in reversed(list(enumerate(orders))):
+                members.sort(key=_nth_key(pos), reverse=bool(o.args.get("desc")))
+            rank = dense = 0
+            prev: Any = object()
+            for n, (ok, i) in enumerate(members, 1):
+                if ok != prev:
+                    rank, dense, prev = n, dense + 1, ok
+                if isinstance(fn, exp.RowNumber):
+                    out[i] = n
+                else:
+                    out[i] = rank if str(fn.this).lower() == "rank" else dense
+        return out
 
     def _aggregate(
         self, e: exp.Expression, scopes: list[Scope], ctes: dict[str, Any], types: TScope
@@ -544,6 +588,9 @@ class Evaluator:
                     return self.value(branch.args["true"], s, ctes, types)
             default = e.args.get("default")
             return self.value(default, s, ctes, types) if default is not None else None
+        if isinstance(e, exp.Nullif):
+            a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            return None if a is not None and _same(a, b) else a
         if isinstance(e, exp.Coalesce):
             for arg in [e.this, *e.expressions]:
                 v = self.value(arg, s, ctes, types)
@@ -674,7 +721,7 @@ class Evaluator:
             return next(
                 (self.type_of(b, types) for b in branches if not isinstance(b, exp.Null)), t.TEXT
             )
-        if isinstance(e, exp.Coalesce):
+        if isinstance(e, exp.Coalesce | exp.Nullif):
             return self.type_of(e.this, types)
         if isinstance(e, exp.Add | exp.Sub | exp.Neg):
             return self.type_of(e.this, types)
@@ -686,7 +733,7 @@ class Evaluator:
         if isinstance(e, exp.ArrayAgg):
             arg = e.this.this if isinstance(e.this, exp.Order) else e.this
             return _ARRAY_OF.get(self.type_of(arg, types), t.TEXT_ARRAY)
-        if isinstance(e, exp.Count):
+        if isinstance(e, exp.Count | exp.Window):
             return t.INT8
         if isinstance(e, exp.Min | exp.Max):
             return self.type_of(e.this, types)
@@ -734,6 +781,10 @@ class _NullRow(dict[str, Any]):
 
     def __missing__(self, key: str) -> None:
         return None
+
+
+def _nth_key(pos: int) -> Callable[[tuple[list[Any], int]], Any]:
+    return lambda member: member[0][pos]
 
 
 def _output_name(e: exp.Expr) -> str:
