@@ -83,6 +83,24 @@ def csv_rows(data: str, delimiter: str, header: bool) -> list[list[str | None]]:
     return rows
 
 
+async def copy_data(chunks: AsyncIterator[bytes]) -> bytes:
+    """All of a COPY FROM's data, read to the end (so the protocol stays in step) and
+    refused (54000) past MAX_COPY_BYTES: one COPY loads as one transaction."""
+    pieces: list[bytes] = []
+    total = 0
+    async for data in chunks:
+        total += len(data)
+        if total <= MAX_COPY_BYTES:
+            pieces.append(data)
+    if total > MAX_COPY_BYTES:
+        raise DBError(
+            f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
+            "may load as a single transaction; split the data",
+            sqlstate="54000",
+        )
+    return b"".join(pieces)
+
+
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
@@ -136,18 +154,7 @@ class RowsLoad(CopyIn):
         self.binary = stmt.format == "binary"
 
     async def run(self, chunks: AsyncIterator[bytes]) -> Result:
-        pieces: list[bytes] = []
-        total = 0
-        async for data in chunks:
-            total += len(data)
-            if total <= MAX_COPY_BYTES:
-                pieces.append(data)
-        if total > MAX_COPY_BYTES:
-            raise DBError(
-                f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
-                "may load as a single transaction; split the data",
-                sqlstate="54000",
-            )
+        data = await copy_data(chunks)
         s, stmt = self.session, self.stmt
         engine = s.any_collection(stmt.collection)
         if not isinstance(engine, RowCollection):
@@ -156,12 +163,12 @@ class RowsLoad(CopyIn):
         decode: Callable[[int, Any], Any]
         if self.binary:
             # decoded in the types SELECT describes, which is what the client encoded to
-            rows = list(binary_rows(b"".join(pieces), self.columns))
+            rows = list(binary_rows(data, self.columns))
             oids = [typed_target(engine, n) or field_oid(engine, n) for n in self.names]
             decode = t.decode_binary
         else:
             try:
-                text = b"".join(pieces).decode("utf-8")
+                text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise DBError("invalid byte sequence for encoding UTF8", sqlstate="22021") from None
             if stmt.format == "csv":

@@ -23,7 +23,7 @@ from nodedb_server.errors import (
 )
 from nodedb_server.sql import ast
 from nodedb_server.sql.columnar import arrow_filter, time_bounds, vector_aggregate
-from nodedb_server.sql.exec.copy_in import RowsLoad
+from nodedb_server.sql.exec.copy_in import RowsLoad, copy_data
 from nodedb_server.sql.exec.txn import commit_or_buffer, own_writes
 from nodedb_server.sql.expr import (
     Ctx,
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 
 # One COPY is one WAL record (atomic), and a record holds at most 256 MiB.
-MAX_COPY_BYTES = 192 * 1024 * 1024
 
 
 def timeseries_view(s: Session, name: str, engine: TimeseriesCollection) -> TimeseriesCollection:
@@ -130,18 +129,7 @@ class TimeseriesLoad(CopyIn):
         self.columns = len(stmt.columns or engine.columns)
 
     async def run(self, chunks: AsyncIterator[bytes]) -> Result:
-        pieces: list[bytes] = []
-        total = 0
-        async for data in chunks:
-            total += len(data)
-            if total <= MAX_COPY_BYTES:
-                pieces.append(data)
-        if total > MAX_COPY_BYTES:
-            raise DBError(
-                f"COPY of {total} bytes is over the {MAX_COPY_BYTES} bytes one COPY "
-                "may load as a single transaction; split the data",
-                sqlstate="54000",
-            )
+        data = await copy_data(chunks)
         stmt, session = self.stmt, self.session
         engine = session.any_collection(stmt.collection)
         if not isinstance(engine, TimeseriesCollection):
@@ -151,7 +139,7 @@ class TimeseriesLoad(CopyIn):
             table = await loop.run_in_executor(
                 None,
                 engine.batch_from_csv,
-                b"".join(pieces),
+                data,
                 stmt.columns,
                 stmt.format,
                 stmt.header,
