@@ -114,14 +114,19 @@ class Query:
         tables = _collections(tree)
         first = _leftmost(tree)
         names: list[str | None] = []
-        for i, node in enumerate(list(first.expressions)):
-            if isinstance(node, exp.Star) or (
-                isinstance(node, exp.Column) and isinstance(node.this, exp.Star)
-            ):
+        items = list(first.expressions)
+        stars = any(_is_star(node) for node in items)
+        aliases = [node.alias for node in items if isinstance(node, exp.Alias)]
+        for i, node in enumerate(items):
+            if _is_star(node):
                 names.append(None)
                 continue
             name = output_name(node)
             names.append("substr" if substr and name == "substring" else name)
+            # A user's alias is kept, so ORDER BY / GROUP BY can name it, unless a * sits
+            # beside it (its columns are told apart by the private aliases) or it repeats.
+            if isinstance(node, exp.Alias) and not stars and aliases.count(node.alias) == 1:
+                continue
             inner = node.this if isinstance(node, exp.Alias) else node
             node.replace(exp.alias_(inner.copy(), _ALIAS.format(i), quoted=True))
         _rewrite(tree)
@@ -162,6 +167,12 @@ class Query:
                 oid = oids[n - 1] if n <= len(oids) else t.TEXT
                 p.replace(_literal(value, oid))
         return tree.sql(dialect="postgres", identify=True)
+
+
+def _is_star(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Star) or (
+        isinstance(node, exp.Column) and isinstance(node.this, exp.Star)
+    )
 
 
 _SUBSTR = re.compile(r"(?i)\bsubstr\s*\(")

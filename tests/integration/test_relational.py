@@ -84,6 +84,11 @@ QUERIES = [
     " ORDER BY o.total DESC, o.id LIMIT 2 OFFSET 1",
     "SELECT DISTINCT age FROM users ORDER BY age DESC",
     "SELECT DISTINCT age FROM users ORDER BY age",
+    # output aliases named by ORDER BY and GROUP BY, and a * beside other columns
+    "SELECT DISTINCT city AS c FROM users ORDER BY c",
+    "SELECT u.name AS who, count(*) AS c FROM users u JOIN orders o ON o.customer = u.id"
+    " GROUP BY who ORDER BY c DESC, who",
+    "SELECT u.*, o.id AS oid FROM users u JOIN orders o ON o.customer = u.id ORDER BY 5",
 ]
 
 
