@@ -89,6 +89,7 @@ def live_tables(s: Session) -> dict[str, Table]:
     classes, attrs, indexes, constraints = [], [], [], []
     info_tables, info_columns, info_constraints, info_keys = [], [], [], []
     tenant_db = s.database
+    roles = _roles(s)
     for meta in st.active():
         engine = st.engines[meta.name]
         rel = table_oid(meta.id)
@@ -220,16 +221,16 @@ def live_tables(s: Session) -> dict[str, Table]:
                     None,
                     1663,
                 )
-                for n, name in enumerate(_databases(s))
+                for n, name in enumerate([s.database])
             ],
         ),
-        "pg_roles": (_ROLES, _roles(s)),
+        "pg_roles": (_ROLES, roles),
         "pg_user": (
             _cols(
                 "usename:name, usesysid:oid, usecreatedb:bool, usesuper:bool, userepl:bool,"
                 " usebypassrls:bool, passwd:text, valuntil:timestamptz, useconfig:text"
             ),
-            [(r[1], r[0], r[5], r[2], False, False, "********", None, None) for r in _roles(s)],
+            [(r[1], r[0], r[5], r[2], False, False, "********", None, None) for r in roles],
         ),
         "pg_auth_members": _empty("roleid:oid, member:oid, grantor:oid, admin_option:bool"),
         "pg_proc": _empty(
@@ -336,10 +337,6 @@ def _roles(s: Session) -> list[tuple[Any, ...]]:
             None,
         )
     ]
-
-
-def _databases(s: Session) -> list[str]:
-    return [s.database]
 
 
 def _class(
