@@ -37,8 +37,16 @@ class UniqueViolation(DBError):
     sqlstate = "23505"
 
 
+class NotNullViolation(DBError):
+    sqlstate = "23502"
+
+
 class DuplicateTable(DBError):
     sqlstate = "42P07"
+
+
+class DuplicateColumn(DBError):
+    sqlstate = "42701"
 
 
 class DataError(DBError):
@@ -47,6 +55,10 @@ class DataError(DBError):
 
 class InvalidTextRepresentation(DBError):
     sqlstate = "22P02"
+
+
+class NumericValueOutOfRange(DBError):
+    sqlstate = "22003"
 
 
 class InvalidCatalogName(DBError):

@@ -61,6 +61,10 @@ class RowCollection:
 
     engine: EngineKind = "document"
     key_field = "id"
+    # A table's declared schema (engines/document.py); schemaless collections have none.
+    table: Any = None
+    hidden_key = False  # the key is not a column of the table (SELECT * leaves it out)
+    int_key = False  # keys are integers (a table's integer primary key), else text
 
     def __init__(self, name: str):
         self.name = name
@@ -188,6 +192,10 @@ class RowCollection:
 
     def fields(self) -> list[str]:
         return list(self.field_types)
+
+    def column_oid(self, name: str) -> int | None:
+        """The declared type of a field (a KV value field, a table column), else None."""
+        return None
 
     def note_fields(self, row: Row) -> None:
         ft = self.field_types

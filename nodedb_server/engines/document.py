@@ -1,10 +1,126 @@
-"""The schemaless document engine: rows keyed by ``id``, any fields."""
+"""The document engine: rows keyed by ``id`` holding any fields; or, made by CREATE
+TABLE, a table: declared columns of declared types and a primary key of its own.
+
+A table's schema is part of its catalog entry (``CollectionMeta.options["table"]``,
+so it travels through the WAL, checkpoints and backups with the collection):
+
+    {"columns": [[name, type, not_null, default], ...], "key": name | None}
+
+``type`` is one of TABLE_TYPES, ``default`` None, ``{"value": v}`` or ``{"now": true}``.
+A table declared without a primary key is keyed by a hidden column, ``ctid`` (as
+PostgreSQL's row address is): a generated UUIDv7 that ``SELECT *`` does not show.
+"""
 
 from __future__ import annotations
 
-from nodedb_server.engines.base import RowCollection
+from dataclasses import dataclass
+from typing import Any
+
+from nodedb_server import types as t
+from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.storage.records import ROW_OPS
+
+# The column types a table declares, by the PostgreSQL name its catalog shows.
+TABLE_TYPES: dict[str, int] = {
+    "int2": t.INT2,
+    "int4": t.INT4,
+    "int8": t.INT8,
+    "float4": t.FLOAT4,
+    "float8": t.FLOAT8,
+    "numeric": t.NUMERIC,
+    "bool": t.BOOL,
+    "text": t.TEXT,
+    "varchar": t.VARCHAR,
+    "bytea": t.BYTEA,
+    "timestamp": t.TIMESTAMP,
+    "timestamptz": t.TIMESTAMPTZ,
+    "json": t.JSON,
+    "jsonb": t.JSONB,
+}
+INT_KEY_TYPES = frozenset({"int2", "int4", "int8"})
+KEY_TYPES = INT_KEY_TYPES | {"text", "varchar"}
+HIDDEN_KEY = "ctid"
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    name: str
+    type: str  # a TABLE_TYPES name
+    not_null: bool = False
+    default: dict[str, Any] | None = None  # {"value": v} or {"now": True}
+
+    @property
+    def oid(self) -> int:
+        return TABLE_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    columns: tuple[TableColumn, ...]
+    key: str | None  # the primary key column; None: the hidden ctid
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableSchema:
+        cols = tuple(TableColumn(n, ty, bool(nn), df) for n, ty, nn, df in d["columns"])
+        return cls(cols, d.get("key"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": [[c.name, c.type, c.not_null, c.default] for c in self.columns],
+            "key": self.key,
+        }
+
+    def column(self, name: str) -> TableColumn | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def with_column(self, col: TableColumn) -> TableSchema:
+        return TableSchema((*self.columns, col), self.key)
 
 
 class DocumentCollection(RowCollection):
     engine = "document"
     key_field = "id"
+
+    def __init__(self, name: str, table: dict[str, Any] | None = None):
+        self.table = TableSchema.from_dict(table) if table else None
+        if self.table is not None:
+            self.key_field = self.table.key or HIDDEN_KEY
+        super().__init__(name)
+        self.hidden_key = self.table is not None and self.table.key is None
+        key_col = self.table.column(self.key_field) if self.table is not None else None
+        self.int_key = key_col is not None and key_col.type in INT_KEY_TYPES
+        self._next_serial = 1  # the next generated integer key: past every key seen
+
+    def fields(self) -> list[str]:
+        if self.table is None:
+            return super().fields()
+        return [c.name for c in self.table.columns]
+
+    def column_oid(self, name: str) -> int | None:
+        if self.table is None:
+            return None
+        col = self.table.column(name)
+        if col is not None:
+            return col.oid
+        return t.TEXT if name == HIDDEN_KEY and self.hidden_key else None
+
+    def add_column(self, col: TableColumn) -> None:
+        assert self.table is not None
+        self.table = self.table.with_column(col)
+
+    def next_serial(self) -> int:
+        """A new integer key, as a sequence gives one: never handed out twice by this
+        process, past every key stored (a key given by hand moves it on)."""
+        n = self._next_serial
+        self._next_serial = n + 1
+        return n
+
+    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
+        super().apply(op, key, row, expires_ms)
+        if self.int_key and op in ROW_OPS and isinstance(key, int) and key >= self._next_serial:
+            self._next_serial = key + 1
+
+    def load_items(self, items: Any) -> None:
+        super().load_items(items)
+        if self.int_key and self.rows:
+            self._next_serial = max(self._next_serial, max(self.rows) + 1)

@@ -10,9 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from nodedb_server import types as t
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.storage.records import REMOVING_OPS, ROW_OPS
 from nodedb_server.storage.snapshot import ABSENT, SnapshotItems
+
+# The types a KEY_VALUE collection's value fields declare (CREATE COLLECTION .. TYPE
+# KEY_VALUE (key TEXT PRIMARY KEY, hits INT8)); "timestamp" holds a time zone.
+KV_TYPE_OIDS = {
+    "text": t.TEXT,
+    "int8": t.INT8,
+    "float8": t.FLOAT8,
+    "bool": t.BOOL,
+    "bytea": t.BYTEA,
+    "timestamp": t.TIMESTAMPTZ,
+    "jsonb": t.JSONB,
+}
 
 
 class KvCollection(RowCollection):
@@ -23,6 +36,10 @@ class KvCollection(RowCollection):
         super().__init__(name)
         self.typed_fields: dict[str, str] = dict(typed_fields or {})
         self.expiry: dict[Any, int] = {}
+
+    def column_oid(self, name: str) -> int | None:
+        kind = self.typed_fields.get(name)
+        return KV_TYPE_OIDS[kind] if kind is not None else None
 
     def get(self, key: Any, now_ms: int = 0) -> Row | None:
         exp = self.expiry.get(key)

@@ -66,6 +66,13 @@ class Insert:
     upsert: bool = False
     object_form: bool = False  # ``{...}`` literals, where ``ttl`` is the KV expiry
     returning: list[SelectItem] = field(default_factory=list)  # empty: no RETURNING
+    # INSERT INTO t VALUES (..) without a column list: the names in ``rows`` are "",
+    # the table's columns in their order (exec/rows.py insert_rows)
+    positional: bool = False
+    # INSERT INTO t [(cols)] SELECT ..: the query whose rows are inserted (``rows`` is
+    # empty), into ``columns`` (empty: the table's columns in their order)
+    query: Statement | None = None
+    columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,18 @@ class CopyFrom:
 class DropCollection:
     name: str
     purge: bool = False
+    if_exists: bool = False
+    tag: str = "DROP COLLECTION"  # DROP TABLE is DROP COLLECTION .. PURGE, so tagged
+
+
+@dataclass(frozen=True)
+class AddColumns:
+    """ALTER TABLE [IF EXISTS] t ADD [COLUMN] [IF NOT EXISTS] c type [...], ..."""
+
+    collection: str
+    # [name, type, not_null, default] each (engines/document.py TableColumn), and
+    # whether it said IF NOT EXISTS
+    columns: tuple[tuple[list[Any], bool], ...]
     if_exists: bool = False
 
 
@@ -537,6 +556,7 @@ Statement = (
     | Delete
     | CreateCollection
     | DropCollection
+    | AddColumns
     | UndropCollection
     | CreateIndex
     | CreateVectorIndex

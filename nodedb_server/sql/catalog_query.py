@@ -922,7 +922,8 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
     "obj_description": (t.TEXT, lambda ev, *a: None),
     "col_description": (t.TEXT, lambda ev, *a: None),
     "shobj_description": (t.TEXT, lambda ev, *a: None),
-    "pg_get_expr": (t.TEXT, lambda ev, *a: None),
+    # adbin holds the expression's text already (pg_catalog.py pg_attrdef)
+    "pg_get_expr": (t.TEXT, lambda ev, expr, *a: expr),
     "pg_get_indexdef": (t.TEXT, _indexdef),
     "pg_get_constraintdef": (t.TEXT, _constraintdef),
     "pg_get_statisticsobjdef_columns": (t.TEXT, lambda ev, *a: None),

@@ -31,16 +31,6 @@ if TYPE_CHECKING:
     from nodedb_server.sql.session import Session
 
 
-KV_TYPE_OIDS = {
-    "text": t.TEXT,
-    "int8": t.INT8,
-    "float8": t.FLOAT8,
-    "bool": t.BOOL,
-    "bytea": t.BYTEA,
-    "timestamp": t.TIMESTAMPTZ,
-    "jsonb": t.JSONB,
-}
-
 TAG_OIDS = {
     "int": t.INT8,
     "float": t.FLOAT8,
@@ -89,10 +79,11 @@ def field_oid(engine: Fields, name: str) -> int:
         return engine.get(name, t.TEXT)
     if isinstance(engine, TimeseriesCollection):
         return TS_KIND_OIDS.get(engine.columns.get(name, "text"), t.TEXT)
+    declared = engine.column_oid(name)
+    if declared is not None:
+        return declared
     if name == engine.key_field:
         return t.TEXT
-    if isinstance(engine, KvCollection) and name in engine.typed_fields:
-        return KV_TYPE_OIDS[engine.typed_fields[name]]
     return tags_oid(engine.field_types.get(name, set()))
 
 
@@ -116,8 +107,9 @@ def typed_target(engine: Engine | None, name: str) -> int | None:
     if isinstance(engine, TimeseriesCollection):
         kind = engine.columns.get(name)
         return TS_KIND_OIDS[kind] if kind is not None else None
-    if isinstance(engine, KvCollection) and name in engine.typed_fields:
-        return KV_TYPE_OIDS[engine.typed_fields[name]]
+    declared = engine.column_oid(name) if isinstance(engine, RowCollection) else None
+    if declared is not None:
+        return declared
     if isinstance(engine, RowCollection) and engine.vector_index_on(name) is not None:
         return t.FLOAT4_ARRAY
     return None
@@ -125,6 +117,8 @@ def typed_target(engine: Engine | None, name: str) -> int | None:
 
 def param_types(s: Session, stmt: ast.Statement, declared: tuple[int, ...]) -> list[int]:
     """Each parameter's type: declared, else a cast, else a typed field, else text."""
+    if isinstance(stmt, ast.Insert) and stmt.query is not None:
+        return param_types(s, stmt.query, declared)  # INSERT .. SELECT: the query's
     spec = spec_of(stmt)
     if spec.param_types is not None:
         return spec.param_types(s, stmt, declared)
@@ -164,6 +158,8 @@ _COMPARED = frozenset({t.INT8, t.FLOAT8, t.BOOL, t.TIMESTAMPTZ})
 def compared_oid(engine: Engine | None, name: str) -> int:
     """The type of a parameter compared with field ``name``: a KV field's declared type,
     or the one scalar type a schemaless field has held, else text."""
+    if isinstance(engine, RowCollection) and engine.column_oid(name) is not None:
+        return field_oid(engine, name)
     if isinstance(engine, KvCollection):
         return field_oid(engine, name)
     if isinstance(engine, RowCollection) and name != engine.key_field:

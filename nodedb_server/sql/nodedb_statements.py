@@ -24,7 +24,7 @@ from nodedb_server import types as t
 from nodedb_server.engines.timeseries import parse_partition
 from nodedb_server.engines.vector import HNSW_OPTIONS
 from nodedb_server.errors import FeatureNotSupported, SyntaxError_
-from nodedb_server.sql import ast
+from nodedb_server.sql import ast, table_ddl
 from nodedb_server.sql.expr import (
     Agg,
     ArrayExpr,
@@ -345,10 +345,21 @@ def _create_index(p: Parser) -> ast.CreateIndex:
     if not p.accept("on"):
         index_name = p.name()
         p.expect("on")
-    collection = p.name()
-    p.expect("fields", "field")
-    field = p.name()
-    if p.accept(","):
+    p.accept("only")
+    collection = table_ddl.table_name(p)
+    if p.accept("using"):  # PostgreSQL's form: ON t [USING btree] (field [ASC | DESC])
+        method = p.name()
+        if method not in ("btree", "hash"):
+            raise FeatureNotSupported(f"index method {method} is not supported")
+    if p.accept("("):
+        field = p.name()
+        p.accept("asc") or p.accept("desc")
+        closed = p.accept(")")
+    else:
+        p.expect("fields", "field")
+        field = p.name()
+        closed = True
+    if not closed or p.accept(","):
         raise SyntaxError_(
             "an index covers one field; create one index per field", sqlstate="0A000"
         )
@@ -1510,6 +1521,10 @@ def _discard(p: Parser) -> ast.Discard:
 # parser past those keywords; parse_nodedb then refuses any text left after it.
 STATEMENTS: dict[str, Callable[[Parser], ast.Statement | None]] = {
     "create collection": _create_collection,
+    "create table": table_ddl.create_table,
+    "create unique": table_ddl.refuse_unique_index,
+    "alter table": table_ddl.add_columns,
+    "drop table": table_ddl.drop_table,
     "create timeseries": _create_timeseries,
     "create tenant": _create_tenant,
     "create user": _create_user,

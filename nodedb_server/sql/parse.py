@@ -408,11 +408,17 @@ def _group_ref(g: Expr, items: list[ast.SelectItem]) -> Expr:
 
 def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
     schema = tree.this
-    if not isinstance(schema, exp.Schema):
-        raise SyntaxError_("INSERT needs a field list: INSERT INTO c (f, ..) VALUES (..)")
-    name = _table(schema.this)
-    cols = [c.name for c in schema.expressions]
     values = tree.expression
+    positional = not isinstance(schema, exp.Schema)  # a table's columns, in their order
+    if positional:
+        name = _table(schema)
+        width = max((len(v.expressions) for v in getattr(values, "expressions", [])), default=0)
+        cols = [""] * width
+    else:
+        name = _table(schema.this)
+        cols = [c.name for c in schema.expressions]
+    if isinstance(values, exp.Select) or relational.is_relational(values):
+        return _insert_select(tree, name, cols, positional, upsert)
     if not isinstance(values, exp.Values):
         raise FeatureNotSupported("INSERT .. SELECT is not supported")
     if values.alias:  # sqlglot reads a word after VALUES (..) as its alias; PostgreSQL does not
@@ -424,16 +430,46 @@ def _insert(tree: exp.Insert, upsert: bool) -> ast.Insert:
         if len(exprs) != len(cols):
             raise SyntaxError_("INSERT has a different number of values than fields")
         rows.append(list(zip(cols, exprs, strict=True)))
-    conflict = None
+    return ast.Insert(
+        name,
+        rows,
+        _on_conflict(tree),
+        upsert,
+        returning=returning_items(tree),
+        positional=positional,
+    )
+
+
+def _on_conflict(tree: exp.Insert) -> ast.OnConflict | None:
     oc = tree.args.get("conflict")
-    if oc is not None:
-        unread(oc, ("action", "conflict_keys", "expressions"))
-        action = str(oc.args.get("action") or "").upper()
-        if "NOTHING" in action:
-            conflict = ast.OnConflict("nothing")
-        else:
-            conflict = ast.OnConflict("update", assignments(oc.expressions))
-    return ast.Insert(name, rows, conflict, upsert, returning=returning_items(tree))
+    if oc is None:
+        return None
+    unread(oc, ("action", "conflict_keys", "expressions"))
+    if "NOTHING" in str(oc.args.get("action") or "").upper():
+        return ast.OnConflict("nothing")
+    return ast.OnConflict("update", assignments(oc.expressions))
+
+
+def _insert_select(
+    tree: exp.Insert, name: str, cols: list[str], positional: bool, upsert: bool
+) -> ast.Insert:
+    """INSERT INTO t [(cols)] SELECT ..: the query parsed as it would be alone (SQLAlchemy's
+    ORM sends one for each batch of rows: .. SELECT p0, p1 FROM (VALUES ..) ORDER BY ..)."""
+    unread(tree, ("this", "expression", "conflict", "returning"))
+    query_tree = tree.expression
+    query = _from_tree(query_tree, query_tree.sql(dialect="postgres"), False, True)
+    if isinstance(query, ast.CatalogQuery):
+        raise FeatureNotSupported("INSERT .. SELECT from the catalog is not supported")
+    return ast.Insert(
+        name,
+        [],
+        _on_conflict(tree),
+        upsert,
+        returning=returning_items(tree),
+        positional=positional,
+        query=query,
+        columns=() if positional else tuple(cols),
+    )
 
 
 def _update(tree: exp.Update) -> ast.Update:

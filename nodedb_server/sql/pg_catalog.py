@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection
+from nodedb_server.engines.document import TABLE_TYPES
 from nodedb_server.sql.describe import field_oid
 
 if TYPE_CHECKING:
@@ -86,24 +87,36 @@ def _empty(spec: str) -> Table:
 def live_tables(s: Session) -> dict[str, Table]:
     """The system relations as ``s`` sees its tenant now."""
     st = s.tenant.state
-    classes, attrs, indexes, constraints = [], [], [], []
+    classes, attrs, indexes, constraints, attrdefs = [], [], [], [], []
     info_tables, info_columns, info_constraints, info_keys = [], [], [], []
     tenant_db = s.database
     roles = _roles(s)
     for meta in st.active():
         engine = st.engines[meta.name]
         rel = table_oid(meta.id)
-        fields = list(engine.fields())
-        fields += [f for f in getattr(engine, "typed_fields", {}) if f not in fields]
+        table = engine.table if isinstance(engine, RowCollection) else None
         key = engine.key_field if isinstance(engine, RowCollection) else ""
-        if key and key in fields:
-            fields.remove(key)
-        fields = ([key] if key else []) + fields
-        secondary = list(getattr(engine, "indexes", {}).values()) if key else []
-        classes.append(_class(rel, meta.name, "r", len(fields), bool(key), len(engine), HEAP_AM))
+        if isinstance(engine, RowCollection) and table is not None:
+            fields = list(engine.fields())  # in declared order; a hidden key is no column
+            key = "" if engine.hidden_key else key
+        else:
+            fields = list(engine.fields())
+            fields += [f for f in getattr(engine, "typed_fields", {}) if f not in fields]
+            if key and key in fields:
+                fields.remove(key)
+            fields = ([key] if key else []) + fields
+        secondary = list(getattr(engine, "indexes", {}).values())
+        classes.append(
+            _class(rel, meta.name, "r", len(fields), bool(key or secondary), len(engine), HEAP_AM)
+        )
         info_tables.append((tenant_db, "public", meta.name, "BASE TABLE", "YES", "NO"))
         for num, name in enumerate(fields, 1):
             oid = field_oid(engine, name)
+            col = table.column(name) if table is not None else None
+            not_null = name == key or (col is not None and col.not_null)
+            default = default_text(col.default, col.type) if col and col.default else None
+            if default is not None:
+                attrdefs.append((2_000_000 + 1000 * meta.id + num, rel, num, default))
             attrs.append(
                 (
                     rel,
@@ -113,8 +126,8 @@ def live_tables(s: Session) -> dict[str, Table]:
                     num,
                     -1,
                     0,
-                    name == key,
-                    False,
+                    not_null,
+                    default is not None,
                     False,
                     "",
                     "",
@@ -137,8 +150,8 @@ def live_tables(s: Session) -> dict[str, Table]:
                     meta.name,
                     name,
                     num,
-                    None,
-                    "NO" if name == key else "YES",
+                    default,
+                    "NO" if not_null else "YES",
                     _info_type(oid),
                     t.TYPE_NAMES.get(oid, "text"),
                 )
@@ -146,8 +159,9 @@ def live_tables(s: Session) -> dict[str, Table]:
         if key:
             pkey = rel + 1
             pk_name = f"{meta.name}_pkey"
+            key_num = fields.index(key) + 1
             classes.append(_class(pkey, pk_name, "i", 1, False, 0, BTREE_AM))
-            indexes.append(_index(pkey, rel, 1, unique=True, primary=True))
+            indexes.append(_index(pkey, rel, key_num, unique=True, primary=True))
             constraints.append(
                 (
                     pkey,
@@ -168,7 +182,7 @@ def live_tables(s: Session) -> dict[str, Table]:
                     True,
                     0,
                     True,
-                    [1],
+                    [key_num],
                     None,
                     None,
                 )
@@ -177,11 +191,11 @@ def live_tables(s: Session) -> dict[str, Table]:
                 (tenant_db, "public", pk_name, tenant_db, "public", meta.name, "PRIMARY KEY")
             )
             info_keys.append((tenant_db, "public", pk_name, tenant_db, "public", meta.name, key, 1))
-            for n, idx in enumerate(secondary, 1):
-                ioid = 1_000_000 + 1000 * meta.id + n
-                attnum = fields.index(idx.field) + 1 if idx.field in fields else 0
-                classes.append(_class(ioid, idx.name, "i", 1, False, 0, BTREE_AM))
-                indexes.append(_index(ioid, rel, attnum, unique=False, primary=False))
+        for n, idx in enumerate(secondary, 1):
+            ioid = 1_000_000 + 1000 * meta.id + n
+            attnum = fields.index(idx.field) + 1 if idx.field in fields else 0
+            classes.append(_class(ioid, idx.name, "i", 1, False, 0, BTREE_AM))
+            indexes.append(_index(ioid, rel, attnum, unique=False, primary=False))
     return {
         "pg_class": (PG_CLASS, classes),
         "pg_attribute": (PG_ATTRIBUTE, attrs),
@@ -240,7 +254,7 @@ def live_tables(s: Session) -> dict[str, Table]:
         ),
         "pg_description": _empty("objoid:oid, classoid:oid, objsubid:int4, description:text"),
         "pg_shdescription": _empty("objoid:oid, classoid:oid, description:text"),
-        "pg_attrdef": _empty("oid:oid, adrelid:oid, adnum:int2, adbin:text"),
+        "pg_attrdef": (_cols("oid:oid, adrelid:oid, adnum:int2, adbin:text"), attrdefs),
         "pg_inherits": _empty("inhrelid:oid, inhparent:oid, inhseqno:int4, inhdetachpending:bool"),
         "pg_collation": _empty("oid:oid, collname:name, collnamespace:oid"),
         "pg_extension": _empty(
@@ -339,6 +353,21 @@ def _roles(s: Session) -> list[tuple[Any, ...]]:
     ]
 
 
+def default_text(default: dict[str, Any], kind: str) -> str:
+    """A column's DEFAULT as pg_get_expr shows it: now(), 1, 'x'::text."""
+    if default.get("now"):
+        return "now()"
+    v = default["value"]
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return t.encode_text(t.FLOAT8 if isinstance(v, float) else t.INT8, v)
+    text = t.encode_text(TABLE_TYPES[kind], v).replace("'", "''")
+    return f"'{text}'::{t.TYPE_NAMES[TABLE_TYPES[kind]]}"
+
+
 def _class(
     oid: int, name: str, kind: str, natts: int, hasindex: bool, rows: int, am: int
 ) -> tuple[Any, ...]:
@@ -405,11 +434,15 @@ def _info_type(oid: int) -> str:
     return {
         t.INT8: "bigint",
         t.INT4: "integer",
+        t.INT2: "smallint",
         t.FLOAT8: "double precision",
+        t.FLOAT4: "real",
         t.BOOL: "boolean",
         t.TEXT: "text",
+        t.VARCHAR: "character varying",
         t.BYTEA: "bytea",
         t.TIMESTAMPTZ: "timestamp with time zone",
+        t.TIMESTAMP: "timestamp without time zone",
         t.JSONB: "jsonb",
         t.FLOAT4_ARRAY: "ARRAY",
     }.get(oid, t.TYPE_NAMES.get(oid, "text"))

@@ -49,7 +49,6 @@ from sqlglot.time import format_time
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection, type_tag
-from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.errors import (
     DataError,
@@ -60,7 +59,7 @@ from nodedb_server.errors import (
     UndefinedFunction,
     UndefinedTable,
 )
-from nodedb_server.sql.describe import KV_TYPE_OIDS, tags_oid
+from nodedb_server.sql.describe import tags_oid
 
 if TYPE_CHECKING:
     from nodedb_server.sql.result import Column
@@ -84,6 +83,14 @@ _ARROW = {
     t.TIMESTAMPTZ: _UTC_US,
     t.FLOAT4_ARRAY: pa.list_(pa.float32()),
     t.JSONB: pa.large_string(),
+    # The other types a table's columns declare (engines/document.py TABLE_TYPES).
+    # numeric is read as float8 here: DataFusion's decimals need one scale per column.
+    t.INT4: pa.int32(),
+    t.INT2: pa.int16(),
+    t.FLOAT4: pa.float32(),
+    t.VARCHAR: pa.string(),
+    t.NUMERIC: pa.float64(),
+    t.TIMESTAMP: pa.timestamp("us"),
 }
 
 
@@ -411,7 +418,7 @@ def _schema(session: Session, name: str, engine: Any) -> list[tuple[str, int]]:
         return [(f, TS_KIND_OIDS.get(k, t.TEXT)) for f, k in engine.columns.items()]
     assert isinstance(engine, RowCollection)
     over = session.txn.overlay.get(name) if session.txn is not None else None
-    fields = list(engine.fields())
+    fields = [f for f in engine.fields() if not (engine.hidden_key and f == engine.key_field)]
     tags = {f: set(engine.field_types.get(f, set())) for f in fields}
     if over:
         for entry in over.values():
@@ -419,16 +426,19 @@ def _schema(session: Session, name: str, engine: Any) -> list[tuple[str, int]]:
             if row is None:
                 continue
             for f, v in row.items():
+                if engine.table is not None and f not in tags:
+                    continue  # a table's hidden key
                 if f not in tags:
                     fields.append(f)
                     tags[f] = set()
                 tags[f].add(type_tag(v))
     out = []
     for f in fields:
-        if f == engine.key_field:
+        declared = engine.column_oid(f)
+        if declared is not None:
+            out.append((f, declared if declared in _ARROW else t.JSONB))
+        elif f == engine.key_field:
             out.append((f, t.TEXT))
-        elif isinstance(engine, KvCollection) and f in engine.typed_fields:
-            out.append((f, KV_TYPE_OIDS[engine.typed_fields[f]]))
         else:
             oid = tags_oid(tags[f])
             out.append((f, oid if oid in _ARROW else t.JSONB))
@@ -443,9 +453,17 @@ def _column(values: list[Any], oid: int) -> pa.Array:
     arrow = _ARROW.get(oid, pa.large_string())
     if arrow == pa.large_string():
         return pa.array([None if v is None else t.to_json(v) for v in values], arrow)
-    if oid == t.FLOAT8:
+    if oid in (t.FLOAT8, t.NUMERIC):
         values = [None if v is None else float(v) for v in values]
+    elif oid == t.TIMESTAMP:  # stored as UTC; the column has no zone
+        values = [_wall_clock(v) for v in values]
     return pa.array(values, arrow)
+
+
+def _wall_clock(v: Any) -> Any:
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:
+        return v.astimezone(dt.UTC).replace(tzinfo=None)
+    return v
 
 
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, int]]) -> pa.Table:

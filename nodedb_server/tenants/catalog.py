@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from nodedb_server.engines import EngineKind
 from nodedb_server.engines.base import RowCollection
-from nodedb_server.engines.document import DocumentCollection
+from nodedb_server.engines.document import DocumentCollection, TableColumn
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
 from nodedb_server.engines.vector import VectorIndex
@@ -40,9 +40,9 @@ class CollectionMeta:
     created_ms: int
     typed_fields: dict[str, str]  # KV value fields, or timeseries columns (name -> kind)
     dropped_ms: int | None = None
-    options: dict[str, Any] = field(
-        default_factory=dict
-    )  # timeseries: time_key, partition_us, dynamic
+    # timeseries: time_key, partition_us, dynamic; a table (CREATE TABLE): "table", its
+    # schema (engines/document.py)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CollectionMeta:
@@ -60,7 +60,7 @@ def new_engine(meta: CollectionMeta) -> Engine:
         return TimeseriesCollection(
             meta.name, o["time_key"], meta.typed_fields, o["partition_us"], o["dynamic"]
         )
-    return DocumentCollection(meta.name)
+    return DocumentCollection(meta.name, meta.options.get("table"))
 
 
 # A secondary index on one field, or a vector (HNSW) index.
@@ -226,6 +226,14 @@ class TenantState:
             self.next_collection_id += 1
             self.catalog[name] = meta
             self.engines[name] = new_engine(meta)
+        elif action == "add_column":
+            # ALTER TABLE .. ADD COLUMN: the catalog entry and the engine learn it alike.
+            col = TableColumn(*args["column"])
+            engine = self.engines[name]
+            assert isinstance(engine, DocumentCollection)
+            engine.add_column(col)
+            meta = self.catalog[name]
+            meta.options = {**meta.options, "table": engine.table.to_dict()}
         elif action == "drop_collection" and name in self.catalog:
             self.catalog[name].dropped_ms = at_ms
         elif action == "undrop_collection" and name in self.catalog:

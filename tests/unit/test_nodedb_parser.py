@@ -65,6 +65,9 @@ def psql_statements(script: str) -> Iterator[str]:
 # The statement each example must parse to, by its leading words (the longest that match).
 DOC_TYPES: dict[str, type] = {
     "create collection": ast.CreateCollection,
+    "create table": ast.CreateCollection,
+    "alter table": ast.AddColumns,
+    "drop table": ast.DropCollection,
     "create timeseries": ast.CreateCollection,
     "create index": ast.CreateIndex,
     "create vector index": ast.CreateVectorIndex,
@@ -217,9 +220,12 @@ TRAILERS = (" garbage", " , x", " )")
 
 def _ends_in_a_list(stmt: ast.Statement) -> bool:
     """A comma after these continues the statement: SET datestyle = ISO, MDY; RETURNING a, b;
-    CREATE INDEX .. FIELDS a, b (refused as 0A000, one field per index)."""
-    return isinstance(stmt, ast.SetVar | ast.CreateIndex) or bool(
-        isinstance(stmt, ast.Insert) and stmt.returning
+    CREATE INDEX .. FIELDS a, b (refused as 0A000, one field per index); DROP TABLE a, b
+    and ALTER TABLE t ADD a int, ADD b int."""
+    return (
+        isinstance(stmt, ast.SetVar | ast.CreateIndex | ast.AddColumns)
+        or bool(isinstance(stmt, ast.Insert) and stmt.returning)
+        or (isinstance(stmt, ast.DropCollection) and stmt.tag == "DROP TABLE")
     )
 
 
@@ -278,6 +284,77 @@ def test_the_trailers_reach_every_nodedb_form_of_the_page() -> None:
 
 HOUR_US = 3600 * 10**6
 FAMILIES: list[tuple[str, ast.Statement]] = [
+    (
+        "CREATE TABLE orders (id SERIAL NOT NULL, customer VARCHAR(30) NOT NULL,"
+        " total NUMERIC(10, 2) DEFAULT 0, at TIMESTAMP WITHOUT TIME ZONE DEFAULT now(),"
+        " w timestamp with time zone, f FLOAT(24), d double precision, PRIMARY KEY (id))",
+        ast.CreateCollection(
+            "orders",
+            "document",
+            {},
+            False,
+            {
+                "table": {
+                    "columns": [
+                        ["id", "int4", True, None],
+                        ["customer", "varchar", True, None],
+                        ["total", "numeric", False, {"value": 0}],
+                        ["at", "timestamp", False, {"now": True}],
+                        ["w", "timestamptz", False, None],
+                        ["f", "float4", False, None],
+                        ["d", "float8", False, None],
+                    ],
+                    "key": "id",
+                }
+            },
+        ),
+    ),
+    (
+        "create table if not exists public.t (index BIGINT, b text, c boolean, j jsonb)",
+        ast.CreateCollection(
+            "t",
+            "document",
+            {},
+            True,
+            {
+                "table": {
+                    "columns": [
+                        ["index", "int8", False, None],
+                        ["b", "text", False, None],
+                        ["c", "bool", False, None],
+                        ["j", "jsonb", False, None],
+                    ],
+                    "key": None,
+                }
+            },
+        ),
+    ),
+    (
+        "CREATE TABLE s (n bigint GENERATED ALWAYS AS IDENTITY CONSTRAINT s_pk PRIMARY KEY,"
+        " v text NULL)",
+        ast.CreateCollection(
+            "s",
+            "document",
+            {},
+            False,
+            {
+                "table": {
+                    "columns": [["n", "int8", True, None], ["v", "text", False, None]],
+                    "key": "n",
+                }
+            },
+        ),
+    ),
+    (
+        "ALTER TABLE IF EXISTS orders ADD COLUMN note TEXT, ADD IF NOT EXISTS n INT8 NOT NULL",
+        ast.AddColumns(
+            "orders",
+            ((["note", "text", False, None], False), (["n", "int8", True, None], True)),
+            True,
+        ),
+    ),
+    ("DROP TABLE IF EXISTS orders CASCADE", ast.DropCollection("orders", True, True, "DROP TABLE")),
+    ("CREATE INDEX ix_t_a ON public.t USING btree (a)", ast.CreateIndex("ix_t_a", "t", "a", False)),
     ("CREATE COLLECTION users", ast.CreateCollection("users", "document", {}, False, {})),
     ("create collection Users type document", ast.CreateCollection("users", "document", {})),
     (
@@ -604,20 +681,51 @@ def test_statements_in_one_text_parse_in_order_split_outside_strings() -> None:
 
 def test_every_entry_of_the_statement_table_has_a_family_case() -> None:
     """Adding a statement is adding an entry to the table: this asks for its case above."""
-    texts = [" ".join(sql.lower().split()) for sql, _ in FAMILIES]
+    texts = [" ".join(sql.lower().split()) for sql, _ in FAMILIES + REFUSED_FAMILIES]
     for key in STATEMENTS:
         assert any(text == key or text.startswith(key + " ") for text in texts), key
+
+
+# Entries of the statement table that only refuse, with a clearer message than a
+# syntax error (each is also in REFUSED below).
+REFUSED_FAMILIES = [("CREATE UNIQUE INDEX u ON t (a)", None)]
 
 
 # Texts refused, with their SQLSTATE and a part of the message where the order in which
 # two faults are found matters (text left over is reported before what was read is judged).
 REFUSED: list[tuple[str, str, str]] = [
-    ("CREATE TABLE t (a int)", "42601", ""),
+    ("CREATE TABLE t (a date)", "0A000", "type date"),
+    ("CREATE TABLE t (a int[])", "0A000", "array"),
+    ("CREATE TABLE t (a int unique)", "0A000", "unique"),
+    ("CREATE TABLE t (a int, UNIQUE (a))", "0A000", "unique"),
+    ("CREATE TABLE t (a int REFERENCES u (id))", "0A000", "foreign key"),
+    ("CREATE TABLE t (a int, CONSTRAINT f FOREIGN KEY (a) REFERENCES u (id))", "0A000", "foreign"),
+    ("CREATE TABLE t (a int CHECK (a > 0))", "0A000", "check"),
+    ("CREATE TABLE t (a int, a text)", "42701", "more than once"),
+    ("CREATE TABLE t (ctid int)", "42701", "system column"),
+    ("CREATE TABLE t (a int primary key, b int primary key)", "42P16", "multiple primary keys"),
+    ("CREATE TABLE t (a int, b int, PRIMARY KEY (a, b))", "0A000", "more than one column"),
+    ("CREATE TABLE t (a int, PRIMARY KEY (b))", "42703", '"b"'),
+    ("CREATE TABLE t (a float8 primary key)", "0A000", "primary key of type float8"),
+    ("CREATE TABLE t (a serial, b int primary key)", "0A000", "serial"),
+    ("CREATE TABLE t (a text GENERATED ALWAYS AS IDENTITY)", "22023", "identity"),
+    ("CREATE TABLE t (a int DEFAULT 'x')", "22P02", ""),
+    ("CREATE TABLE t (a int) WITH (fillfactor = 70)", "42601", 'near "with"'),
+    ("CREATE TABLE t AS SELECT 1", "0A000", ""),
+    ("CREATE TABLE other.t (a int)", "3F000", "other"),
+    ("CREATE UNIQUE INDEX u ON t (a)", "0A000", "unique"),
+    ("CREATE INDEX i ON t (a, b)", "0A000", "one field"),
+    ("CREATE INDEX i ON t USING gin (a)", "0A000", "gin"),
+    ("ALTER TABLE t DROP COLUMN a", "0A000", "drop"),
+    ("ALTER TABLE t RENAME TO u", "0A000", "rename"),
+    ("ALTER TABLE t ADD CONSTRAINT c PRIMARY KEY (a)", "0A000", "constraint"),
+    ("ALTER TABLE t ADD COLUMN a int PRIMARY KEY", "0A000", "primary key"),
+    ("DROP TABLE a, b", "0A000", "one table"),
     ("CREATE", "42601", ""),
     ("DROP VECTOR INDEX v", "42601", ""),
     ("UNDROP TENANT acme", "42601", 'near "tenant": expected collection'),
     ("START WORK", "42601", 'near "work": expected transaction'),
-    ("ALTER TABLE t ADD x int", "42601", 'near "table": expected system'),
+    ("ALTER TENANT t RENAME", "42601", 'near "tenant": expected table or system'),
     ("BACKUP acme TO '/b/x'", "42601", 'near "acme": expected tenant'),
     ("GRAPH FLY FROM 'a' IN 'g'", "42601", ""),
     ("GRAPH ALGO BFS ON g", "42601", "bfs is not known"),

@@ -6,17 +6,22 @@ from typing import TYPE_CHECKING, Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection
+from nodedb_server.engines.document import DocumentCollection
 from nodedb_server.engines.timeseries import (
     TimeseriesCollection,
 )
 from nodedb_server.errors import (
     DataError,
+    DuplicateColumn,
     DuplicateTable,
+    FeatureNotSupported,
     InsufficientPrivilege,
     UndefinedObject,
     UndefinedTable,
+    WrongObjectType,
 )
 from nodedb_server.sql import ast
+from nodedb_server.sql.catalog_query import NAMES as CATALOG_NAMES
 from nodedb_server.sql.describe import describe, field_oid
 from nodedb_server.sql.registry import statement
 from nodedb_server.sql.result import Result
@@ -36,21 +41,18 @@ DESCRIBE_COLUMNS = [("field", t.TEXT), ("type", t.TEXT), ("indexed", t.BOOL)]
 
 @statement(ast.CreateCollection)
 async def create_collection(s: Session, stmt: ast.CreateCollection, params: list[Any]) -> Result:
+    tag = "CREATE TABLE" if "table" in stmt.options else "CREATE COLLECTION"
+    what = "relation" if "table" in stmt.options else "collection"
     meta = s.tenant.state.catalog.get(stmt.name)
     if meta is not None:
         if stmt.if_not_exists and meta.dropped_ms is None:
-            return Result(
-                None,
-                [],
-                "CREATE COLLECTION",
-                [f'collection "{stmt.name}" already exists, skipping'],
-            )
+            return Result(None, [], tag, [f'{what} "{stmt.name}" already exists, skipping'])
         hint = " (it is dropped: UNDROP or PURGE it first)" if meta.dropped_ms else ""
-        raise DuplicateTable(f'collection "{stmt.name}" already exists{hint}')
-    if stmt.name.startswith("_system") or stmt.name.startswith("pg_"):
-        raise InsufficientPrivilege(
-            f'collection names starting with "{stmt.name.split("_")[0]}_" are reserved'
-        )
+        raise DuplicateTable(f'{what} "{stmt.name}" already exists{hint}')
+    if stmt.name.startswith("_system"):
+        raise InsufficientPrivilege('collection names starting with "_system" are reserved')
+    if stmt.name in CATALOG_NAMES:  # pg_catalog comes first in every search path
+        raise DuplicateTable(f'relation "{stmt.name}" already exists in schema pg_catalog')
     await s.tenant.commit_catalog(
         "create_collection",
         {
@@ -61,7 +63,45 @@ async def create_collection(s: Session, stmt: ast.CreateCollection, params: list
             "options": stmt.options,
         },
     )
-    return Result(None, [], "CREATE COLLECTION")
+    return Result(None, [], tag)
+
+
+@statement(ast.AddColumns)
+async def add_columns(s: Session, stmt: ast.AddColumns, params: list[Any]) -> Result:
+    found = s.tenant.state.collection(stmt.collection)
+    if found is None:
+        if stmt.if_exists:
+            msg = f'relation "{stmt.collection}" does not exist, skipping'
+            return Result(None, [], "ALTER TABLE", [msg])
+        raise UndefinedTable(f'relation "{stmt.collection}" does not exist')
+    engine = found[1]
+    if not isinstance(engine, DocumentCollection) or engine.table is None:
+        raise WrongObjectType(
+            f'"{stmt.collection}" is a schemaless collection, not a table: any field can '
+            "be written to it without ALTER TABLE"
+        )
+    notices, added = [], []
+    taken = {c.name for c in engine.table.columns}
+    for col, if_not_exists in stmt.columns:
+        if col[0] in taken:
+            if if_not_exists:
+                notices.append(
+                    f'column "{col[0]}" of relation "{stmt.collection}" already exists, skipping'
+                )
+                continue
+            raise DuplicateColumn(
+                f'column "{col[0]}" of relation "{stmt.collection}" already exists'
+            )
+        if (col[2] or col[3] is not None) and len(engine):
+            raise FeatureNotSupported(
+                f'ADD COLUMN "{col[0]}" with NOT NULL or a DEFAULT on a table that has rows '
+                "is not supported: add the column, UPDATE the rows, and declare no default"
+            )
+        taken.add(col[0])
+        added.append(col)
+    for col in added:  # one catalog record per column, all checked before the first
+        await s.tenant.commit_catalog("add_column", {"name": stmt.collection, "column": col})
+    return Result(None, [], "ALTER TABLE", notices)
 
 
 @statement(ast.DropCollection)
@@ -69,16 +109,12 @@ async def drop_collection(s: Session, stmt: ast.DropCollection, params: list[Any
     meta = s.tenant.state.catalog.get(stmt.name)
     if meta is None or (meta.dropped_ms is not None and not stmt.purge):
         if stmt.if_exists:
-            return Result(
-                None,
-                [],
-                "DROP COLLECTION",
-                [f'collection "{stmt.name}" does not exist, skipping'],
-            )
+            what = "table" if stmt.tag == "DROP TABLE" else "collection"
+            return Result(None, [], stmt.tag, [f'{what} "{stmt.name}" does not exist, skipping'])
         raise UndefinedTable(f'collection "{stmt.name}" does not exist')
     action = "purge_collection" if stmt.purge else "drop_collection"
     await s.tenant.commit_catalog(action, {"name": stmt.name})
-    return Result(None, [], "DROP COLLECTION")
+    return Result(None, [], stmt.tag)
 
 
 @statement(ast.CreateIndex)

@@ -47,7 +47,7 @@ from nodedb_server.sql.exec.txn import (
     read_row,
     read_rows,
 )
-from nodedb_server.sql.exec.values import assign, live_row, new_row, now_ms, text_key
+from nodedb_server.sql.exec.values import assign, key_value, live_row, new_row, now_ms
 from nodedb_server.sql.expr import (
     Const,
     Ctx,
@@ -146,7 +146,7 @@ async def matching_rows(s: Session, step: RowsAccess, where: Expr | None, ctx: C
         s.examined = i + 1
         return out
     if access.kind == "key":
-        keys: Iterable[Any] = (text_key(k.eval({}, ctx)) for k in access.values)
+        keys: Iterable[Any] = (key_value(engine, k.eval({}, ctx)) for k in access.values)
     else:
         keys = index_keys(engine, access, ctx)
     seen: set[Any] = set()
@@ -197,8 +197,42 @@ def select_exprs(s: Session, stmt: ast.Select) -> Exprs:
     return exprs, []
 
 
+def insert_rows(s: Session, stmt: ast.Insert) -> list[list[tuple[str, Expr]]]:
+    """An INSERT's rows as (column, value) pairs; without a column list, a table's
+    columns in their order take the values (and the rest their defaults)."""
+    if not stmt.positional or stmt.query is not None:
+        return stmt.rows
+    engine = s.any_collection(stmt.collection)
+    if not isinstance(engine, RowCollection) or engine.table is None:
+        raise SyntaxError_("INSERT needs a field list: INSERT INTO c (f, ..) VALUES (..)")
+    names = engine.fields()
+    if any(len(row) > len(names) for row in stmt.rows):
+        raise SyntaxError_("INSERT has more expressions than target columns")
+    return [[(names[i], e) for i, (_, e) in enumerate(row)] for row in stmt.rows]
+
+
+async def selected_rows(
+    s: Session, stmt: ast.Insert, params: list[Any]
+) -> list[list[tuple[str, Expr]]]:
+    """The rows of INSERT .. SELECT's query, as (column, value) pairs."""
+    assert stmt.query is not None
+    names: list[str] = list(stmt.columns)
+    if not names:
+        engine = s.any_collection(stmt.collection)
+        if not isinstance(engine, RowCollection) or engine.table is None:
+            raise SyntaxError_("INSERT needs a field list: INSERT INTO c (f, ..) SELECT ..")
+        names = engine.fields()
+    result = await s.execute(stmt.query, params)
+    width = len(result.columns or [])
+    if width > len(names):
+        raise SyntaxError_("INSERT has more expressions than target columns")
+    if width < len(names) and stmt.columns:
+        raise SyntaxError_("INSERT has more target columns than expressions")
+    return [[(n, Const(v)) for n, v in zip(names, row, strict=False)] for row in result.rows]
+
+
 def insert_exprs(s: Session, stmt: ast.Insert) -> Exprs:
-    pairs = [p for row in stmt.rows for p in row]
+    pairs = [p for row in insert_rows(s, stmt) for p in row]
     if stmt.on_conflict is not None:
         pairs += stmt.on_conflict.assignments
     return [e for _, e in pairs] + [it.expr for it in stmt.returning], pairs
@@ -355,7 +389,8 @@ async def run_insert(
     kf = engine.key_field
     intents: list[Intent] = []
     pending: dict[Any, Row] = {}
-    for fields in stmt.rows:
+    rows_in = await selected_rows(s, stmt, params) if stmt.query else insert_rows(s, stmt)
+    for fields in rows_in:
         row, expires = new_row(engine, fields, ctx, stmt.object_form, now)
         key = row[kf]
         old = pending.get(key) or read_row(s, stmt.collection, engine, key, now)

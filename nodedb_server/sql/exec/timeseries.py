@@ -19,6 +19,7 @@ from nodedb_server.errors import (
     DBError,
     FeatureNotSupported,
     ObjectInUse,
+    SyntaxError_,
     UndefinedColumn,
 )
 from nodedb_server.sql import ast
@@ -79,6 +80,8 @@ async def insert_timeseries(
     if stmt.returning:
         raise timeseries_returning(stmt.collection)
     ctx = s.ctx(params)
+    if stmt.positional:
+        raise SyntaxError_("INSERT needs a field list: INSERT INTO c (f, ..) VALUES (..)")
     rows = [{name: e.eval({}, ctx) for name, e in fields} for fields in stmt.rows]
     try:
         batch = engine.batch_from_rows(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
@@ -9,16 +10,30 @@ from typing import Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.document import DocumentCollection
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.vector import as_vector
-from nodedb_server.errors import DataError, FeatureNotSupported
-from nodedb_server.sql.describe import KV_TYPE_OIDS
+from nodedb_server.errors import (
+    DataError,
+    DBError,
+    FeatureNotSupported,
+    NotNullViolation,
+    NumericValueOutOfRange,
+    UndefinedColumn,
+)
 from nodedb_server.sql.expr import Ctx, Expr, cast_value
 
 
 def text_key(key: Any) -> Any:
     """Primary keys are text: a number given for one is its text form."""
     return key if key is None or isinstance(key, str) else t.encode_text(t.TEXT, key)
+
+
+def key_value(engine: RowCollection, key: Any) -> Any:
+    """A key as ``engine`` stores it: text, or an integer for a table's integer key."""
+    if engine.int_key and key is not None:
+        return _in_range(cast_value(key, t.INT8), t.INT8)
+    return text_key(key)
 
 
 def now_ms() -> int:
@@ -62,27 +77,87 @@ def new_row(
             expires = now + int(float(ttl) * 1000) if ttl is not None else None
         except (TypeError, ValueError):
             raise DataError("ttl must be a number of seconds") from None
+    if engine.table is not None:
+        values = _table_values(engine, values)
     key = values.pop(kf, None)
     if key is None:
         if isinstance(engine, KvCollection):
             raise DataError(f'a row of key-value collection "{engine.name}" needs a key')
-        key = str(uuid7())
-    elif not isinstance(key, str):
-        key = t.encode_text(t.TEXT, key)
+        if isinstance(engine, DocumentCollection) and engine.int_key:
+            key = engine.next_serial()
+        else:
+            key = str(uuid7())
+    else:
+        key = key_value(engine, key)
     row: Row = {kf: key}
     for name, v in values.items():
         row[name] = typed_value(engine, name, v)
+    if engine.table is not None:
+        _check_not_null(engine, row)
     check_vectors(engine, row)
     return row, expires
 
 
-def typed_value(engine: RowCollection, name: str, v: Any) -> Any:
-    """A value as a typed field of a key-value collection stores it."""
-    if isinstance(engine, KvCollection) and name in engine.typed_fields:
-        oid = KV_TYPE_OIDS[engine.typed_fields[name]]
-        if oid != t.JSONB:
-            return cast_value(v, oid)
+def _table_values(engine: RowCollection, values: dict[str, Any]) -> dict[str, Any]:
+    """An INSERT's values into a table: every name a column, the omitted ones their
+    defaults."""
+    table = engine.table
+    for name in values:
+        _column_of(engine, name)
+    out = dict(values)
+    for col in table.columns:
+        if col.name not in out and col.default is not None:
+            out[col.name] = (
+                dt.datetime.now(dt.UTC) if col.default.get("now") else col.default["value"]
+            )
+    return out
+
+
+def _column_of(engine: RowCollection, name: str) -> Any:
+    col = engine.table.column(name)
+    if col is None:
+        if engine.hidden_key and name == engine.key_field:
+            raise DBError(f'cannot assign to system column "{name}"', sqlstate="428C9")
+        raise UndefinedColumn(f'column "{name}" of relation "{engine.name}" does not exist')
+    return col
+
+
+def _check_not_null(engine: RowCollection, row: Row) -> None:
+    for col in engine.table.columns:
+        if col.not_null and row.get(col.name) is None:
+            raise NotNullViolation(
+                f'null value in column "{col.name}" of relation "{engine.name}" '
+                "violates not-null constraint"
+            )
+
+
+# The range of each integer type a table column declares (PostgreSQL's messages).
+_INT_RANGES = {
+    t.INT2: (1 << 15, "smallint"),
+    t.INT4: (1 << 31, "integer"),
+    t.INT8: (1 << 63, "bigint"),
+}
+
+
+def _in_range(v: Any, oid: int) -> Any:
+    bound, name = _INT_RANGES[oid]
+    if isinstance(v, int) and not -bound <= v < bound:
+        raise NumericValueOutOfRange(f"{name} out of range")
     return v
+
+
+def typed_value(engine: RowCollection, name: str, v: Any) -> Any:
+    """A value as a declared field (a key-value collection's value field, a table's
+    column) stores it: cast to its type; text for a table's json column is parsed."""
+    oid = engine.column_oid(name)
+    if oid is None or v is None:
+        return v
+    if oid in (t.JSON, t.JSONB):
+        if engine.table is not None and isinstance(v, str):
+            return t.decode_text(oid, v)
+        return v
+    v = cast_value(v, oid)
+    return _in_range(v, oid) if oid in _INT_RANGES else v
 
 
 def assign(engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]], ctx: Ctx) -> Row:
@@ -90,7 +165,11 @@ def assign(engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]],
     for name, e in assignments:
         if name == engine.key_field:
             raise FeatureNotSupported(f"the primary key {name} cannot be updated")
+        if engine.table is not None:
+            _column_of(engine, name)
         new[name] = typed_value(engine, name, e.eval(old, ctx))
+    if engine.table is not None:
+        _check_not_null(engine, new)
     check_vectors(engine, new)
     return new
 
