@@ -61,6 +61,14 @@ SCRIPT = [
     "SELECT b FROM nokey WHERE a = 2",
     "SELECT o.customer, n.b FROM orders o JOIN nokey n ON n.a + 9 = o.id ORDER BY 1",
     "SELECT customer, qty * 2 AS twice FROM orders WHERE qty > 1 ORDER BY customer",
+    "CREATE TABLE big (id INT PRIMARY KEY, customer TEXT)",
+    "INSERT INTO big SELECT id, customer FROM orders WHERE qty > 1",
+    "INSERT INTO big (customer, id) SELECT customer || '!', id + 100 FROM orders WHERE id = 1"
+    " RETURNING id, customer",
+    "INSERT INTO big (id) SELECT id + 1000 FROM orders WHERE id = 2",
+    "INSERT INTO big (id) SELECT id, customer FROM orders",
+    "INSERT INTO big SELECT id, customer FROM orders WHERE id = 10",
+    "SELECT * FROM big ORDER BY id",
     "DROP TABLE nokey",
     "DROP TABLE IF EXISTS nokey",
     "SELECT count(*) FROM nokey",
@@ -89,7 +97,7 @@ def test_table_statements_answer_as_postgresql_does(server: ServerProcess, postg
         psycopg.connect(postgres.dsn(), autocommit=True) as pg,
         psycopg.connect(server.dsn(), autocommit=True) as ours,
     ):
-        pg.execute("DROP TABLE IF EXISTS orders, nokey, pg_mine")
+        pg.execute("DROP TABLE IF EXISTS orders, nokey, pg_mine, big")
         for sql in SCRIPT:
             assert _outcome(ours, sql) == _outcome(pg, sql), sql
 

@@ -143,7 +143,10 @@ class RowsLoad(CopyIn):
         fields = list(engine.fields())
         fields += [f for f in getattr(engine, "typed_fields", {}) if f not in fields]
         key = engine.key_field
-        names = stmt.columns or [key] + [f for f in fields if f != key]
+        if engine.table is not None:  # a table's columns in their order
+            names = stmt.columns or fields
+        else:
+            names = stmt.columns or [key] + [f for f in fields if f != key]
         if stmt.columns is None and len(names) == 1 and not fields:
             raise SyntaxError_(
                 f'"{stmt.collection}" has no fields yet: name the columns, COPY {stmt.collection} '

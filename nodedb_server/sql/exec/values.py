@@ -32,7 +32,8 @@ def text_key(key: Any) -> Any:
 def key_value(engine: RowCollection, key: Any) -> Any:
     """A key as ``engine`` stores it: text, or an integer for a table's integer key."""
     if engine.int_key and key is not None:
-        return _in_range(cast_value(key, t.INT8), t.INT8)
+        oid = engine.column_oid(engine.key_field) or t.INT8
+        return _in_range(cast_value(key, oid), oid)
     return text_key(key)
 
 
