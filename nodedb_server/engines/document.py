@@ -4,9 +4,11 @@ TABLE, a table: declared columns of declared types and a primary key of its own.
 A table's schema is part of its catalog entry (``CollectionMeta.options["table"]``,
 so it travels through the WAL, checkpoints and backups with the collection):
 
-    {"columns": [[name, type, not_null, default], ...], "key": name | None}
+    {"columns": [[name, type, not_null, default, typmod], ...], "key": name | None}
 
-``type`` is one of TABLE_TYPES, ``default`` None, ``{"value": v}`` or ``{"now": true}``.
+``type`` is one of TABLE_TYPES, ``default`` None, ``{"value": v}`` or ``{"now": true}``,
+``typmod`` PostgreSQL's type modifier (varchar(n): n + 4; numeric(p, s):
+(p << 16 | s) + 4) or -1 (entries written before it have four fields: -1).
 A table declared without a primary key is keyed by a hidden column, ``ctid`` (as
 PostgreSQL's row address is): a generated UUIDv7 that ``SELECT *`` does not show.
 """
@@ -48,10 +50,29 @@ class TableColumn:
     type: str  # a TABLE_TYPES name
     not_null: bool = False
     default: dict[str, Any] | None = None  # {"value": v} or {"now": True}
+    typmod: int = -1  # varchar(n): n + 4; numeric(p, s): (p << 16 | s) + 4
+
+    @classmethod
+    def of(cls, fields: list[Any]) -> TableColumn:
+        """A column from its catalog entry: [name, type, not_null, default, typmod]."""
+        name, kind, not_null, default, *rest = fields
+        return cls(name, kind, bool(not_null), default, int(rest[0]) if rest else -1)
 
     @property
     def oid(self) -> int:
         return TABLE_TYPES[self.type]
+
+    @property
+    def length(self) -> int | None:
+        """varchar(n)'s n."""
+        return self.typmod - 4 if self.type == "varchar" and self.typmod >= 4 else None
+
+    @property
+    def precision(self) -> tuple[int, int] | None:
+        """numeric(p, s)'s (p, s)."""
+        if self.type != "numeric" or self.typmod < 4:
+            return None
+        return (self.typmod - 4) >> 16, (self.typmod - 4) & 0xFFFF
 
 
 @dataclass(frozen=True)
@@ -61,12 +82,11 @@ class TableSchema:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TableSchema:
-        cols = tuple(TableColumn(n, ty, bool(nn), df) for n, ty, nn, df in d["columns"])
-        return cls(cols, d.get("key"))
+        return cls(tuple(TableColumn.of(c) for c in d["columns"]), d.get("key"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "columns": [[c.name, c.type, c.not_null, c.default] for c in self.columns],
+            "columns": [[c.name, c.type, c.not_null, c.default, c.typmod] for c in self.columns],
             "key": self.key,
         }
 

@@ -124,7 +124,7 @@ def live_tables(s: Session) -> dict[str, Table]:
                     oid,
                     t.TYPE_SIZES.get(oid, -1),
                     num,
-                    -1,
+                    col.typmod if col is not None else -1,
                     0,
                     not_null,
                     default is not None,

@@ -15,9 +15,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nodedb_server import types as t
-from nodedb_server.engines.document import HIDDEN_KEY, INT_KEY_TYPES, KEY_TYPES, TABLE_TYPES
+from nodedb_server.engines.document import (
+    HIDDEN_KEY,
+    INT_KEY_TYPES,
+    KEY_TYPES,
+    TABLE_TYPES,
+    TableColumn,
+)
 from nodedb_server.errors import DBError, DuplicateColumn, FeatureNotSupported, SyntaxError_
 from nodedb_server.sql import ast
+from nodedb_server.sql.exec.values import fit
 from nodedb_server.sql.expr import Cast, Const, Expr, cast_value
 
 if TYPE_CHECKING:
@@ -142,7 +149,7 @@ def column(p: Parser) -> tuple[list[Any], bool, bool]:
     name = p.name()
     if name == HIDDEN_KEY:
         raise DuplicateColumn(f'column name "{name}" conflicts with a system column name')
-    kind, generated = _column_type(p)
+    kind, generated, typmod = _column_type(p)
     not_null, is_key = False, False
     default: dict[str, Any] | None = None
     while (tok := p.peek()) is not None and tok.kind == "ident":
@@ -171,14 +178,18 @@ def column(p: Parser) -> tuple[list[Any], bool, bool]:
             break
     if generated and kind not in INT_KEY_TYPES:
         raise DBError("identity column type must be smallint, integer, or bigint", "22023")
-    return [name, kind, not_null, default], is_key, generated
+    if default is not None and "value" in default:
+        default = {"value": fit(TableColumn(name, kind, typmod=typmod), default["value"])}
+    return [name, kind, not_null, default, typmod], is_key, generated
 
 
-def _column_type(p: Parser) -> tuple[str, bool]:
-    """A column's type: its TABLE_TYPES name, and whether it is a SERIAL type."""
+def _column_type(p: Parser) -> tuple[str, bool, int]:
+    """A column's type: its TABLE_TYPES name, whether it is a SERIAL type, and its type
+    modifier (PostgreSQL's atttypmod: varchar(n) n + 4, numeric(p, s) (p << 16 | s) + 4,
+    else -1)."""
     word = p.name()
     if word in _SERIALS:
-        return _SERIALS[word], True
+        return _SERIALS[word], True, -1
     if word == "double":
         p.expect("precision")
         kind = "float8"
@@ -189,8 +200,10 @@ def _column_type(p: Parser) -> tuple[str, bool]:
         if p.accept("("):
             bits = _whole_number(p)
             p.expect(")")
+            if not 1 <= bits <= 53:
+                raise DBError("precision for type float must be between 1 and 53 bits", "22023")
             kind = "float4" if bits <= 24 else "float8"
-        return kind, False
+        return kind, False, -1
     elif word == "timestamp":
         kind = "timestamp"
         _modifiers(p)
@@ -201,7 +214,7 @@ def _column_type(p: Parser) -> tuple[str, bool]:
         elif p.accept("without"):
             p.expect("time")
             p.expect("zone")
-        return kind, False
+        return kind, False, -1
     elif word in _TYPE_WORDS:
         kind = _TYPE_WORDS[word]
     else:
@@ -209,19 +222,38 @@ def _column_type(p: Parser) -> tuple[str, bool]:
             f"type {word} is not supported for a table column; the types are "
             + ", ".join(sorted(TABLE_TYPES))
         )
-    _modifiers(p)
+    mods = _modifiers(p)
     if p.accept("["):
         raise FeatureNotSupported("array columns are not supported in a table")
-    return kind, False
+    return kind, False, _typmod(kind, mods)
 
 
-def _modifiers(p: Parser) -> None:
-    """``(n)`` or ``(p, s)`` after a type: read and not kept (lengths are not checked)."""
-    if p.accept("("):
-        _whole_number(p)
-        if p.accept(","):
-            _whole_number(p)
-        p.expect(")")
+def _typmod(kind: str, mods: list[int]) -> int:
+    """The modifier kept for varchar(n) and numeric(p[, s]); others' are read and dropped
+    (timestamp(p), char(n): char is read as text)."""
+    if not mods or kind not in ("varchar", "numeric"):
+        return -1
+    if kind == "varchar":
+        if not 1 <= mods[0] <= 10485760:
+            raise DBError("length for type varchar must be between 1 and 10485760", "22023")
+        return mods[0] + 4
+    precision, scale = mods[0], mods[1] if len(mods) > 1 else 0
+    if not 1 <= precision <= 1000:
+        raise DBError(f"NUMERIC precision {precision} must be between 1 and 1000", "22023")
+    if not 0 <= scale <= precision:
+        raise DBError(f"NUMERIC scale {scale} must be between 0 and precision {precision}", "22023")
+    return ((precision << 16) | scale) + 4
+
+
+def _modifiers(p: Parser) -> list[int]:
+    """``(n)`` or ``(p, s)`` after a type."""
+    if not p.accept("("):
+        return []
+    mods = [_whole_number(p)]
+    if p.accept(","):
+        mods.append(_whole_number(p))
+    p.expect(")")
+    return mods
 
 
 def _whole_number(p: Parser) -> int:
@@ -251,7 +283,7 @@ def _default(p: Parser, kind: str) -> dict[str, Any]:
     oid = TABLE_TYPES[kind]
     if v is not None and oid not in (t.JSON, t.JSONB):
         v = cast_value(v, oid)
-    return {"value": v}
+    return {"value": v}  # fitted to the column's modifier by column()
 
 
 # What else PostgreSQL's ALTER TABLE does, refused by name.

@@ -228,7 +228,7 @@ class TenantState:
             self.engines[name] = new_engine(meta)
         elif action == "add_column":
             # ALTER TABLE .. ADD COLUMN: the catalog entry and the engine learn it alike.
-            col = TableColumn(*args["column"])
+            col = TableColumn.of(args["column"])
             engine = self.engines[name]
             assert isinstance(engine, DocumentCollection)
             engine.add_column(col)

@@ -38,6 +38,12 @@ SCRIPT = [
     "INSERT INTO orders (customer, small) VALUES ('x', 40000)",
     "INSERT INTO orders (customer, qty) VALUES ('x', 3000000000)",
     "INSERT INTO orders (id, customer) VALUES (10, 'dup')",
+    "INSERT INTO orders (customer, v) VALUES ('x', 'abcdefghijklmnopqrstuvwxyz')",
+    "INSERT INTO orders (id, customer, total) VALUES (30, 'round', 1.005) RETURNING total",
+    "INSERT INTO orders (id, customer, total) VALUES (31, 'big', 123456789)",
+    "INSERT INTO orders (id, customer, v) VALUES (32, 'sp', 'abc                       ')"
+    " RETURNING length(v)",
+    "DELETE FROM orders WHERE id >= 30",
     "UPDATE orders SET customer = NULL WHERE id = 10",
     "UPDATE orders SET colour = 'red' WHERE id = 10",
     "UPDATE orders SET qty = qty + 1 WHERE id = 10 RETURNING id, qty",

@@ -296,13 +296,13 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
             {
                 "table": {
                     "columns": [
-                        ["id", "int4", True, None],
-                        ["customer", "varchar", True, None],
-                        ["total", "numeric", False, {"value": 0}],
-                        ["at", "timestamp", False, {"now": True}],
-                        ["w", "timestamptz", False, None],
-                        ["f", "float4", False, None],
-                        ["d", "float8", False, None],
+                        ["id", "int4", True, None, -1],
+                        ["customer", "varchar", True, None, 34],
+                        ["total", "numeric", False, {"value": 0}, (10 << 16 | 2) + 4],
+                        ["at", "timestamp", False, {"now": True}, -1],
+                        ["w", "timestamptz", False, None, -1],
+                        ["f", "float4", False, None, -1],
+                        ["d", "float8", False, None, -1],
                     ],
                     "key": "id",
                 }
@@ -319,10 +319,10 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
             {
                 "table": {
                     "columns": [
-                        ["index", "int8", False, None],
-                        ["b", "text", False, None],
-                        ["c", "bool", False, None],
-                        ["j", "jsonb", False, None],
+                        ["index", "int8", False, None, -1],
+                        ["b", "text", False, None, -1],
+                        ["c", "bool", False, None, -1],
+                        ["j", "jsonb", False, None, -1],
                     ],
                     "key": None,
                 }
@@ -339,7 +339,7 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
             False,
             {
                 "table": {
-                    "columns": [["n", "int8", True, None], ["v", "text", False, None]],
+                    "columns": [["n", "int8", True, None, -1], ["v", "text", False, None, -1]],
                     "key": "n",
                 }
             },
@@ -349,7 +349,7 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
         "ALTER TABLE IF EXISTS orders ADD COLUMN note TEXT, ADD IF NOT EXISTS n INT8 NOT NULL",
         ast.AddColumns(
             "orders",
-            ((["note", "text", False, None], False), (["n", "int8", True, None], True)),
+            ((["note", "text", False, None, -1], False), (["n", "int8", True, None, -1], True)),
             True,
         ),
     ),
@@ -710,6 +710,10 @@ REFUSED: list[tuple[str, str, str]] = [
     ("CREATE TABLE t (a serial, b int primary key)", "0A000", "serial"),
     ("CREATE TABLE t (a text GENERATED ALWAYS AS IDENTITY)", "22023", "identity"),
     ("CREATE TABLE t (a int DEFAULT 'x')", "22P02", ""),
+    ("CREATE TABLE t (a varchar(2) DEFAULT 'abc')", "22001", "character varying(2)"),
+    ("CREATE TABLE t (a numeric(3, 1) DEFAULT 100)", "22003", "overflow"),
+    ("CREATE TABLE t (a numeric(2, 3))", "22023", "scale"),
+    ("CREATE TABLE t (a varchar(0))", "22023", "length"),
     ("CREATE TABLE t (a int) WITH (fillfactor = 70)", "42601", 'near "with"'),
     ("CREATE TABLE t AS SELECT 1", "0A000", ""),
     ("CREATE TABLE other.t (a int)", "3F000", "other"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import os
 import time
 import uuid
@@ -10,7 +11,7 @@ from typing import Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import Row, RowCollection
-from nodedb_server.engines.document import DocumentCollection
+from nodedb_server.engines.document import DocumentCollection, TableColumn
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.vector import as_vector
 from nodedb_server.errors import (
@@ -158,7 +159,60 @@ def typed_value(engine: RowCollection, name: str, v: Any) -> Any:
             return t.decode_text(oid, v)
         return v
     v = cast_value(v, oid)
-    return _in_range(v, oid) if oid in _INT_RANGES else v
+    if oid in _INT_RANGES:
+        return _in_range(v, oid)
+    col = engine.table.column(name) if engine.table is not None else None
+    return fit(col, v) if col is not None and col.typmod >= 0 else v
+
+
+def fit(col: TableColumn, v: Any) -> Any:
+    """A value of ``col``'s type as its modifier allows: varchar(n) no longer than n
+    (22001), numeric(p, s) rounded to s places and within p digits (22003)."""
+    if v is None:
+        return v
+    length = col.length
+    if length is not None and isinstance(v, str) and len(v) > length:
+        if v[length:].strip(" "):
+            raise DBError(f"value too long for type character varying({length})", "22001")
+        return v[:length]  # as PostgreSQL: trailing spaces past n are cut, not an error
+    prec = col.precision
+    if prec is not None and isinstance(v, int | float | decimal.Decimal):
+        precision, scale = prec
+        q = decimal.Decimal(str(v)).quantize(
+            decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP
+        )
+        if q.adjusted() >= precision - scale:
+            raise DBError(
+                "numeric field overflow",
+                "22003",
+                detail=f"A field with precision {precision}, scale {scale} must round to an "
+                f"absolute value less than 10^{precision - scale}.",
+            )
+        return t.numeric_value(q)
+    return v
+
+
+# What else PostgreSQL's ALTER TABLE does, refused by name.
+_ALTER_ACTIONS = (
+    "drop",
+    "alter",
+    "rename",
+    "set",
+    "reset",
+    "owner",
+    "enable",
+    "disable",
+    "validate",
+    "attach",
+    "detach",
+    "inherit",
+    "no",
+    "replica",
+    "cluster",
+    "of",
+    "not",
+    "force",
+)
 
 
 def assign(engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]], ctx: Ctx) -> Row:
