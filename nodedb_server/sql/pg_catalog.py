@@ -54,13 +54,13 @@ PG_CLASS = _cols(
     " relpersistence:char, relkind:char, relnatts:int2, relchecks:int2, relhasrules:bool,"
     " relhastriggers:bool, relhassubclass:bool, relrowsecurity:bool,"
     " relforcerowsecurity:bool, relispopulated:bool, relreplident:char,"
-    " relispartition:bool, relacl:text, reloptions:text, relpartbound:text"
+    " relispartition:bool, relacl:text, reloptions:_text, relpartbound:text"
 )
 PG_ATTRIBUTE = _cols(
     "attrelid:oid, attname:name, atttypid:oid, attlen:int2, attnum:int2, atttypmod:int4,"
     " attndims:int2, attnotnull:bool, atthasdef:bool, atthasmissing:bool, attidentity:char,"
     " attgenerated:char, attisdropped:bool, attislocal:bool, attinhcount:int2,"
-    " attcollation:oid, attstattarget:int2, attacl:text, attoptions:text, attstorage:char,"
+    " attcollation:oid, attstattarget:int4, attacl:text, attoptions:text, attstorage:char,"
     " attcompression:char, attfdwoptions:text"
 )
 PG_INDEX = _cols(
@@ -117,32 +117,8 @@ def live_tables(s: Session) -> dict[str, Table]:
             default = default_text(col.default, col.type) if col and col.default else None
             if default is not None:
                 attrdefs.append((2_000_000 + 1000 * meta.id + num, rel, num, default))
-            attrs.append(
-                (
-                    rel,
-                    name,
-                    oid,
-                    t.TYPE_SIZES.get(oid, -1),
-                    num,
-                    col.typmod if col is not None else -1,
-                    0,
-                    not_null,
-                    default is not None,
-                    False,
-                    "",
-                    "",
-                    False,
-                    True,
-                    0,
-                    0,
-                    -1,
-                    None,
-                    None,
-                    "p" if t.TYPE_SIZES.get(oid, -1) > 0 else "x",
-                    "",
-                    None,
-                )
-            )
+            typmod = col.typmod if col is not None else -1
+            attrs.append(_attr(rel, name, oid, num, typmod, not_null, default is not None))
             info_columns.append(
                 (
                     tenant_db,
@@ -160,8 +136,10 @@ def live_tables(s: Session) -> dict[str, Table]:
             pkey = rel + 1
             pk_name = f"{meta.name}_pkey"
             key_num = fields.index(key) + 1
+            key_oid = field_oid(engine, key)
             classes.append(_class(pkey, pk_name, "i", 1, False, 0, BTREE_AM))
-            indexes.append(_index(pkey, rel, key_num, unique=True, primary=True))
+            indexes.append(_index(pkey, rel, key_num, key_oid, unique=True, primary=True))
+            attrs.append(_attr(pkey, key, key_oid, 1, -1, False, False))
             constraints.append(
                 (
                     pkey,
@@ -194,8 +172,10 @@ def live_tables(s: Session) -> dict[str, Table]:
         for n, idx in enumerate(secondary, 1):
             ioid = 1_000_000 + 1000 * meta.id + n
             attnum = fields.index(idx.field) + 1 if idx.field in fields else 0
+            ioid_type = field_oid(engine, idx.field)
             classes.append(_class(ioid, idx.name, "i", 1, False, 0, BTREE_AM))
-            indexes.append(_index(ioid, rel, attnum, unique=False, primary=False))
+            indexes.append(_index(ioid, rel, attnum, ioid_type, unique=False, primary=False))
+            attrs.append(_attr(ioid, idx.field, ioid_type, 1, -1, False, False))
     return {
         "pg_class": (PG_CLASS, classes),
         "pg_attribute": (PG_ATTRIBUTE, attrs),
@@ -264,12 +244,18 @@ def live_tables(s: Session) -> dict[str, Table]:
             _cols("oid:oid, spcname:name, spcowner:oid"),
             [(1663, "pg_default", OWNER)],
         ),
-        "pg_policy": _empty("oid:oid, polname:name, polrelid:oid"),
+        "pg_policy": _empty(
+            "oid:oid, polname:name, polrelid:oid, polcmd:char, polpermissive:bool,"
+            " polroles:oid[], polqual:text, polwithcheck:text"
+        ),
         "pg_trigger": _empty(
             "oid:oid, tgrelid:oid, tgname:name, tgisinternal:bool, tgenabled:char"
         ),
         "pg_rewrite": _empty("oid:oid, rulename:name, ev_class:oid"),
-        "pg_statistic_ext": _empty("oid:oid, stxrelid:oid, stxname:name, stxnamespace:oid"),
+        "pg_statistic_ext": _empty(
+            "oid:oid, stxrelid:oid, stxname:name, stxnamespace:oid, stxowner:oid,"
+            " stxstattarget:int4, stxkeys:int2vector, stxkind:text"
+        ),
         "pg_publication": _empty("oid:oid, pubname:name"),
         "pg_publication_rel": _empty("oid:oid, prpubid:oid, prrelid:oid"),
         "pg_foreign_table": _empty("ftrelid:oid, ftserver:oid"),
@@ -283,7 +269,8 @@ def live_tables(s: Session) -> dict[str, Table]:
                 "name:text, setting:text, unit:text, category:text, short_desc:text,"
                 " context:text, vartype:text, source:text"
             ),
-            [(k, v, None, "", "", "user", "string", "session") for k, v in s.settings.items()],
+            [(k, v, None, "", "", "user", "string", "session") for k, v in s.settings.items()]
+            + [(k, v, None, "", "", "internal", "integer", "default") for k, v in _FIXED],
         ),
         "information_schema.schemata": (
             _cols("catalog_name:name, schema_name:name, schema_owner:name"),
@@ -322,6 +309,27 @@ def live_tables(s: Session) -> dict[str, Table]:
         ),
     }
 
+
+# Settings fixed at build time, as pg_settings shows them (JDBC reads max_index_keys).
+_FIXED = [("max_index_keys", "32"), ("max_identifier_length", "63"), ("block_size", "8192")]
+# The operator class an index of a column of each type uses (pg_index.indclass), and
+# whether the type is collatable (pg_index.indcollation: the default collation, 100).
+_OPCLASS = {
+    t.INT8: 3124,
+    t.INT4: 1978,
+    t.INT2: 1976,
+    t.FLOAT8: 3123,
+    t.FLOAT4: 1970,
+    t.NUMERIC: 3125,
+    t.BOOL: 424,
+    t.TEXT: 3126,
+    t.VARCHAR: 3126,
+    t.BYTEA: 428,
+    t.TIMESTAMPTZ: 3127,
+    t.TIMESTAMP: 3128,
+}
+_COLLATABLE = frozenset({t.TEXT, t.VARCHAR})
+DEFAULT_COLLATION = 100
 
 _ROLES = _cols(
     "oid:oid, rolname:name, rolsuper:bool, rolinherit:bool, rolcreaterole:bool,"
@@ -397,7 +405,7 @@ def _class(
         False,
         False,
         True,
-        "d",
+        "n" if kind == "i" else "d",  # PostgreSQL: indexes have no replica identity
         False,
         None,
         None,
@@ -405,7 +413,40 @@ def _class(
     )
 
 
-def _index(oid: int, rel: int, key: int, unique: bool, primary: bool) -> tuple[Any, ...]:
+def _attr(
+    rel: int, name: str, oid: int, num: int, typmod: int, not_null: bool, has_default: bool
+) -> tuple[Any, ...]:
+    """A pg_attribute row: a column of a table, or of an index (its indexed column)."""
+    size = t.TYPE_SIZES.get(oid, -1)
+    return (
+        rel,
+        name,
+        oid,
+        size,
+        num,
+        typmod,
+        0,
+        not_null,
+        has_default,
+        False,
+        "",
+        "",
+        False,
+        True,
+        0,
+        DEFAULT_COLLATION if oid in _COLLATABLE else 0,
+        -1,
+        None,
+        None,
+        "p" if size > 0 else "x",
+        "",
+        None,
+    )
+
+
+def _index(
+    oid: int, rel: int, key: int, key_type: int, unique: bool, primary: bool
+) -> tuple[Any, ...]:
     return (
         oid,
         rel,
@@ -421,8 +462,8 @@ def _index(oid: int, rel: int, key: int, unique: bool, primary: bool) -> tuple[A
         True,
         False,
         [key],
-        [0],
-        [0],
+        [DEFAULT_COLLATION if key_type in _COLLATABLE else 0],
+        [_OPCLASS.get(key_type, 0)],
         [0],
         None,
         None,
