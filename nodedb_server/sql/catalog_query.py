@@ -40,6 +40,19 @@ class CatalogDialect(Postgres):
     class Tokenizer(Postgres.Tokenizer):
         KEYWORDS = {**Postgres.Tokenizer.KEYWORDS, "OID": TokenType.UINT}
 
+    class Parser(Postgres.Parser):  # type: ignore[misc, valid-type]  # an alias in sqlglot 30
+        def _parse_types(self, *args: Any, **kwargs: Any) -> exp.Expr | None:
+            """Arrays of a reg* type too: pgcli's functions query casts
+            ``proargtypes::regtype[]``, and sqlglot reads ``regtype`` as a type but returns
+            before its ``[]``."""
+            this = super()._parse_types(*args, **kwargs)
+            if isinstance(this, exp.ObjectIdentifier):
+                while self._match_pair(TokenType.L_BRACKET, TokenType.R_BRACKET):
+                    this = exp.DataType(
+                        this=exp.DataType.Type.ARRAY, expressions=[this], nested=True
+                    )
+            return this
+
 
 def _type_rows() -> list[tuple[Any, ...]]:
     rows = []
@@ -333,9 +346,27 @@ class Evaluator:
         if isinstance(node, exp.Subquery):
             n, ty, rows = self.query(node.this, ctes, outer, outer_types)
             return node.alias, n, ty, rows
+        if isinstance(node, exp.Unnest) and _uncorrelated_unnest(node):
+            return self._unnest(node, ctes, outer, outer_types)
         if isinstance(node, exp.Lateral | exp.Unnest | exp.Func):
             return node.alias_or_name or "?", [], [], []  # set-returning functions: no rows
         raise FeatureNotSupported(f"{type(node).__name__} is not supported in FROM over pg_catalog")
+
+    def _unnest(
+        self, node: exp.Unnest, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> tuple[str, list[str], list[int], Rows]:
+        """``FROM unnest(array)`` of an array that reads no column, as pgcli's search path
+        query ``SELECT * FROM unnest(current_schemas(true))``: a row per element, in a
+        column named as PostgreSQL names it (unnest, the alias, or the alias's column)."""
+        arg = node.expressions[0]
+        arr = self.type_of(arg, outer_types)
+        elem = t.ARRAY_ELEMENT.get(t.VECTOR_ARRAYS.get(arr, arr), t.TEXT)
+        alias = node.args.get("alias")
+        table = alias.name if alias is not None and alias.name else "unnest"
+        column = alias.columns[0].name if alias is not None and alias.columns else table
+        values = None if self.typing_only else self.value(arg, outer, ctes, outer_types)
+        rows = [(v,) for v in values] if isinstance(values, list) else []
+        return table, [column], [elem], rows
 
     def _sources(
         self, node: exp.Select, ctes: dict[str, Any], outer: Scope, outer_types: TScope
@@ -600,6 +631,10 @@ class Evaluator:
         if isinstance(e, exp.Cast):
             if _is_regclass(e.to):
                 return self._regclass(self.value(e.this, s, ctes, types))
+            if _is_regtype_array(e.to):  # the types' names, typed text[] (see _cast_oid)
+                v = self.value(e.this, s, ctes, types)
+                items = v.split() if isinstance(v, str) else v
+                return None if v is None else [_cast(x, t.REGTYPE) for x in items]
             return _cast(self.value(e.this, s, ctes, types), _cast_oid(e.to))
         if isinstance(e, exp.Subquery):
             _, _, rows = self.query(e.this, ctes, s, types)
@@ -805,6 +840,26 @@ def _output_name(e: exp.Expr) -> str:
 
 def _is_regclass(to: exp.Expression) -> bool:
     return isinstance(to, exp.ObjectIdentifier) and str(to.this).lower() == "regclass"
+
+
+def _uncorrelated_unnest(node: exp.Unnest) -> bool:
+    """One array, no WITH ORDINALITY, and neither a column read (``unnest(i.indkey)`` would
+    read the row of another FROM item, which sources are not evaluated against) nor a
+    literal (``'{1,2}'::oid[]``, which _cast does not read as an array)."""
+    return (
+        len(node.expressions) == 1
+        and not node.args.get("offset")
+        and node.expressions[0].find(exp.Column, exp.Literal) is None
+    )
+
+
+def _is_regtype_array(to: exp.Expression) -> bool:
+    return (
+        isinstance(to, exp.DataType)
+        and to.this == exp.DataType.Type.ARRAY
+        and isinstance(to.expressions[0], exp.ObjectIdentifier)
+        and str(to.expressions[0].this).lower() == "regtype"
+    )
 
 
 def _same(a: Any, b: Any) -> bool:
