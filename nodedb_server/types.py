@@ -25,6 +25,7 @@ TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 
 BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
 FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
 OID_ARRAY, NAME_ARRAY = 1028, 1003
+RECORD = 2249  # a row value (the catalog's _pg_expandarray), sent in text form "(1,1)"
 # The catalog's vector types (pg_index.indkey): text "1 2", binary as a one-dimension array.
 INT2VECTOR, OIDVECTOR = 22, 30
 VECTOR_ARRAYS = {INT2VECTOR: INT2_ARRAY, OIDVECTOR: OID_ARRAY}
@@ -65,6 +66,7 @@ TYPE_NAMES = {
     JSONB: "jsonb",
     VOID: "void",
     REGTYPE: "regtype",
+    RECORD: "record",
     BOOL_ARRAY: "_bool",
     INT2_ARRAY: "_int2",
     INT4_ARRAY: "_int4",
@@ -394,6 +396,8 @@ def _array_text(values: list[Any], elem: int) -> str:
 
 
 def encode_text(oid: int, v: Any) -> str:
+    if oid == RECORD:
+        return str(v)
     if oid in VECTOR_ARRAYS and isinstance(v, list):
         return " ".join(str(int(x)) for x in v)
     if oid == BOOL:

@@ -22,6 +22,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.tokens import TokenType
 
 from nodedb_server import types as t
@@ -184,7 +185,9 @@ def parse(sql: str) -> exp.Expression:
     try:
         tree = sqlglot.parse_one(sql, read=CatalogDialect)
         assert isinstance(tree, exp.Expression)
-        return tree
+        # Unquoted names fold to lower case, as PostgreSQL folds them (JDBC's TABLE_CAT
+        # is the column table_cat; a quoted "TABLE_SCHEM" keeps its case).
+        return normalize_identifiers(tree, dialect=CatalogDialect)
     except sqlglot.errors.SqlglotError as e:
         raise SyntaxError_(f"syntax error: {str(e).splitlines()[0][:200]}") from None
 
@@ -327,6 +330,8 @@ class Evaluator:
     def _source(
         self, node: exp.Expression, ctes: dict[str, Any], outer: Scope, outer_types: TScope
     ) -> tuple[str, list[str], list[int], Rows]:
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.ExplodingGenerateSeries):
+            return self._series(node, ctes, outer, outer_types)
         if isinstance(node, exp.Table):
             name = node.name
             alias = node.alias or name
@@ -351,6 +356,29 @@ class Evaluator:
         if isinstance(node, exp.Lateral | exp.Unnest | exp.Func):
             return node.alias_or_name or "?", [], [], []  # set-returning functions: no rows
         raise FeatureNotSupported(f"{type(node).__name__} is not supported in FROM over pg_catalog")
+
+    def _series(
+        self, node: exp.Table, ctes: dict[str, Any], outer: Scope, outer_types: TScope
+    ) -> tuple[str, list[str], list[int], Rows]:
+        """``FROM generate_series(start, stop[, step]) [alias(col)]``: int4 rows (JDBC's
+        getImportedKeys numbers key positions with one)."""
+        gen = node.this
+        alias = node.args.get("alias")
+        table = alias.name if alias is not None and alias.name else "generate_series"
+        column = alias.columns[0].name if alias is not None and alias.columns else table
+        if self.typing_only:
+            return table, [column], [t.INT4], []
+        start, end, step = (
+            self.value(gen.args[k], outer, ctes, outer_types) if gen.args.get(k) else None
+            for k in ("start", "end", "step")
+        )
+        if start is None or end is None:
+            return table, [column], [t.INT4], []
+        step = int(step) if step is not None else 1
+        if step == 0:
+            raise DataError("step size cannot equal zero", sqlstate="22023")
+        stop = int(end) + (1 if step > 0 else -1)
+        return table, [column], [t.INT4], [(v,) for v in range(int(start), stop, step)]
 
     def _unnest(
         self, node: exp.Unnest, ctes: dict[str, Any], outer: Scope, outer_types: TScope
@@ -389,8 +417,22 @@ class Evaluator:
         if not sources:
             yield dict(outer)
             return
+        # The WHERE's conjuncts, each applied as soon as the relations it reads are joined:
+        # JDBC's getImportedKeys joins nine relations with commas, whose whole product is
+        # tens of millions of rows. (The whole WHERE is still applied afterwards.)
+        pending = _pushable_conjuncts(node, {a for a, *_ in sources})
+        bound = set(outer)
+
+        def filtered(scopes: list[Scope], alias: str) -> list[Scope]:
+            bound.add(alias)
+            ready = [c for c, needs in pending if needs <= bound]
+            pending[:] = [(c, needs) for c, needs in pending if not needs <= bound]
+            for cond in ready:
+                scopes = [sc for sc in scopes if self.value(cond, sc, {}, types) is True]
+            return scopes
+
         alias, cols, _, rows = sources[0]
-        scopes = [{**outer, alias: dict(zip(cols, r, strict=True))} for r in rows]
+        scopes = filtered([{**outer, alias: dict(zip(cols, r, strict=True))} for r in rows], alias)
         for join, (alias, cols, _, rows) in zip(
             node.args.get("joins") or [], sources[1:], strict=True
         ):
@@ -406,7 +448,7 @@ class Evaluator:
                         matched = True
                 if left and not matched:
                     nxt.append({**s, alias: dict.fromkeys(cols) if cols else _NullRow()})
-            scopes = nxt
+            scopes = filtered(nxt, alias)
         yield from scopes
 
     def _project(
@@ -599,9 +641,11 @@ class Evaluator:
                 exp.LTE: "__le__",
             }[type(e)]
             return bool(getattr(a, op)(b))
-        if isinstance(e, exp.Add | exp.Sub):
+        if isinstance(e, exp.Add | exp.Sub | exp.Mul | exp.BitwiseAnd | exp.BitwiseOr | exp.Mod):
             a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
-            return None if a is None or b is None else (a + b if isinstance(e, exp.Add) else a - b)
+            if a is None or b is None:
+                return None
+            return _ARITH[type(e)](a, b)
         if isinstance(e, exp.Neg):
             v = self.value(e.this, s, ctes, types)
             return None if v is None else -v
@@ -641,6 +685,27 @@ class Evaluator:
             return rows[0][0] if rows else None
         if _is_pg_catalog_call(e):
             return self.value(e.expression, s, ctes, types)
+        if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Identifier):
+            # (record).field, of a row _pg_expandarray gives (or each of a set of them)
+            rec = self.value(e.this, s, ctes, types)
+            field = e.expression.name
+            if isinstance(rec, _Set):
+                return _Set([r.get(field) if isinstance(r, dict) else None for r in rec])
+            return rec.get(field) if isinstance(rec, dict) else None
+        if isinstance(e, exp.Bracket):  # arr[i]; out of range is NULL
+            arr = self.value(e.this, s, ctes, types)
+            # sqlglot keeps the index 0-based (PostgreSQL's 1 is 0 here)
+            index = self.value(e.expressions[0], s, ctes, types) if e.expressions else None
+            if not isinstance(arr, list) or index is None:
+                return None
+            i = int(index)
+            return arr[i] if 0 <= i < len(arr) else None
+        if isinstance(e, exp.Escape) and isinstance(e.this, exp.Like | exp.ILike):
+            escape = self.value(e.expression, s, ctes, types)
+            return self._like(e.this, s, ctes, types, escape)
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "_pg_expandarray":
+            arr = self.value(e.expressions[0], s, ctes, types)
+            return _Set([_Record(x=v, n=i) for i, v in enumerate(arr or [], 1)])
         if isinstance(e, exp.Anonymous) and str(e.this).lower() == "to_regtype":
             # The type's oid, or NULL if there is none (psycopg's TypeInfo.fetch).
             name = self.value(e.expressions[0], s, ctes, types) if e.expressions else None
@@ -671,13 +736,7 @@ class Evaluator:
                 return self.value(compared, s, ctes, types)
             raise FeatureNotSupported(f"operator {op} is not supported over pg_catalog")
         if isinstance(e, exp.Like | exp.ILike):
-            v = self.value(e.this, s, ctes, types)
-            pat = self.value(e.expression, s, ctes, types)
-            if v is None or pat is None:
-                return None
-            like = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pat)
-            flags = re.IGNORECASE | re.DOTALL if isinstance(e, exp.ILike) else re.DOTALL
-            return re.fullmatch(like, str(v), flags) is not None
+            return self._like(e, s, ctes, types, "\\")
         if isinstance(e, exp.Exists):
             _, _, rows = self.query(e.this, ctes, s, types)
             return bool(rows)
@@ -690,7 +749,23 @@ class Evaluator:
             return _Set(list(range(1, len(arr or []) + 1)))
         if isinstance(e, exp.DPipe):
             a, b = self.value(e.this, s, ctes, types), self.value(e.expression, s, ctes, types)
+            if isinstance(a, list) or isinstance(b, list):  # array || array: NULL is empty
+                return [*(a or []), *(b or [])]
             return None if a is None or b is None else f"{a}{b}"
+        if isinstance(e, exp.Trim):
+            v = self.value(e.this, s, ctes, types)
+            chars = self.value(e.expression, s, ctes, types) if e.expression else " "
+            if v is None or chars is None:
+                return None
+            where = str(e.args.get("position") or "BOTH").upper()
+            if where == "LEADING":
+                return str(v).lstrip(str(chars))
+            return str(v).rstrip(str(chars)) if where == "TRAILING" else str(v).strip(str(chars))
+        if isinstance(e, exp.Replace):
+            v, old, new = (
+                self.value(x, s, ctes, types) for x in (e.this, e.expression, e.args["replacement"])
+            )
+            return None if v is None or old is None or new is None else str(v).replace(old, new)
         if isinstance(e, exp.Array):
             if len(e.expressions) == 1 and isinstance(e.expressions[0], exp.Select):
                 _, _, rows = self.query(e.expressions[0], ctes, s, types)
@@ -703,6 +778,32 @@ class Evaluator:
                 args = [self.value(a, s, ctes, types) for a in _func_args(e)]
                 return fn[1](self, *args)
         raise FeatureNotSupported(f"{type(e).__name__} is not supported over pg_catalog")
+
+    def _element_type(self, arr: exp.Expression, types: TScope) -> int:
+        """The type of an element of the array ``arr`` is."""
+        oid = self.type_of(arr, types)
+        return t.ARRAY_ELEMENT.get(t.VECTOR_ARRAYS.get(oid, oid), t.TEXT)
+
+    def _like(
+        self, e: exp.Like | exp.ILike, s: Scope, ctes: dict[str, Any], types: TScope, escape: Any
+    ) -> bool | None:
+        """LIKE / ILIKE, with ``escape`` (backslash unless ESCAPE says) quoting % and _."""
+        v = self.value(e.this, s, ctes, types)
+        pat = self.value(e.expression, s, ctes, types)
+        if v is None or pat is None or escape is None:
+            return None
+        out, quoted = [], False
+        for c in str(pat):
+            if quoted:
+                out.append(re.escape(c))
+                quoted = False
+            elif escape and c == escape:
+                quoted = True
+            else:
+                out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        flags = re.IGNORECASE | re.DOTALL if isinstance(e, exp.ILike) else re.DOTALL
+        found = re.fullmatch("".join(out), str(v), flags) is not None
+        return not found if e.args.get("negate") else found
 
     def _regex(
         self,
@@ -737,6 +838,29 @@ class Evaluator:
     def type_of(self, e: exp.Expression, types: TScope) -> int:
         if isinstance(e, exp.Paren):
             return self.type_of(e.this, types)
+        if isinstance(e, exp.Boolean):
+            return t.BOOL
+        if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Identifier):
+            inner = e.this.this if isinstance(e.this, exp.Paren) else e.this
+            if e.expression.name == "n":  # _pg_expandarray's (x, n): n counts from 1
+                return t.INT4
+            if isinstance(inner, exp.Column):  # a record read back from a subquery
+                return t.INT2
+            return self._element_type(inner, types)
+        if isinstance(e, exp.Bracket):
+            return self._element_type(e.this, types)
+        if isinstance(e, exp.Escape):
+            return t.BOOL
+        if isinstance(e, exp.Anonymous) and str(e.this).lower() == "_pg_expandarray":
+            return t.RECORD
+        if isinstance(e, exp.Array):
+            if len(e.expressions) == 1 and isinstance(e.expressions[0], exp.Select):
+                _, ty, _ = Evaluator(
+                    self.params, self.param_oids, typing_only=True, tables=self.tables
+                ).query(e.expressions[0], {}, {}, types)
+                return _ARRAY_OF.get(ty[0], t.TEXT_ARRAY)
+            elem = self.type_of(e.expressions[0], types) if e.expressions else t.TEXT
+            return _ARRAY_OF.get(elem, t.TEXT_ARRAY)
         if isinstance(e, exp.Column):
             table = e.table
             if table:
@@ -753,12 +877,15 @@ class Evaluator:
             branches = [b.args["true"] for b in e.args.get("ifs") or []]
             if e.args.get("default") is not None:
                 branches.append(e.args["default"])
-            return next(
-                (self.type_of(b, types) for b in branches if not isinstance(b, exp.Null)), t.TEXT
-            )
+            typed = [b for b in branches if not isinstance(b, exp.Null)]
+            # a quoted literal is of unknown type: it takes another branch's, as in PostgreSQL
+            known = [b for b in typed if not (isinstance(b, exp.Literal) and b.is_string)]
+            return next((self.type_of(b, types) for b in known or typed), t.TEXT)
         if isinstance(e, exp.Coalesce | exp.Nullif):
             return self.type_of(e.this, types)
-        if isinstance(e, exp.Add | exp.Sub | exp.Neg):
+        if isinstance(e, exp.Add | exp.Sub | exp.Neg | exp.Mul | exp.Mod):
+            return self.type_of(e.this, types)
+        if isinstance(e, exp.BitwiseAnd | exp.BitwiseOr):
             return self.type_of(e.this, types)
         if isinstance(e, exp.Subquery):
             _, ty, _ = Evaluator(
@@ -789,7 +916,48 @@ class Evaluator:
             return FUNCTIONS[func_name(e)][0]
         if isinstance(e, exp.Exists | exp.RegexpLike | exp.RegexpILike | exp.Operator):
             return t.BOOL
+        if isinstance(e, exp.DPipe):
+            left = self.type_of(e.this, types)
+            return left if left in t.ARRAY_ELEMENT else t.TEXT
         return t.BOOL if isinstance(e, exp.Predicate | exp.Not | exp.And | exp.Or) else t.TEXT
+
+
+def _pushable_conjuncts(
+    node: exp.Select, aliases: set[str]
+) -> list[tuple[exp.Expression, set[str]]]:
+    """The WHERE's AND-ed conditions that read only qualified columns of this query's
+    relations (no subquery), each with the relations it reads."""
+    where = node.args.get("where")
+    if where is None or any(
+        j.args.get("side") in ("RIGHT", "FULL") for j in node.args.get("joins") or []
+    ):
+        return []
+    out: list[tuple[exp.Expression, set[str]]] = []
+    for cond in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        if not isinstance(cond, exp.Expression) or cond.find(exp.Select, exp.Subquery, exp.Exists):
+            continue
+        tables = {str(c.table) for c in cond.find_all(exp.Column)}
+        if tables and "" not in tables and tables <= aliases:
+            out.append((cond, tables))
+    return out
+
+
+# The arithmetic the catalog queries use (JDBC's getIndexInfo: indoption & 1).
+_ARITH: dict[type, Callable[[Any, Any], Any]] = {
+    exp.Add: lambda a, b: a + b,
+    exp.Sub: lambda a, b: a - b,
+    exp.Mul: lambda a, b: a * b,
+    exp.Mod: lambda a, b: a % b,
+    exp.BitwiseAnd: lambda a, b: int(a) & int(b),
+    exp.BitwiseOr: lambda a, b: int(a) | int(b),
+}
+
+
+class _Record(dict[str, Any]):
+    """A row value (PostgreSQL's record): _pg_expandarray's (x, n)."""
+
+    def __str__(self) -> str:
+        return "(" + ",".join("" if v is None else str(v) for v in self.values()) + ")"
 
 
 class _Set(list[Any]):
@@ -823,19 +991,56 @@ def _nth_key(pos: int) -> Callable[[tuple[list[Any], int]], Any]:
 
 
 def _output_name(e: exp.Expr) -> str:
-    """The output column's name: its alias or column name, else the function's, as
-    PostgreSQL names it."""
-    if isinstance(e, exp.Binary | exp.Literal | exp.Neg | exp.Not):
-        return "?column?"
-    if e.alias_or_name:
-        return e.alias_or_name
-    if isinstance(e, exp.Explode):
-        return "unnest"
-    if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Func):
-        return _output_name(e.expression)
+    """The output column's name, as PostgreSQL's FigureColname gives it: the alias, a
+    column's name, a function's, a cast's operand's (else its type's), CASE's ELSE
+    branch's (else "case"); ?column? for constants and operators."""
+    if isinstance(e, exp.Alias):
+        return e.alias
+    return _figure(e)[0] or "?column?"
+
+
+def _figure(e: exp.Expr) -> tuple[str | None, int]:
+    """(name, strength): 2 a name given by a column or function, 1 a fallback."""
+    if isinstance(e, exp.Column):
+        return e.name, 2
+    if isinstance(e, exp.Paren | exp.Bracket):
+        return _figure(e.this)
+    if isinstance(e, exp.Dot):
+        if isinstance(e.expression, exp.Func):  # pg_catalog.f(..)
+            return _figure(e.expression)
+        return e.expression.name, 2  # (record).field
+    if isinstance(e, exp.Cast):
+        name, strength = _figure(e.this)
+        if strength <= 1:
+            return _type_word(e.to), 1
+        return name, strength
+    if isinstance(e, exp.Case):
+        default = e.args.get("default")
+        name, strength = _figure(default) if default is not None else (None, 0)
+        return (name, strength) if strength > 1 else ("case", 1)
+    if isinstance(e, exp.Exists):
+        return "exists", 2
+    if isinstance(e, exp.Array):
+        return "array", 2
+    if isinstance(e, exp.Subquery):
+        first = e.this.expressions[0] if isinstance(e.this, exp.Select) else None
+        return (_output_name(first), 2) if first is not None else (None, 0)
+    if isinstance(e, exp.Explode | exp.Unnest):
+        return "unnest", 2
+    if isinstance(e, exp.Coalesce):
+        return "coalesce", 2
     if isinstance(e, exp.Func) and not isinstance(e, exp.Binary):
-        return func_name(e)
-    return "?column?"
+        return func_name(e), 2
+    return None, 0
+
+
+def _type_word(to: exp.Expression) -> str:
+    """The last word of a cast's type, as FigureColname names a cast of a constant."""
+    if isinstance(to, exp.ObjectIdentifier):
+        return str(to.this).lower()
+    if isinstance(to, exp.DataType) and isinstance(to.args.get("kind"), exp.Dot):
+        return to.args["kind"].expression.name.lower()
+    return to.sql(CatalogDialect).lower().split(".")[-1]
 
 
 def _is_regclass(to: exp.Expression) -> bool:
@@ -895,7 +1100,13 @@ def _format_type(ev: Evaluator, oid: Any, typmod: Any = None) -> str | None:
     if oid is None:
         return None
     name = _NAME_BY_OID.get(int(oid))
-    return _SQL_TYPE_NAMES.get(name or "", name or "???")
+    sql_name = _SQL_TYPE_NAMES.get(name or "", name or "???")
+    mod = int(typmod) if typmod is not None else -1
+    if mod >= 4 and name in ("varchar", "bpchar"):
+        return f"{sql_name}({mod - 4})"
+    if mod >= 4 and name == "numeric":
+        return f"numeric({(mod - 4) >> 16},{(mod - 4) & 0xFFFF})"
+    return sql_name
 
 
 _SQL_TYPE_NAMES = {
@@ -916,7 +1127,9 @@ _SQL_TYPE_NAMES = {
 }
 
 
-def _indexdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
+def _indexdef(ev: Evaluator, oid: Any, column: Any = 0, pretty: Any = False) -> str | None:
+    """pg_get_indexdef(index[, column, pretty]): the CREATE INDEX, or with column n > 0 the
+    n-th indexed column's name; the pretty form leaves out the (visible) schema."""
     if oid is None:
         return None
     classes = {r[0]: r for r in ev.tables.get("pg_class", ([], []))[1]}
@@ -933,15 +1146,20 @@ def _indexdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
         ),
         "?",
     )
+    if column and int(column) > 0:
+        return col if int(column) == 1 else None
     unique = "UNIQUE " if idx[4] else ""
-    return f"CREATE {unique}INDEX {classes[int(oid)][1]} ON public.{table} USING btree ({col})"
+    where = table if pretty else f"public.{table}"
+    return f"CREATE {unique}INDEX {classes[int(oid)][1]} ON {where} USING btree ({col})"
 
 
 def _constraintdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
     for r in ev.tables.get("pg_constraint", ([], []))[1]:
         if oid is not None and r[0] == int(oid):
+            attnum = r[18][0] if r[18] else 1  # conkey
             key = next(
-                (a[1] for a in ev.tables["pg_attribute"][1] if a[0] == r[7] and a[4] == 1), "id"
+                (a[1] for a in ev.tables["pg_attribute"][1] if a[0] == r[7] and a[4] == attnum),
+                "id",
             )
             return f"PRIMARY KEY ({key})"
     return None
@@ -950,6 +1168,12 @@ def _constraintdef(ev: Evaluator, oid: Any, *rest: Any) -> str | None:
 def _userbyid(ev: Evaluator, oid: Any) -> str | None:
     rows = ev.tables.get("pg_roles", ([], []))[1]
     return next((r[1] for r in rows if oid is not None and r[0] == int(oid)), "nodedb")
+
+
+def _json_build_object(ev: Evaluator, *args: Any) -> dict[str, Any]:
+    if len(args) % 2:
+        raise DataError("argument list must have even number of elements", sqlstate="22023")
+    return {str(args[i]): args[i + 1] for i in range(0, len(args), 2)}
 
 
 def _array_to_string(ev: Evaluator, arr: Any, sep: Any = ",", null: Any = None) -> str | None:
@@ -988,6 +1212,7 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
     "pg_get_function_arguments": (t.TEXT, lambda ev, *a: None),
     "pg_encoding_to_char": (t.NAME, lambda ev, enc: "UTF8"),
     "array_to_string": (t.TEXT, _array_to_string),
+    "json_build_object": (t.JSON, _json_build_object),
     "has_table_privilege": (t.BOOL, lambda ev, *a: True),
     "has_schema_privilege": (t.BOOL, lambda ev, *a: True),
     "has_database_privilege": (t.BOOL, lambda ev, *a: True),
@@ -1019,11 +1244,11 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
 
 
 def _is_pg_catalog_call(e: exp.Expression) -> bool:
-    """``pg_catalog.f(..)``: the same function as ``f(..)``."""
+    """``pg_catalog.f(..)`` (or information_schema's): the same function as ``f(..)``."""
     return (
         isinstance(e, exp.Dot)
         and isinstance(e.this, exp.Identifier)
-        and e.this.name.lower() == "pg_catalog"
+        and e.this.name.lower() in CATALOG_SCHEMAS
         and isinstance(e.expression, exp.Func)
     )
 
@@ -1052,8 +1277,11 @@ def _column(e: exp.Column, s: Scope) -> Any:
 def _cast(v: Any, oid: int) -> Any:
     if v is None:
         return None
-    if oid == t.REGTYPE:
-        return _NAME_BY_OID.get(int(v), str(v)) if v else "-"
+    if oid == t.REGTYPE:  # a type's name as PostgreSQL prints it (format_type's)
+        if not v:
+            return "-"
+        name = _NAME_BY_OID.get(int(v), str(v))
+        return _SQL_TYPE_NAMES.get(name, name)
     if oid in t.ARRAY_ELEMENT or oid == t.OID_ARRAY:
         return list(v)
     if oid in (t.OID, t.INT2, t.INT4, t.INT8):

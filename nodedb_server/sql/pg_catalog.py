@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 Table = tuple[list[tuple[str, int]], list[tuple[Any, ...]]]
 PG_CATALOG, PUBLIC, INFORMATION_SCHEMA = 11, 2200, 13000
 OWNER = 10  # the superuser's role oid
+DATABASE_OWNER = 6171  # pg_database_owner, which owns schema public (PostgreSQL 15)
 HEAP_AM, BTREE_AM = 2, 403
 
 
@@ -185,7 +186,7 @@ def live_tables(s: Session) -> dict[str, Table]:
             _cols("oid:oid, nspname:name, nspowner:oid, nspacl:text"),
             [
                 (PG_CATALOG, "pg_catalog", OWNER, None),
-                (PUBLIC, "public", OWNER, None),
+                (PUBLIC, "public", DATABASE_OWNER, None),
                 (INFORMATION_SCHEMA, "information_schema", OWNER, None),
             ],
         ),
@@ -224,7 +225,7 @@ def live_tables(s: Session) -> dict[str, Table]:
                 "usename:name, usesysid:oid, usecreatedb:bool, usesuper:bool, userepl:bool,"
                 " usebypassrls:bool, passwd:text, valuntil:timestamptz, useconfig:text"
             ),
-            [(r[1], r[0], r[5], r[2], False, False, "********", None, None) for r in roles],
+            [(r[1], r[0], r[5], r[2], False, False, "********", None, None) for r in roles if r[6]],
         ),
         "pg_auth_members": _empty("roleid:oid, member:oid, grantor:oid, admin_option:bool"),
         "pg_proc": _empty(
@@ -339,10 +340,13 @@ _ROLES = _cols(
 
 
 def _roles(s: Session) -> list[tuple[Any, ...]]:
-    """The session's own role (a tenant's user sees only itself)."""
+    """The session's own role (a tenant's user sees only itself), and the built-in
+    pg_database_owner, which owns schema public."""
     name = str(s.user.get("name", "nodedb"))
     superuser = bool(s.user.get("superuser", name == "nodedb"))
+    owner = (DATABASE_OWNER, "pg_database_owner", False, True, False, False, False, False)
     return [
+        (*owner, -1, None, None, False, None),
         (
             OWNER,
             name,
@@ -357,7 +361,7 @@ def _roles(s: Session) -> list[tuple[Any, ...]]:
             None,
             False,
             None,
-        )
+        ),
     ]
 
 

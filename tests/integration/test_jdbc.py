@@ -1,5 +1,5 @@
 """PostgreSQL's JDBC driver (Debian's libpostgresql-jdbc-java) against the server:
-DatabaseMetaData.getTables and getColumns, a savepoint rolled back, a typed parameter.
+DatabaseMetaData.getTables, getColumns, getPrimaryKeys and getIndexInfo, a savepoint rolled back, a typed parameter.
 The program is tests/java/JdbcMeta.java, compiled here with javac."""
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ def test_jdbc_metadata_savepoint_and_parameters(server: ServerProcess, tmp_path:
         conn.execute(
             "INSERT INTO users (id, name, age) VALUES ('u1', 'Alice', 30), ('u2', 'Bob', 25)"
         )
+        conn.execute("CREATE INDEX idx_age ON users FIELDS age")
+        conn.execute(
+            "CREATE TABLE orders (id SERIAL PRIMARY KEY, customer VARCHAR(20) NOT NULL,"
+            " qty INT DEFAULT 1)"
+        )
     shutil.copy(ROOT / "tests" / "java" / "JdbcMeta.java", tmp_path)
     subprocess.run(
         ["javac", "-cp", str(JAR), "JdbcMeta.java"], cwd=tmp_path, check=True, timeout=120
@@ -39,5 +44,15 @@ def test_jdbc_metadata_savepoint_and_parameters(server: ServerProcess, tmp_path:
     assert [
         line for line in lines if line.startswith("column ")
     ] == ["column id text 12", "column name text 12", "column age int8 -5"]
+    assert [line for line in lines if line.startswith("pk ")] == ["pk id users_pkey"]
+    assert [line for line in lines if line.startswith("index ")] == [
+        "index users_pkey id false",
+        "index idx_age age true",
+    ]
+    assert [line for line in lines if line.startswith("tcolumn ")] == [
+        "tcolumn id int4 0 null",
+        "tcolumn customer varchar 0 null",
+        "tcolumn qty int4 1 1",
+    ]
     assert [line for line in lines if line.startswith("row ")] == ["row j1"]  # j2 rolled back
     assert [line for line in lines if line.startswith("older ")] == ["older Alice"]

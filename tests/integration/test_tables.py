@@ -226,7 +226,7 @@ def test_sqlalchemy_orm_creates_fills_and_inspects_its_tables(
         cols = [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns("users")]
         assert cols == [
             ("id", "INTEGER", False),
-            ("name", "VARCHAR", False),
+            ("name", "VARCHAR(50)", False),
             ("score", "DOUBLE PRECISION", True),
             ("joined", "TIMESTAMP", True),
         ]

@@ -11,6 +11,15 @@ public class JdbcMeta {
             try (ResultSet rs = md.getColumns(null, "public", "users", "%")) {
                 while (rs.next()) System.out.println("column " + rs.getString("COLUMN_NAME") + " " + rs.getString("TYPE_NAME") + " " + rs.getInt("DATA_TYPE"));
             }
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "users")) {
+                while (rs.next()) System.out.println("pk " + rs.getString("COLUMN_NAME") + " " + rs.getString("PK_NAME"));
+            }
+            try (ResultSet rs = md.getIndexInfo(null, "public", "users", false, false)) {
+                while (rs.next()) System.out.println("index " + rs.getString("INDEX_NAME") + " " + rs.getString("COLUMN_NAME") + " " + rs.getBoolean("NON_UNIQUE"));
+            }
+            try (ResultSet rs = md.getColumns(null, "public", "orders", "%")) {
+                while (rs.next()) System.out.println("tcolumn " + rs.getString("COLUMN_NAME") + " " + rs.getString("TYPE_NAME") + " " + rs.getInt("NULLABLE") + " " + rs.getString("COLUMN_DEF"));
+            }
             c.setAutoCommit(false);
             try (Statement st = c.createStatement()) {
                 st.execute("INSERT INTO users (id, name) VALUES ('j1', 'Jay')");
