@@ -1124,7 +1124,16 @@ def _set(p: Parser) -> ast.SetVar | ast.SetTransaction:
     values = [_setting_value(p)]
     while p.accept(","):
         values.append(_setting_value(p))
+    if name.lower() != "search_path":  # only a list of names keeps a quoted name's quotes
+        values = [_unquoted(v) for v in values]
     return ast.SetVar(name, ", ".join(values))
+
+
+def _unquoted(v: str) -> str:
+    """``"Europe/Berlin"`` as the name it quotes (SET TIME ZONE "Europe/Berlin", pgcli)."""
+    if len(v) >= 2 and v[0] == v[-1] == '"':
+        return v[1:-1].replace('""', '"')
+    return v
 
 
 def _set_transaction(p: Parser) -> ast.SetTransaction:

@@ -48,10 +48,19 @@ SHOW_TENANTS_COLUMNS = [
 ]
 
 
+# SHOW heads its column with the parameter's own spelling, as PostgreSQL does.
+_SHOWN_AS = {
+    "timezone": "TimeZone",
+    "time zone": "TimeZone",
+    "datestyle": "DateStyle",
+    "intervalstyle": "IntervalStyle",
+}
+
+
 def show_columns(s: Session, stmt: ast.Show, param_oids: list[int]) -> list[Column]:
     if stmt.name == "all":
         return [("name", t.TEXT), ("setting", t.TEXT), ("description", t.TEXT)]
-    return [(stmt.name, t.TEXT)]
+    return [(_SHOWN_AS.get(stmt.name.lower(), stmt.name), t.TEXT)]
 
 
 def catalog_columns(s: Session, stmt: ast.CatalogQuery, param_oids: list[int]) -> list[Column]:
