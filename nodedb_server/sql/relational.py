@@ -404,18 +404,26 @@ def _field_types(session: Session, names: Iterable[str]) -> dict[str, int]:
         found = session.tenant.state.collection(name)
         if found is None:
             continue
-        for field, oid in _schema(session, name, found[1]):
+        for field, oid, _ in _schema(session, name, found[1]):
             out.setdefault(field, oid)
     return out
 
 
-def _schema(session: Session, name: str, engine: Any) -> list[tuple[str, int]]:
-    """(field, type) of a collection as this session sees it: the types of its own
-    uncommitted writes count too."""
+# (field, type, its Arrow type) of a relation's column
+Col = tuple[str, int, pa.DataType]
+
+
+def _col(name: str, oid: int) -> Col:
+    return name, oid, _ARROW.get(oid, pa.large_string())
+
+
+def _schema(session: Session, name: str, engine: Any) -> list[Col]:
+    """(field, type, Arrow type) of a collection as this session sees it: the types of
+    its own uncommitted writes count too. A table's numeric(p, s) is decimal(p, s)."""
     if isinstance(engine, TimeseriesCollection):
         from nodedb_server.sql.describe import TS_KIND_OIDS
 
-        return [(f, TS_KIND_OIDS.get(k, t.TEXT)) for f, k in engine.columns.items()]
+        return [_col(f, TS_KIND_OIDS.get(k, t.TEXT)) for f, k in engine.columns.items()]
     assert isinstance(engine, RowCollection)
     over = session.txn.overlay.get(name) if session.txn is not None else None
     fields = [f for f in engine.fields() if not (engine.hidden_key and f == engine.key_field)]
@@ -435,24 +443,29 @@ def _schema(session: Session, name: str, engine: Any) -> list[tuple[str, int]]:
     out = []
     for f in fields:
         declared = engine.column_oid(f)
-        if declared is not None:
-            out.append((f, declared if declared in _ARROW else t.JSONB))
+        col = engine.table.column(f) if engine.table is not None else None
+        if col is not None and col.precision is not None:
+            precision, scale = col.precision
+            out.append((f, t.NUMERIC, pa.decimal128(min(precision, 38), scale)))
+        elif declared is not None:
+            out.append(_col(f, declared if declared in _ARROW else t.JSONB))
         elif f == engine.key_field:
-            out.append((f, t.TEXT))
+            out.append(_col(f, t.TEXT))
         else:
             oid = tags_oid(tags[f])
-            out.append((f, oid if oid in _ARROW else t.JSONB))
+            out.append(_col(f, oid if oid in _ARROW else t.JSONB))
     return out
 
 
-def _arrow_schema(cols: list[tuple[str, int]]) -> pa.Schema:
-    return pa.schema([(f, _ARROW.get(oid, pa.large_string())) for f, oid in cols])
+def _arrow_schema(cols: list[Col]) -> pa.Schema:
+    return pa.schema([(f, arrow) for f, _, arrow in cols])
 
 
-def _column(values: list[Any], oid: int) -> pa.Array:
-    arrow = _ARROW.get(oid, pa.large_string())
+def _column(values: list[Any], oid: int, arrow: pa.DataType) -> pa.Array:
     if arrow == pa.large_string():
         return pa.array([None if v is None else t.to_json(v) for v in values], arrow)
+    if pa.types.is_decimal(arrow):  # numeric(p, s), exact
+        return pa.array([None if v is None else decimal.Decimal(str(v)) for v in values], arrow)
     if oid in (t.FLOAT8, t.NUMERIC):
         values = [None if v is None else float(v) for v in values]
     elif oid == t.TIMESTAMP:  # stored as UTC; the column has no zone
@@ -466,8 +479,8 @@ def _wall_clock(v: Any) -> Any:
     return v
 
 
-def _table(rows: list[dict[str, Any]], cols: list[tuple[str, int]]) -> pa.Table:
-    arrays = [_column([r.get(f) for r in rows], oid) for f, oid in cols]
+def _table(rows: list[dict[str, Any]], cols: list[Col]) -> pa.Table:
+    arrays = [_column([r.get(f) for r in rows], oid, arrow) for f, oid, arrow in cols]
     return pa.Table.from_arrays(arrays, schema=_arrow_schema(cols))
 
 
@@ -613,7 +626,7 @@ def describe(session: Session, q: Query, param_oids: list[int]) -> list[Column]:
     return _columns(q, df.schema())
 
 
-def _visible(session: Session, name: str) -> list[tuple[str, int]]:
+def _visible(session: Session, name: str) -> list[Col]:
     found = session.tenant.state.collection(name)
     if found is None:
         raise UndefinedTable(f'relation "{name}" does not exist')
@@ -642,7 +655,7 @@ async def run(
     from nodedb_server.sql.exec.values import now_ms
 
     now = now_ms()
-    snapshot: dict[str, tuple[list[tuple[str, int]], Any]] = {}
+    snapshot: dict[str, tuple[list[Col], Any]] = {}
     for name in q.tables:
         found = session.tenant.state.collection(name)
         if found is None:
