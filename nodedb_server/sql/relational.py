@@ -118,6 +118,7 @@ class Query:
         # sqlglot reads substr() as substring(); PostgreSQL names the column by the word used
         substr = bool(_SUBSTR.search(sql)) and not _SUBSTRING.search(sql)
         _fold_names(tree)
+        _name_unnests(tree)
         tables = _collections(tree)
         first = _leftmost(tree)
         names: list[str | None] = []
@@ -184,6 +185,20 @@ def _is_star(node: exp.Expression) -> bool:
 
 _SUBSTR = re.compile(r"(?i)\bsubstr\s*\(")
 _SUBSTRING = re.compile(r"(?i)\bsubstring\s*\(")
+
+
+def _name_unnests(tree: exp.Expr) -> None:
+    """``FROM unnest(..)``: its column is named unnest, or the alias, as PostgreSQL names
+    it (DataFusion would name it after the whole call)."""
+    for node in tree.find_all(exp.Unnest):
+        if not isinstance(node.parent, exp.From | exp.Join):
+            continue
+        alias = node.args.get("alias")
+        if alias is None:
+            name = exp.to_identifier("unnest")
+            node.set("alias", exp.TableAlias(this=name, columns=[name.copy()]))
+        elif not alias.columns and len(node.expressions) == 1:  # AS u: the column is u too
+            alias.set("columns", [alias.this.copy()])
 
 
 def output_name(node: exp.Expression) -> str:

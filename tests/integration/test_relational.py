@@ -33,6 +33,9 @@ ORDERS = [
 ]
 
 QUERIES = [
+    "SELECT * FROM unnest(ARRAY['a', 'b'])",
+    "SELECT u FROM unnest(ARRAY[3, 1, 2]) AS u ORDER BY 1",
+    "SELECT x.v FROM unnest(ARRAY[1, 2]) AS x(v)",
     # joins
     "SELECT o.id, u.name FROM orders o JOIN users u ON u.id = o.customer ORDER BY o.id",
     "SELECT u.name, o.id FROM users u LEFT JOIN orders o ON o.customer = u.id ORDER BY 1, 2",
