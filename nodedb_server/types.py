@@ -7,6 +7,7 @@ into a column's bytes. Binary layouts follow PostgreSQL's send/recv functions
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import decimal
 import functools
@@ -14,6 +15,7 @@ import json
 import math
 import re
 import struct
+import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
@@ -159,8 +161,61 @@ def parse_bool(s: str) -> bool:
     raise _bad(BOOL, s)
 
 
-def parse_timestamp(s: str) -> dt.datetime:
-    """ISO 8601 or PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.f][+TZ]``; naive means UTC."""
+# The session's TimeZone, set by its connection (Session.sync_zone): a timestamptz is
+# printed in it, and a timestamptz written without an offset is read in it.
+SESSION_ZONE: contextvars.ContextVar[dt.tzinfo] = contextvars.ContextVar(
+    "session_zone", default=dt.UTC
+)
+_UTC_NAMES = frozenset({"utc", "etc/utc", "gmt", "etc/gmt", "z", "zulu", "universal"})
+
+
+@functools.lru_cache(maxsize=256)
+def zone_named(name: str) -> dt.tzinfo:
+    """A TimeZone setting's zone: an IANA name (any case), UTC, or hours east of UTC
+    (``SET TIME ZONE -7``); ValueError if it names none."""
+    text = name.strip().strip("'")
+    if text.lower() in _UTC_NAMES:
+        return dt.UTC
+    shown = re.fullmatch(r"<([+-]\d\d)(?::(\d\d))?>[+-]\d\d(?::\d\d)?", text)
+    if shown:  # as zone_setting shows hours: <-07>+07
+        minutes = int(shown.group(2) or 0) * (-1 if shown.group(1)[0] == "-" else 1)
+        return dt.timezone(dt.timedelta(hours=int(shown.group(1)), minutes=minutes))
+    if re.fullmatch(r"[+-]?\d{1,2}(\.\d+)?", text):
+        hours = float(text)
+        if abs(hours) > 15:
+            raise ValueError(name)
+        return dt.timezone(dt.timedelta(hours=hours))
+    try:
+        return zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    folded = _zone_names().get(text.lower())
+    if folded is None:
+        raise ValueError(name)
+    return zoneinfo.ZoneInfo(folded)
+
+
+def zone_setting(name: str) -> str:
+    """A TimeZone setting as PostgreSQL shows it: the zone's own spelling (Europe/Berlin
+    for europe/berlin), UTC, or <-07>+07 for hours."""
+    zone = zone_named(name)
+    if isinstance(zone, zoneinfo.ZoneInfo):
+        return zone.key
+    if zone is dt.UTC:
+        return "UTC" if name.strip().strip("'").lower() in ("utc", "z", "zulu") else name
+    offset = _offset_text(zone.utcoffset(None) or dt.timedelta(0))
+    inverse = ("-" if offset[0] == "+" else "+") + offset[1:]
+    return f"<{offset}>{inverse}"
+
+
+@functools.lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    return {n.lower(): n for n in zoneinfo.available_timezones()}
+
+
+def parse_timestamp(s: str, local: bool = False) -> dt.datetime:
+    """ISO 8601 or PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.f][+TZ]``; naive means UTC, or
+    with ``local`` (a timestamptz) the session's zone."""
     text = s.strip()
     if text.lower() in ("now", "today"):
         now = dt.datetime.now(dt.UTC)
@@ -174,7 +229,7 @@ def parse_timestamp(s: str) -> dt.datetime:
     except ValueError:
         raise _bad(TIMESTAMPTZ, s) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+        value = value.replace(tzinfo=SESSION_ZONE.get() if local else dt.UTC)
     return value.astimezone(dt.UTC)
 
 
@@ -247,7 +302,7 @@ def decode_text(oid: int, s: str) -> Any:
         if oid in (JSON, JSONB):
             return json.loads(s)
         if oid in (TIMESTAMP, TIMESTAMPTZ):
-            return parse_timestamp(s)
+            return parse_timestamp(s, local=oid == TIMESTAMPTZ)
         if oid in ARRAY_ELEMENT:
             return parse_text_array(s, ARRAY_ELEMENT[oid])
     except (ValueError, decimal.InvalidOperation, json.JSONDecodeError):
@@ -367,17 +422,38 @@ def format_float(f: float) -> str:
 
 
 def format_timestamp(v: dt.datetime, with_tz: bool = True) -> str:
+    """As PostgreSQL prints it: a timestamptz in the session's zone with its offset
+    (+00, +05:30), a timestamp as its wall clock."""
+    zone = SESSION_ZONE.get() if with_tz else dt.UTC
     if v.tzinfo is not None:
-        if v.tzinfo is not dt.UTC:
-            v = v.astimezone(dt.UTC)
-        s = v.isoformat(" ")[:-6]  # without its "+00:00"
+        if v.tzinfo is not zone:
+            v = v.astimezone(zone)
+        s = v.replace(tzinfo=None).isoformat(" ")
     else:
         s = v.isoformat(" ")
     # isoformat (C, a fifth of strftime's time) pads the year to four digits as
     # PostgreSQL prints it; PostgreSQL drops the fraction's trailing zeros.
     if v.microsecond:
         s = s.rstrip("0")
-    return s + "+00" if with_tz else s
+    if not with_tz:
+        return s
+    if zone is dt.UTC:
+        return s + "+00"
+    offset = v.utcoffset() if v.tzinfo is not None else None
+    return s + _offset_text(offset or dt.timedelta(0))
+
+
+def _offset_text(offset: dt.timedelta) -> str:
+    seconds = int(offset.total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    h, rest = divmod(abs(seconds), 3600)
+    m, sec = divmod(rest, 60)
+    text = f"{sign}{h:02d}"
+    if m or sec:
+        text += f":{m:02d}"
+    if sec:
+        text += f":{sec:02d}"
+    return text
 
 
 def _array_text(values: list[Any], elem: int) -> str:

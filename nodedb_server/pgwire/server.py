@@ -268,7 +268,7 @@ class ClientHandler:
             ("DateStyle", s["datestyle"]),
             ("integer_datetimes", "on"),
             ("standard_conforming_strings", "on"),
-            ("TimeZone", "UTC"),
+            ("TimeZone", s["timezone"]),
             ("IntervalStyle", "postgres"),
             ("application_name", s["application_name"]),
             ("is_superuser", s["is_superuser"]),
@@ -352,6 +352,7 @@ class ClientHandler:
 
     async def dispatch(self, event: m.Event) -> None:
         assert self.session is not None
+        self.session.sync_zone()  # Bind reads timestamptz parameters in it
         if isinstance(event, m.Bind):
             self.bind(event)
         elif isinstance(event, m.Execute):
@@ -597,6 +598,8 @@ class ClientHandler:
     async def send_rows(
         self, rows: list[tuple[Any, ...]], columns: list[Column], formats: tuple[int, ...]
     ) -> None:
+        if self.session is not None:
+            self.session.sync_zone()  # a SET TIME ZONE just before, in this message
         encoders = row_encoders(columns, formats)
         conn, out = self.conn, self.out
         for i, row in enumerate(rows):

@@ -105,9 +105,9 @@ def _align(a: Any, b: Any) -> tuple[Any, Any]:
     if isinstance(b, bool) and isinstance(a, str):
         return t.parse_bool(a), b
     if isinstance(a, dt.datetime) and isinstance(b, str):
-        return a, t.parse_timestamp(b)
+        return a, t.parse_timestamp(b, local=True)
     if isinstance(b, dt.datetime) and isinstance(a, str):
-        return t.parse_timestamp(a), b
+        return t.parse_timestamp(a, local=True), b
     return a, b
 
 

@@ -7,11 +7,14 @@ layer talks to.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import nodedb_server.sql.exec  # noqa: F401  (registers every statement family)
 from nodedb_server import SERVER_VERSION
+from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection
 from nodedb_server.errors import (
     DiskFull,
@@ -33,6 +36,43 @@ from nodedb_server.sql.result import Column, Result
 from nodedb_server.tenants.catalog import Engine
 from nodedb_server.tenants.manager import TenantManager
 from nodedb_server.tenants.tenant import Tenant
+
+# Settings a client may give at start-up (as parameters, or -c name=value in options).
+_STARTUP_SETTABLE = frozenset({"statement_timeout", "search_path", "datestyle", "intervalstyle"})
+
+
+def _startup_options(options: str) -> dict[str, str]:
+    """``-c name=value`` / ``--name=value`` pairs of the options start-up parameter (a
+    backslash quotes the next character, as libpq's PGOPTIONS does)."""
+    words, word, quoted = [], [], False
+    for ch in options:
+        if quoted:
+            word.append(ch)
+            quoted = False
+        elif ch == "\\":
+            quoted = True
+        elif ch.isspace():
+            if word:
+                words.append("".join(word))
+            word = []
+        else:
+            word.append(ch)
+    if word:
+        words.append("".join(word))
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        w = words[i]
+        pair = ""
+        if w == "-c" and i + 1 < len(words):
+            pair, i = words[i + 1], i + 1
+        elif w.startswith(("--", "-c")):
+            pair = w[2:]
+        name, eq, value = pair.partition("=")
+        if eq:
+            out[name.strip().lower().replace("-", "_")] = value
+        i += 1
+    return out
 
 
 class Session:
@@ -84,10 +124,29 @@ class Session:
             "extra_float_digits": "1",
         }
         self.settings["application_name"] = startup_params.get("application_name", "")
+        given = {k.lower(): v for k, v in startup_params.items()}
+        given.update(_startup_options(startup_params.get("options", "")))
+        zone = given.get("timezone")
+        if zone:  # JDBC sends the JVM's zone at start-up; one that names no zone is ignored
+            with contextlib.suppress(ValueError):
+                self.settings["timezone"] = t.zone_setting(zone)
+        for name in _STARTUP_SETTABLE & set(given):
+            self.settings[name] = given[name]
         self._initial_settings = dict(self.settings)  # what RESET and DISCARD ALL go back to
         # PREPARE and the protocol's Parse share this namespace, as in PostgreSQL;
         # "" is the unnamed statement, which only Parse makes.
         self.prepared: dict[str, Prepared] = {}
+
+    def sync_zone(self) -> None:
+        """Make the session's TimeZone the one timestamps are read and printed in, for
+        the task running now (types.SESSION_ZONE); the setting was checked when set."""
+        name = self.settings.get("timezone", "UTC")
+        try:
+            zone = t.zone_named(name)
+        except ValueError:
+            zone = dt.UTC
+        if t.SESSION_ZONE.get() is not zone:
+            t.SESSION_ZONE.set(zone)
 
     @property
     def status(self) -> str:
@@ -161,6 +220,7 @@ class Session:
             if spec_of(stmt).writes:
                 raise  # reads go on from the recovered state while the WAL cannot be written
         spec = spec_of(stmt)
+        self.sync_zone()
         if spec.described:
             return await spec.run(self, stmt, params, columns)
         return await spec.run(self, stmt, params)

@@ -229,6 +229,13 @@ async def set_var(s: Session, stmt: ast.SetVar, params: list[Any]) -> Result:
         value = "UTF8"
     if name in FIXED_SETTINGS:
         raise DBError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+    if name == "timezone" and value is not None:
+        try:
+            value = t.zone_setting(value)
+        except ValueError:
+            raise DBError(
+                f'invalid value for parameter "TimeZone": "{value}"', sqlstate="22023"
+            ) from None
     if name in ("session_authorization", "role"):
         value = _identity_setting(s, name, value)
     if name == "statement_timeout" and value is not None:
