@@ -26,8 +26,7 @@ JOIN_GROUP = (
     " ON u.id = o.customer GROUP BY u.region ORDER BY 1"
 )
 JOIN_ROWS = (
-    "SELECT o.id, u.region FROM orders o JOIN customers u ON u.id = o.customer"
-    " WHERE o.total > 250"
+    "SELECT o.id, u.region FROM orders o JOIN customers u ON u.id = o.customer WHERE o.total > 250"
 )
 SMALL = "SELECT o.id FROM orders o JOIN customers u ON u.id = o.customer"
 

@@ -41,9 +41,11 @@ def test_jdbc_metadata_savepoint_and_parameters(server: ServerProcess, tmp_path:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "table users TABLE" in lines
-    assert [
-        line for line in lines if line.startswith("column ")
-    ] == ["column id text 12", "column name text 12", "column age int8 -5"]
+    assert [line for line in lines if line.startswith("column ")] == [
+        "column id text 12",
+        "column name text 12",
+        "column age int8 -5",
+    ]
     assert [line for line in lines if line.startswith("pk ")] == ["pk id users_pkey"]
     assert [line for line in lines if line.startswith("index ")] == [
         "index users_pkey id false",

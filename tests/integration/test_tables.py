@@ -67,8 +67,7 @@ SCRIPT = [
     "SELECT b FROM nokey WHERE a = 2",
     "SELECT o.customer, n.b FROM orders o JOIN nokey n ON n.a + 9 = o.id ORDER BY 1",
     "SELECT customer, qty * 2 AS twice FROM orders WHERE qty > 1 ORDER BY customer",
-    "SELECT o.customer, o.total, n.b FROM orders o LEFT JOIN nokey n ON n.a = o.id"
-    " ORDER BY o.id",
+    "SELECT o.customer, o.total, n.b FROM orders o LEFT JOIN nokey n ON n.a = o.id ORDER BY o.id",
     "SELECT sum(o.total) AS s, max(o.total) AS m FROM orders o JOIN orders p ON p.id = o.id",
     "SELECT DISTINCT total FROM orders WHERE total IS NOT NULL ORDER BY total",
     "CREATE TABLE big (id INT PRIMARY KEY, customer TEXT)",
