@@ -6,7 +6,8 @@ so it travels through the WAL, checkpoints and backups with the collection):
 
     {"columns": [[name, type, not_null, default, typmod], ...], "key": name | None}
 
-``type`` is one of TABLE_TYPES, ``default`` None, ``{"value": v}`` or ``{"now": true}``,
+``type`` is one of TABLE_TYPES, ``default`` None, ``{"value": v}``, ``{"now": true}`` or,
+for a SERIAL or identity key, ``{"serial": true}`` (its sequence is ``<table>_<key>_seq``),
 ``typmod`` PostgreSQL's type modifier (varchar(n): n + 4; numeric(p, s):
 (p << 16 | s) + 4) or -1 (entries written before it have four fields: -1).
 A table declared without a primary key is keyed by a hidden column, ``ctid`` (as
@@ -49,7 +50,7 @@ class TableColumn:
     name: str
     type: str  # a TABLE_TYPES name
     not_null: bool = False
-    default: dict[str, Any] | None = None  # {"value": v} or {"now": True}
+    default: dict[str, Any] | None = None  # {"value": v}, {"now": True}, {"serial": True}
     typmod: int = -1  # varchar(n): n + 4; numeric(p, s): (p << 16 | s) + 4
 
     @classmethod
@@ -110,6 +111,9 @@ class DocumentCollection(RowCollection):
         key_col = self.table.column(self.key_field) if self.table is not None else None
         self.int_key = key_col is not None and key_col.type in INT_KEY_TYPES
         self._next_serial = 1  # the next generated integer key: past every key seen
+        # A SERIAL (or identity) key's sequence, by PostgreSQL's name for it
+        serial = key_col is not None and (key_col.default or {}).get("serial")
+        self.sequence = f"{name}_{self.key_field}_seq"[:63] if serial else None
 
     def fields(self) -> list[str]:
         if self.table is None:
@@ -134,6 +138,11 @@ class DocumentCollection(RowCollection):
         n = self._next_serial
         self._next_serial = n + 1
         return n
+
+    def set_serial(self, next_value: int) -> None:
+        """setval: the next key generated is ``next_value`` (keys stored later, by hand,
+        still move it past them)."""
+        self._next_serial = next_value
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
         super().apply(op, key, row, expires_ms)

@@ -103,6 +103,17 @@ async def _sleep(ctx: Ctx, seconds: Any = None) -> None:
         raise DataError("pg_sleep() takes a number of seconds") from None
 
 
+def _sequence(fn: str) -> Callable[..., Any]:
+    """One of sql/exec/sequences.py's functions, imported when first called."""
+
+    def call(ctx: Ctx, *args: Any) -> Any:
+        from nodedb_server.sql.exec import sequences
+
+        return getattr(sequences, fn)(ctx, *args)
+
+    return call
+
+
 def _now(ctx: Ctx) -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -134,6 +145,17 @@ FUNCTIONS: dict[str, Function] = {
         Function("current_setting", t.TEXT, (t.TEXT,), None, _current_setting, True),
         Function("set_config", t.TEXT, (t.TEXT, t.TEXT, t.BOOL), 3, _set_config, True),
         Function("pg_notify", t.VOID, (t.TEXT, t.TEXT), 2, _pg_notify, True),
+        Function("nextval", t.INT8, (t.TEXT,), 1, _sequence("nextval"), True),
+        Function("currval", t.INT8, (t.TEXT,), 1, _sequence("currval"), True),
+        Function("setval", t.INT8, (t.TEXT, t.INT8, t.BOOL), None, _sequence("setval"), True),
+        Function(
+            "pg_get_serial_sequence",
+            t.TEXT,
+            (t.TEXT, t.TEXT),
+            2,
+            _sequence("serial_sequence"),
+            True,
+        ),
         Function(
             "vector_distance",
             t.FLOAT8,

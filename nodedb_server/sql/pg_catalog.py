@@ -107,6 +107,9 @@ def live_tables(s: Session) -> dict[str, Table]:
                 fields.remove(key)
             fields = ([key] if key else []) + fields
         secondary = list(getattr(engine, "indexes", {}).values())
+        sequence = getattr(engine, "sequence", None)
+        if sequence:  # a SERIAL key's sequence, as a relation of kind S
+            classes.append(_class(3_000_000 + meta.id, sequence, "S", 3, False, 0, 0))
         classes.append(
             _class(rel, meta.name, "r", len(fields), bool(key or secondary), len(engine), HEAP_AM)
         )
@@ -115,7 +118,10 @@ def live_tables(s: Session) -> dict[str, Table]:
             oid = field_oid(engine, name)
             col = table.column(name) if table is not None else None
             not_null = name == key or (col is not None and col.not_null)
-            default = default_text(col.default, col.type) if col and col.default else None
+            sequence = getattr(engine, "sequence", None) or ""
+            default = (
+                default_text(col.default, col.type, sequence) if col and col.default else None
+            )
             if default is not None:
                 attrdefs.append((2_000_000 + 1000 * meta.id + num, rel, num, default))
             typmod = col.typmod if col is not None else -1
@@ -365,8 +371,11 @@ def _roles(s: Session) -> list[tuple[Any, ...]]:
     ]
 
 
-def default_text(default: dict[str, Any], kind: str) -> str:
-    """A column's DEFAULT as pg_get_expr shows it: now(), 1, 'x'::text."""
+def default_text(default: dict[str, Any], kind: str, sequence: str = "") -> str:
+    """A column's DEFAULT as pg_get_expr shows it: now(), 1, 'x'::text, a SERIAL's
+    nextval('t_id_seq'::regclass)."""
+    if default.get("serial"):
+        return f"nextval('{sequence}'::regclass)"
     if default.get("now"):
         return "now()"
     v = default["value"]

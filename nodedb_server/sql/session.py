@@ -99,6 +99,7 @@ class Session:
         self.live_queries: set[str] = set()  # LIVE SELECT subscriptions it started
         # (stream, group) -> the LSN this session's last read of it reached
         self.stream_reads: dict[tuple[str, str], int] = {}
+        self.sequence_values: dict[str, int] = {}  # currval: each sequence's last nextval
         self.cursors: dict[str, SqlCursor] = {}  # DECLAREd, until CLOSE or their block ends
         # Sends a NOTICE to this session's client at once (set by the wire layer).
         self.notify: Callable[[str], None] | None = None

@@ -178,6 +178,13 @@ def column(p: Parser) -> tuple[list[Any], bool, bool]:
             break
     if generated and kind not in INT_KEY_TYPES:
         raise DBError("identity column type must be smallint, integer, or bigint", "22023")
+    if generated:
+        if default is not None:
+            raise SyntaxError_(
+                f'multiple default values specified for column "{name}" of a SERIAL or'
+                " identity column"
+            )
+        default = {"serial": True}
     if default is not None and "value" in default:
         default = {"value": fit(TableColumn(name, kind, typmod=typmod), default["value"])}
     return [name, kind, not_null, default, typmod], is_key, generated

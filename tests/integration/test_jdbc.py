@@ -52,7 +52,7 @@ def test_jdbc_metadata_savepoint_and_parameters(server: ServerProcess, tmp_path:
         "index idx_age age true",
     ]
     assert [line for line in lines if line.startswith("tcolumn ")] == [
-        "tcolumn id int4 0 null",
+        "tcolumn id serial 0 nextval('orders_id_seq'::regclass)",
         "tcolumn customer varchar 0 null",
         "tcolumn qty int4 1 1",
     ]

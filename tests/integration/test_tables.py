@@ -87,6 +87,16 @@ SCRIPT = [
     "CREATE TABLE pg_mine (k TEXT PRIMARY KEY)",
     "INSERT INTO pg_mine (k) VALUES ('ok')",
     "SELECT k FROM pg_mine",
+    "CREATE TABLE seqt (id SERIAL PRIMARY KEY, v TEXT)",
+    "SELECT pg_get_serial_sequence('seqt', 'id'), pg_get_serial_sequence('seqt', 'v')",
+    "SELECT nextval('seqt_id_seq')",
+    "INSERT INTO seqt (v) VALUES ('a') RETURNING id",
+    "SELECT currval('seqt_id_seq')",
+    "SELECT setval('seqt_id_seq', 10)",
+    "INSERT INTO seqt (v) VALUES ('b') RETURNING id",
+    "SELECT setval('seqt_id_seq', 20, false)",
+    "INSERT INTO seqt (v) VALUES ('c') RETURNING id",
+    "SELECT nextval('no_such_seq')",
     "TRUNCATE orders",
     "SELECT count(*) FROM orders",
 ]
@@ -106,7 +116,7 @@ def test_table_statements_answer_as_postgresql_does(server: ServerProcess, postg
         psycopg.connect(postgres.dsn(), autocommit=True) as pg,
         psycopg.connect(server.dsn(), autocommit=True) as ours,
     ):
-        pg.execute("DROP TABLE IF EXISTS orders, nokey, pg_mine, big")
+        pg.execute("DROP TABLE IF EXISTS orders, nokey, pg_mine, big, seqt")
         for sql in SCRIPT:
             assert _outcome(ours, sql) == _outcome(pg, sql), sql
 
@@ -139,7 +149,7 @@ def test_a_tables_schema_and_rows_survive_kill9_checkpoint_and_restore(tmp_path:
             conn.execute("INSERT INTO items (name, tag) VALUES ('c', 't')")
         before = _table_state(srv)
         assert before[0] == [
-            ("id", "bigint", "NO", None),
+            ("id", "bigint", "NO", "nextval('items_id_seq'::regclass)"),
             ("name", "character varying", "NO", None),
             ("price", "numeric", "YES", "0"),
             ("seen", "timestamp with time zone", "YES", None),

@@ -296,7 +296,7 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
             {
                 "table": {
                     "columns": [
-                        ["id", "int4", True, None, -1],
+                        ["id", "int4", True, {"serial": True}, -1],
                         ["customer", "varchar", True, None, 34],
                         ["total", "numeric", False, {"value": 0}, (10 << 16 | 2) + 4],
                         ["at", "timestamp", False, {"now": True}, -1],
@@ -339,7 +339,10 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
             False,
             {
                 "table": {
-                    "columns": [["n", "int8", True, None, -1], ["v", "text", False, None, -1]],
+                    "columns": [
+                        ["n", "int8", True, {"serial": True}, -1],
+                        ["v", "text", False, None, -1],
+                    ],
                     "key": "n",
                 }
             },
@@ -349,7 +352,10 @@ FAMILIES: list[tuple[str, ast.Statement]] = [
         "ALTER TABLE IF EXISTS orders ADD COLUMN note TEXT, ADD IF NOT EXISTS n INT8 NOT NULL",
         ast.AddColumns(
             "orders",
-            ((["note", "text", False, None, -1], False), (["n", "int8", True, None, -1], True)),
+            (
+                (["note", "text", False, None, -1], False),
+                (["n", "int8", True, None, -1], True),
+            ),
             True,
         ),
     ),

@@ -87,6 +87,8 @@ def new_row(
             raise DataError(f'a row of key-value collection "{engine.name}" needs a key')
         if isinstance(engine, DocumentCollection) and engine.int_key:
             key = engine.next_serial()
+            if engine.sequence and ctx.session is not None:  # currval sees it
+                ctx.session.sequence_values[engine.sequence] = key
         else:
             key = str(uuid7())
     else:
@@ -108,7 +110,7 @@ def _table_values(engine: RowCollection, values: dict[str, Any]) -> dict[str, An
         _column_of(engine, name)
     out = dict(values)
     for col in table.columns:
-        if col.name not in out and col.default is not None:
+        if col.name not in out and col.default is not None and not col.default.get("serial"):
             out[col.name] = (
                 dt.datetime.now(dt.UTC) if col.default.get("now") else col.default["value"]
             )
