@@ -24,6 +24,7 @@ from nodedb_server.errors import InvalidTextRepresentation
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
 JSON, FLOAT4, FLOAT8, UNKNOWN, VARCHAR, BPCHAR = 114, 700, 701, 705, 1043, 1042
 TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 2278, 2206
+REGCLASS = 2205  # a relation: its name in text, its oid in binary
 BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
 FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
 OID_ARRAY, NAME_ARRAY = 1028, 1003
@@ -68,6 +69,7 @@ TYPE_NAMES = {
     JSONB: "jsonb",
     VOID: "void",
     REGTYPE: "regtype",
+    REGCLASS: "regclass",
     RECORD: "record",
     BOOL_ARRAY: "_bool",
     INT2_ARRAY: "_int2",
@@ -360,6 +362,8 @@ def decode_binary(oid: int, b: bytes) -> Any:
             return _q.unpack(b)[0]
         if oid in (INT4, OID):
             return _i.unpack(b)[0]
+        if oid == REGCLASS:
+            return struct.unpack("!I", b)[0]
         if oid == INT2:
             return _h.unpack(b)[0]
         if oid == FLOAT8:
@@ -537,7 +541,7 @@ def encode_binary(oid: int, v: Any) -> bytes:
         return _q.pack(int(v))
     if oid == INT4:
         return _i.pack(int(v))
-    if oid == OID:
+    if oid in (OID, REGCLASS):
         return struct.pack("!I", int(v))
     if oid == INT2:
         return _h.pack(int(v))

@@ -127,6 +127,7 @@ LIVE = frozenset(
         "pg_attrdef",
         "pg_inherits",
         "pg_collation",
+        "pg_opclass",
         "pg_extension",
         "pg_tablespace",
         "pg_policy",
@@ -225,9 +226,9 @@ class Query:
 
 
 def _cast_oid(to: exp.Expression) -> int:
-    if isinstance(to, exp.ObjectIdentifier):
-        kind = str(to.this).lower()
-        return t.REGTYPE if kind == "regtype" else t.TEXT if kind == "regclass" else t.OID
+    kind = _reg_kind(to)
+    if kind is not None:
+        return {"regtype": t.REGTYPE, "regclass": t.REGCLASS}.get(kind, t.OID)
     assert isinstance(to, exp.DataType)
     if to.this == exp.DataType.Type.ARRAY:
         return _ARRAY_OF.get(_cast_oid(to.expressions[0]), t.TEXT_ARRAY)
@@ -828,11 +829,12 @@ class Evaluator:
             return None
         rows = self.tables.get("pg_class", ([], []))[1]
         if isinstance(v, int) or (isinstance(v, str) and v.isdigit()):
-            return next((r[1] for r in rows if r[0] == int(v)), str(v))
+            oid = int(v)
+            return _RegClass(oid, next((r[1] for r in rows if r[0] == oid), str(oid)))
         name = str(v).split(".")[-1].strip('"')
         for r in rows:
             if r[1] == name:
-                return r[0]
+                return _RegClass(r[0], name)
         raise UndefinedTable(f'relation "{v}" does not exist')
 
     def type_of(self, e: exp.Expression, types: TScope) -> int:
@@ -1043,8 +1045,38 @@ def _type_word(to: exp.Expression) -> str:
     return to.sql(CatalogDialect).lower().split(".")[-1]
 
 
+def _reg_kind(to: exp.Expression) -> str | None:
+    """regclass, regtype, regproc ..: the object identifier type a cast names, as
+    ``::regclass`` or ``::pg_catalog.regclass``; None for other types."""
+    if isinstance(to, exp.ObjectIdentifier):
+        return str(to.this).lower()
+    if (
+        isinstance(to, exp.DataType)
+        and to.this == exp.DataType.Type.USERDEFINED
+        and isinstance(to.args.get("kind"), exp.Dot)
+        and to.args["kind"].this.name.lower() == "pg_catalog"
+    ):
+        name = to.args["kind"].expression.name.lower()
+        return name if name.startswith("reg") else None
+    return None
+
+
 def _is_regclass(to: exp.Expression) -> bool:
-    return isinstance(to, exp.ObjectIdentifier) and str(to.this).lower() == "regclass"
+    return _reg_kind(to) == "regclass"
+
+
+class _RegClass(int):
+    """A regclass value: compares and sorts as the relation's oid, prints as its name."""
+
+    name: str
+
+    def __new__(cls, oid: int, name: str) -> _RegClass:
+        value = super().__new__(cls, oid)
+        value.name = name
+        return value
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _uncorrelated_unnest(node: exp.Unnest) -> bool:

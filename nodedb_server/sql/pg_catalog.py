@@ -119,9 +119,7 @@ def live_tables(s: Session) -> dict[str, Table]:
             col = table.column(name) if table is not None else None
             not_null = name == key or (col is not None and col.not_null)
             sequence = getattr(engine, "sequence", None) or ""
-            default = (
-                default_text(col.default, col.type, sequence) if col and col.default else None
-            )
+            default = default_text(col.default, col.type, sequence) if col and col.default else None
             if default is not None:
                 attrdefs.append((2_000_000 + 1000 * meta.id + num, rel, num, default))
             typmod = col.typmod if col is not None else -1
@@ -244,6 +242,16 @@ def live_tables(s: Session) -> dict[str, Table]:
         "pg_attrdef": (_cols("oid:oid, adrelid:oid, adnum:int2, adbin:text"), attrdefs),
         "pg_inherits": _empty("inhrelid:oid, inhparent:oid, inhseqno:int4, inhdetachpending:bool"),
         "pg_collation": _empty("oid:oid, collname:name, collnamespace:oid"),
+        "pg_opclass": (  # the operator class of each index (pg_index.indclass)
+            _cols(
+                "oid:oid, opcmethod:oid, opcname:name, opcnamespace:oid, opcowner:oid,"
+                " opcfamily:oid, opcintype:oid, opcdefault:bool, opckeytype:oid"
+            ),
+            [
+                (opc, BTREE_AM, name, PG_CATALOG, OWNER, 0, oid, True, 0)
+                for oid, (opc, name) in _OPCLASS_NAMES.items()
+            ],
+        ),
         "pg_extension": _empty(
             "oid:oid, extname:name, extowner:oid, extnamespace:oid, extversion:text"
         ),
@@ -334,6 +342,11 @@ _OPCLASS = {
     t.BYTEA: 428,
     t.TIMESTAMPTZ: 3127,
     t.TIMESTAMP: 3128,
+}
+_OPCLASS_NAMES = {
+    oid: (opc, f"{'text' if oid == t.VARCHAR else t.TYPE_NAMES[oid]}_ops")
+    for oid, opc in _OPCLASS.items()
+    if oid != t.VARCHAR  # varchar columns use text_ops
 }
 _COLLATABLE = frozenset({t.TEXT, t.VARCHAR})
 DEFAULT_COLLATION = 100

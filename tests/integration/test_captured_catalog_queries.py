@@ -84,17 +84,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {}
 
 # Statements the server does not yet answer as PostgreSQL does: strict xfail, so that a
 # fix shows up as XPASS and the entry must go. Found by this test; see each reason.
-_REGCLASS = "a ::regclass cast is typed text (PostgreSQL: regclass, 2205); its values match"
-FAILING: dict[str, str] = {
-    "psql-08-656b25": "stxrelid::pg_catalog.regclass: " + _REGCLASS,
-    "psql-17-bb2041": "stxrelid::pg_catalog.regclass: " + _REGCLASS,
-    "psql-10-15d647": _REGCLASS,
-    "psql-19-888111": _REGCLASS,
-    "psql-11-d7388e": _REGCLASS,
-    "psql-20-41f53c": _REGCLASS,
-    "sqlalchemy-12-1efe66": "pg_opclass is not kept: an unknown catalog relation reads as"
-    " empty, its columns typed text (PostgreSQL: oid, name)",
-}
+FAILING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
