@@ -174,6 +174,21 @@ class Parser:
             raise SyntaxError_(f'syntax error at or near "{tok.text}": expected a quoted string')
         return tok.text
 
+    def if_not_exists(self) -> bool:
+        """IF NOT EXISTS, if it comes next."""
+        if not self.accept("if"):
+            return False
+        self.expect("not")
+        self.expect("exists")
+        return True
+
+    def if_exists(self) -> bool:
+        """IF EXISTS, if it comes next."""
+        if not self.accept("if"):
+            return False
+        self.expect("exists")
+        return True
+
     def end(self) -> None:
         if self.peek() is not None:
             raise self.error()
@@ -281,23 +296,8 @@ _KV_TYPES = {
 }
 
 
-def _if_not_exists(p: Parser) -> bool:
-    if not p.accept("if"):
-        return False
-    p.expect("not")
-    p.expect("exists")
-    return True
-
-
-def _if_exists(p: Parser) -> bool:
-    if not p.accept("if"):
-        return False
-    p.expect("exists")
-    return True
-
-
 def _create_collection(p: Parser) -> ast.CreateCollection:
-    if_not_exists = _if_not_exists(p)
+    if_not_exists = p.if_not_exists()
     name = p.name()
     engine, typed = "document", {}
     options: dict[str, Any] = {}
@@ -340,7 +340,7 @@ def _create_user(p: Parser) -> ast.CreateUser:
 
 
 def _create_index(p: Parser) -> ast.CreateIndex:
-    if_not_exists = _if_not_exists(p)
+    if_not_exists = p.if_not_exists()
     index_name: str | None = None
     if not p.accept("on"):
         index_name = p.name()
@@ -767,7 +767,7 @@ def _kv_schema(p: Parser) -> dict[str, str]:
 
 
 def _drop_collection(p: Parser) -> ast.DropCollection:
-    if_exists = _if_exists(p)
+    if_exists = p.if_exists()
     name = p.name()
     return ast.DropCollection(name, p.accept("purge"), if_exists)
 
@@ -781,7 +781,7 @@ def _drop_user(p: Parser) -> ast.DropUser:
 
 
 def _drop_index(p: Parser) -> ast.DropIndex:
-    if_exists = _if_exists(p)
+    if_exists = p.if_exists()
     return ast.DropIndex(p.name(), if_exists)
 
 
@@ -1275,7 +1275,7 @@ def _search(p: Parser) -> ast.VectorSearch:
 
 def _create_change_stream(p: Parser) -> ast.CreateChangeStream:
     p.expect("stream")
-    if_not_exists = _if_not_exists(p)
+    if_not_exists = p.if_not_exists()
     name = p.name()
     p.expect("on")
     collection = p.name()
@@ -1291,7 +1291,7 @@ def _create_change_stream(p: Parser) -> ast.CreateChangeStream:
 
 def _drop_change_stream(p: Parser) -> ast.DropChangeStream:
     p.expect("stream")
-    if_exists = _if_exists(p)
+    if_exists = p.if_exists()
     return ast.DropChangeStream(p.name(), if_exists)
 
 
@@ -1302,7 +1302,7 @@ def _show_change_streams(p: Parser) -> ast.ShowChangeStreams:
 
 def _create_consumer_group(p: Parser) -> ast.CreateConsumerGroup:
     p.expect("group")
-    if_not_exists = _if_not_exists(p)
+    if_not_exists = p.if_not_exists()
     name = p.name()
     p.expect("on")
     return ast.CreateConsumerGroup(name, p.name(), if_not_exists)
@@ -1310,7 +1310,7 @@ def _create_consumer_group(p: Parser) -> ast.CreateConsumerGroup:
 
 def _drop_consumer_group(p: Parser) -> ast.DropConsumerGroup:
     p.expect("group")
-    if_exists = _if_exists(p)
+    if_exists = p.if_exists()
     name = p.name()
     p.expect("on")
     return ast.DropConsumerGroup(name, p.name(), if_exists)

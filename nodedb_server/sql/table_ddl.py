@@ -76,7 +76,7 @@ _REFUSED = {
 
 
 def create_table(p: Parser) -> ast.CreateCollection:
-    if_not_exists = _if_not_exists(p)
+    if_not_exists = p.if_not_exists()
     name = table_name(p)
     if p.accept("as"):
         raise FeatureNotSupported("CREATE TABLE .. AS is not supported")
@@ -318,10 +318,7 @@ _ALTER_ACTIONS = (
 
 def add_columns(p: Parser) -> ast.AddColumns:
     """ALTER TABLE [IF EXISTS] [ONLY] t ADD [COLUMN] [IF NOT EXISTS] c type .., ..."""
-    if_exists = False
-    if p.accept("if"):
-        p.expect("exists")
-        if_exists = True
+    if_exists = p.if_exists()
     p.accept("only")
     name = table_name(p)
     added: list[tuple[list[Any], bool]] = []
@@ -337,7 +334,7 @@ def add_columns(p: Parser) -> ast.AddColumns:
             raise FeatureNotSupported(_REFUSED[tok.text])
         if (tok := p.peek()) is not None and tok.is_kw("primary", "constraint"):
             raise FeatureNotSupported("ALTER TABLE .. ADD CONSTRAINT is not supported")
-        if_not_exists = _if_not_exists(p)
+        if_not_exists = p.if_not_exists()
         col, is_key, generated = column(p)
         if is_key or generated:
             raise FeatureNotSupported("a primary key is declared by CREATE TABLE")
@@ -347,7 +344,7 @@ def add_columns(p: Parser) -> ast.AddColumns:
 
 
 def drop_table(p: Parser) -> ast.DropCollection:
-    if_exists = _if_exists(p)
+    if_exists = p.if_exists()
     name = table_name(p)
     if p.accept(","):
         raise FeatureNotSupported("DROP TABLE drops one table at a time")
@@ -379,18 +376,3 @@ def _name_list(p: Parser) -> list[str]:
         names.append(p.name())
     p.expect(")")
     return names
-
-
-def _if_not_exists(p: Parser) -> bool:
-    if not p.accept("if"):
-        return False
-    p.expect("not")
-    p.expect("exists")
-    return True
-
-
-def _if_exists(p: Parser) -> bool:
-    if not p.accept("if"):
-        return False
-    p.expect("exists")
-    return True

@@ -194,29 +194,6 @@ def fit(col: TableColumn, v: Any) -> Any:
     return v
 
 
-# What else PostgreSQL's ALTER TABLE does, refused by name.
-_ALTER_ACTIONS = (
-    "drop",
-    "alter",
-    "rename",
-    "set",
-    "reset",
-    "owner",
-    "enable",
-    "disable",
-    "validate",
-    "attach",
-    "detach",
-    "inherit",
-    "no",
-    "replica",
-    "cluster",
-    "of",
-    "not",
-    "force",
-)
-
-
 def assign(engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]], ctx: Ctx) -> Row:
     new = dict(old)
     for name, e in assignments:
