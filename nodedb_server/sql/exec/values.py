@@ -93,6 +93,9 @@ def new_row(
             key = str(uuid7())
     else:
         key = key_value(engine, key)
+        key_col = engine.table.column(kf) if engine.table is not None else None
+        if key_col is not None and key_col.typmod >= 0:  # a varchar(n) key
+            key = fit(key_col, key)
     row: Row = {kf: key}
     for name, v in values.items():
         row[name] = typed_value(engine, name, v)
@@ -197,10 +200,10 @@ def fit(col: TableColumn, v: Any) -> Any:
 def assign(engine: RowCollection, old: Row, assignments: list[tuple[str, Expr]], ctx: Ctx) -> Row:
     new = dict(old)
     for name, e in assignments:
-        if name == engine.key_field:
-            raise FeatureNotSupported(f"the primary key {name} cannot be updated")
         if engine.table is not None:
             _column_of(engine, name)
+        if name == engine.key_field:
+            raise FeatureNotSupported(f"the primary key {name} cannot be updated")
         new[name] = typed_value(engine, name, e.eval(old, ctx))
     if engine.table is not None:
         _check_not_null(engine, new)
