@@ -215,9 +215,10 @@ def _zone_names() -> dict[str, str]:
     return {n.lower(): n for n in zoneinfo.available_timezones()}
 
 
-def parse_timestamp(s: str, local: bool = False) -> dt.datetime:
+def parse_timestamp(s: str, local: bool = False, wall: bool = False) -> dt.datetime:
     """ISO 8601 or PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.f][+TZ]``; naive means UTC, or
-    with ``local`` (a timestamptz) the session's zone."""
+    with ``local`` (a timestamptz) the session's zone; with ``wall`` (a timestamp
+    without time zone) an offset is ignored, as PostgreSQL ignores it."""
     text = s.strip()
     if text.lower() in ("now", "today"):
         now = dt.datetime.now(dt.UTC)
@@ -230,6 +231,8 @@ def parse_timestamp(s: str, local: bool = False) -> dt.datetime:
         value = dt.datetime.fromisoformat(t)
     except ValueError:
         raise _bad(TIMESTAMPTZ, s) from None
+    if wall:
+        return value.replace(tzinfo=dt.UTC)
     if value.tzinfo is None:
         value = value.replace(tzinfo=SESSION_ZONE.get() if local else dt.UTC)
     return value.astimezone(dt.UTC)
@@ -502,6 +505,8 @@ def encode_text(oid: int, v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, float):
         return format_float(v)
+    if isinstance(v, decimal.Decimal):
+        return format(v, "f")  # 0.00000, never 0E-5
     if isinstance(v, bytes):
         return "\\x" + v.hex()
     if isinstance(v, dt.datetime):

@@ -199,12 +199,18 @@ def infer(e: Expr, engine: Fields, param_oids: list[int]) -> int:
     if isinstance(e, Agg):
         if e.name == "count":
             return t.INT8
-        if e.name == "avg":
-            return t.FLOAT8
         inner = infer(e.arg, engine, param_oids) if e.arg is not None else t.INT8
+        if e.name == "avg":
+            return t.NUMERIC if inner == t.NUMERIC else t.FLOAT8
+        if e.name == "sum" and inner == t.NUMERIC:  # a table's numeric column: exact
+            return t.NUMERIC
         if e.name == "sum":
             return t.INT8 if inner in (t.INT2, t.INT4, t.INT8) else t.FLOAT8
         return inner
+    if isinstance(e, Func) and e.name == "coalesce" and e.args:
+        # the type of its arguments: the first that has one (coalesce(amount, 0) is numeric)
+        typed = [infer(a, engine, param_oids) for a in e.args if not isinstance(a, Const | Param)]
+        return typed[0] if typed else e.oid_hint
     if isinstance(e, Func):
         return e.oid_hint
     if isinstance(e, Arith):

@@ -84,6 +84,27 @@ class Field(Expr):
         return row.get(self.name)
 
 
+def _nbase(x: decimal.Decimal) -> tuple[int, int]:
+    """(weight, first digit) of x in PostgreSQL's base-10000 numeric digits."""
+    if not x:
+        return 0, 0
+    weight = x.adjusted() // 4
+    return weight, int(abs(x).scaleb(-4 * weight)) % 10000
+
+
+def numeric_div(a: decimal.Decimal, b: decimal.Decimal) -> decimal.Decimal:
+    """a / b as PostgreSQL's numeric division rounds it: to at least 16 significant
+    digits, and no fewer places than either operand has (select_div_scale)."""
+    (w1, d1), (w2, d2) = _nbase(a), _nbase(b)
+    qweight = w1 - w2 - (1 if d1 <= d2 else 0)
+    exponents = [x.as_tuple().exponent for x in (a, b)]
+    scales = [-e for e in exponents if isinstance(e, int)]
+    rscale = min(max(16 - qweight * 4, *scales, 0), 1000)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 1100
+        return (a / b).quantize(decimal.Decimal(1).scaleb(-rscale), decimal.ROUND_HALF_UP)
+
+
 def _align(a: Any, b: Any) -> tuple[Any, Any]:
     ta, tb = type(a), type(b)
     if ta is tb:
@@ -108,6 +129,12 @@ def _align(a: Any, b: Any) -> tuple[Any, Any]:
         return a, t.parse_timestamp(b, local=True)
     if isinstance(b, dt.datetime) and isinstance(a, str):
         return t.parse_timestamp(a, local=True), b
+    # a numeric column's Decimal against a float literal: compared as the literal's
+    # decimal text reads (0.30 = 0.3), not as the float's binary value
+    if isinstance(a, decimal.Decimal) and isinstance(b, float):
+        return a, decimal.Decimal(repr(b))
+    if isinstance(b, decimal.Decimal) and isinstance(a, float):
+        return decimal.Decimal(repr(a)), b
     return a, b
 
 
@@ -490,7 +517,11 @@ class Agg(Expr):
         ):
             raise DataError(f"{self.name}() needs numbers")
         total = sum(nums)
-        return total if self.name == "sum" else float(total) / len(nums)
+        if self.name == "sum":
+            return total
+        if isinstance(total, decimal.Decimal):  # avg of a numeric column stays exact
+            return numeric_div(total, decimal.Decimal(len(nums)))
+        return float(total) / len(nums)
 
 
 @dataclass(eq=False)

@@ -43,6 +43,17 @@ SCRIPT = [
     "INSERT INTO orders (id, customer, total) VALUES (31, 'big', 123456789)",
     "INSERT INTO orders (id, customer, v) VALUES (32, 'sp', 'abc                       ')"
     " RETURNING length(v)",
+    "INSERT INTO orders (id, customer, at) VALUES (40, 'tz', '2024-01-01 10:00:00+05')"
+    " RETURNING at",
+    "INSERT INTO orders (customer, small) VALUES ('b', true)",
+    "SELECT sum(total) AS s, avg(total) AS a, count(total) FROM orders",
+    "SELECT id, coalesce(total, 0) AS t FROM orders ORDER BY id",
+    "SELECT id FROM orders WHERE total = 10.5",
+    "DELETE FROM orders WHERE nmae IS NULL",  # a misspelt column is an error, not NULL
+    "UPDATE orders SET qty = 1 WHERE nmae IS NULL",
+    "SELECT nosuch FROM orders",
+    "SELECT id FROM orders ORDER BY nosuch",
+    "SELECT count(*) FROM orders",
     "DELETE FROM orders WHERE id >= 30",
     "UPDATE orders SET customer = NULL WHERE id = 10",
     "UPDATE orders SET colour = 'red' WHERE id = 10",

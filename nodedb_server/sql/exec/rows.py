@@ -47,7 +47,14 @@ from nodedb_server.sql.exec.txn import (
     read_row,
     read_rows,
 )
-from nodedb_server.sql.exec.values import assign, key_value, live_row, new_row, now_ms
+from nodedb_server.sql.exec.values import (
+    assign,
+    check_table_fields,
+    key_value,
+    live_row,
+    new_row,
+    now_ms,
+)
 from nodedb_server.sql.expr import (
     Const,
     Ctx,
@@ -116,6 +123,13 @@ def select_columns(s: Session, stmt: ast.Select, param_oids: list[int]) -> list[
         types = dict(view_cols)
         return [(it.name, infer(it.expr, types, param_oids)) for it in stmt.items]
     engine = s.any_collection(stmt.source) if stmt.source else None
+    aliases = [  # output names ORDER BY may use; a bare field's own name is none
+        it.name
+        for it in stmt.items
+        if not isinstance(it.expr, Star)
+        and not (isinstance(it.expr, Field) and it.expr.name == it.name)
+    ]
+    check_table_fields(engine, select_exprs(s, stmt)[0], aliases)
     if stmt.source and isinstance(engine, TimeseriesCollection):
         engine = timeseries_view(s, stmt.source, engine)  # columns it added
     cols: list[Column] = []
@@ -425,6 +439,8 @@ async def _rows_to_write(
 ) -> tuple[RowCollection, list[Row]]:
     """The collection an UPDATE or DELETE changes, and the rows its plan finds."""
     engine = s.collection(stmt.collection)
+    exprs = update_exprs(s, stmt) if isinstance(stmt, ast.Update) else delete_exprs(s, stmt)
+    check_table_fields(engine, exprs[0])
     plan = plan_write(stmt, s.any_collection)
     assert isinstance(plan.leaf, RowsAccess)  # s.collection above refused a timeseries
     return engine, await matching_rows(s, plan.leaf, stmt.where, ctx)

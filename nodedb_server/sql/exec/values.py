@@ -7,6 +7,7 @@ import decimal
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from nodedb_server import types as t
@@ -22,7 +23,7 @@ from nodedb_server.errors import (
     NumericValueOutOfRange,
     UndefinedColumn,
 )
-from nodedb_server.sql.expr import Ctx, Expr, cast_value
+from nodedb_server.sql.expr import Ctx, Expr, Field, cast_value
 
 
 def text_key(key: Any) -> Any:
@@ -129,6 +130,19 @@ def _column_of(engine: RowCollection, name: str) -> Any:
     return col
 
 
+def check_table_fields(engine: Any, exprs: list[Expr], aliases: Iterable[str] = ()) -> None:
+    """Every field a statement over a table reads is one of its columns (or its hidden
+    ctid, or an output alias): an unknown one is 42703, as in PostgreSQL, never read as
+    NULL (DELETE .. WHERE misspelt IS NULL would match every row)."""
+    if not isinstance(engine, RowCollection) or engine.table is None:
+        return
+    known = {c.name for c in engine.table.columns} | {engine.key_field, *aliases}
+    for e in exprs:
+        for node in e.walk():
+            if isinstance(node, Field) and node.table != "excluded" and node.name not in known:
+                raise UndefinedColumn(f'column "{node.name}" does not exist')
+
+
 def _check_not_null(engine: RowCollection, row: Row) -> None:
     for col in engine.table.columns:
         if col.not_null and row.get(col.name) is None:
@@ -163,11 +177,50 @@ def typed_value(engine: RowCollection, name: str, v: Any) -> Any:
         if engine.table is not None and isinstance(v, str):
             return t.decode_text(oid, v)
         return v
+    if engine.table is not None:
+        v = _table_value(engine, name, v, oid)
+        col = engine.table.column(name)
+        return fit(col, v) if col is not None and col.typmod >= 0 else v
     v = cast_value(v, oid)
     if oid in _INT_RANGES:
         return _in_range(v, oid)
     col = engine.table.column(name) if engine.table is not None else None
     return fit(col, v) if col is not None and col.typmod >= 0 else v
+
+
+# The column types a boolean cannot be stored in (PostgreSQL: 42804).
+_NOT_BOOL = frozenset({t.INT2, t.INT4, t.INT8, t.FLOAT4, t.FLOAT8, t.NUMERIC})
+
+
+def _table_value(engine: RowCollection, name: str, v: Any, oid: int) -> Any:
+    """A value cast to a table column's type: numeric kept exact (a Decimal), a
+    timestamp without time zone keeping its wall clock, integers held to their range."""
+    if isinstance(v, bool) and oid in _NOT_BOOL:
+        raise DBError(
+            f'column "{name}" is of type {_TYPE_WORDS.get(oid, t.TYPE_NAMES[oid])} but '
+            "expression is of type boolean",
+            "42804",
+        )
+    if oid == t.NUMERIC:
+        try:
+            return decimal.Decimal(v.strip() if isinstance(v, str) else str(v))
+        except decimal.InvalidOperation:
+            raise DBError(f'invalid input syntax for type numeric: "{v}"', "22P02") from None
+    if oid == t.TIMESTAMP and isinstance(v, str):
+        return t.parse_timestamp(v, wall=True)
+    if oid == t.TIMESTAMP and isinstance(v, dt.datetime) and v.tzinfo is None:
+        return v.replace(tzinfo=dt.UTC)
+    v = cast_value(v, oid)
+    return _in_range(v, oid) if oid in _INT_RANGES else v
+
+
+_TYPE_WORDS = {
+    t.INT2: "smallint",
+    t.INT4: "integer",
+    t.INT8: "bigint",
+    t.FLOAT4: "real",
+    t.FLOAT8: "double precision",
+}
 
 
 def fit(col: TableColumn, v: Any) -> Any:
@@ -186,14 +239,14 @@ def fit(col: TableColumn, v: Any) -> Any:
         q = decimal.Decimal(str(v)).quantize(
             decimal.Decimal(1).scaleb(-scale), rounding=decimal.ROUND_HALF_UP
         )
-        if q.adjusted() >= precision - scale:
+        if q and q.adjusted() >= precision - scale:
             raise DBError(
                 "numeric field overflow",
                 "22003",
                 detail=f"A field with precision {precision}, scale {scale} must round to an "
                 f"absolute value less than 10^{precision - scale}.",
             )
-        return t.numeric_value(q)
+        return q  # a Decimal of the column's scale: printed 3.00, summed exactly
     return v
 
 
