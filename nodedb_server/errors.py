@@ -37,6 +37,15 @@ class UniqueViolation(DBError):
     sqlstate = "23505"
 
 
+def duplicate_key(collection: str, key_field: str, key: object, where: str = "") -> UniqueViolation:
+    """A second row with the same primary key, said as PostgreSQL says it."""
+    shown = key if isinstance(key, str) else repr(key)
+    return UniqueViolation(
+        f'duplicate key value violates unique constraint "{collection}_pkey"{where}',
+        detail=f"Key ({key_field})=({shown}) already exists.",
+    )
+
+
 class NotNullViolation(DBError):
     sqlstate = "23502"
 

@@ -333,3 +333,31 @@ def test_table_parameters_take_their_columns_types(server: ServerProcess) -> Non
         ]
     finally:
         con.close()
+
+
+def test_errors_read_as_postgresqls(server: ServerProcess, postgres: Any) -> None:
+    """The message and detail of the errors an application shows its users."""
+    script = [
+        "CREATE TABLE msg (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL, n SMALLINT)",
+        "INSERT INTO msg VALUES (1, 'a', 1)",
+    ]
+    failing = [
+        "INSERT INTO msg VALUES (1, 'b', 1)",
+        "INSERT INTO msg (id) VALUES (2)",
+        "INSERT INTO msg VALUES (3, 'long', 1)",
+        "INSERT INTO msg VALUES (4, 'd', 70000)",
+        "INSERT INTO msg (id, name, colour) VALUES (5, 'e', 'red')",
+        "SELECT nosuch FROM msg",
+    ]
+    got, want = [], []
+    for dsn, out in ((server.dsn(), got), (postgres.dsn(), want)):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS msg")
+            for sql in script:
+                conn.execute(sql)
+            for sql in failing:
+                with pytest.raises(psycopg.Error) as err:
+                    conn.execute(sql)
+                diag = err.value.diag
+                out.append((sql, diag.sqlstate, diag.message_primary, diag.message_detail))
+    assert got == want

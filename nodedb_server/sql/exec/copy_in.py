@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodedb_server import types as t
 from nodedb_server.engines.base import RowCollection
-from nodedb_server.errors import DBError, ObjectInUse, SyntaxError_, UniqueViolation
+from nodedb_server.errors import DBError, ObjectInUse, SyntaxError_, duplicate_key
 from nodedb_server.sql import ast
 from nodedb_server.sql.describe import compared_oid, field_oid, typed_target
 from nodedb_server.sql.exec.txn import Intent, commit_or_buffer, read_row
@@ -198,10 +198,7 @@ class RowsLoad(CopyIn):
             row, expires = new_row(engine, fields, ctx, False, now)
             key = row[engine.key_field]
             if key in seen or read_row(s, stmt.collection, engine, key, now) is not None:
-                raise UniqueViolation(
-                    f"duplicate key value violates unique constraint: {engine.key_field}="
-                    f'{key!r} already exists in "{stmt.collection}" (COPY line {line})'
-                )
+                raise duplicate_key(stmt.collection, engine.key_field, key, f" (COPY line {line})")
             seen.add(key)
             intents.append(("insert", key, row, expires))
         if intents:

@@ -16,7 +16,7 @@ from nodedb_server.engines.timeseries import (
 from nodedb_server.errors import (
     DBError,
     SyntaxError_,
-    UniqueViolation,
+    duplicate_key,
 )
 from nodedb_server.sql import ast
 from nodedb_server.sql.describe import (
@@ -415,10 +415,7 @@ async def run_insert(
         if stmt.upsert:
             intents.append(("put", key, row, expires))
         elif stmt.on_conflict is None:
-            raise UniqueViolation(
-                f"duplicate key value violates unique constraint: {kf}={key!r} already "
-                f'exists in "{stmt.collection}"'
-            )
+            raise duplicate_key(stmt.collection, kf, key)
         elif stmt.on_conflict.action == "nothing":
             continue
         else:

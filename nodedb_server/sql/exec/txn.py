@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from nodedb_server.engines.base import Row, RowCollection
 from nodedb_server.errors import (
     DBError,
-    UniqueViolation,
+    duplicate_key,
 )
 from nodedb_server.events.notify import Notification
 from nodedb_server.sql import ast
@@ -210,10 +210,7 @@ def fold(s: Session, txn: Txn) -> list[Op]:
                 continue  # deleted meanwhile: nothing left to update
             row = assign(engine, old, row.assignments, row.ctx)
         elif intent == "insert" and old is not None:
-            raise UniqueViolation(
-                f"duplicate key value violates unique constraint: {engine.key_field}={key!r} "
-                f'already exists in "{coll}"'
-            )
+            raise duplicate_key(coll, engine.key_field, key)
         ops.append((OpKind.UPDATE if old is not None else OpKind.INSERT, coll, key, row, expires))
         current[ck] = row
     return ops

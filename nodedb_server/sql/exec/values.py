@@ -146,9 +146,14 @@ def check_table_fields(engine: Any, exprs: list[Expr], aliases: Iterable[str] = 
 def _check_not_null(engine: RowCollection, row: Row) -> None:
     for col in engine.table.columns:
         if col.not_null and row.get(col.name) is None:
+            shown = ", ".join(
+                "null" if row.get(c.name) is None else t.encode_text(c.oid, row[c.name])
+                for c in engine.table.columns
+            )
             raise NotNullViolation(
                 f'null value in column "{col.name}" of relation "{engine.name}" '
-                "violates not-null constraint"
+                "violates not-null constraint",
+                detail=f"Failing row contains ({shown}).",
             )
 
 
