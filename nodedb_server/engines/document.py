@@ -16,6 +16,7 @@ PostgreSQL's row address is): a generated UUIDv7 that ``SELECT *`` does not show
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,13 @@ class TableSchema:
             "key": self.key,
         }
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, TableColumn]:
+        return {c.name: c for c in self.columns}
+
     def column(self, name: str) -> TableColumn | None:
-        return next((c for c in self.columns if c.name == name), None)
+        """The column of that name (asked per value written: a dict, not a scan)."""
+        return self._by_name.get(name)
 
     def with_column(self, col: TableColumn) -> TableSchema:
         return TableSchema((*self.columns, col), self.key)

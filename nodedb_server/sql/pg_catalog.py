@@ -107,7 +107,7 @@ def live_tables(s: Session) -> dict[str, Table]:
                 fields.remove(key)
             fields = ([key] if key else []) + fields
         secondary = list(getattr(engine, "indexes", {}).values())
-        sequence = getattr(engine, "sequence", None)
+        sequence = getattr(engine, "sequence", None) or ""
         if sequence:  # a SERIAL key's sequence, as a relation of kind S
             classes.append(_class(3_000_000 + meta.id, sequence, "S", 3, False, 0, 0))
         classes.append(
@@ -118,7 +118,6 @@ def live_tables(s: Session) -> dict[str, Table]:
             oid = field_oid(engine, name)
             col = table.column(name) if table is not None else None
             not_null = name == key or (col is not None and col.not_null)
-            sequence = getattr(engine, "sequence", None) or ""
             default = default_text(col.default, col.type, sequence) if col and col.default else None
             if default is not None:
                 attrdefs.append((2_000_000 + 1000 * meta.id + num, rel, num, default))
