@@ -54,6 +54,8 @@ from nodedb_server.tenants.users import ScramVerifier
 
 log = logging.getLogger("nodedb.pgwire")
 
+# How long a closing connection waits for the client to close its side.
+LINGER_S = 1.0
 READ_CHUNK = 256 * 1024
 # Rows sent between drains on a large result, bounding the write buffer.
 DRAIN_EVERY_ROWS = 1000
@@ -194,6 +196,8 @@ class ClientHandler:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.flush(), 1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.linger(), LINGER_S)
             self.writer.close()
             if self.session is not None:
                 session = self.session
@@ -202,6 +206,16 @@ class ClientHandler:
                 )
                 session.tenant.live.remove_session(self.pid)
                 session.txn = None
+
+    async def linger(self) -> None:
+        """Half-closes the socket and reads what the client still sends until it closes
+        its side. Closing a socket that has unread input sends a reset, and a reset can
+        discard the client's copy of our last message: a session ended with 57P01 while
+        its next query was in flight would see only "connection closed"."""
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+        while await self.reader.read(READ_CHUNK):
+            pass
 
     async def timed_startup(self) -> bool:
         """Startup and authentication, within auth.authentication_timeout_ms; until then
