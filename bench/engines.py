@@ -1,14 +1,12 @@
-"""W3, W4 and W8 of BENCH.md: timeseries COPY and time buckets, and vector search."""
+"""W3 and W4 of BENCH.md (timeseries COPY and time buckets), and the index-at-scale report."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
 import time
 
 import asyncpg
-import numpy as np
 import psycopg
 
 T0 = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
@@ -71,70 +69,6 @@ async def w4_buckets(port: int, user: str, database: str, query: str, runs: int)
         return sorted(times)[len(times) // 2]
     finally:
         await conn.close()
-
-
-# HNSW parameters for W8: usearch's defaults (m 16, ef_search 64) reach recall 0.21 on
-# 100,000 random 128-d vectors; these reach 0.95 (see bench/RESULTS.md for the trade).
-W8_INDEX = "WITH (m = 32, ef_construction = 256, ef_search = 512)"
-
-
-def w8_load(dsn: str, n: int, dim: int) -> tuple[np.ndarray, float]:
-    """Load the vectors, then build the index over them; returns (vectors, build seconds)."""
-    rng = np.random.default_rng(8)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE COLLECTION items")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO items (id, emb) VALUES (%s, %s::float4[])",
-                [(f"i{i}", vectors[i].tolist()) for i in range(n)],
-            )
-        start = time.perf_counter()
-        conn.execute(
-            f"CREATE VECTOR INDEX idx_items ON items FIELD emb METRIC cosine DIM {dim} {W8_INDEX}"
-        )
-        return vectors, time.perf_counter() - start
-
-
-def w8_search(
-    dsn: str, vectors: np.ndarray, seconds: float, connections: int = 16
-) -> tuple[float, float]:
-    """SEARCH k=10 from 16 connections: (queries/s, recall@10 against exact search)."""
-    rng = np.random.default_rng(81)
-    queries = rng.standard_normal((200, vectors.shape[1])).astype(np.float32)
-    norms = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    async def run() -> tuple[int, float]:
-        conns = [
-            await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(connections)
-        ]
-        done = 0
-        hits = total = 0
-        deadline = time.perf_counter() + seconds
-
-        async def worker(conn: psycopg.AsyncConnection, wid: int) -> None:
-            nonlocal done, hits, total
-            i = wid
-            while time.perf_counter() < deadline:
-                q = queries[i % len(queries)]
-                cur = await conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),))
-                got = [r[0] for r in await cur.fetchall()]
-                if i < len(queries):
-                    exact = np.argsort(-(norms @ (q / np.linalg.norm(q))))[:10]
-                    hits += len(set(got) & {f"i{j}" for j in exact})
-                    total += 10
-                done += 1
-                i += connections
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(c, w) for w, c in enumerate(conns)))
-        elapsed = time.perf_counter() - start
-        for c in conns:
-            await c.close()
-        return int(done / elapsed), hits / max(total, 1)
-
-    qps, recall = asyncio.run(run())
-    return float(qps), recall
 
 
 def index_at_scale(dsn: str, n: int) -> list[str]:

@@ -7,12 +7,15 @@ directory, and uses PostgreSQL's defaults (fsync = on, synchronous_commit = on).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.serverproc import free_port
@@ -35,6 +38,23 @@ def _bin(name: str) -> str:
     return found
 
 
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    if not _exists(pid):
+        return False
+    try:  # a zombie is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _run_as(user: str | None, cmd: list[str]) -> subprocess.CompletedProcess[str]:
     if user is not None:
         cmd = ["runuser", "-u", user, "--", *cmd]
@@ -46,6 +66,7 @@ class Postgres:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="nodedb-bench-pg-"))
         self.user: str | None = None
+        self.settings: dict[str, str] = {}
         if os.geteuid() == 0:
             try:
                 pwd.getpwnam("postgres")
@@ -54,9 +75,11 @@ class Postgres:
             self.user = "postgres"
             shutil.chown(self.dir, "postgres")
 
-    def start(self) -> Postgres:
+    def start(self, settings: dict[str, str] | None = None) -> Postgres:
+        """initdb and start, with PostgreSQL's defaults unless ``settings`` says otherwise."""
         data = self.dir / "data"
         _run_as(self.user, [_bin("initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)])
+        self.settings = settings or {}
         _run_as(
             self.user,
             [
@@ -67,11 +90,47 @@ class Postgres:
                 str(self.dir / "log"),
                 "-w",
                 "-o",
-                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                " ".join(self._options()),
                 "start",
             ],
         )
         return self
+
+    def _options(self) -> list[str]:
+        opts = [f"-p {self.port}", f"-k {self.dir}", "-c listen_addresses=127.0.0.1"]
+        return opts + [f"-c {k}={v}" for k, v in self.settings.items()]
+
+    def kill9(self) -> None:
+        """A crash: SIGKILL to the postmaster and every backend, as a power cut leaves it
+        (the page cache survives, shared memory does not)."""
+        pid = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True
+        ).stdout.split()
+        for p in [pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not any(_alive(p) for p in [pid, *map(int, children)]):
+                if _exists(pid):
+                    # A zombie no init reaps here: PostgreSQL would take its pid in
+                    # postmaster.pid (and in its socket's lock file) for a running
+                    # postmaster. It is dead, as after a crash, so those files go.
+                    (self.dir / "data" / "postmaster.pid").unlink()
+                    (self.dir / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
+                return
+            time.sleep(0.01)
+        raise RuntimeError("PostgreSQL did not die")
+
+    def exec_postgres(self) -> subprocess.Popen[bytes]:
+        """Start the postmaster directly (no pg_ctl wait), for timing its crash recovery."""
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        cmd = [*prefix, _bin("postgres"), "-D", str(self.dir / "data")]
+        for opt in self._options():
+            cmd += opt.split(" ", 1)
+        log = open(self.dir / "log", "ab")  # noqa: SIM115 - the child keeps it
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
     def tool(self, name: str, *args: str) -> None:
         """Run a PostgreSQL client program (pg_dump, pg_restore) against this cluster."""
