@@ -19,6 +19,8 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from nodedb_server.errors import InvalidTextRepresentation
 
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
@@ -338,6 +340,11 @@ def _binary_numeric(b: bytes) -> int | float:
     return numeric_value(value)
 
 
+# Element types of fixed width whose arrays decode in one numpy call: each element is
+# its 4-byte length (always the width, -1 for NULL) then the big-endian value.
+_FIXED_ELEMENTS = {FLOAT4: ">f4", FLOAT8: ">f8", INT2: ">i2", INT4: ">i4", INT8: ">i8"}
+
+
 def _binary_array(b: bytes) -> list[Any]:
     ndim, _flags, elem = struct.unpack_from("!iiI", b)
     if ndim == 0:
@@ -345,6 +352,17 @@ def _binary_array(b: bytes) -> list[Any]:
     if ndim != 1:
         raise InvalidTextRepresentation("only one-dimensional arrays are supported")
     (n, _lower) = struct.unpack_from("!ii", b, 12)
+    fixed = _FIXED_ELEMENTS.get(elem)
+    if fixed is not None and n >= 0:
+        width = int(fixed[2:])
+        if len(b) == 20 + n * (4 + width):
+            # A vector parameter: no per-element Python work. A NULL element (length
+            # -1) makes the lengths disagree, and the loop below handles it.
+            cells = np.frombuffer(b, dtype=[("len", ">i4"), ("v", fixed)], count=n, offset=20)
+            if bool((cells["len"] == width).all()):
+                values = cells["v"]
+                kind = np.float64 if fixed[1] == "f" else np.int64
+                return values.astype(kind).tolist()  # type: ignore[no-any-return]
     pos, out = 20, list[Any]()
     for _ in range(n):
         (size,) = _i.unpack_from(b, pos)

@@ -8,6 +8,10 @@ Distances (the same in SEARCH and ``vector_distance``):
 usearch labels are integers, so each index maps document keys to labels.
 An update removes the old vector and adds the new one; a delete removes it.
 The index is rebuilt from the stored documents when a checkpoint is loaded.
+
+Vectors written one at a time are held back and added to usearch in batches of
+``ADD_BATCH``, one multi-threaded call each (about 2.2x the rate of single adds on two
+cores); a search, or anything else that reads the index, adds what is held first.
 """
 
 from __future__ import annotations
@@ -27,13 +31,27 @@ EXACT_BELOW = 20_000
 # the defaults are usearch's.
 HNSW_OPTIONS = ("m", "ef_construction", "ef_search")
 BUILD_THREADS = 2  # threads for building an index from stored rows (CREATE, checkpoint load)
+# Vectors held before one batched add. usearch on two threads: single adds 6,200/s,
+# batches of 50 13,300/s, of 250 14,200/s (10,000 x 128 into 10,000, cosine); 64 holds
+# the event loop about 5 ms a batch.
+ADD_BATCH = 64
+
+
+_FLOATS = frozenset({float})
+_NUMBERS = frozenset({float, int})
 
 
 def as_vector(value: Any) -> list[float] | None:
-    """The value as a vector if it is a non-empty list of numbers, else None."""
+    """The value as a vector if it is a non-empty list of numbers, else None. A list of
+    floats is returned as it is (callers only read it)."""
     if not isinstance(value, list) or not value:
         return None
-    for x in value:
+    kinds = set(map(type, value))  # one C-level pass; bool is its own type, not int
+    if kinds <= _FLOATS:
+        return value
+    if kinds <= _NUMBERS:
+        return [float(x) for x in value]
+    for x in value:  # subclasses of int or float (a numpy scalar, say)
         if isinstance(x, bool) or not isinstance(x, int | float):
             return None
     return [float(x) for x in value]
@@ -77,6 +95,7 @@ class VectorIndex:
         self._labels: dict[Any, int] = {}
         self._keys: dict[int, Any] = {}
         self._next_label = 1
+        self._held: dict[int, list[float]] = {}  # by label: put, not yet in usearch
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -99,7 +118,18 @@ class VectorIndex:
         self._next_label += 1
         self._labels[key] = label
         self._keys[label] = key
-        self._index.add(label, np.asarray(vec, dtype=np.float32))
+        self._held[label] = vec
+        if len(self._held) >= ADD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the vectors held back to usearch, in one call."""
+        if not self._held:
+            return
+        labels = np.fromiter(self._held, dtype=np.uint64, count=len(self._held))
+        vectors = np.asarray(list(self._held.values()), dtype=np.float32)
+        self._held = {}
+        self._index.add(labels, vectors, threads=BUILD_THREADS)
 
     def build(self, items: Iterable[tuple[Any, Any]]) -> None:
         """Add many (key, value) pairs at once: one multi-threaded usearch call."""
@@ -122,12 +152,14 @@ class VectorIndex:
         label = self._labels.pop(key, None)
         if label is not None:
             del self._keys[label]
-            self._index.remove(label)
+            if self._held.pop(label, None) is None:
+                self._index.remove(label)
 
     def search(self, query: list[float], k: int) -> list[tuple[Any, float]]:
         """Approximate nearest neighbours (HNSW), nearest first."""
         if not self._labels or k <= 0:
             return []
+        self.flush()
         exact = len(self._labels) < EXACT_BELOW
         found = self._index.search(np.asarray(query, dtype=np.float32), k, exact=exact)
         out = []
