@@ -216,6 +216,10 @@ class PgConnection(Generic[PortalT]):
             self._pos = 0
         self._buf += data
 
+    def sync_is_next(self) -> bool:
+        """Whether the next buffered message is a Sync (False when nothing is buffered)."""
+        return self._pos < len(self._buf) and self._buf[self._pos] == _SYNC
+
     def next_event(self) -> m.Event | None:
         """The next client message the server must act on, or None if more bytes are
         needed. Messages the protocol says to drop are dropped here."""

@@ -45,8 +45,9 @@ from nodedb_server.pgwire.values import (
     too_complex,
 )
 from nodedb_server.sql import ast
+from nodedb_server.sql.exec.txn import Txn
 from nodedb_server.sql.parse import parse_off_loop
-from nodedb_server.sql.registry import Prepared
+from nodedb_server.sql.registry import Prepared, spec_of
 from nodedb_server.sql.result import Column, CopyOut, Result
 from nodedb_server.sql.session import Session
 from nodedb_server.tenants.manager import TenantManager
@@ -106,6 +107,9 @@ class ClientHandler:
         self.params: dict[str, str] = {}  # of the startup message
         # Notifications held while a statement runs or a transaction block is open.
         self.held_notes: list[Notification] = []
+        # The session's transaction is the implicit one of an extended-protocol batch:
+        # its writes commit at the Sync, as PostgreSQL commits them (see execute).
+        self.implicit = False
 
     @property
     def statements(self) -> dict[str, Prepared]:
@@ -372,6 +376,8 @@ class ClientHandler:
         elif isinstance(event, m.Execute):
             await self.execute(event)
         elif isinstance(event, m.Sync):
+            if self.implicit:
+                await self.end_implicit()
             self.ready()
         elif isinstance(event, m.Parse):
             await self.parse(event)
@@ -480,9 +486,11 @@ class ClientHandler:
         portal = self.conn.portal(event.portal)
         result = portal.result
         if result is None:
-            if isinstance(portal.prepared.stmt, ast.Empty):
+            stmt = portal.prepared.stmt
+            if isinstance(stmt, ast.Empty):
                 self.send(m.EMPTY_QUERY_RESPONSE)
                 return
+            await self.join_implicit(stmt)
             columns = self.portal_columns(portal)
             result = await self.run_statement(portal.prepared.stmt, portal.params, columns)
             portal.result = result
@@ -501,6 +509,37 @@ class ClientHandler:
             return
         portal.done = True
         self.send(m.CommandComplete(result.tag))
+
+    async def join_implicit(self, stmt: ast.Statement) -> None:
+        """PostgreSQL runs the statements of an extended-protocol batch, up to its Sync,
+        in one implicit transaction: asyncpg's executemany is all or nothing. So a write
+        outside a transaction block that is not the batch's last statement opens one,
+        committed at the Sync (``end_implicit``) or discarded if a statement fails. A
+        statement that cannot run in a transaction (DDL) commits it first. The common
+        single Bind/Execute/Sync commits directly, with no transaction to build."""
+        session = self.session
+        assert session is not None
+        spec = spec_of(stmt)
+        if session.txn is None:
+            if spec.writes and spec.implicit and not self.conn.sync_is_next():
+                session.txn = Txn()
+                self.implicit = True
+        elif self.implicit and not spec.implicit:
+            await self.end_implicit()
+
+    async def end_implicit(self) -> None:
+        """Commit the batch's implicit transaction; an error in the batch discards it."""
+        session = self.session
+        assert session is not None
+        self.implicit = False
+        txn = session.txn
+        if txn is None or txn.failed:
+            session.txn = None
+            return
+        try:
+            await self.run_statement(ast.Commit(), [])
+        finally:
+            session.txn = None
 
     # ---- running and sending -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pg8000.native
 import psycopg
 import pytest
 
+from bench.pg import Postgres
 from tests.serverproc import ServerProcess
 
 
@@ -148,6 +149,47 @@ async def test_asyncpg_prepared_statements_and_types(server: ServerProcess) -> N
         assert await conn.fetchval("SELECT COUNT(*) FROM users") == 20
     finally:
         await conn.close()
+
+
+async def _pipeline_outcome(port: int, user: str, database: str) -> list[object]:
+    """What an extended-protocol batch leaves behind: asyncpg's executemany sends every
+    Bind/Execute and one Sync, so a failing row undoes the whole batch; psycopg's
+    pipeline mode in autocommit, as PostgreSQL answers it."""
+    conn = await asyncpg.connect(host="127.0.0.1", port=port, user=user, database=database)
+    seen: list[object] = []
+    try:
+        await conn.execute("CREATE TABLE pipe (id int PRIMARY KEY, v text)")
+        await conn.executemany("INSERT INTO pipe (id, v) VALUES ($1, $2)", [(1, "a"), (2, "b")])
+        with pytest.raises(asyncpg.UniqueViolationError) as dup:
+            await conn.executemany(
+                "INSERT INTO pipe (id, v) VALUES ($1, $2)", [(3, "c"), (1, "dup"), (4, "d")]
+            )
+        seen.append(dup.value.sqlstate)
+        seen.append([tuple(r) for r in await conn.fetch("SELECT id, v FROM pipe ORDER BY id")])
+        await conn.executemany("UPDATE pipe SET v = $2 WHERE id = $1", [(1, "x"), (2, "y")])
+        seen.append([tuple(r) for r in await conn.fetch("SELECT id, v FROM pipe ORDER BY id")])
+    finally:
+        await conn.close()
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user=user, dbname=database, autocommit=True
+    ) as pconn:
+        try:
+            with pconn.pipeline():
+                for i in (10, 11, 1, 12):
+                    pconn.execute("INSERT INTO pipe (id, v) VALUES (%s, 'p')", (i,))
+        except psycopg.errors.UniqueViolation:
+            seen.append("duplicate in the pipeline")
+        seen.append([r[0] for r in pconn.execute("SELECT id FROM pipe ORDER BY id")])
+    return seen
+
+
+async def test_a_batch_up_to_sync_is_one_transaction_as_in_postgresql(
+    server: ServerProcess, postgres: Postgres
+) -> None:
+    ours = await _pipeline_outcome(server.port, "nodedb", "nodedb")
+    theirs = await _pipeline_outcome(postgres.port, "postgres", "postgres")
+    assert ours == theirs
+    assert ours[0] == "23505" and ours[1] == [(1, "a"), (2, "b")]
 
 
 def test_pg8000_untyped_parameters(server: ServerProcess) -> None:
