@@ -55,6 +55,9 @@ _TAGS: dict[type, str] = {
 }  # lists go through type_tag: a list of numbers is a "vector"
 
 
+_MAX_SHAPES = 1024  # row shapes note_fields remembers per collection
+
+
 class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
     replaces the dict, so a snapshot's pre-image of a row is the old dict itself."""
@@ -78,6 +81,7 @@ class RowCollection:
         self.views = Views()  # open snapshots of ``rows`` (storage/snapshot.py)
         # Keys changed while a vector index is built off the loop (see watch_changes).
         self.watchers: list[set[Any]] = []
+        self._shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()  # note_fields
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -198,14 +202,25 @@ class RowCollection:
         return None
 
     def note_fields(self, row: Row) -> None:
+        # Rows mostly repeat a shape (the same fields holding the same scalar types): a
+        # shape noted once is not walked again. Lists are left out of shapes, since a
+        # list's tag depends on what it holds.
+        shape = (tuple(row), tuple(map(type, row.values())))
+        if shape in self._shapes:
+            return
         ft = self.field_types
+        scalar = True
         for name, value in row.items():
+            if type(value) is list:
+                scalar = False
             tag = _TAGS.get(type(value)) or type_tag(value)
             tags = ft.get(name)
             if tags is None:
                 ft[name] = {tag}
             elif tag not in tags:
                 tags.add(tag)
+        if scalar and len(self._shapes) < _MAX_SHAPES:
+            self._shapes.add(shape)
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
         """Apply one committed operation (live, or replayed: both count sizes alike);
@@ -248,6 +263,7 @@ class RowCollection:
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.field_types = {k: set(v) for k, v in meta.get("field_types", {}).items()}
+        self._shapes = set()
         self.field_types.setdefault(self.key_field, {"text"})
 
     def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:

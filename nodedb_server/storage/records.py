@@ -49,6 +49,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import google_crc32c
 from cryptography.exceptions import InvalidTag
@@ -149,8 +150,9 @@ class SegmentHeader:
         return cls(tenant_id, epoch, first_lsn)
 
 
-@dataclass(frozen=True)
-class Record:
+# Record and RecordHeader are NamedTuples: one of each is made per record replayed, and
+# a tuple is made in a fraction of a frozen dataclass's time.
+class Record(NamedTuple):
     lsn: int
     rtype: int
     commit_us: int
@@ -180,8 +182,7 @@ def seal_record(aead: AESGCM, epoch: int, tenant_id: int, rec: Record) -> bytes:
     return b"".join((head, struct.pack("<II", crc, 0), payload))
 
 
-@dataclass(frozen=True)
-class RecordHeader:
+class RecordHeader(NamedTuple):
     rtype: int
     lsn: int
     tenant_id: int
