@@ -370,8 +370,8 @@ class ClientHandler:
 
     async def dispatch(self, event: m.Event) -> None:
         assert self.session is not None
-        self.session.sync_zone()  # Bind reads timestamptz parameters in it
         if isinstance(event, m.Bind):
+            self.session.sync_zone()  # Bind reads timestamptz parameters in it
             self.bind(event)
         elif isinstance(event, m.Execute):
             await self.execute(event)

@@ -137,17 +137,22 @@ class Session:
         # PREPARE and the protocol's Parse share this namespace, as in PostgreSQL;
         # "" is the unnamed statement, which only Parse makes.
         self.prepared: dict[str, Prepared] = {}
+        self._zone_name = ""  # sync_zone's last lookup
+        self._zone: dt.tzinfo = dt.UTC
+        self._timeout: tuple[str, int] = ("", 0)  # timeout_ms's last parse
 
     def sync_zone(self) -> None:
         """Make the session's TimeZone the one timestamps are read and printed in, for
         the task running now (types.SESSION_ZONE); the setting was checked when set."""
         name = self.settings.get("timezone", "UTC")
-        try:
-            zone = t.zone_named(name)
-        except ValueError:
-            zone = dt.UTC
-        if t.SESSION_ZONE.get() is not zone:
-            t.SESSION_ZONE.set(zone)
+        if name != self._zone_name:  # it runs a few times a statement: look up on change
+            try:
+                self._zone = t.zone_named(name)
+            except ValueError:
+                self._zone = dt.UTC
+            self._zone_name = name
+        if t.SESSION_ZONE.get() is not self._zone:
+            t.SESSION_ZONE.set(self._zone)
 
     @property
     def status(self) -> str:
@@ -157,10 +162,13 @@ class Session:
 
     @property
     def timeout_ms(self) -> int:
-        try:
-            return int(self.settings["statement_timeout"].rstrip("ms").strip() or 0)
-        except ValueError:
-            return 0
+        text = self.settings["statement_timeout"]
+        if text != self._timeout[0]:
+            try:
+                self._timeout = (text, int(text.rstrip("ms").strip() or 0))
+            except ValueError:
+                self._timeout = (text, 0)
+        return self._timeout[1]
 
     def begin_implicit(self, statements: list[ast.Statement]) -> bool:
         """Open the transaction PostgreSQL wraps around the statements of one Query
