@@ -24,7 +24,8 @@ States ("<" a client message the machine reads, ">" a message the server sends):
                      > ParseComplete .. PortalSuspended, results;  > Copy*Response
                      > ErrorResponse -> SKIP_UNTIL_SYNC
     SKIP_UNTIL_SYNC  < Sync -> SYNC; any other message is dropped unread
-    SYNC             > ReadyForQuery -> IDLE
+    SYNC             > ErrorResponse (the batch's commit at its Sync failed): stays
+                     > ReadyForQuery -> IDLE
     COPY_IN          < CopyData;  < CopyDone, CopyFail -> where the COPY ran
                      > ErrorResponse: the COPY fails where it ran
     COPY_OUT         > CopyData;  > CopyDone -> where the COPY ran;  > ErrorResponse
@@ -349,14 +350,15 @@ class PgConnection(Generic[PortalT]):
     def _after_error(self, error: m.ErrorResponse) -> State:
         """An ErrorResponse ends what it answers: FATAL the connection, an extended batch
         until its Sync, a COPY as an error of the statement that ran it. In a Query the
-        Query goes on to its ReadyForQuery."""
+        Query goes on to its ReadyForQuery, and at a Sync (the commit of the batch's
+        implicit transaction failed) the ReadyForQuery still follows."""
         if error.severity != "ERROR":
             return State.CLOSED
         state = self._copy_from if self.state in _COPY else self.state
         if state is State.EXTENDED:
             return State.SKIP_UNTIL_SYNC
-        if state is State.SIMPLE_QUERY:
-            return State.SIMPLE_QUERY
+        if state is State.SIMPLE_QUERY or state is State.SYNC:
+            return state
         raise ProtocolViolation(f"the server cannot send an error in the {self.state.value} state")
 
     # ---- portals ---------------------------------------------------------------------------

@@ -377,7 +377,10 @@ class ClientHandler:
             await self.execute(event)
         elif isinstance(event, m.Sync):
             if self.implicit:
-                await self.end_implicit()
+                try:
+                    await self.end_implicit()
+                except DBError as e:
+                    self.report(e)  # the batch did not commit; the ReadyForQuery follows
             self.ready()
         elif isinstance(event, m.Parse):
             await self.parse(event)

@@ -184,6 +184,25 @@ def _checkpoint_dirs(data: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+async def test_a_batch_whose_commit_fails_at_its_sync_stores_nothing(
+    faulty, tmp_path: Path
+) -> None:
+    """executemany's rows commit at the batch's Sync: when that commit meets a full disk
+    the error comes there, then the ReadyForQuery, and the session goes on."""
+    srv, fs, conn = faulty
+    fs.disk_full = True
+    with pytest.raises(asyncpg.PostgresError) as err:
+        await conn.executemany("INSERT INTO docs (id) VALUES ($1)", [("b",), ("b2",), ("b3",)])
+    assert err.value.sqlstate == "53100"
+    assert await _ids(conn) == ["a"]
+    fs.disk_full = False
+    await conn.executemany("INSERT INTO docs (id) VALUES ($1)", [("c",), ("d",)])
+    assert await _ids(conn) == ["a", "c", "d"]
+    await conn.close()
+    await srv.stop()
+    assert await _restart_ids(tmp_path / "data") == ["a", "c", "d"]
+
+
 async def test_checkpoint_on_a_full_disk_is_53100_and_leaves_no_tmp(faulty, tmp_path: Path) -> None:
     srv, fs, conn = faulty
     before = _checkpoint_dirs(tmp_path / "data")

@@ -277,6 +277,18 @@ def test_a_lone_sync_is_answered_ready_for_query() -> None:
     assert c.state is State.IDLE
 
 
+def test_an_error_at_sync_is_followed_by_ready_for_query() -> None:
+    """The commit of a batch's implicit transaction runs at its Sync and may fail: the
+    error is sent there, and the ReadyForQuery after it ends the batch."""
+    c = idle()
+    c.receive_data(SYNC)
+    assert isinstance(c.next_event(), m.Sync)
+    c.send(m.ErrorResponse("ERROR", "53100", "could not extend file: No space left on device"))
+    assert c.state is State.SYNC
+    c.send(m.ReadyForQuery("I"))
+    assert c.state is State.IDLE
+
+
 # ---- extended query ---------------------------------------------------------------------------
 
 
