@@ -11,7 +11,7 @@ The index is rebuilt from the stored documents when a checkpoint is loaded.
 
 Vectors written one at a time are held back and added to usearch in batches of
 ``ADD_BATCH``, one multi-threaded call each (about 2.2x the rate of single adds on two
-cores); a search, or anything else that reads the index, adds what is held first.
+cores); a search adds what is held first (``flush``, on the event loop).
 """
 
 from __future__ import annotations
@@ -123,13 +123,14 @@ class VectorIndex:
             self.flush()
 
     def flush(self) -> None:
-        """Add the vectors held back to usearch, in one call."""
-        if not self._held:
-            return
-        labels = np.fromiter(self._held, dtype=np.uint64, count=len(self._held))
-        vectors = np.asarray(list(self._held.values()), dtype=np.float32)
-        self._held = {}
-        self._index.add(labels, vectors, threads=BUILD_THREADS)
+        """Add the vectors held back to usearch, in one call. On the event loop, where
+        ``put`` and ``remove`` run: a search on a worker thread is flushed for first."""
+        held, self._held = self._held, {}
+        if held:
+            labels = np.fromiter(held, dtype=np.uint64, count=len(held))
+            self._index.add(
+                labels, np.asarray(list(held.values()), dtype=np.float32), threads=BUILD_THREADS
+            )
 
     def build(self, items: Iterable[tuple[Any, Any]]) -> None:
         """Add many (key, value) pairs at once: one multi-threaded usearch call."""
@@ -156,10 +157,10 @@ class VectorIndex:
                 self._index.remove(label)
 
     def search(self, query: list[float], k: int) -> list[tuple[Any, float]]:
-        """Approximate nearest neighbours (HNSW), nearest first."""
+        """Approximate nearest neighbours (HNSW), nearest first. It may run on a worker
+        thread, so it does not flush: the caller flushes first, on the event loop."""
         if not self._labels or k <= 0:
             return []
-        self.flush()
         exact = len(self._labels) < EXACT_BELOW
         found = self._index.search(np.asarray(query, dtype=np.float32), k, exact=exact)
         out = []

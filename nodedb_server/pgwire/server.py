@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -377,10 +377,7 @@ class ClientHandler:
             await self.execute(event)
         elif isinstance(event, m.Sync):
             if self.implicit:
-                try:
-                    await self.end_implicit()
-                except DBError as e:
-                    self.report(e)  # the batch did not commit; the ReadyForQuery follows
+                await self.sync_implicit()
             self.ready()
         elif isinstance(event, m.Parse):
             await self.parse(event)
@@ -393,6 +390,8 @@ class ClientHandler:
                 self.conn.close_portal(event.name)
             self.send(m.CLOSE_COMPLETE)
         elif isinstance(event, m.Query):
+            if self.implicit:  # a Query ends the batch before it, as a Sync would
+                await self.sync_implicit()
             await self.simple_query(event.sql)
             self.ready()
         elif isinstance(event, m.Flush):
@@ -493,9 +492,16 @@ class ClientHandler:
             if isinstance(stmt, ast.Empty):
                 self.send(m.EMPTY_QUERY_RESPONSE)
                 return
-            await self.join_implicit(stmt)
+            after = await self.join_implicit(stmt)
             columns = self.portal_columns(portal)
-            result = await self.run_statement(portal.prepared.stmt, portal.params, columns)
+            try:
+                result = await self.run_statement(stmt, portal.params, columns)
+            finally:
+                if after is not None:
+                    after()
+            if isinstance(stmt, ast.Commit | ast.Rollback) and after is not None:
+                # As PostgreSQL ends an implicit block that a COMMIT or ROLLBACK meets.
+                result.notices.append("there is no transaction in progress")
             portal.result = result
             portal.columns = columns if columns is not None else result.columns
             self.send_status(result)
@@ -513,22 +519,57 @@ class ClientHandler:
         portal.done = True
         self.send(m.CommandComplete(result.tag))
 
-    async def join_implicit(self, stmt: ast.Statement) -> None:
+    async def join_implicit(self, stmt: ast.Statement) -> Callable[[], None] | None:
         """PostgreSQL runs the statements of an extended-protocol batch, up to its Sync,
-        in one implicit transaction: asyncpg's executemany is all or nothing. So a write
-        outside a transaction block that is not the batch's last statement opens one,
-        committed at the Sync (``end_implicit``) or discarded if a statement fails. A
-        statement that cannot run in a transaction (DDL) commits it first. The common
-        single Bind/Execute/Sync commits directly, with no transaction to build."""
+        in one implicit transaction: asyncpg's executemany is all or nothing. So a data
+        statement outside a transaction block that is not the batch's last opens one,
+        committed at the Sync (``sync_implicit``) or discarded if a statement fails. The
+        common single Bind/Execute/Sync runs directly, with no transaction to build.
+
+        Inside that transaction: DDL commits it first and runs alone; BEGIN makes it the
+        block BEGIN opens; COMMIT and ROLLBACK end it, with PostgreSQL's warning; other
+        statements that do not run in transactions run beside it (a SAVEPOINT there
+        fails as outside a block, which discards the batch). What is returned, if
+        anything, is to be called once the statement has run."""
         session = self.session
         assert session is not None
         spec = spec_of(stmt)
         if session.txn is None:
-            if spec.writes and spec.implicit and not self.conn.sync_is_next():
+            if spec.implicit and not self.conn.sync_is_next():
                 session.txn = Txn()
                 self.implicit = True
-        elif self.implicit and not spec.implicit:
+            return None
+        if not self.implicit or spec.implicit:
+            return None
+        if spec.writes and not isinstance(stmt, ast.Commit):
+            await self.end_implicit()  # DDL
+            return None
+        held = session.txn
+        if isinstance(stmt, ast.Begin | ast.Commit | ast.Rollback):
+            self.implicit = False
+            if not isinstance(stmt, ast.Begin):
+                return lambda: None  # it ends the transaction it finds
+            session.txn = None  # BEGIN opens a block; the batch's writes become its own
+
+            def adopt() -> None:
+                session.txn = held
+
+            return adopt
+        session.txn = None  # beside it: the batch's transaction is back afterwards
+
+        def restore() -> None:
+            session.txn = held
+
+        return restore
+
+    async def sync_implicit(self) -> None:
+        """End the batch's implicit transaction where PostgreSQL does (its Sync, or a
+        Query after it); an error in the commit is answered, and the ReadyForQuery
+        still follows."""
+        try:
             await self.end_implicit()
+        except DBError as e:
+            self.report(e)
 
     async def end_implicit(self) -> None:
         """Commit the batch's implicit transaction; an error in the batch discards it."""

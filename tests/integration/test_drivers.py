@@ -180,6 +180,24 @@ async def _pipeline_outcome(port: int, user: str, database: str) -> list[object]
         except psycopg.errors.UniqueViolation:
             seen.append("duplicate in the pipeline")
         seen.append([r[0] for r in pconn.execute("SELECT id FROM pipe ORDER BY id")])
+        # Statements that meet the batch's transaction: ROLLBACK ends it, BEGIN takes it
+        # over, SET runs inside it, a Query after the batch ends it first.
+        for batch in (
+            ["INSERT INTO pipe VALUES (20, 'r')", "ROLLBACK"],
+            ["INSERT INTO pipe VALUES (21, 'b')", "BEGIN", "INSERT INTO pipe VALUES (22, 'b')"],
+            ["ROLLBACK"],
+            ["INSERT INTO pipe VALUES (23, 's')", "SET application_name = 'p'"],
+            ["INSERT INTO pipe VALUES (24, 's')", "INSERT INTO pipe VALUES (1, 'dup')"],
+            ["INSERT INTO pipe VALUES (25, 'c')", "COMMIT"],
+        ):
+            try:
+                with pconn.pipeline():
+                    for sql in batch:
+                        pconn.execute(sql)
+            except psycopg.Error as e:
+                seen.append(e.sqlstate)
+            seen.append(str(pconn.info.transaction_status))
+        seen.append([r[0] for r in pconn.execute("SELECT id FROM pipe ORDER BY id")])
     return seen
 
 

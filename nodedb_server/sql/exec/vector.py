@@ -129,6 +129,7 @@ async def vector_search(s: Session, stmt: ast.VectorSearch, params: list[Any]) -
     loop = asyncio.get_running_loop()
     # The index holds committed rows only: those this transaction wrote or deleted
     # are dropped from its answer (asking for that many more) and its own compared.
+    vindex.flush()  # here on the loop, where vectors are put: the search runs on a worker
     found = await loop.run_in_executor(None, vindex.search, query, k + len(over))
     rows = [(key, d) for key, d in found if key not in over and engine.get(key, now) is not None]
     if over:
