@@ -418,10 +418,14 @@ class Evaluator:
         if not sources:
             yield dict(outer)
             return
+        if self.typing_only:
+            return  # describing: the types are known from the sources, no row is needed
         # The WHERE's conjuncts, each applied as soon as the relations it reads are joined:
         # JDBC's getImportedKeys joins nine relations with commas, whose whole product is
         # tens of millions of rows. (The whole WHERE is still applied afterwards.)
-        pending = _pushable_conjuncts(node, {a for a, *_ in sources})
+        # A correlated subquery's conditions on the outer row count too: asyncpg's type
+        # introspection reads a relation's attributes with c.reltype = t.oid.
+        pending = _pushable_conjuncts(node, {a for a, *_ in sources} | set(outer))
         bound = set(outer)
 
         def filtered(scopes: list[Scope], alias: str) -> list[Scope]:
