@@ -15,6 +15,7 @@ from nodedb_server import __version__
 from nodedb_server.backup.writer import remove_partials
 from nodedb_server.config import Config
 from nodedb_server.pgwire.server import PgServer
+from nodedb_server.sql import relational
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.tenants.manager import TenantManager
 
@@ -60,6 +61,7 @@ class NodeDBServer:
         self.address: tuple[str, int] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._stopped = False
+        self._warm: asyncio.Future[None] | None = None
 
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
@@ -79,6 +81,8 @@ class NodeDBServer:
             await self.manager.close(checkpoint=False)
             raise StartupRefused(_listen_failure(self.cfg, e)) from None
         log.info("listening for PostgreSQL connections on %s:%d", *self.address)
+        # Serving first, then the imports only some statements need (sql/relational.py).
+        self._warm = asyncio.get_running_loop().run_in_executor(None, relational.warm)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
         return self.address
 
