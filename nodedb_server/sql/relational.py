@@ -35,6 +35,7 @@ import datetime as dt
 import decimal
 import functools
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     from nodedb_server.sql.result import Column
     from nodedb_server.sql.session import Session
 
+log = logging.getLogger("nodedb.relational")
+
 READS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
 _ALIAS = "__nodedb_c{}"
 
@@ -82,9 +85,13 @@ def warm() -> None:
     """Import, on a worker thread once the server listens, what the first relational or
     columnar statement would otherwise wait for: DataFusion, and the pandas that pyarrow
     imports (when it is installed) the first time it converts Python values. That first
-    statement (a timeseries COPY, say) took 0.3 s longer than the next."""
-    _datafusion()
-    pa.array([0.0])
+    statement (a timeseries COPY, say) took 0.3 s longer than the next. A failure here
+    is only logged: the statement that needs the module meets it again and reports it."""
+    try:
+        _datafusion()
+        pa.array([0.0])
+    except Exception:
+        log.exception("importing DataFusion ahead of the first relational query failed")
 
 
 @functools.cache
