@@ -123,8 +123,8 @@ class VectorIndex:
             self.flush()
 
     def flush(self) -> None:
-        """Add the vectors held back to usearch, in one call. On the event loop, where
-        ``put`` and ``remove`` run: a search on a worker thread is flushed for first."""
+        """Add the vectors held back to usearch, in one call; on the event loop, where
+        ``put`` and ``remove`` run."""
         held, self._held = self._held, {}
         if held:
             labels = np.fromiter(held, dtype=np.uint64, count=len(held))
@@ -157,8 +157,8 @@ class VectorIndex:
                 self._index.remove(label)
 
     def search(self, query: list[float], k: int) -> list[tuple[Any, float]]:
-        """Approximate nearest neighbours (HNSW), nearest first. It may run on a worker
-        thread, so it does not flush: the caller flushes first, on the event loop."""
+        """Approximate nearest neighbours (HNSW), nearest first, among the vectors in
+        usearch: the caller flushes first (SEARCH does, sql/exec/vector.py)."""
         if not self._labels or k <= 0:
             return []
         exact = len(self._labels) < EXACT_BELOW
