@@ -114,13 +114,17 @@ class VectorIndex:
         vec = as_vector(value)
         if vec is None or len(vec) != self.dim:
             return
+        self._hold(key, vec)
+        if len(self._held) >= ADD_BATCH:
+            self.flush()
+
+    def _hold(self, key: Any, vec: list[float]) -> None:
+        """Give ``key`` a new label and hold its vector for the next flush."""
         label = self._next_label
         self._next_label += 1
         self._labels[key] = label
         self._keys[label] = key
         self._held[label] = vec
-        if len(self._held) >= ADD_BATCH:
-            self.flush()
 
     def flush(self) -> None:
         """Add the vectors held back to usearch, in one call; on the event loop, where
@@ -133,21 +137,13 @@ class VectorIndex:
             )
 
     def build(self, items: Iterable[tuple[Any, Any]]) -> None:
-        """Add many (key, value) pairs at once: one multi-threaded usearch call."""
-        keys, vectors = [], []
+        """Add many (key, value) pairs at once: one multi-threaded usearch call (on a
+        worker thread for an index not yet installed, or on the loop)."""
         for key, value in items:
             vec = as_vector(value)
             if vec is not None and len(vec) == self.dim:
-                keys.append(key)
-                vectors.append(vec)
-        if not keys:
-            return
-        labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.uint64)
-        self._next_label += len(keys)
-        for key, label in zip(keys, labels.tolist(), strict=True):
-            self._labels[key] = label
-            self._keys[label] = key
-        self._index.add(labels, np.asarray(vectors, dtype=np.float32), threads=BUILD_THREADS)
+                self._hold(key, vec)
+        self.flush()
 
     def remove(self, key: Any) -> None:
         label = self._labels.pop(key, None)
