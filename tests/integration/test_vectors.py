@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -104,6 +105,43 @@ def test_vector_index_survives_kill9_and_checkpoint(loaded) -> None:
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         again = conn.execute("SEARCH items USING VECTOR(emb, %s, 10)", (q.tolist(),)).fetchall()
     assert [r[0] for r in again] == [r[0] for r in before]
+
+
+async def test_searches_asked_together_each_get_their_own_answer(loaded) -> None:
+    """Searches arriving together are answered in one batch: each still gets exactly
+    its own nearest k, whatever the k of the others, and a transaction still sees its
+    own uncommitted vector."""
+    import asyncpg
+
+    server, vectors = loaded
+    rng = np.random.default_rng(11)
+    conns = [
+        await asyncpg.connect(host="127.0.0.1", port=server.port, user="nodedb") for _ in range(12)
+    ]
+    try:
+        stmts = [await c.prepare("SEARCH items USING VECTOR(emb, $1::float4[], $2)") for c in conns]
+        own = conns[0].transaction()
+        await own.start()
+        mine = rng.standard_normal(DIM).astype(np.float32)
+        await conns[0].execute("INSERT INTO items (id, emb) VALUES ('mine', $1)", mine.tolist())
+        for _ in range(5):
+            queries = [rng.standard_normal(DIM).astype(np.float32) for _ in conns]
+            queries[0] = mine
+            ks = [1 + i for i in range(len(conns))]
+            got = await asyncio.gather(
+                *(s.fetch(q.tolist(), k) for s, q, k in zip(stmts, queries, ks, strict=True))
+            )
+            assert [r[0] for r in got[0]][:1] == ["mine"]
+            assert [r[0] for r in got[0]][1:] == _exact(vectors, mine, ks[0])[: ks[0] - 1]
+            for rows, q, k in zip(got[1:], queries[1:], ks[1:], strict=True):
+                assert [r[0] for r in rows] == _exact(vectors, q, k)
+                assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+        await own.rollback()
+        alone = await stmts[1].fetch(mine.tolist(), 3)
+        assert [r[0] for r in alone] == _exact(vectors, mine, 3)
+    finally:
+        for c in conns:
+            await c.close()
 
 
 def test_binding_to_the_first_vector_field_and_metrics(server: ServerProcess) -> None:

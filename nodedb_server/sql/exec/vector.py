@@ -128,11 +128,8 @@ async def vector_search(s: Session, stmt: ast.VectorSearch, params: list[Any]) -
     over = s.txn.overlay.get(stmt.collection, {}) if s.txn is not None else {}
     # The index holds committed rows only: those this transaction wrote or deleted
     # are dropped from its answer (asking for that many more) and its own compared.
-    # On the event loop, not a worker thread: usearch holds the GIL while it searches
-    # (two threads searching do 4,900 queries/s together where one does 5,800), so a
-    # worker would only add a thread handoff to every query.
-    vindex.flush()
-    found = vindex.search(query, k + len(over))
+    # Answered on the event loop with the other searches of this turn, in one batch.
+    found = await vindex.search_soon(query, k + len(over))
     rows = [(key, d) for key, d in found if key not in over and engine.get(key, now) is not None]
     if over:
         rows = sorted(rows + _own_vector_hits(over, vindex, query, now), key=lambda r: r[1])
