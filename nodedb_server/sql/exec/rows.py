@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -150,14 +151,18 @@ async def matching_rows(s: Session, step: RowsAccess, where: Expr | None, ctx: C
     coll, access = step.collection, step.access
     engine = s.collection(coll)
     if access.kind == "scan":
-        out = []
-        i = -1
-        for i, row in enumerate(read_rows(s, coll, engine, now)):
-            if where is None or where.eval(row, ctx) is True:
-                out.append(row)
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
+        out: list[Row] = []
+        rows_read = iter(read_rows(s, coll, engine, now))
+        examined = 0
+        while chunk := list(itertools.islice(rows_read, YIELD_EVERY)):
+            examined += len(chunk)
+            if where is None:
+                out += chunk
+            else:
+                out += [row for row in chunk if where.eval(row, ctx) is True]
+            if len(chunk) == YIELD_EVERY:
                 await asyncio.sleep(0)
-        s.examined = i + 1
+        s.examined = examined
         return out
     if access.kind == "key":
         keys: Iterable[Any] = (key_value(engine, k.eval({}, ctx)) for k in access.values)
@@ -316,11 +321,11 @@ async def run_select(
                 "SELECT * cannot be combined with GROUP BY or aggregates", sqlstate="42803"
             )
         groups: dict[tuple[Any, ...], list[Row]] = {}
-        for r in rows:
+        if not plan.aggregate.group_by:
+            groups[()] = rows  # one group of every row (of none, for count(*) = 0)
+        for r in rows if plan.aggregate.group_by else ():
             gk = tuple(_hashable(g.eval(r, ctx)) for g in plan.aggregate.group_by)
             groups.setdefault(gk, []).append(r)
-        if not groups and not plan.aggregate.group_by:
-            groups[()] = []
         items = []
         for members in groups.values():
             gctx = Ctx(
