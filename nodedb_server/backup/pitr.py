@@ -366,8 +366,10 @@ async def replay_into(
 
     def apply(records: list[Record]) -> None:
         nonlocal next_lsn
-        for lsn, rec in enumerate(records, next_lsn):
-            state.apply(rec, lsn)
+        # Renumbered to follow the staged checkpoint (as ``apply(rec, lsn)`` would).
+        state.replay(
+            Record(lsn, r.rtype, r.commit_us, r.body) for lsn, r in enumerate(records, next_lsn)
+        )
         next_lsn += len(records)
 
     replayed = await replay(

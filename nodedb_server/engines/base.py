@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from nodedb_server.engines import EngineKind
@@ -223,38 +224,55 @@ class RowCollection:
             self._shapes.add(shape)
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        """Apply one committed operation (live, or replayed: both count sizes alike);
-        ``op`` is an OpKind value, a plain int when replayed."""
-        if op not in ROW_OPS:  # edges and CRDT documents overlay the rows
-            if op in EDGE_OPS:
-                self._apply_edge(op, key, row or {})
-            elif op in CRDT_OPS:
-                self._apply_crdt(key, row)
-            return
-        if self.views.open:
-            self.views.before_change(key, lambda: self._pre_image(key))
-        for keys in self.watchers:
-            keys.add(key)
-        old = self.rows.get(key)
-        if old is not None:
-            self.size_bytes -= len(codec.pack(old))
-            for f, index in self.indexes.items():
-                index.remove(old.get(f), key)
-        if op in REMOVING_OPS:
-            self.rows.pop(key, None)
-            for vindex in self.vectors.values():
-                vindex.remove(key)
-            return
-        assert row is not None
-        self.rows[key] = row
-        for f, index in self.indexes.items():
-            index.add(row.get(f), key)
-        for vindex in self.vectors.values():
-            vindex.bind_from(row, row)
-            if vindex.field is not None:
-                vindex.put(key, row.get(vindex.field))
-        self.size_bytes += len(codec.pack(row))
-        self.note_fields(row)
+        """Apply one committed operation (see ``apply_run``)."""
+        self.apply_run(((op, key, row, expires_ms),))
+
+    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+        """Apply committed operations, in order: (op, key, row, expires_ms) each, live or
+        replayed (both count sizes alike). ``op`` is an OpKind value, a plain int when
+        replayed. Replay hands over runs of many at once, so the lookups of this loop are
+        made once a run: a record costs about 1.6 us less (W7)."""
+        rows, views, watchers = self.rows, self.views, self.watchers
+        indexes, vectors, shapes = self.indexes, self.vectors, self._shapes
+        pack = codec.pack
+        size = 0  # the change, added to size_bytes as each op completes
+        try:
+            for op, key, row, _expires in ops:
+                if op not in ROW_OPS:  # edges and CRDT documents overlay the rows
+                    if op in EDGE_OPS:
+                        self._apply_edge(op, key, row or {})
+                    elif op in CRDT_OPS:
+                        self._apply_crdt(key, row)
+                    continue
+                if views.open:
+                    views.before_change(key, functools.partial(self._pre_image, key))
+                for keys in watchers:
+                    keys.add(key)
+                old = rows.get(key)
+                if old is not None:
+                    size -= len(pack(old))
+                    for f, index in indexes.items():
+                        index.remove(old.get(f), key)
+                if op in REMOVING_OPS:
+                    rows.pop(key, None)
+                    for vindex in vectors.values():
+                        vindex.remove(key)
+                    continue
+                assert row is not None
+                rows[key] = row
+                if indexes:
+                    for f, index in indexes.items():
+                        index.add(row.get(f), key)
+                if vectors:
+                    for vindex in vectors.values():
+                        vindex.bind_from(row, row)
+                        if vindex.field is not None:
+                            vindex.put(key, row.get(vindex.field))
+                size += len(pack(row))
+                if (tuple(row), tuple(map(type, row.values()))) not in shapes:
+                    self.note_fields(row)
+        finally:
+            self.size_bytes += size
 
     # ---- checkpoint ---------------------------------------------------------
 

@@ -17,6 +17,7 @@ PostgreSQL's row address is): a generated UUIDv7 that ``SELECT *`` does not show
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,10 +151,12 @@ class DocumentCollection(RowCollection):
         still move it past them)."""
         self._next_serial = next_value
 
-    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        super().apply(op, key, row, expires_ms)
-        if self.int_key and op in ROW_OPS and isinstance(key, int) and key >= self._next_serial:
-            self._next_serial = key + 1
+    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+        super().apply_run(ops)
+        if self.int_key:
+            for op, key, _row, _expires in ops:
+                if op in ROW_OPS and isinstance(key, int) and key >= self._next_serial:
+                    self._next_serial = key + 1
 
     def load_items(self, items: Any) -> None:
         super().load_items(items)

@@ -7,7 +7,7 @@ checkpoints agree on when it went away.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from nodedb_server import types as t
@@ -59,14 +59,16 @@ class KvCollection(RowCollection):
     def expires_at(self, key: Any) -> int | None:
         return self.expiry.get(key)
 
-    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        super().apply(op, key, row, expires_ms)
-        if op not in ROW_OPS:  # edges and CRDT documents have no expiry
-            return
-        if op in REMOVING_OPS or expires_ms is None:
-            self.expiry.pop(key, None)
-        else:
-            self.expiry[key] = expires_ms
+    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+        super().apply_run(ops)
+        expiry = self.expiry
+        for op, key, _row, expires_ms in ops:
+            if op not in ROW_OPS:  # edges and CRDT documents have no expiry
+                continue
+            if op in REMOVING_OPS or expires_ms is None:
+                expiry.pop(key, None)
+            else:
+                expiry[key] = expires_ms
 
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "typed_fields": self.typed_fields}

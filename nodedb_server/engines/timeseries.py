@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -208,6 +208,10 @@ class TimeseriesCollection:
     def apply(self, op: int, key: Any, row: Any, expires_ms: int | None) -> None:
         if op in TIMESERIES_OPS:
             self.apply_batch(from_ipc(row), len(row))
+
+    def apply_run(self, ops: Sequence[tuple[int, Any, Any, int | None]]) -> None:
+        for op in ops:
+            self.apply(*op)
 
     def apply_batch(self, batch: pa.RecordBatch | pa.Table, size: int) -> None:
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch

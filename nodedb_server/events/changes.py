@@ -16,7 +16,7 @@ and timeseries appends are not changes of a row and are not delivered.
 Reads scan the segment files from the one holding the first wanted LSN; a
 segment being appended to is read up to its last whole record (a record cut
 short at the end is the writer's, not damage). Runs on a worker thread.
-``Positions`` remembers where records start, so that a consumer reading a
+``Positions`` remembers where frames start, so that a consumer reading a
 segment batch by batch reads each part of it once, not the segment's whole
 head again for every batch.
 """
@@ -78,9 +78,9 @@ class ChangeBatch:
 
 
 class Positions:
-    """Where records start in a tenant's segment files, as (lsn, offset) per segment:
-    the first record at or above ``lsn`` starts at ``offset``. Learnt by earlier reads:
-    where each batch ended, and every 1,024th record passed.
+    """Where frames start in a tenant's segment files, as (lsn, offset) per segment: the
+    frame whose first record is ``lsn`` starts at ``offset``. Learnt by earlier reads:
+    where each batch ended, and a frame about every 1,024 records passed.
     Shared by the reads of every stream and session of the tenant (worker threads)."""
 
     PER_SEGMENT = 4096
@@ -90,7 +90,7 @@ class Positions:
         self._lock = threading.Lock()
 
     def nearest(self, segment: str, lsn: int) -> tuple[int, int] | None:
-        """The known record start at or below ``lsn`` in ``segment`` nearest to it."""
+        """The known frame start at or below ``lsn`` in ``segment`` nearest to it."""
         with self._lock:
             marks = self._marks.get(segment)
             if not marks:
@@ -213,7 +213,7 @@ def _records(
     positions: Positions | None,
 ) -> Generator[Record, None, None]:
     """Every record in the range, in order, read from the segment files: the first
-    from the nearest known record start (``positions``) on, passing the records up to
+    from the nearest known frame start (``positions``) on, passing the records up to
     ``after_lsn`` by their headers alone."""
     for i, path in enumerate(segs):
         mark = None if positions is None else _marker(positions, path.name)
@@ -222,18 +222,17 @@ def _records(
         except CorruptRecord:
             return  # a segment just started, its header not yet written whole
         reader.skip_through(after_lsn, mark)
-        here = start = reader.offset
         rec: Record | None = None
         try:
             for rec in reader:
-                start, here = here, reader.offset  # where rec starts, where it ends
                 if rec.lsn > upto_lsn:
                     return
                 yield rec
         finally:
             if mark is not None and rec is not None:  # where the next reads may start
-                mark(rec.lsn, start)
-                mark(rec.lsn + 1, here)
+                mark(reader.frame_lsn, reader.frame_offset)  # the frame holding rec
+                if rec.lsn == reader.last_lsn:
+                    mark(rec.lsn + 1, reader.offset)  # the next frame
         if reader.error is not None:
             return
 
@@ -245,7 +244,7 @@ def _marker(positions: Positions, segment: str) -> Callable[[int, int], None]:
 def _open_scan(
     path: Path, aead: AESGCM, tenant_id: int, after_lsn: int, positions: Positions | None
 ) -> SegmentScan:
-    """A scan of ``path``: from the known record start nearest after ``after_lsn``, its
+    """A scan of ``path``: from the known frame start nearest after ``after_lsn``, its
     bytes before that left unread, or from its beginning."""
     known = positions.nearest(path.name, after_lsn + 1) if positions is not None else None
     if known is None:
@@ -259,8 +258,10 @@ def _open_scan(
 
 
 def commit_time(wal_dir: Path, lsn: int) -> int | None:
-    """The commit time (µs) of record ``lsn`` from the segment files' record headers
-    (no key needed), or None if no segment holds it. Runs on a worker thread."""
+    """The commit time (µs) of record ``lsn`` from the segment files' frame headers (no
+    key needed): exact for the first record of a frame, else the frame's first record's
+    time, earlier by at most one group commit's wait. None if no segment holds it. Runs
+    on a worker thread."""
     segs = _segments_from(wal_dir, lsn - 1)
     for path in segs[:1]:
         try:
@@ -273,7 +274,7 @@ def commit_time(wal_dir: Path, lsn: int) -> int | None:
                 head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
             except CorruptRecord:
                 return None
-            if head.lsn == lsn:
-                return head.commit_us
+            if head.lsn <= lsn <= head.last_lsn:
+                return head.commit_us  # of a frame's first record: at most a batch earlier
             off += RECORD_HEADER_SIZE + head.payload_len
     return None

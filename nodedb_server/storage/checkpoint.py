@@ -57,6 +57,10 @@ class StateMachine(Protocol):
 
     def apply(self, rec: Record) -> None: ...
 
+    def replay(self, records: Iterable[Record]) -> None:
+        """``apply`` each of ``records`` in order (a state may batch them)."""
+        ...
+
     def checkpoint_parts(self) -> tuple[dict[str, Any], list[tuple[str, Iterable[Any]]]]:
         """(metadata, [(part name, items)]): a consistent snapshot taken on the loop."""
         ...

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import secrets
 import threading
@@ -40,9 +41,10 @@ from nodedb_server.storage.records import (
     RecordKind,
     SegmentHeader,
     crc32c,
-    open_record,
+    frame_groups,
+    open_records,
     parse_record_header,
-    seal_record,
+    seal_frame,
 )
 
 log = logging.getLogger("nodedb.wal")
@@ -50,6 +52,7 @@ log = logging.getLogger("nodedb.wal")
 # [wal] fsync: when a record is acknowledged (docs/OPERATIONS.md): "always" after its
 # fsync, "batch" once written (fsync at least every batch_ms), "off" never fsyncs.
 FsyncMode = Literal["always", "batch", "off"]
+SINK_RECORDS = 4096  # records a scan hands its sink at a time
 
 
 def segment_name(first_lsn: int) -> str:
@@ -132,7 +135,7 @@ class SegmentScan:
         base: int = 0,
     ):
         # ``data`` is the whole segment, or (with ``header``, read apart) its bytes from
-        # offset ``base`` on, where a record starts; ``offset`` is always the file's.
+        # offset ``base`` on, where a frame starts; ``offset`` is always the file's.
         header = header if header is not None else SegmentHeader.decode(data)
         if header.tenant_id != tenant_id:
             raise CorruptRecord(f"segment belongs to tenant {header.tenant_id}")
@@ -143,11 +146,15 @@ class SegmentScan:
         self.offset = base if base else SEGMENT_HEADER_SIZE
         self._data, self._aead, self._tenant_id, self._after = data, aead, tenant_id, after
         self._check_crc, self._base = check_crc, base
+        self._skip_to = 0  # records up to it are not yielded (skip_through)
+        self.frame_lsn, self.frame_offset = 0, self.offset
 
     def skip_through(self, lsn: int, mark: Callable[[int, int], None] | None = None) -> None:
         """Pass over the records up to LSN ``lsn`` by their headers alone, neither
         decrypted nor checked: for a reader after a later record, whose checks come
-        when it reads. ``mark(lsn, offset)`` is told where every 1,024th record starts."""
+        when it reads. A frame holding ``lsn`` and later records is read, and its records
+        up to ``lsn`` left out. ``mark(lsn, offset)`` is told where a frame starts (its
+        first LSN) about every 1,024 records."""
         data, base, size = self._data, self._base, len(self._data)
         off = self.offset - base
         n = 0
@@ -158,14 +165,20 @@ class SegmentScan:
                 return  # iterating reports it
             if head.lsn > lsn:
                 break
-            n += 1
-            if mark is not None and n % 1024 == 0:
+            if head.last_lsn > lsn:
+                self._skip_to = lsn
+                break
+            if mark is not None and (n + head.record_count) // 1024 > n // 1024:
                 mark(head.lsn, base + off)
+            n += head.record_count
             off += RECORD_HEADER_SIZE + head.payload_len
-            self.last_lsn = self._after = head.lsn
+            self.last_lsn = self._after = head.last_lsn
         self.offset = base + off
 
     def __iter__(self) -> Iterator[Record]:
+        """The records, in order. While one is handled, ``frame_lsn`` and ``frame_offset``
+        say where the frame holding it starts, ``offset`` where it ends and ``last_lsn``
+        its last record's LSN."""
         data, aead, tenant_id, epoch = self._data, self._aead, self._tenant_id, self.header.epoch
         check_crc, base = self._check_crc, self._base
         view = memoryview(data)
@@ -181,22 +194,35 @@ class SegmentScan:
                 if head.lsn <= last:
                     raise CorruptRecord(f"record LSN {head.lsn} does not follow {last}")
                 payload = data[off + RECORD_HEADER_SIZE : end]
-                rec = open_record(aead, epoch, head, payload, check_crc)
+                recs = open_records(aead, epoch, head, payload, check_crc)
             except CorruptRecord as e:
                 self.error, self.offset = str(e), base + off
                 return
-            last = self.last_lsn = rec.lsn
+            self.frame_lsn, self.frame_offset = head.lsn, base + off
+            last = self.last_lsn = head.last_lsn
             off = end
             self.offset = base + end
-            self.count += 1
-            yield rec
+            self.count += len(recs)
+            skip = self._skip_to
+            for rec in recs:
+                if rec.lsn > skip:
+                    yield rec
 
 
-def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> ScanResult:
+def scan(
+    wal_dir: Path,
+    aead: AESGCM,
+    tenant_id: int,
+    after_lsn: int = 0,
+    sink: Callable[[SegmentInfo, list[Record]], None] | None = None,
+) -> ScanResult:
     """Read every valid record in LSN order; stop at the first damaged one.
 
-    Records at or below ``after_lsn`` are checked but not returned. Nothing is
-    changed on disk: ``repair_tail`` acts on the result.
+    Records at or below ``after_lsn`` are checked but not returned. With ``sink``, the
+    records are handed to it as they are read, a few thousand at a time with the
+    segment they are in, rather than returned: a replay applies them while they are
+    fresh in the cache, and never holds a whole WAL of them. Nothing is changed on
+    disk: ``repair_tail`` acts on the result.
     """
     out = ScanResult()
     last_lsn = 0
@@ -211,7 +237,12 @@ def scan(wal_dir: Path, aead: AESGCM, tenant_id: int, after_lsn: int = 0) -> Sca
             out.later_segments = segs[i + 1 :]
             return out
         seg = SegmentInfo(path, reader.header.first_lsn, reader.header.first_lsn - 1, len(data))
-        out.records.extend(rec for rec in reader if rec.lsn > after_lsn)
+        wanted = (rec for rec in reader if rec.lsn > after_lsn)
+        if sink is None:
+            out.records.extend(wanted)
+        else:
+            while chunk := list(itertools.islice(wanted, SINK_RECORDS)):
+                sink(seg, chunk)
         if reader.count:
             seg.last_lsn = last_lsn = reader.last_lsn
         if reader.error is not None:
@@ -242,7 +273,7 @@ def record_times(path: Path) -> tuple[int, int, int, int]:
             raise CorruptRecord(f"{path.name}: record at LSN {head.lsn} fails its CRC32C")
         if not first:
             first, first_us = head.lsn, head.commit_us
-        last, last_us = head.lsn, head.commit_us
+        last, last_us = head.last_lsn, head.last_us
         off = end
     if not first:
         return sh.first_lsn, sh.first_lsn - 1, 0, 0
@@ -443,7 +474,8 @@ class Wal:
                 self._rotate(records[0].lsn)
                 self._rotated = True
             data = b"".join(
-                seal_record(self._aead, self._epoch, self.tenant_id, r) for r in records
+                seal_frame(self._aead, self._epoch, self.tenant_id, group)
+                for group in frame_groups(records)
             )
             seg = self.segments[-1]
             try:

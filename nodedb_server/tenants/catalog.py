@@ -118,6 +118,32 @@ def clamp_events(meta: dict[str, Any], lsn: int) -> None:
     meta["groups"] = groups
 
 
+class _Runs:
+    """Operations gathered into runs, one engine each, applied in order (``flush``);
+    at most ``MAX`` at a time, so that a long replay holds few of them."""
+
+    MAX = 4096
+
+    def __init__(self, engines: dict[str, Engine]):
+        self._engines = engines
+        self._coll: str | None = None
+        self._engine: Engine | None = None
+        self._ops: list[tuple[int, Any, Any, int | None]] = []
+
+    def add(self, coll: str, op: tuple[int, Any, Any, int | None]) -> None:
+        if coll != self._coll or len(self._ops) >= self.MAX:
+            self.flush()
+            self._coll, self._engine = coll, self._engines.get(coll)
+        if self._engine is not None:  # operations on a collection since purged: none
+            self._ops.append(op)
+
+    def flush(self) -> None:
+        if self._ops and self._engine is not None:
+            self._engine.apply_run(self._ops)
+        self._ops = []
+        self._coll = self._engine = None
+
+
 class TenantState:
     def __init__(self) -> None:
         self.catalog: dict[str, CollectionMeta] = {}
@@ -180,11 +206,26 @@ class TenantState:
         self.last_lsn = lsn
 
     def apply_ops(self, ops: Sequence[Op] | Sequence[list[Any]]) -> None:
-        engines = self.engines
+        runs = _Runs(self.engines)
         for op, coll, key, row, expires in ops:
-            engine = engines.get(coll)
-            if engine is not None:
-                engine.apply(op, key, row, expires)
+            runs.add(coll, (op, key, row, expires))
+        runs.flush()
+
+    def replay(self, records: Iterable[Record]) -> None:
+        """``apply`` each record, in order: recovery's path. The row operations of
+        consecutive DATA records go to each engine as runs (``apply_run``), and a
+        CATALOG record applies after the operations before it."""
+        unpack = codec.unpack
+        runs = _Runs(self.engines)
+        for rec in records:
+            if rec.rtype == _DATA:
+                for op, coll, key, row, expires in unpack(rec.body):
+                    runs.add(coll, (op, key, row, expires))
+                self.last_lsn = self.last_data_lsn = rec.lsn
+            else:
+                runs.flush()
+                self.apply(rec)
+        runs.flush()
 
     def apply_catalog(
         self,

@@ -73,6 +73,10 @@ class SystemState:
             action, args = codec.unpack(rec.body)
             self.apply_action(action, args)
 
+    def replay(self, records: Iterable[Record]) -> None:
+        for rec in records:
+            self.apply(rec)
+
     def apply_action(self, action: str, a: dict[str, Any]) -> None:
         if action == "create_tenant":
             self.tenants[a["name"]] = {**a, "status": "active"}

@@ -1,28 +1,41 @@
-"""Change-stream reads from segment files: batch by batch, with the record starts an
-earlier read learnt, they return exactly what one read from the beginning returns."""
+"""Change-stream reads from segment files: batch by batch, with the frame starts an
+earlier read learnt, they return exactly what one read from the beginning returns,
+over frames of many records (what the writer writes) and over a WAL of single records
+(written before frames)."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import pytest
+
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.events.changes import Positions, read_changes
 from nodedb_server.storage import codec
-from nodedb_server.storage.records import OpKind, Record, RecordKind, SegmentHeader, seal_record
+from nodedb_server.storage.records import (
+    OpKind,
+    Record,
+    RecordKind,
+    SegmentHeader,
+    seal_frame,
+    seal_record,
+)
 from nodedb_server.storage.wal import segment_name
 
 KEY = AESGCM(b"k" * 32)
 
 
-def _wal(root: Path, segments: list[int], seed: int = 3) -> int:
+def _wal(root: Path, segments: list[int], frames: bool = True, seed: int = 3) -> int:
     """Segments of DATA records, each record one to three row operations on "a" or
-    "b" (sizes vary so that offsets do); returns the last LSN."""
+    "b" (sizes vary so that offsets do), in frames of 1 to 20 records or one record a
+    header; returns the last LSN."""
     rng = random.Random(seed)
     lsn = 1
     for count in segments:
         data = SegmentHeader(1, 7, lsn).encode()
+        recs = []
         for _ in range(count):
             ops = [
                 [
@@ -34,8 +47,14 @@ def _wal(root: Path, segments: list[int], seed: int = 3) -> int:
                 ]
                 for j in range(rng.randrange(1, 4))
             ]
-            data += seal_record(KEY, 7, 1, Record(lsn, RecordKind.DATA, lsn, codec.pack(ops)))
+            recs.append(Record(lsn, RecordKind.DATA, lsn, codec.pack(ops)))
             lsn += 1
+        i = 0
+        while i < len(recs):
+            n = rng.randrange(1, 21) if frames else 1
+            group = recs[i : i + n]
+            data += seal_frame(KEY, 7, 1, group) if frames else seal_record(KEY, 7, 1, group[0])
+            i += n
         (root / segment_name(lsn - count)).write_bytes(data)
     return lsn - 1
 
@@ -50,8 +69,9 @@ def _drain(root: Path, head: int, limit: int, positions: Positions | None) -> li
     return got
 
 
-def test_batched_reads_with_positions_match_one_whole_read(tmp_path: Path) -> None:
-    head = _wal(tmp_path, [3000, 1, 2500])
+@pytest.mark.parametrize("frames", [True, False], ids=["frames", "single-records"])
+def test_batched_reads_with_positions_match_one_whole_read(tmp_path: Path, frames: bool) -> None:
+    head = _wal(tmp_path, [3000, 1, 2500], frames)
     whole = [(c.lsn, c.id) for c in read_changes(tmp_path, KEY, 1, {"a"}, 0, head, 10**9).changes]
     assert len(whole) > 2000
     positions = Positions()
@@ -60,11 +80,14 @@ def test_batched_reads_with_positions_match_one_whole_read(tmp_path: Path) -> No
     assert _drain(tmp_path, head, 50, None) == whole
 
 
-def test_a_read_from_a_learnt_position_starts_at_the_right_record(tmp_path: Path) -> None:
-    head = _wal(tmp_path, [5000])
+@pytest.mark.parametrize("frames", [True, False], ids=["frames", "single-records"])
+def test_a_read_from_a_learnt_position_starts_at_the_right_record(
+    tmp_path: Path, frames: bool
+) -> None:
+    head = _wal(tmp_path, [5000], frames)
     positions = Positions()
     read_changes(tmp_path, KEY, 1, {"a", "b"}, 0, head, 10, positions=positions)
-    # Marks every 1,024th record on the way, and where a batch ended.
+    # Marks a frame about every 1,024 records on the way, and where a batch ended.
     read_changes(tmp_path, KEY, 1, {"a", "b"}, 4000, head, 10, positions=positions)
     name = segment_name(1)
     for after in (0, 1023, 1024, 1025, 2047, 3999, 4000, 4001, head - 1):

@@ -21,12 +21,23 @@ from nodedb_server.storage.records import (
     CorruptRecord,
     Record,
     SegmentHeader,
+    MAX_FRAME_RECORDS,
+    MAX_SPAN_US,
     crc32c,
+    frame_groups,
     open_record,
     parse_record_header,
+    seal_frame,
     seal_record,
 )
-from nodedb_server.storage.wal import RecordTooLarge, Wal, repair_tail, scan, segment_name
+from nodedb_server.storage.wal import (
+    RecordTooLarge,
+    Wal,
+    record_times,
+    repair_tail,
+    scan,
+    segment_name,
+)
 
 KEY = AESGCM(b"k" * 32)
 
@@ -193,6 +204,76 @@ async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Pa
     result = scan(tmp_path, KEY, 1)
     assert [codec.unpack(r.body)[1] for r in result.records] == list(range(40))
     assert all(s.stat().st_size > SEGMENT_HEADER_SIZE for s in segs)
+    # The batch of 20 is one frame: one header, one AEAD seal, one CRC32C.
+    first = segs[0].read_bytes()
+    head = parse_record_header(first[SEGMENT_HEADER_SIZE:])
+    assert (head.frame, head.lsn, head.record_count) == (True, 1, 20)
+    assert len(first) == SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + head.payload_len
+
+
+def _frames(path: Path, first: int, sizes: list[int], epoch: int = 5) -> list[int]:
+    """Write frames of ``sizes`` records (bodies [lsn], commit times 1,000 + lsn);
+    return the offset of each frame."""
+    data = SegmentHeader(1, epoch, first).encode()
+    offsets, lsn = [], first
+    for n in sizes:
+        offsets.append(len(data))
+        recs = [Record(lsn + i, 1, 1000 + lsn + i, codec.pack([lsn + i])) for i in range(n)]
+        data += seal_frame(KEY, epoch, 1, recs)
+        lsn += n
+    path.write_bytes(data)
+    return offsets
+
+
+def test_a_frame_gives_back_each_record_with_its_kind_and_time(tmp_path: Path) -> None:
+    recs = [
+        Record(1, 1, 1_000, codec.pack([[1, "c", "k", {"a": 1}, None]])),
+        Record(2, 2, 1_000, codec.pack(["create_index", {"name": "i"}])),
+        Record(3, 1, 1_750, b""),
+    ]
+    path = tmp_path / segment_name(1)
+    path.write_bytes(SegmentHeader(1, 5, 1).encode() + seal_frame(KEY, 5, 1, recs))
+    assert scan(tmp_path, KEY, 1).records == recs
+    assert scan(tmp_path, KEY, 1, after_lsn=2).records == recs[2:]
+    # First and last LSN and commit time from the header alone, as the archive notes them.
+    assert record_times(path) == (1, 3, 1_000, 1_750)
+    wrong_key = scan(tmp_path, AESGCM(b"x" * 32), 1)
+    assert wrong_key.records == [] and "authentication" in (wrong_key.torn or "")
+
+
+@pytest.mark.parametrize("byte", range(RECORD_HEADER_SIZE))
+def test_every_byte_of_a_frame_header_is_checked(tmp_path: Path, byte: int) -> None:
+    path = tmp_path / segment_name(1)
+    offsets = _frames(path, 1, [2, 3])
+    data = bytearray(path.read_bytes())
+    data[offsets[1] + byte] ^= 0x01
+    path.write_bytes(bytes(data))
+    result = scan(tmp_path, KEY, 1)
+    assert [r.lsn for r in result.records] == [1, 2]
+    assert result.torn is not None and result.torn_offset == offsets[1]
+
+
+def test_a_wal_of_single_records_reads_on_into_frames(tmp_path: Path) -> None:
+    """A data directory written before frames replays, and goes on in frames."""
+    _segment(tmp_path / segment_name(1), 1, 3)
+    _frames(tmp_path / segment_name(4), 4, [2, 1, 4])
+    assert [r.lsn for r in scan(tmp_path, KEY, 1).records] == list(range(1, 11))
+    assert [r.lsn for r in scan(tmp_path, KEY, 1, after_lsn=5).records] == list(range(6, 11))
+    assert record_times(tmp_path / segment_name(4)) == (4, 10, 1_004, 1_010)
+
+
+def test_frame_groups_end_a_frame_where_its_header_could_hold_no_more() -> None:
+    def lsns(recs: list[Record]) -> list[list[int]]:
+        return [[r.lsn for r in g] for g in frame_groups(recs)]
+
+    times = [10, 10, 20, 5, 6, 6 + MAX_SPAN_US + 1, 7 + MAX_SPAN_US]
+    recs = [Record(i + 1, 1, us, b"") for i, us in enumerate(times)]
+    # A commit time that falls, or one past the span a u32 holds, starts a new frame.
+    assert lsns(recs) == [[1, 2, 3], [4, 5], [6, 7]]
+    # So does an LSN that does not follow (a batch is consecutive; this guards it).
+    assert lsns([Record(1, 1, 0, b""), Record(3, 1, 0, b"")]) == [[1], [3]]
+    many = [Record(i + 1, 1, 0, b"") for i in range(MAX_FRAME_RECORDS + 1)]
+    assert [len(g) for g in frame_groups(many)] == [MAX_FRAME_RECORDS, 1]
 
 
 async def test_a_record_too_large_to_replay_is_refused_before_it_is_logged(tmp_path: Path) -> None:
