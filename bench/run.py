@@ -32,6 +32,7 @@ from bench.workloads import (
     w2_point_select,
 )
 from nodedb_server import __version__
+from nodedb_server.engines.vector import HNSW_DEFAULTS
 from tests.serverproc import ServerProcess
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -106,7 +107,9 @@ def main() -> None:
             theirs["W8"] = fig["W8_ref"]  # W8's reference is usearch in-process
             extra.append(
                 f"W8: {n:,} x {vectors.DIM} float32 from {vectors.CLUSTERS:,} Gaussian clusters, "
-                f"cosine, k = {vectors.K}, usearch's default HNSW parameters: recall@10 "
+                f"cosine, k = {vectors.K}, the server's default HNSW parameters (m, "
+                f"ef_construction, ef_search = {', '.join(map(str, HNSW_DEFAULTS.values()))}) "
+                "on both sides: recall@10 "
                 f"{fig['W8_recall']:.3f} at {fig['W8']:,.0f} queries/s over "
                 f"{vectors.CONNECTIONS} connections; usearch in-process, one query a call: "
                 f"{fig['W8_ref']:,.0f} queries/s at recall {fig['W8_ref_recall']:.3f} "

@@ -297,3 +297,29 @@ async def test_a_record_too_large_to_replay_is_refused_before_it_is_logged(tmp_p
     assert await wal.append(1, b"after")[1] == 2
     await wal.close()
     assert [r.body for r in scan(tmp_path, KEY, 1).records] == [b"before", b"after"]
+
+
+def test_nesting_depth_is_measured_through_lists_dicts_and_tuples() -> None:
+    """The check before logging a value: a vector of plain floats (one pass in C) and
+    containers mixing scalars with deeper ones are measured alike."""
+    import datetime as dt
+    import decimal
+
+    def nest(depth: int, leaf: object) -> object:
+        value = leaf
+        for i in range(depth - 1):
+            value = [1.5, "x", value] if i % 3 == 0 else {"k": value} if i % 3 == 1 else (value,)
+        return value
+
+    flat = {"emb": [0.5] * 128, "n": 1, "t": dt.datetime(2026, 1, 1), "d": decimal.Decimal(1)}
+    assert not codec.nests_deeper(flat, 2)
+    assert codec.nests_deeper({"a": {"b": 1}}, 1)
+    for depth in (3, 10, 40):
+        value = {"v": nest(depth, [2.0, 3.0])}  # depth + 1 levels with the row
+        assert codec.nests_deeper(value, depth), depth
+        assert not codec.nests_deeper(value, depth + 1), depth
+
+    class Sub(list):  # a subclass of a container is still looked into
+        pass
+
+    assert codec.nests_deeper({"s": Sub([[1.0]])}, 2)
