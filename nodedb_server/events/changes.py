@@ -259,8 +259,8 @@ def _open_scan(
 
 def commit_time(wal_dir: Path, lsn: int) -> int | None:
     """The commit time (µs) of record ``lsn`` from the segment files' frame headers (no
-    key needed): exact for the first record of a frame, else the frame's first record's
-    time, earlier by at most one group commit's wait. None if no segment holds it. Runs
+    key needed): exact for the first and the last record of a frame, else the frame's
+    first record's time, earlier by at most one group commit's wait. None if no segment holds it. Runs
     on a worker thread."""
     segs = _segments_from(wal_dir, lsn - 1)
     for path in segs[:1]:
@@ -274,6 +274,8 @@ def commit_time(wal_dir: Path, lsn: int) -> int | None:
                 head = parse_record_header(memoryview(data)[off : off + RECORD_HEADER_SIZE])
             except CorruptRecord:
                 return None
+            if lsn == head.last_lsn:
+                return head.last_us
             if head.lsn <= lsn <= head.last_lsn:
                 return head.commit_us  # of a frame's first record: at most a batch earlier
             off += RECORD_HEADER_SIZE + head.payload_len

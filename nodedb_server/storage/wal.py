@@ -147,6 +147,10 @@ class SegmentScan:
         self._data, self._aead, self._tenant_id, self._after = data, aead, tenant_id, after
         self._check_crc, self._base = check_crc, base
         self._skip_to = 0  # records up to it are not yielded (skip_through)
+        # The LSN the next frame must start at, once known: after a frame read or
+        # passed, and at a frame start learnt earlier (``base``). A frame whose header
+        # says otherwise is damage, not a gap to step over.
+        self._next: int | None = after + 1 if base else None
         self.frame_lsn, self.frame_offset = 0, self.offset
 
     def skip_through(self, lsn: int, mark: Callable[[int, int], None] | None = None) -> None:
@@ -170,9 +174,12 @@ class SegmentScan:
                 break
             if mark is not None and (n + head.record_count) // 1024 > n // 1024:
                 mark(head.lsn, base + off)
+            if self._next is not None and head.lsn != self._next:
+                return  # iterating reports it
             n += head.record_count
             off += RECORD_HEADER_SIZE + head.payload_len
             self.last_lsn = self._after = head.last_lsn
+            self._next = head.last_lsn + 1
         self.offset = base + off
 
     def __iter__(self) -> Iterator[Record]:
@@ -191,7 +198,7 @@ class SegmentScan:
                     raise CorruptRecord(f"record at LSN {head.lsn} is cut short")
                 if head.tenant_id != tenant_id:
                     raise CorruptRecord(f"record at LSN {head.lsn} names another tenant")
-                if head.lsn <= last:
+                if head.lsn <= last or (self._next is not None and head.lsn != self._next):
                     raise CorruptRecord(f"record LSN {head.lsn} does not follow {last}")
                 payload = data[off + RECORD_HEADER_SIZE : end]
                 recs = open_records(aead, epoch, head, payload, check_crc)
@@ -200,6 +207,7 @@ class SegmentScan:
                 return
             self.frame_lsn, self.frame_offset = head.lsn, base + off
             last = self.last_lsn = head.last_lsn
+            self._next = last + 1
             off = end
             self.offset = base + end
             self.count += len(recs)

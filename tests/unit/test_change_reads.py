@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nodedb_server.events.changes import Positions, read_changes
@@ -104,3 +103,29 @@ def test_positions_of_removed_segments_are_forgotten(tmp_path: Path) -> None:
     (tmp_path / segment_name(1)).unlink()
     read_changes(tmp_path, KEY, 1, {"a"}, 2000, head, 10, positions=positions)
     assert positions.nearest(segment_name(1), 1500) is None
+
+
+def test_a_damaged_frame_count_stops_a_read_instead_of_skipping_records(tmp_path: Path) -> None:
+    """A read passes frames by their headers alone; one whose count was damaged (so that
+    the next frame does not follow it) ends the read there, with nothing skipped."""
+    import struct
+
+    from nodedb_server.storage.wal import scan
+
+    def recs(a: int, b: int) -> list[Record]:
+        return [
+            Record(
+                n, RecordKind.DATA, n, codec.pack([[int(OpKind.INSERT), "a", f"k{n}", {}, None]])
+            )
+            for n in range(a, b + 1)
+        ]
+
+    data = bytearray(SegmentHeader(1, 7, 1).encode())
+    data += seal_frame(KEY, 7, 1, recs(1, 4))
+    middle = len(data)
+    data += seal_frame(KEY, 7, 1, recs(5, 12)) + seal_frame(KEY, 7, 1, recs(13, 15))
+    data[middle + 6 : middle + 8] = struct.pack("<H", 2)  # count 8 -> 2: "5..6"
+    (tmp_path / segment_name(1)).write_bytes(bytes(data))
+    batch = read_changes(tmp_path, KEY, 1, {"a"}, 6, 15, 100)
+    assert batch.changes == [] and batch.read_to == 6
+    assert "CRC32C" in (scan(tmp_path, KEY, 1).torn or "")

@@ -15,14 +15,14 @@ from nodedb_server.storage import codec, quarantine
 from nodedb_server.storage.fsio import FileIO
 from nodedb_server.storage.records import (
     MAX_BODY,
+    MAX_FRAME_RECORDS,
+    MAX_SPAN_US,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
     Record,
     SegmentHeader,
-    MAX_FRAME_RECORDS,
-    MAX_SPAN_US,
     crc32c,
     frame_groups,
     open_record,
