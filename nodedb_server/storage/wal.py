@@ -115,13 +115,14 @@ class ScanResult:
 
 class SegmentScan:
     """The records of one segment's bytes, in order, each checked: the segment header
-    (checksum, tenant), then per record its CRC32C, GCM tag, tenant and rising LSN.
-    Iterating stops at the first damaged record and leaves ``error`` (why) and
-    ``offset`` (where) set; the constructor raises CorruptRecord if the segment header
-    itself is damaged or names another tenant. ``after`` is the LSN the previous
-    segment ended at: a record at or below it is damage. ``check_crc=False`` skips the
-    per-record CRC32C, for bytes the caller already matched to a whole-file CRC32C
-    taken when each record's had been checked (an archived segment and its note)."""
+    (checksum, tenant), then per frame (or old single record) its CRC32C, GCM tag,
+    tenant and LSNs following on. Iterating stops at the first damaged frame and leaves
+    ``error`` (why) and ``offset`` (where) set; the constructor raises CorruptRecord if
+    the segment header itself is damaged or names another tenant. ``after`` is the LSN
+    the previous segment ended at: a record at or below it is damage. Records up to
+    ``leave_out`` are checked but not yielded. ``check_crc=False`` skips the CRC32C,
+    for bytes the caller already matched to a whole-file CRC32C taken when each
+    frame's had been checked (an archived segment and its note)."""
 
     def __init__(
         self,
@@ -133,6 +134,7 @@ class SegmentScan:
         *,
         header: SegmentHeader | None = None,
         base: int = 0,
+        leave_out: int = 0,
     ):
         # ``data`` is the whole segment, or (with ``header``, read apart) its bytes from
         # offset ``base`` on, where a frame starts; ``offset`` is always the file's.
@@ -146,7 +148,7 @@ class SegmentScan:
         self.offset = base if base else SEGMENT_HEADER_SIZE
         self._data, self._aead, self._tenant_id, self._after = data, aead, tenant_id, after
         self._check_crc, self._base = check_crc, base
-        self._skip_to = 0  # records up to it are not yielded (skip_through)
+        self._skip_to = leave_out  # records up to it are checked but not yielded
         # The LSN the next frame must start at, once known: after a frame read or
         # passed, and at a frame start learnt earlier (``base``). A frame whose header
         # says otherwise is damage, not a gap to step over.
@@ -238,14 +240,14 @@ def scan(
     for i, path in enumerate(segs):
         data = path.read_bytes()
         try:
-            reader = SegmentScan(data, aead, tenant_id, last_lsn)
+            reader = SegmentScan(data, aead, tenant_id, last_lsn, leave_out=after_lsn)
         except CorruptRecord as e:
             out.torn, out.torn_path, out.torn_offset = str(e), path, 0
             out.discarded_bytes = len(data)
             out.later_segments = segs[i + 1 :]
             return out
         seg = SegmentInfo(path, reader.header.first_lsn, reader.header.first_lsn - 1, len(data))
-        wanted = (rec for rec in reader if rec.lsn > after_lsn)
+        wanted = iter(reader)
         if sink is None:
             out.records.extend(wanted)
         else:
