@@ -231,7 +231,8 @@ class RowCollection:
         """Apply committed operations, in order: (op, key, row, expires_ms) each, live or
         replayed (both count sizes alike). ``op`` is an OpKind value, a plain int when
         replayed. Replay hands over runs of many at once, so the lookups of this loop are
-        made once a run: a record costs about 1.6 us less (W7)."""
+        made once a run (with the other changes of that commit, applying 200,000
+        single-row records went from 2.5 to 2.0 us a record)."""
         rows, views, watchers = self.rows, self.views, self.watchers
         indexes, vectors, shapes = self.indexes, self.vectors, self._shapes
         pack = codec.pack
