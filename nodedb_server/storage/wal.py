@@ -174,10 +174,10 @@ class SegmentScan:
             if head.last_lsn > lsn:
                 self._skip_to = lsn
                 break
-            if mark is not None and (n + head.record_count) // 1024 > n // 1024:
-                mark(head.lsn, base + off)
             if self._next is not None and head.lsn != self._next:
                 return  # iterating reports it
+            if mark is not None and (n + head.record_count) // 1024 > n // 1024:
+                mark(head.lsn, base + off)
             n += head.record_count
             off += RECORD_HEADER_SIZE + head.payload_len
             self.last_lsn = self._after = head.last_lsn
