@@ -211,9 +211,10 @@ class TenantState:
             runs.add(coll, (op, key, row, expires))
         runs.flush()
 
-    def replay(self, records: Iterable[Record]) -> None:
-        """``apply`` each record, in order: recovery's path. The row operations of
-        consecutive DATA records go to each engine as runs (``apply_run``), and a
+    def replay(self, records: Iterable[Record], shift: int = 0) -> None:
+        """``apply`` each record, in order, as LSN ``rec.lsn + shift`` (a point-in-time
+        restore renumbers the records it replays): recovery's path. The row operations
+        of consecutive DATA records go to each engine as runs (``apply_run``), and a
         CATALOG record applies after the operations before it."""
         unpack = codec.unpack
         runs = _Runs(self.engines)
@@ -221,10 +222,10 @@ class TenantState:
             if rec.rtype == _DATA:
                 for op, coll, key, row, expires in unpack(rec.body):
                     runs.add(coll, (op, key, row, expires))
-                self.last_lsn = self.last_data_lsn = rec.lsn
+                self.last_lsn = self.last_data_lsn = rec.lsn + shift
             else:
                 runs.flush()
-                self.apply(rec)
+                self.apply(rec, rec.lsn + shift)
         runs.flush()
 
     def apply_catalog(
