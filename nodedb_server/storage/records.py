@@ -224,8 +224,8 @@ def frame_groups(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
         if i > start and (
             i - start >= MAX_FRAME_RECORDS
             or size + grow > MAX_PAYLOAD - GCM_TAG
-            or not 0 <= rec.commit_us - records[start].commit_us <= MAX_SPAN_US
             or rec.commit_us < records[i - 1].commit_us
+            or rec.commit_us - records[start].commit_us > MAX_SPAN_US
             or rec.lsn != records[i - 1].lsn + 1
         ):
             yield records[start:i]
@@ -338,13 +338,12 @@ def open_records(
 
 
 def _open(aead: AESGCM, epoch: int, head: RecordHeader, payload: bytes, check_crc: bool) -> bytes:
+    what = "frame" if head.frame else "record"
     if check_crc and crc32c(head.raw, payload) != head.crc:
-        what = "frame" if head.frame else "record"
         raise CorruptRecord(f"{what} at LSN {head.lsn} fails its CRC32C")
     try:
         return aead.decrypt(_nonce(epoch, head.lsn), payload, head.raw)
     except InvalidTag:
-        what = "frame" if head.frame else "record"
         raise CorruptRecord(
             f"{what} at LSN {head.lsn} fails authentication (wrong key or tampered)"
         ) from None

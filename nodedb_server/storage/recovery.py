@@ -204,27 +204,28 @@ class Store:
 
     def _replay(self, after_lsn: int) -> ScanResult:
         """Apply every valid record above ``after_lsn``; stop at the first damage."""
-        checked: list[SegmentInfo] = []
+
+        def follows_checkpoint(first: int) -> None:
+            if first > after_lsn + 1:
+                raise Unrecoverable(
+                    f"{self.name}: the WAL starts at LSN {first} but the usable checkpoint "
+                    f"ends at LSN {after_lsn}; records in between are missing"
+                )
+
+        checked = False
 
         def apply(seg: SegmentInfo, records: list[Record]) -> None:
+            nonlocal checked
             if not checked:  # before the first record is applied
-                checked.append(seg)
-                if seg.first_lsn > after_lsn + 1:
-                    raise Unrecoverable(
-                        f"{self.name}: the WAL starts at LSN {seg.first_lsn} but the usable "
-                        f"checkpoint ends at LSN {after_lsn}; records in between are missing"
-                    )
+                follows_checkpoint(seg.first_lsn)
+                checked = True
             self.state.replay(records)
             self._replayed += len(records)
 
         with gc_paused():
             result = scan(self.wal_dir, self.aead, self.tenant_id, after_lsn, apply)
-        first = result.segments[0].first_lsn if result.segments else None
-        if first is not None and first > after_lsn + 1:
-            raise Unrecoverable(
-                f"{self.name}: the WAL starts at LSN {first} but the usable checkpoint ends "
-                f"at LSN {after_lsn}; records in between are missing"
-            )
+        if result.segments:  # also when no record was wanted
+            follows_checkpoint(result.segments[0].first_lsn)
         return result
 
     def _finish(self, report: RecoveryReport, result: ScanResult) -> tuple[list[SegmentInfo], int]:
