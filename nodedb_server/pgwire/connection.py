@@ -39,8 +39,10 @@ The rules, from the PostgreSQL docs ("Frontend/Backend Protocol") and postgres.c
   skipping, but the framing and message types are still checked.
 - An unnamed portal "is destroyed at the end of the transaction, or as soon as the
   next Bind statement specifying the unnamed portal as destination is issued".
-  Here it ends at every Sync (and when a Query ends a batch); a named portal
-  lasts until Close.
+  A named portal "lasts till the end of the current transaction, unless explicitly
+  destroyed". The machine sees a transaction end in the ReadyForQuery that says
+  "I": every portal ends there. Inside a block they last across Syncs; a Query
+  replaces the unnamed one, as a Bind of it does.
 - "The backend will ignore Flush and Sync messages received during copy-in
   mode"; any other message but CopyData, CopyDone, CopyFail and Terminate
   there is a protocol violation.
@@ -66,7 +68,8 @@ MAX_STARTUP_BYTES = 10000
 # many, so a burst of small messages costs one memmove, not one per message.
 _COMPACT_AT = 64 * 1024
 
-_QUERY, _SYNC, _FLUSH, _TERMINATE = b"QSHX"
+_QUERY, _SYNC, _FLUSH, _TERMINATE, _EXECUTE = b"QSHXE"
+_SYNC_MESSAGE = b"S\0\0\0\4"
 _COPY_DATA, _COPY_DONE, _COPY_FAIL = b"dcf"
 _BATCH_MESSAGES = frozenset(b"PBDEC")  # Parse, Bind, Describe, Execute, Close
 
@@ -221,6 +224,27 @@ class PgConnection(Generic[PortalT]):
         """Whether the next buffered message is a Sync (False when nothing is buffered)."""
         return self._pos < len(self._buf) and self._buf[self._pos] == _SYNC
 
+    def take_execute_sync(self) -> m.Execute | None:
+        """Right after a Bind that opened a batch: if the next two buffered messages are an
+        Execute of the unnamed portal and a Sync (a driver's usual
+        one-statement batch), read both and return the Execute; else read nothing and
+        return None. The caller answers the three messages as one, and then reads the
+        Sync with ``sync``. Anything unusual (even a malformed Execute) is left to be read
+        message by message, where it is answered as it is there."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 10 or buf[pos] != _EXECUTE:
+            return None
+        (n,) = _LEN.unpack_from(buf, pos + 1)
+        end = pos + 1 + n
+        if n != 9 or buf[end : end + 5] != _SYNC_MESSAGE or buf[pos + 5] != 0:
+            return None  # only an unnamed portal's Execute is 9 bytes long with a 0 first
+        self._pos = end + 5
+        return m.Execute("", _LEN.unpack_from(buf, pos + 6)[0])
+
+    def sync(self) -> None:
+        """The Sync that ``take_execute_sync`` read, acted on after its batch's answers."""
+        self._set_state(State.SYNC)
+
     def next_event(self) -> m.Event | None:
         """The next client message the server must act on, or None if more bytes are
         needed. Messages the protocol says to drop are dropped here."""
@@ -288,7 +312,6 @@ class PgConnection(Generic[PortalT]):
             if self.state is State.IDLE:
                 self._set_state(State.EXTENDED)
         elif kind == _SYNC:
-            self.portals.pop("", None)
             self._set_state(State.SYNC)
         elif kind == _QUERY:
             self.portals.pop("", None)
@@ -301,7 +324,6 @@ class PgConnection(Generic[PortalT]):
 
     def _receive_skipping(self, kind: int, body: bytes) -> m.Event | None:
         if kind == _SYNC:
-            self.portals.pop("", None)
             self._set_state(State.SYNC)
         elif kind == _TERMINATE:
             self._set_state(State.CLOSED)
@@ -329,6 +351,10 @@ class PgConnection(Generic[PortalT]):
             target = moves[kind]
             if target is not None:
                 self._set_state(target)
+                if target is State.IDLE and self.portals:  # only a ReadyForQuery goes there
+                    assert isinstance(event, m.ReadyForQuery)
+                    if event.status == "I":
+                        self.portals.clear()  # the transaction ended, and its portals with it
         elif isinstance(event, m.ErrorResponse):
             self._set_state(self._after_error(event))
         elif kind is m.CopyDone and self.state is State.COPY_OUT:

@@ -63,6 +63,13 @@ DRAIN_EVERY_ROWS = 1000
 WRITE_HIGH_WATER = 256 * 1024
 
 
+# Statements a Bind, Execute and Sync arriving together run in one pass for: the ones
+# that neither stream (COPY reads or writes more messages) nor change the session.
+ONE_PASS = frozenset(
+    {ast.Select, ast.Insert, ast.Update, ast.Delete, ast.VectorSearch, ast.RelationalQuery}
+)
+
+
 @dataclass
 class Portal:
     """A bound statement, and the result its Executes send from: computed at the first,
@@ -74,7 +81,13 @@ class Portal:
     columns: list[Column] | None = None
     result: Result | None = None
     sent: int = 0
-    done: bool = False
+
+
+def _rows_tag(tag: str, count: int) -> str:
+    """A command tag that ends in a row count ("SELECT 3", "INSERT 0 3"), counting the
+    rows of one Execute, as PostgreSQL tags each Execute of a portal."""
+    head, _, last = tag.rpartition(" ")
+    return f"{head} {count}" if head and last.isdigit() else tag
 
 
 def _utf8(value: str) -> bool:
@@ -338,9 +351,12 @@ class ClientHandler:
     async def serve(self) -> None:
         conn = self.conn
         while True:
+            idle = conn.state is State.IDLE
             event = await self.next_event()
             if event is None or isinstance(event, m.Terminate):
                 return
+            if idle and type(event) is m.Bind and await self.bind_execute_sync(event):
+                continue
             try:
                 try:
                     await self.dispatch(event)
@@ -452,9 +468,68 @@ class ClientHandler:
             raise DBError(
                 f'prepared statement "{event.statement}" does not exist', sqlstate="26000"
             )
+        assert self.session is not None
+        self.session.refuse_if_aborted(prepared.stmt)
         values = bind_params(event, prepared.param_oids)
         self.conn.bind_portal(event.portal, Portal(prepared, values, event.result_formats))
         self.send(m.BIND_COMPLETE)
+
+    async def bind_execute_sync(self, bind: m.Bind) -> bool:
+        """A Bind that opened a batch, with its Execute and Sync buffered behind it: the
+        usual batch of a driver running a prepared statement. It is answered in one pass,
+        with the messages and state moves of answering each in turn (``dispatch``) but
+        less work: no portal is kept, and no implicit transaction opens, as the Sync
+        ends the batch (see join_implicit). False: not such a batch, nothing was read."""
+        session = self.session
+        assert session is not None
+        prepared = self.statements.get(bind.statement)
+        if prepared is None or bind.portal or type(prepared.stmt) not in ONE_PASS:
+            return False
+        execute = self.conn.take_execute_sync()
+        if execute is None:
+            return False
+        self.conn.close_portal("")  # the Bind replaces it
+        try:
+            try:
+                session.sync_zone()  # Bind reads timestamptz parameters in it
+                session.refuse_if_aborted(prepared.stmt)
+                values = bind_params(bind, prepared.param_oids)
+                self.send(m.BIND_COMPLETE)
+                stmt = prepared.stmt
+                columns = (
+                    prepared.columns
+                    if prepared.described
+                    else session.describe(stmt, prepared.param_oids)
+                )
+                result = await self.run_statement(stmt, values, columns)
+                self.send_status(result)
+                if columns is None:
+                    columns = result.columns
+                rows, limit = result.rows, execute.max_rows
+                suspend = columns is not None and 0 < limit <= len(rows)  # see execute
+                if suspend or session.txn is not None:
+                    # Inside a transaction block the portal lasts for later Executes.
+                    sent = limit if suspend else len(rows)
+                    portal = Portal(prepared, values, bind.result_formats, columns, result, sent)
+                    self.conn.bind_portal("", portal)
+                if suspend:
+                    assert columns is not None
+                    await self.send_rows(rows[:limit], columns, bind.result_formats)
+                    self.send(m.PORTAL_SUSPENDED)
+                else:
+                    if columns is not None:
+                        await self.send_rows(rows, columns, bind.result_formats)
+                    self.send(m.CommandComplete(result.tag))
+            except RecursionError:
+                raise too_complex() from None
+        except DBError as e:
+            if e.severity == "FATAL":
+                raise
+            self.report(e)
+        self.conn.sync()
+        self.ready()
+        await self.flush()
+        return True
 
     def describe(self, event: m.Describe) -> None:
         assert self.session is not None
@@ -505,19 +580,21 @@ class ClientHandler:
             portal.result = result
             portal.columns = columns if columns is not None else result.columns
             self.send_status(result)
-        elif portal.done:
-            self.send(m.CommandComplete(result.tag))
-            return
+        elif portal.columns is None:  # it ran, and has no rows to go on with
+            raise DBError(f'portal "{event.portal}" cannot be run', sqlstate="55000")
         rows = result.rows
-        end = len(rows) if event.max_rows <= 0 else min(len(rows), portal.sent + event.max_rows)
+        start = portal.sent
+        end = len(rows) if event.max_rows <= 0 else min(len(rows), start + event.max_rows)
         if portal.columns is not None:
-            await self.send_rows(rows[portal.sent : end], portal.columns, portal.result_formats)
+            await self.send_rows(rows[start:end], portal.columns, portal.result_formats)
         portal.sent = end
-        if end < len(rows):
+        if 0 < event.max_rows == end - start:
+            # As PostgreSQL does, a full batch of rows suspends the portal even when it
+            # was the last: only the next Execute finds no more.
             self.send(m.PORTAL_SUSPENDED)
             return
-        portal.done = True
-        self.send(m.CommandComplete(result.tag))
+        tag = result.tag if portal.columns is None else _rows_tag(result.tag, end - start)
+        self.send(m.CommandComplete(tag))
 
     async def join_implicit(self, stmt: ast.Statement) -> Callable[[], None] | None:
         """PostgreSQL runs the statements of an extended-protocol batch, up to its Sync,

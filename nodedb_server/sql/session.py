@@ -214,14 +214,7 @@ class Session:
     ) -> Result:
         """Run a statement. ``columns``: what the client was told the rows look like
         (Describe), so that ``SELECT *`` sends exactly those fields."""
-        if (
-            self.txn is not None
-            and self.txn.failed
-            and not isinstance(stmt, ast.Commit | ast.Rollback | ast.RollbackTo)
-        ):
-            raise InFailedTransaction(
-                "current transaction is aborted, commands ignored until end of transaction block"
-            )
+        self.refuse_if_aborted(stmt)
         try:
             if self.tenant.store.wal is None or self.tenant.store.broken is not None:
                 await self.tenant.ensure_healthy()
@@ -233,6 +226,18 @@ class Session:
         if spec.described:
             return await spec.run(self, stmt, params, columns)
         return await spec.run(self, stmt, params)
+
+    def refuse_if_aborted(self, stmt: ast.Statement) -> None:
+        """In a failed transaction block only its end runs (PostgreSQL refuses even the
+        Bind of anything else)."""
+        if (
+            self.txn is not None
+            and self.txn.failed
+            and not isinstance(stmt, ast.Commit | ast.Rollback | ast.RollbackTo)
+        ):
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
 
     def param_types(self, stmt: ast.Statement, declared: tuple[int, ...]) -> list[int]:
         """Each parameter's type: declared, else a cast, else a typed field, else text."""

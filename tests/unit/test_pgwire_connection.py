@@ -416,24 +416,28 @@ def test_an_error_outside_a_statement_is_refused() -> None:
 # ---- portals ----------------------------------------------------------------------------------
 
 
-def test_the_unnamed_portal_ends_at_sync_a_named_one_lasts() -> None:
+def test_portals_last_until_their_transaction_ends() -> None:
     c = idle()
     c.receive_data(bind("", "s1") + bind("cur", "s1") + SYNC + execute("cur") + SYNC)
     c.next_event()
     c.bind_portal("", "unnamed")
     c.next_event()
     c.bind_portal("cur", "named")
-    assert c.portal("") == "unnamed"
     assert isinstance(c.next_event(), m.Sync)
-    c.send(m.ReadyForQuery("I"))
-    with pytest.raises(DBError) as e:
-        c.portal("")
-    assert e.value.sqlstate == "34000"
+    c.send(m.ReadyForQuery("T"))  # inside a transaction block both last
+    assert c.portal("") == "unnamed"
     assert isinstance(c.next_event(), m.Execute)
     assert c.portal("cur") == "named"
     c.close_portal("cur")
     with pytest.raises(DBError, match='portal "cur" does not exist'):
         c.portal("cur")
+    c.bind_portal("cur", "again")
+    assert isinstance(c.next_event(), m.Sync)
+    c.send(m.ReadyForQuery("I"))  # the transaction ended, and every portal with it
+    for name in ("", "cur"):
+        with pytest.raises(DBError) as e:
+            c.portal(name)
+        assert e.value.sqlstate == "34000"
 
 
 def test_a_bind_of_the_unnamed_portal_replaces_it_a_named_one_must_be_new() -> None:
@@ -457,6 +461,7 @@ def test_the_unnamed_portal_also_ends_at_the_sync_after_an_error() -> None:
     c.next_event()
     c.send(ERROR)
     c.next_event()
+    c.send(m.ReadyForQuery("I"))
     assert c.portals == {}
 
 
