@@ -100,7 +100,7 @@ def nodedb(work: Path, n: int) -> tuple[float, int, int]:
         )
         srv.kill9()
         start = time.perf_counter()
-        srv.start(timeout=600)
+        srv.start(timeout=600, wait_ready=False)  # the count waits for the tenant
         assert srv.proc is not None
         found = asyncio.run(_first_count(srv.port, "nodedb", "nodedb", "w7", 600, srv.proc))
         return time.perf_counter() - start, acked, found

@@ -60,6 +60,7 @@ class NodeDBServer:
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._stopped = False
         self._warm: asyncio.Future[None] | None = None
 
@@ -67,24 +68,41 @@ class NodeDBServer:
         started = time.monotonic()
         log.info("nodedb-server %s starting; data directory %s", __version__, self.cfg.data_dir)
         log.info("configuration: %s", self.cfg.describe())
-        reports = await self.manager.open()
+        await self.manager.open()  # the system catalog: users, tenants, keys
         remove_partials(self.cfg.backup_dirs)
-        log.info(
-            "recovered %d tenant(s) and the system catalog in %.3fs",
-            len(reports) - 1,
-            time.monotonic() - started,
-        )
-        # The listener opens only after every tenant has recovered.
+        # The listener opens before the tenants recover: each serves as soon as its own
+        # replay ends, and a connection to one still recovering gets 57P03.
         try:
             self.address = await self.pg.start()
         except OSError as e:
             await self.manager.close(checkpoint=False)
             raise StartupRefused(_listen_failure(self.cfg, e)) from None
         log.info("listening for PostgreSQL connections on %s:%d", *self.address)
+        self._recovery = asyncio.create_task(self._recover(started), name="recovery")
+        return self.address
+
+    async def recovered(self) -> None:
+        """Wait until every tenant is online (or failed): the end of ``start``'s work."""
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
+
+    async def _recover(self, started: float) -> None:
+        try:
+            failed = await self.manager.recover_tenants()
+        except Exception:
+            log.exception("recovering the tenants failed")
+            return
+        if self.manager.abandoning:
+            return
+        log.info(
+            "recovered %d tenant(s) and the system catalog in %.3fs%s",
+            len(self.manager.tenants) - len(failed),
+            time.monotonic() - started,
+            f"; {len(failed)} could not be: {', '.join(t.name for t in failed)}" if failed else "",
+        )
         # Serving first, then the imports only some statements need (sql/relational.py).
         self._warm = asyncio.get_running_loop().run_in_executor(None, relational.warm)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
-        return self.address
 
     async def _checkpoint_loop(self) -> None:
         interval = self.cfg["checkpoint.interval_seconds"]
@@ -103,6 +121,9 @@ class NodeDBServer:
         self._stopped = True
         log.info("shutting down: no new connections; waiting for running statements")
         await self.pg.shutdown(self.cfg["server.shutdown_grace_ms"] / 1000)
+        if self._recovery is not None and not self._recovery.done():
+            self.manager.abandon_recovery()
+            await self._recovery
         if self._checkpointer is not None:
             self._checkpointer.cancel()
         await self.manager.close(checkpoint=True)

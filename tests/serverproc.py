@@ -14,6 +14,8 @@ from pathlib import Path
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the server logs once every tenant has recovered (nodedb_server/server.py).
+READY_LINE = "tenant(s) and the system catalog in"
 # Variables the test suite reads (make fault sets them); the server would refuse them
 # as unknown NODEDB_* settings.
 TEST_ONLY_ENV = frozenset({"NODEDB_FAULT_CYCLES", "NODEDB_FUZZ_EXAMPLES"})
@@ -45,7 +47,9 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.starts = 0
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> ServerProcess:
+        """Start the server and wait until it listens and, with ``wait_ready``, until
+        every tenant has recovered (the listener opens before they do)."""
         cmd = [
             sys.executable,
             "-m",
@@ -64,6 +68,7 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {self.starts} =====\n".encode())
             log.flush()
+            log_from = log.tell()
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
             )
@@ -75,10 +80,19 @@ class ServerProcess:
                 )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"server did not start listening:\n{self.log()[-3000:]}")
+                continue
+            if not wait_ready or READY_LINE in self._log_since(log_from):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"server did not start serving:\n{self.log()[-3000:]}")
+
+    def _log_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

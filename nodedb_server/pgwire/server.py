@@ -285,7 +285,8 @@ class ClientHandler:
         tenant = manager.tenant_for_database(database)
         manager.check_access(user, tenant)
         if tenant.status != "online":
-            raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({tenant.status})')
+            why = f"failed: {tenant.failure}" if tenant.status == "failed" else tenant.status
+            raise CannotConnectNow(f'tenant "{tenant.name}" is not available now ({why})')
         self.server.admit(self.pid)
         self.session = Session(manager, tenant, user, database, self.pid, params)
         self.session.notify = self.notice_now

@@ -63,6 +63,10 @@ class Unrecoverable(Exception):
     """The store cannot be brought back consistently; the message says why."""
 
 
+class RecoveryAbandoned(Exception):
+    """The server is stopping: a replay under way was left (``Store.abandon_recovery``)."""
+
+
 @dataclass
 class RecoveryReport:
     name: str
@@ -123,6 +127,7 @@ class Store:
         self._segments: list[SegmentInfo] = []
         self._next_lsn = 1
         self._replayed = 0  # records applied by the recovery under way
+        self._abandon = False  # set from the event loop; the replay thread checks it
         self._checkpoint_lock = asyncio.Lock()
         # One prune at a time, its deletions included: a checkpoint's prune that finds
         # the uploader's under way waits for its files to be gone before it returns.
@@ -179,6 +184,11 @@ class Store:
         report.seconds = time.monotonic() - started
         return report
 
+    def abandon_recovery(self) -> None:
+        """Make a replay under way stop at its next batch of records (shutdown): what it
+        applied is dropped with the process, and the WAL is untouched."""
+        self._abandon = True
+
     async def open_wal(self) -> None:
         """Start a fresh segment for new writes (fails with OSError on a full disk)."""
         wal = Wal(
@@ -219,6 +229,8 @@ class Store:
             if not checked:  # before the first record is applied
                 follows_checkpoint(seg.first_lsn)
                 checked = True
+            if self._abandon:
+                raise RecoveryAbandoned(self.name)
             self.state.replay(records)
             self._replayed += len(records)
 

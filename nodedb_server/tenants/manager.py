@@ -12,6 +12,7 @@ wrapped by the master key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -40,7 +41,13 @@ from nodedb_server.storage import codec
 from nodedb_server.storage.datadir import lock_data_dir, unlock_data_dir
 from nodedb_server.storage.fsio import FileIO, disk_full
 from nodedb_server.storage.records import Record, RecordKind
-from nodedb_server.storage.recovery import RecoveryReport, Store, WalSettings
+from nodedb_server.storage.recovery import (
+    RecoveryAbandoned,
+    RecoveryReport,
+    Store,
+    Unrecoverable,
+    WalSettings,
+)
 from nodedb_server.storage.uploads import Storage, open_storage
 from nodedb_server.tenants import keys
 from nodedb_server.tenants.operations import Operations
@@ -157,6 +164,7 @@ class TenantManager:
         self._lock = asyncio.Lock()
         self._reserved_id = 0
         self._restoring: set[str] = set()  # tenant names with a restore under way
+        self._abandoning = False  # shutting down: recover no more tenants
         self.operations = Operations()  # running and recent backups and restores
         self.notify_hub = NotifyHub()  # LISTEN / NOTIFY channels of every tenant
         self._dir_lock = -1  # the descriptor holding <data_dir>/LOCK while open
@@ -165,7 +173,9 @@ class TenantManager:
 
     # ---- boot and shutdown ----------------------------------------------------------
 
-    async def open(self) -> list[RecoveryReport]:
+    async def open(self) -> RecoveryReport:
+        """Open the system catalog; the tenants it names wait, recovering, for
+        ``recover_tenants``."""
         self.fs.makedirs(self.data_dir)
         self._dir_lock = lock_data_dir(self.data_dir)
         if not self.cfg["backup.allowed_dirs"]:
@@ -191,13 +201,56 @@ class TenantManager:
             rel="system",
             storage=self.storage,
         )
-        reports = [await self.store.open()]
+        report = await self.store.open()
         await self._bootstrap()
         self._remove_orphan_dirs()
         for name, t in sorted(self.system.tenants.items(), key=lambda kv: kv[1]["id"]):
             if t["status"] == "active":
-                reports.append(await self._open_tenant(name))
-        return reports
+                self.tenants[name] = self._new_tenant(name)
+        return report
+
+    async def recover_tenants(self) -> list[Tenant]:
+        """Recover the tenants ``open`` left recovering, in id order, while the listener
+        already serves: each comes online when its own replay ends, and until then its
+        connections get 57P03. One that cannot be recovered is marked failed (its
+        connections get 57P03 saying why; DROP, PURGE or a RESTORE over it still run)
+        and the others go on. Returns the tenants that failed."""
+        failed: list[Tenant] = []
+        for tenant in list(self.tenants.values()):
+            if self._abandoning:
+                break
+            if tenant.status != "recovering" or self.tenants.get(tenant.name) is not tenant:
+                continue
+            try:
+                await self._recover(tenant)
+            except RecoveryAbandoned:
+                break
+            except Exception as e:
+                tenant.status = "failed"
+                tenant.failure = str(e) or type(e).__name__
+                log.error(
+                    "tenant %s (id %d) could not be recovered, and is unavailable until it "
+                    "is restored or dropped: %s",
+                    tenant.name,
+                    tenant.id,
+                    tenant.failure,
+                    exc_info=not isinstance(e, Unrecoverable | OSError),
+                )
+                with contextlib.suppress(Exception):
+                    await tenant.store.close()
+                failed.append(tenant)
+        return failed
+
+    @property
+    def abandoning(self) -> bool:
+        return self._abandoning
+
+    def abandon_recovery(self) -> None:
+        """Shutdown: a replay under way stops at its next batch, and no other starts."""
+        self._abandoning = True
+        for tenant in self.tenants.values():
+            if tenant.status == "recovering":
+                tenant.store.abandon_recovery()
 
     def _system_key(self) -> bytes:
         path = self.data_dir / "system" / "KEY"
@@ -270,8 +323,13 @@ class TenantManager:
                 shutil.rmtree(d)
 
     async def _open_tenant(self, name: str) -> RecoveryReport:
+        tenant = self.tenants[name] = self._new_tenant(name)
+        return await self._recover(tenant)
+
+    def _new_tenant(self, name: str) -> Tenant:
+        """The tenant the catalog names, not yet recovered."""
         t = self.system.tenants[name]
-        tenant = Tenant(
+        return Tenant(
             t["id"],
             name,
             self.data_dir / "tenants" / str(t["id"]),
@@ -282,7 +340,9 @@ class TenantManager:
             self.retention_ms,
             self.storage,
         )
-        self.tenants[name] = tenant
+
+    async def _recover(self, tenant: Tenant) -> RecoveryReport:
+        name = tenant.name
         report = await tenant.open()
         log.info(
             "tenant %s (id %d): checkpoint LSN %d, %d records replayed, %d bytes discarded, "
@@ -423,7 +483,7 @@ class TenantManager:
             if name in self._restoring:
                 raise ObjectInUse(f'a restore of tenant "{name}" is already running')
             old = self.tenants.get(name)
-            if old is not None and old.status != "online":
+            if old is not None and old.status not in ("online", "failed"):
                 raise ObjectInUse(f'tenant "{name}" is not available ({old.status})')
             self._restoring.add(name)
             if old is not None:
@@ -435,7 +495,7 @@ class TenantManager:
         """A restore failed before its switch: the tenant serves again, as it was."""
         self._restoring.discard(name)
         if old is not None and old.status == "restoring" and self.tenants.get(name) is old:
-            old.status = "online"
+            old.status = "failed" if old.failure else "online"
 
     async def commit_restore(
         self, name: str, tenant_id: int, tenant_key: bytes, catalog: dict[str, Any], keep_pid: int
@@ -491,6 +551,7 @@ class TenantManager:
             t = self.system.tenants.get(name)
             if t is None or t["status"] != "active":
                 raise UndefinedObject(f'tenant "{name}" does not exist')
+            self._refuse_if_recovering(name)
             await self._log("drop_tenant", {"name": name})
             tenant = self.tenants.pop(name)
             await tenant.close()
@@ -507,6 +568,7 @@ class TenantManager:
             t = self.system.tenants.get(name)
             if t is None:
                 return False
+            self._refuse_if_recovering(name)
             tenant = self.tenants.pop(name, None)
             if tenant is not None:
                 await tenant.close(checkpoint=False)
@@ -514,6 +576,11 @@ class TenantManager:
             path = self.data_dir / "tenants" / str(t["id"])
             await asyncio.get_running_loop().run_in_executor(None, _erase, self.fs, path)
             return True
+
+    def _refuse_if_recovering(self, name: str) -> None:
+        tenant = self.tenants.get(name)
+        if tenant is not None and tenant.status == "recovering":
+            raise ObjectInUse(f'tenant "{name}" is still recovering; try again when it is online')
 
     async def create_user(
         self, name: str, password: str, tenant: str | None, superuser: bool

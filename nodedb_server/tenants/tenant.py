@@ -48,7 +48,9 @@ log = logging.getLogger("nodedb.tenant")
 # recovering: opening (recovery, then a WAL segment); online: serving statements;
 # restoring: a restore is replacing it (begin_restore until its switch or abort);
 # closed: shut down, dropped or replaced, never reopened as this object.
-TenantStatus = Literal["recovering", "online", "restoring", "closed"]
+# recovering: its replay has not ended (its connections get 57P03); failed: it could
+# not be recovered (``failure`` says why), and only DROP, PURGE or a RESTORE over it run.
+TenantStatus = Literal["recovering", "online", "restoring", "closed", "failed"]
 # How often expired KV keys are reclaimed (each becomes a WAL DELETE) and dropped
 # collections past their retention window are purged.
 TTL_SWEEP_SECONDS = 1.0
@@ -84,6 +86,7 @@ class Tenant:
         self.live = LivePlane()  # LIVE SELECT subscriptions
         self.store = self._new_store(self.state)
         self.status: TenantStatus = "recovering"
+        self.failure = ""  # why it failed, when it did
         self._reload_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -57,6 +57,7 @@ async def _start(data: Path, fs: FileIO) -> NodeDBServer:
     )
     srv = NodeDBServer(cfg, fs)
     await srv.start()
+    await srv.recovered()
     return srv
 
 
@@ -149,6 +150,7 @@ async def test_full_disk_during_restore_changes_nothing(tmp_path: Path) -> None:
     )
     srv = NodeDBServer(cfg, fs)
     await srv.start()
+    await srv.recovered()
     assert srv.address is not None
     conn = await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb")
     try:

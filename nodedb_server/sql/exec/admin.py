@@ -45,6 +45,7 @@ SHOW_TENANTS_COLUMNS = [
     ("id", t.INT8),
     ("collections", t.INT8),
     ("size_bytes_estimate", t.INT8),
+    ("status", t.TEXT),
 ]
 
 
@@ -157,14 +158,17 @@ async def purge_tenant(s: Session, stmt: ast.PurgeTenant, params: list[Any]) -> 
 @statement(ast.ShowTenants, columns=SHOW_TENANTS_COLUMNS, writes=False)
 async def show_tenants(s: Session, stmt: ast.ShowTenants, params: list[Any]) -> Result:
     s.require_superuser("list tenants")
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for name, info in sorted(s.manager.system.tenants.items(), key=lambda kv: kv[1]["id"]):
         tenant = s.manager.tenants.get(name)
         if tenant is None or info["status"] != "active":
             continue
+        if tenant.status != "online":  # its state is not there (yet) to count
+            rows.append((name, info["id"], None, None, tenant.status))
+            continue
         active = tenant.state.active()
         size = sum(tenant.state.engines[m.name].size_bytes for m in active)
-        rows.append((name, info["id"], len(active), size))
+        rows.append((name, info["id"], len(active), size, tenant.status))
     return Result(describe(s, stmt, []), rows, f"SHOW {len(rows)}")
 
 

@@ -126,6 +126,8 @@ def backup_columns(
 )
 async def run_backup(s: Session, stmt: ast.BackupTenant, params: list[Any]) -> Result:
     tenant = backup_tenant(s, stmt.tenant)
+    if tenant.status != "online":  # recovering, failed or being restored: no state to copy
+        raise ObjectInUse(f'tenant "{tenant.name}" is not available ({tenant.status})')
     if stmt.path is None:
         return Result(None, [], "COPY", copy=BackupToClient(s, tenant))
     path = check_path(stmt.path, s.manager.cfg.backup_dirs, must_exist=False)

@@ -44,7 +44,8 @@ SYSTEM_CATALOG = "_system"
 
 def visible_tenants(s: Session) -> list[Tenant]:
     if s.user["superuser"]:
-        return list(s.manager.tenants.values())
+        # Only those online: the state of one recovering is being built on a worker.
+        return [t for t in s.manager.tenants.values() if t.status == "online"]
     return [s.tenant]
 
 
