@@ -1,10 +1,13 @@
 """The per-tenant write-ahead log: append with group commit, segment rotation, scan.
 
 Sessions call ``Wal.append`` on the event loop; it assigns the next LSN and
-queues the record. One writer task per WAL takes everything queued, seals it
-(AES-256-GCM) and writes it in one batch on a worker thread, fsyncs once,
-then resolves every waiting statement together: that is group commit. With
-``fsync = "always"`` nothing resolves before its fsync returned.
+queues the record. One writer thread per WAL takes everything queued, seals it
+(AES-256-GCM) and writes it in one batch, fsyncs once, then hands the batch
+back to the event loop, which resolves every waiting statement together: that
+is group commit. With ``fsync = "always"`` nothing resolves before its fsync
+returned. The thread goes straight on to the next batch: the fsyncs follow
+one another while the loop answers and runs statements, rather than each
+waiting for the loop to be free to start it.
 
 A failed write or fsync is never retried on the same file: after the 2018
 PostgreSQL fsync discussion, a failed fsync means the page cache may have
@@ -344,20 +347,27 @@ class Wal:
         self.bytes_since_checkpoint = 0
         self._fd = -1
         self._epoch = 0
+        # Appended on the loop, taken by the writer thread, both under _cond.
         self._queue: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._idle = False  # the writer waits for work: an append must wake it
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._synced_at = time.monotonic()
         self._unsynced = False
-        self._rotated = False
         self._segments_lock = threading.Lock()
         # Set (on the loop) whenever a segment is sealed: the archiver waits on it.
         self.sealed = asyncio.Event()
 
     async def start(self) -> None:
         """Open a fresh segment (fresh nonce epoch) and start the writer task."""
-        await asyncio.get_running_loop().run_in_executor(None, self._start_segment)
-        self._task = asyncio.create_task(self._writer(), name=f"wal-writer-{self.tenant_id}")
+        loop = self._loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._start_segment)
+        self._thread = threading.Thread(
+            target=self._write_loop, name=f"wal-writer-{self.tenant_id}", daemon=True
+        )
+        self._thread.start()
 
     @property
     def last_lsn(self) -> int:
@@ -376,9 +386,14 @@ class Wal:
         self.next_lsn += 1
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         us = commit_us if commit_us is not None else time.time_ns() // 1000
-        self._queue.append(_Pending(Record(lsn, rtype, us, body), fut))
-        self._wake.set()
+        self._enqueue(_Pending(Record(lsn, rtype, us, body), fut))
         return lsn, fut
+
+    def _enqueue(self, pending: _Pending) -> None:
+        with self._cond:
+            self._queue.append(pending)
+            if self._idle:
+                self._cond.notify()
 
     async def wait_durable(self, lsn: int) -> None:
         """Wait until every record up to ``lsn`` is durable (or the WAL broke)."""
@@ -391,8 +406,7 @@ class Wal:
     def append_barrier(self) -> tuple[int, asyncio.Future[int]]:
         """A future that resolves when everything queued so far is durable."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(Record(0, 0, 0, b""), fut))
-        self._wake.set()
+        self._enqueue(_Pending(Record(0, 0, 0, b""), fut))
         return 0, fut
 
     async def seal(self) -> None:
@@ -401,8 +415,7 @@ class Wal:
         if self.broken is not None:
             raise self.broken
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(Record(0, 0, 0, b""), fut, seal=True))
-        self._wake.set()
+        self._enqueue(_Pending(Record(0, 0, 0, b""), fut, seal=True))
         await fut
 
     @property
@@ -412,16 +425,17 @@ class Wal:
 
     async def close(self) -> None:
         """Flush what is queued, fsync, and stop the writer."""
-        if self._task is not None:
+        loop = asyncio.get_running_loop()
+        if self._thread is not None:
             if self.broken is None and self._queue:
                 _, fut = self.append_barrier()
                 with contextlib.suppress(WalBroken):
                     await fut
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        loop = asyncio.get_running_loop()
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            await loop.run_in_executor(None, self._thread.join)
+            self._thread = None
         await loop.run_in_executor(None, self._close_fd)
 
     def _close_fd(self) -> None:
@@ -433,35 +447,49 @@ class Wal:
                 self._fs.close(self._fd)
                 self._fd = -1
 
-    async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
+    # ---- the writer thread ---------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Write and fsync batch after batch; each goes back to the loop once durable."""
+        loop = self._loop
+        assert loop is not None
         while True:
-            if not self._queue:
-                self._wake.clear()
-                timeout = self._batch_s if self._unsynced else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-            batch, self._queue = self._queue, []
+            with self._cond:
+                if not self._queue and not self._closing:
+                    # In "batch" mode an unsynced write is fsynced within batch_ms.
+                    self._idle = True
+                    self._cond.wait(self._batch_s if self._unsynced else None)
+                    self._idle = False
+                if self._closing and not self._queue:
+                    return
+                batch, self._queue = self._queue, []
             records = [p.record for p in batch if p.record.lsn]
             seal = any(p.seal for p in batch)
             try:
-                await loop.run_in_executor(None, self._write_batch, records, seal)
-            except OSError as e:
-                self._fail(WalBroken(e), batch)
+                rotated = self._write_batch(records, seal)
+            except Exception as e:
+                cause = e if isinstance(e, OSError) else OSError(errno.EIO, repr(e))
+                if not isinstance(e, OSError):
+                    log.exception("tenant %d: the WAL writer failed", self.tenant_id)
+                loop.call_soon_threadsafe(self._fail, WalBroken(cause), batch)
                 return
-            if records:
-                self.durable_lsn = records[-1].lsn
-            if seal or self._rotated:
-                self._rotated = False
-                self.sealed.set()
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_result(p.record.lsn)
-            if records and self.on_durable is not None:
-                try:  # after the writers are answered: readers never delay an ack
-                    self.on_durable(records)
-                except Exception:  # nor can a reader's bug stop the WAL
-                    log.exception("tenant %d: a WAL reader failed", self.tenant_id)
+            if batch:
+                loop.call_soon_threadsafe(self._done, batch, records, seal or rotated)
+
+    def _done(self, batch: list[_Pending], records: list[Record], sealed: bool) -> None:
+        """On the loop: a batch is durable; answer its statements, then its readers."""
+        if records:
+            self.durable_lsn = records[-1].lsn
+        if sealed:
+            self.sealed.set()
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result(p.record.lsn)
+        if records and self.on_durable is not None:
+            try:  # after the writers are answered: readers never delay an ack
+                self.on_durable(records)
+            except Exception:  # nor can a reader's bug stop the WAL
+                log.exception("tenant %d: a WAL reader failed", self.tenant_id)
 
     def _fail(self, err: WalBroken, batch: list[_Pending]) -> None:
         self.broken = err
@@ -471,18 +499,19 @@ class Wal:
             self.tenant_id,
             err.cause,
         )
-        for p in batch + self._queue:
+        with self._cond:  # the writer thread has stopped: what is queued is failed too
+            waiting, self._queue = self._queue, []
+        for p in batch + waiting:
             if not p.future.done():
                 p.future.set_exception(err)
-        self._queue = []
 
-    # ---- worker thread side ------------------------------------------------
-
-    def _write_batch(self, records: list[Record], seal: bool = False) -> None:
+    def _write_batch(self, records: list[Record], seal: bool = False) -> bool:
+        """Write (and fsync, as the mode says) one batch; True if a segment was sealed."""
+        rotated = False
         if records:
             if self.segments[-1].bytes >= self._segment_bytes:
                 self._rotate(records[0].lsn)
-                self._rotated = True
+                rotated = True
             data = b"".join(
                 seal_frame(self._aead, self._epoch, self.tenant_id, group)
                 for group in frame_groups(records)
@@ -503,6 +532,8 @@ class Wal:
             self._sync_if_due(wrote=False)
         if seal and self.open_segment_has_records:
             self._rotate(self.segments[-1].last_lsn + 1)
+            rotated = True
+        return rotated
 
     def _sync_if_due(self, wrote: bool) -> None:
         if self._fsync_mode == "off":

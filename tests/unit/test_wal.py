@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from nodedb_server.storage.records import (
 from nodedb_server.storage.wal import (
     RecordTooLarge,
     Wal,
+    WalBroken,
     record_times,
     repair_tail,
     scan,
@@ -179,12 +181,30 @@ def test_segment_header_damage_is_detected(tmp_path: Path) -> None:
     assert result.records == [] and "segment header" in (result.torn or "")
 
 
+class HeldFsync(FileIO):
+    """A file layer whose fsyncs wait while ``held`` is clear: the writer is busy."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.held.set()
+        self.waiting = threading.Event()  # an fsync waits for ``held``
+        self.fsyncs = 0
+
+    def fsync(self, fd: int) -> None:
+        if not self.held.is_set():
+            self.waiting.set()
+            self.held.wait(10)
+        self.fsyncs += 1
+        super().fsync(fd)
+
+
 async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Path) -> None:
+    fs = HeldFsync()
     wal = Wal(
         tmp_path,
         1,
         KEY,
-        FileIO(),
+        fs,
         next_lsn=1,
         segment_bytes=4096,
         fsync="always",
@@ -192,11 +212,18 @@ async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Pa
         segments=[],
     )
     await wal.start()
-    # Concurrent appends share one write and fsync (group commit) ...
-    futures = [wal.append(1, codec.pack(["x" * 300, i]))[1] for i in range(20)]
-    assert await asyncio.gather(*futures) == list(range(1, 21))
+    fs.held.clear()
+    first = wal.append(1, codec.pack(["x" * 300, 0]))[1]
+    assert await asyncio.to_thread(fs.waiting.wait, 10)  # the writer is in its fsync
+    # What is appended while the writer is busy shares one write and fsync (group
+    # commit) ...
+    futures = [wal.append(1, codec.pack(["x" * 300, i]))[1] for i in range(1, 21)]
+    synced = fs.fsyncs
+    fs.held.set()
+    assert await asyncio.gather(first, *futures) == list(range(1, 22))
+    assert fs.fsyncs == synced + 2
     # ... and a batch never straddles two segments; the next batch starts a new one.
-    for i in range(20, 40):
+    for i in range(21, 40):
         await wal.append(1, codec.pack(["x" * 300, i]))[1]
     await wal.close()
     segs = sorted(tmp_path.glob("*.wal"))
@@ -204,11 +231,43 @@ async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Pa
     result = scan(tmp_path, KEY, 1)
     assert [codec.unpack(r.body)[1] for r in result.records] == list(range(40))
     assert all(s.stat().st_size > SEGMENT_HEADER_SIZE for s in segs)
-    # The batch of 20 is one frame: one header, one AEAD seal, one CRC32C.
-    first = segs[0].read_bytes()
-    head = parse_record_header(first[SEGMENT_HEADER_SIZE:])
-    assert (head.frame, head.lsn, head.record_count) == (True, 1, 20)
-    assert len(first) == SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + head.payload_len
+    # Each batch is one frame: one header, one AEAD seal, one CRC32C.
+    data = segs[0].read_bytes()
+    one = parse_record_header(data[SEGMENT_HEADER_SIZE:])
+    assert (one.frame, one.lsn, one.record_count) == (True, 1, 1)
+    at = SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE + one.payload_len
+    twenty = parse_record_header(data[at:])
+    assert (twenty.frame, twenty.lsn, twenty.record_count) == (True, 2, 20)
+    assert len(data) == at + RECORD_HEADER_SIZE + twenty.payload_len
+
+
+class BrokenWrite(FileIO):
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        if len(data) > 100:  # records, not the segment header
+            raise ValueError("a bug in the file layer")
+        super().write(fd, data)
+
+
+async def test_an_unexpected_error_in_the_writer_breaks_the_wal_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    wal = Wal(
+        tmp_path,
+        1,
+        KEY,
+        BrokenWrite(),
+        next_lsn=1,
+        segment_bytes=1 << 20,
+        fsync="always",
+        batch_ms=1,
+        segments=[],
+    )
+    await wal.start()
+    with pytest.raises(WalBroken):
+        await asyncio.wait_for(wal.append(1, b"x" * 200)[1], 10)
+    with pytest.raises(WalBroken):
+        wal.append(1, b"y" * 200)
+    await wal.close()
 
 
 def _frames(path: Path, first: int, sizes: list[int], epoch: int = 5) -> list[int]:
