@@ -56,9 +56,6 @@ _TAGS: dict[type, str] = {
 }  # lists go through type_tag: a list of numbers is a "vector"
 
 
-_MAX_SHAPES = 1024  # row shapes note_fields remembers per collection
-
-
 class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
     replaces the dict, so a snapshot's pre-image of a row is the old dict itself."""
@@ -82,7 +79,7 @@ class RowCollection:
         self.views = Views()  # open snapshots of ``rows`` (storage/snapshot.py)
         # Keys changed while a vector index is built off the loop (see watch_changes).
         self.watchers: list[set[Any]] = []
-        self._shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()  # note_fields
+        self._noted: set[tuple[str, type]] = set()  # (field, type) pairs note_fields saw
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -202,26 +199,29 @@ class RowCollection:
         """The declared type of a field (a KV value field, a table column), else None."""
         return None
 
-    def note_fields(self, row: Row) -> None:
-        # Rows mostly repeat a shape (the same fields holding the same scalar types): a
-        # shape noted once is not walked again. Lists are left out of shapes, since a
-        # list's tag depends on what it holds.
-        shape = (tuple(row), tuple(map(type, row.values())))
-        if shape in self._shapes:
+    def note_fields(self, rows: list[Row]) -> None:
+        """Add the value type of every field of ``rows`` to ``field_types``, in the order
+        the fields first appear (``SELECT *`` lists them so). Rows mostly repeat the same
+        fields holding the same types: when every (field, Python type) pair was seen
+        before, one set difference settles the lot. A list's tag depends on what it
+        holds, so lists are looked at each time."""
+        noted = self._noted
+        if not {(name, type(v)) for row in rows for name, v in row.items()} - noted:
             return
         ft = self.field_types
-        scalar = True
-        for name, value in row.items():
-            if type(value) is list:
-                scalar = False
-            tag = _TAGS.get(type(value)) or type_tag(value)
-            tags = ft.get(name)
-            if tags is None:
-                ft[name] = {tag}
-            elif tag not in tags:
-                tags.add(tag)
-        if scalar and len(self._shapes) < _MAX_SHAPES:
-            self._shapes.add(shape)
+        for row in rows:
+            for name, value in row.items():
+                kind = type(value)
+                if (name, kind) in noted:
+                    continue
+                tag = _TAGS.get(kind) or type_tag(value)
+                tags = ft.get(name)
+                if tags is None:
+                    ft[name] = {tag}
+                else:
+                    tags.add(tag)
+                if kind is not list:
+                    noted.add((name, kind))
 
     def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
         """Apply one committed operation (see ``apply_run``)."""
@@ -234,9 +234,10 @@ class RowCollection:
         made once a run (with the other changes of that commit, applying 200,000
         single-row records went from 2.5 to 2.0 us a record)."""
         rows, views, watchers = self.rows, self.views, self.watchers
-        indexes, vectors, shapes = self.indexes, self.vectors, self._shapes
+        indexes, vectors = self.indexes, self.vectors
         pack = codec.pack
         size = 0  # the change, added to size_bytes as each op completes
+        written: list[Row] = []  # their field types are noted at the end
         try:
             for op, key, row, _expires in ops:
                 if op not in ROW_OPS:  # edges and CRDT documents overlay the rows
@@ -270,10 +271,11 @@ class RowCollection:
                         if vindex.field is not None:
                             vindex.put(key, row.get(vindex.field))
                 size += len(pack(row))
-                if (tuple(row), tuple(map(type, row.values()))) not in shapes:
-                    self.note_fields(row)
+                written.append(row)
         finally:
             self.size_bytes += size
+            if written:
+                self.note_fields(written)
 
     # ---- checkpoint ---------------------------------------------------------
 
@@ -282,7 +284,7 @@ class RowCollection:
 
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.field_types = {k: set(v) for k, v in meta.get("field_types", {}).items()}
-        self._shapes = set()
+        self._noted = set()
         self.field_types.setdefault(self.key_field, {"text"})
 
     def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:
