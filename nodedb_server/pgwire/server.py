@@ -38,6 +38,7 @@ from nodedb_server.pgwire import messages as m
 from nodedb_server.pgwire.auth import MECHANISM, ScramError, ScramExchange
 from nodedb_server.pgwire.connection import PgConnection, State
 from nodedb_server.pgwire.values import (
+    Encoder,
     bind_params,
     row_description,
     row_encoders,
@@ -123,6 +124,9 @@ class ClientHandler:
         # The session's transaction is the implicit one of an extended-protocol batch:
         # its writes commit at the Sync, as PostgreSQL commits them (see execute).
         self.implicit = False
+        # send_rows' last encoders: (columns, formats, encoders). Column lists are not
+        # changed once made, so the same list object with the same formats is a hit.
+        self._encoders: tuple[list[Column], tuple[int, ...], list[Encoder]] | None = None
 
     @property
     def statements(self) -> dict[str, Prepared]:
@@ -775,7 +779,12 @@ class ClientHandler:
     ) -> None:
         if self.session is not None:
             self.session.sync_zone()  # a SET TIME ZONE just before, in this message
-        encoders = row_encoders(columns, formats)
+        last = self._encoders
+        if last is not None and last[0] is columns and last[1] == formats:
+            encoders = last[2]  # a prepared statement's columns, run again
+        else:
+            encoders = row_encoders(columns, formats)
+            self._encoders = (columns, formats, encoders)
         conn, out = self.conn, self.out
         for i, row in enumerate(rows):
             data = conn.send_data_row(row_values(encoders, row, columns))
