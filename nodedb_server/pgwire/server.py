@@ -493,12 +493,12 @@ class ClientHandler:
         execute = self.conn.take_execute_sync()
         if execute is None:
             return False
-        self.conn.close_portal("")  # the Bind replaces it
         try:
             try:
                 session.sync_zone()  # Bind reads timestamptz parameters in it
                 session.refuse_if_aborted(prepared.stmt)
                 values = bind_params(bind, prepared.param_oids)
+                self.conn.close_portal("")  # the Bind replaces it, once it succeeds
                 self.send(m.BIND_COMPLETE)
                 stmt = prepared.stmt
                 columns = (
