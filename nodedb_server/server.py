@@ -78,6 +78,8 @@ class NodeDBServer:
             await self.manager.close(checkpoint=False)
             raise StartupRefused(_listen_failure(self.cfg, e)) from None
         log.info("listening for PostgreSQL connections on %s:%d", *self.address)
+        # It checkpoints the system catalog and each tenant once online.
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
         self._recovery = asyncio.create_task(self._recover(started), name="recovery")
         return self.address
 
@@ -91,7 +93,7 @@ class NodeDBServer:
             failed = await self.manager.recover_tenants()
         except Exception:
             log.exception("recovering the tenants failed")
-            return
+            failed = [t for t in self.manager.tenants.values() if t.status != "online"]
         if self.manager.abandoning:
             return
         log.info(
@@ -102,7 +104,6 @@ class NodeDBServer:
         )
         # Serving first, then the imports only some statements need (sql/relational.py).
         self._warm = asyncio.get_running_loop().run_in_executor(None, relational.warm)
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpointer")
 
     async def _checkpoint_loop(self) -> None:
         interval = self.cfg["checkpoint.interval_seconds"]

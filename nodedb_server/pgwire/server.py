@@ -26,6 +26,7 @@ from nodedb_server.errors import (
     AdminShutdown,
     CannotConnectNow,
     DBError,
+    InFailedTransaction,
     InvalidAuthorization,
     InvalidPassword,
     ProtocolViolation,
@@ -483,8 +484,9 @@ class ClientHandler:
         """A Bind that opened a batch, with its Execute and Sync buffered behind it: the
         usual batch of a driver running a prepared statement. It is answered in one pass,
         with the messages and state moves of answering each in turn (``dispatch``) but
-        less work: no portal is kept, and no implicit transaction opens, as the Sync
-        ends the batch (see join_implicit). False: not such a batch, nothing was read."""
+        less work: no portal is kept outside a transaction block, and no implicit
+        transaction opens, as the Sync ends the batch (see join_implicit). False: not
+        such a batch, and nothing was read."""
         session = self.session
         assert session is not None
         prepared = self.statements.get(bind.statement)
@@ -498,7 +500,15 @@ class ClientHandler:
                 session.sync_zone()  # Bind reads timestamptz parameters in it
                 session.refuse_if_aborted(prepared.stmt)
                 values = bind_params(bind, prepared.param_oids)
-                self.conn.close_portal("")  # the Bind replaces it, once it succeeds
+                # The Bind replaces the unnamed portal. Outside a transaction block the
+                # new one ends at this Sync, so none is kept; inside, it lasts, from here
+                # on, as the message-by-message Bind makes it.
+                portal = None
+                if session.txn is None:
+                    self.conn.close_portal("")
+                else:
+                    portal = Portal(prepared, values, bind.result_formats)
+                    self.conn.bind_portal("", portal)
                 self.send(m.BIND_COMPLETE)
                 stmt = prepared.stmt
                 columns = (
@@ -512,11 +522,9 @@ class ClientHandler:
                     columns = result.columns
                 rows, limit = result.rows, execute.max_rows
                 suspend = columns is not None and 0 < limit <= len(rows)  # see execute
-                if suspend or session.txn is not None:
-                    # Inside a transaction block the portal lasts for later Executes.
-                    sent = limit if suspend else len(rows)
-                    portal = Portal(prepared, values, bind.result_formats, columns, result, sent)
-                    self.conn.bind_portal("", portal)
+                if portal is not None:
+                    portal.result, portal.columns = result, columns
+                    portal.sent = limit if suspend else len(rows)
                 if suspend:
                     assert columns is not None
                     await self.send_rows(rows[:limit], columns, bind.result_formats)
@@ -542,9 +550,10 @@ class ClientHandler:
             prepared = self.statements.get(event.name)
             if prepared is None:
                 raise DBError(f'prepared statement "{event.name}" does not exist', sqlstate="26000")
+            columns = self.session.describe(prepared.stmt, prepared.param_oids)
+            self.refuse_rows_if_aborted(columns)
             self.send(m.ParameterDescription(prepared.param_oids))
-            prepared.columns = self.session.describe(prepared.stmt, prepared.param_oids)
-            prepared.described = True
+            prepared.columns, prepared.described = columns, True
             self.send_description(prepared.columns, ())
             return
         cursor = self.session.cursors.get(event.name) if event.name else None
@@ -553,8 +562,21 @@ class ClientHandler:
             self.send_description(list(cursor.columns), ())
             return
         portal = self.conn.portal(event.name)
-        portal.columns = self.portal_columns(portal)
+        columns = self.portal_columns(portal)
+        self.refuse_rows_if_aborted(columns)
+        portal.columns = columns
         self.send_description(portal.columns, portal.result_formats)
+
+    def refuse_rows_if_aborted(self, columns: list[Column] | None) -> None:
+        """In a failed transaction block PostgreSQL describes no statement or portal that
+        returns rows (it would need the catalog), but still one that does not, so that
+        a client describing everything can still send ROLLBACK."""
+        assert self.session is not None
+        txn = self.session.txn
+        if columns is not None and txn is not None and txn.failed:
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
 
     def portal_columns(self, portal: Portal) -> list[Column] | None:
         assert self.session is not None
@@ -565,6 +587,7 @@ class ClientHandler:
         return self.session.describe(portal.prepared.stmt, portal.prepared.param_oids)
 
     async def execute(self, event: m.Execute) -> None:
+        assert self.session is not None
         portal = self.conn.portal(event.portal)
         result = portal.result
         if result is None:
@@ -579,14 +602,18 @@ class ClientHandler:
             finally:
                 if after is not None:
                     after()
-            if isinstance(stmt, ast.Commit | ast.Rollback) and after is not None:
-                # As PostgreSQL ends an implicit block that a COMMIT or ROLLBACK meets.
-                result.notices.append("there is no transaction in progress")
+            if isinstance(stmt, ast.Commit | ast.Rollback):
+                if after is not None:
+                    # As PostgreSQL ends an implicit block that a COMMIT or ROLLBACK meets.
+                    result.notices.append("there is no transaction in progress")
+                self.conn.portals.clear()  # the transaction's portals end with it
             portal.result = result
             portal.columns = columns if columns is not None else result.columns
             self.send_status(result)
-        elif portal.columns is None:  # it ran, and has no rows to go on with
-            raise DBError(f'portal "{event.portal}" cannot be run', sqlstate="55000")
+        else:  # it ran: it goes on, unless the block failed since
+            self.session.refuse_if_aborted(portal.prepared.stmt)
+            if portal.columns is None:  # it has no rows to go on with
+                raise DBError(f'portal "{event.portal}" cannot be run', sqlstate="55000")
         rows = result.rows
         start = portal.sent
         end = len(rows) if event.max_rows <= 0 else min(len(rows), start + event.max_rows)

@@ -158,10 +158,14 @@ class Store:
                 self.name,
                 e.strerror,
             )
+        await self.start_uploads()
+        return report
+
+    async def start_uploads(self) -> None:
+        """With object storage: archive WAL segments and store snapshots of this store."""
         if self.storage is not None and self.uploader is None:
             self.uploader = Uploader(self, self.storage, self.rel, self.owner)
             await self.uploader.start()
-        return report
 
     async def recover(self) -> RecoveryReport:
         """Rebuild the state from disk (checkpoint + WAL), repairing a torn tail. With a

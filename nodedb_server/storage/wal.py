@@ -391,6 +391,8 @@ class Wal:
 
     def _enqueue(self, pending: _Pending) -> None:
         with self._cond:
+            if self._closing:  # the writer stops once the queue is empty: never a hang
+                raise WalBroken(OSError(errno.ESHUTDOWN, "the WAL is closed"))
             self._queue.append(pending)
             if self._idle:
                 self._cond.notify()
@@ -466,15 +468,18 @@ class Wal:
             records = [p.record for p in batch if p.record.lsn]
             seal = any(p.seal for p in batch)
             try:
-                rotated = self._write_batch(records, seal)
-            except Exception as e:
-                cause = e if isinstance(e, OSError) else OSError(errno.EIO, repr(e))
-                if not isinstance(e, OSError):
-                    log.exception("tenant %d: the WAL writer failed", self.tenant_id)
-                loop.call_soon_threadsafe(self._fail, WalBroken(cause), batch)
+                try:
+                    rotated = self._write_batch(records, seal)
+                except Exception as e:
+                    cause = e if isinstance(e, OSError) else OSError(errno.EIO, repr(e))
+                    if not isinstance(e, OSError):
+                        log.exception("tenant %d: the WAL writer failed", self.tenant_id)
+                    loop.call_soon_threadsafe(self._fail, WalBroken(cause), batch)
+                    return
+                if batch:
+                    loop.call_soon_threadsafe(self._done, batch, records, seal or rotated)
+            except RuntimeError:  # the event loop is closed: no one is left to answer
                 return
-            if batch:
-                loop.call_soon_threadsafe(self._done, batch, records, seal or rotated)
 
     def _done(self, batch: list[_Pending], records: list[Record], sealed: bool) -> None:
         """On the loop: a batch is durable; answer its statements, then its readers."""
@@ -520,7 +525,7 @@ class Wal:
             try:
                 self._fs.write(self._fd, data)
                 self._sync_if_due(wrote=True)
-            except OSError:
+            except Exception:
                 # Take the unacknowledged batch back out so that recovery cannot
                 # replay a write whose statement was told it failed.
                 self._undo_tail(seg.bytes)

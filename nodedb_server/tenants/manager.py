@@ -226,20 +226,25 @@ class TenantManager:
             except RecoveryAbandoned:
                 break
             except Exception as e:
-                tenant.status = "failed"
-                tenant.failure = str(e) or type(e).__name__
-                log.error(
-                    "tenant %s (id %d) could not be recovered, and is unavailable until it "
-                    "is restored or dropped: %s",
-                    tenant.name,
-                    tenant.id,
-                    tenant.failure,
-                    exc_info=not isinstance(e, Unrecoverable | OSError),
-                )
-                with contextlib.suppress(Exception):
-                    await tenant.store.close()
+                await self._mark_failed(tenant, e)
                 failed.append(tenant)
         return failed
+
+    async def _mark_failed(self, tenant: Tenant, e: Exception) -> None:
+        """A tenant that could not be opened: failed, so that DROP, PURGE and a RESTORE
+        over it still run, with nothing of its half-opened store left running."""
+        tenant.status = "failed"
+        tenant.failure = str(e) or type(e).__name__
+        log.error(
+            "tenant %s (id %d) could not be recovered, and is unavailable until it is "
+            "restored or dropped: %s",
+            tenant.name,
+            tenant.id,
+            tenant.failure,
+            exc_info=not isinstance(e, Unrecoverable | OSError),
+        )
+        with contextlib.suppress(Exception):
+            await tenant.store.close()
 
     @property
     def abandoning(self) -> bool:
@@ -324,7 +329,11 @@ class TenantManager:
 
     async def _open_tenant(self, name: str) -> RecoveryReport:
         tenant = self.tenants[name] = self._new_tenant(name)
-        return await self._recover(tenant)
+        try:
+            return await self._recover(tenant)
+        except Exception as e:
+            await self._mark_failed(tenant, e)
+            raise
 
     def _new_tenant(self, name: str) -> Tenant:
         """The tenant the catalog names, not yet recovered."""
@@ -531,9 +540,11 @@ class TenantManager:
             )
         except BaseException:
             # The switch record was not written: the catalog still names the old
-            # directory, which is untouched. Serve it again.
+            # directory, which is untouched. Serve it again (or mark it failed again,
+            # if it was); the error answered is the switch's.
             if old is not None:
-                await self._open_tenant(name)
+                with contextlib.suppress(Exception):
+                    await self._open_tenant(name)
             raise
         await self._open_tenant(name)
         if old is not None:

@@ -130,17 +130,19 @@ class Tenant:
         return held
 
     async def close(self, checkpoint: bool = True) -> None:
+        # Closed from the first await on: a statement arriving while the WAL drains is
+        # refused (57P03) rather than appending to a WAL about to stop.
+        was_online, self.status = self.status == "online", "closed"
         await self.live.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if checkpoint and self.status == "online" and self.store.broken is None:
+        if checkpoint and was_online and self.store.broken is None:
             try:
                 await self.store.checkpoint()
             except Exception:
                 log.exception("tenant %s: checkpoint at shutdown failed", self.name)
         await self.store.close()
-        self.status = "closed"
 
     @property
     def last_lsn(self) -> int:
@@ -249,6 +251,8 @@ class Tenant:
             except OSError as e:
                 log.error("tenant %s: cannot open a new WAL segment: %s", self.name, e)
                 raise DiskFull(f"could not open a WAL segment: {e.strerror}") from None
+            # A new store (the old one closed its uploads): archiving goes on.
+            await self.store.start_uploads()
             log.info("tenant %s: recovered after a WAL failure at LSN %d", self.name, self.last_lsn)
 
     # ---- background work ------------------------------------------------------------

@@ -26,6 +26,7 @@ class FaultyFileIO(FileIO):
         self.fail_fsync = False
         self.disk_full = False
         self.fsync_failures = 0
+        self.fail_open_under = ""  # new files under a path holding this fail with EIO
 
     def fsync(self, fd: int) -> None:
         if self.fail_fsync:
@@ -42,6 +43,8 @@ class FaultyFileIO(FileIO):
     def open_new(self, path: Path) -> int:
         if self.disk_full:
             raise OSError(errno.ENOSPC, "No space left on device")
+        if self.fail_open_under and self.fail_open_under in str(path):
+            raise OSError(errno.EIO, "injected I/O error")
         return super().open_new(path)
 
 
@@ -111,6 +114,8 @@ async def test_failed_fsync_fails_the_statement_and_is_never_retried(
     # The tenant recovers from what is on disk; the failed write is not there.
     await conn.execute("INSERT INTO docs (id) VALUES ('c')")
     assert await _ids(conn) == ["a", "c"]
+    # Its recovered store stores snapshots and archives WAL again, as the first did.
+    assert srv.manager.tenants["default"].store.uploader is not None
     await conn.close()
     await srv.stop()
     assert await _restart_ids(tmp_path / "data") == ["a", "c"]
@@ -247,3 +252,26 @@ async def test_restart_on_a_full_disk_serves_reads_and_writes_resume(tmp_path: P
         fs.disk_full = False
         await srv.stop()
     assert await _restart_ids(data) == ["a", "c"]
+
+
+async def test_a_tenant_that_fails_to_open_is_failed_and_can_be_purged(faulty) -> None:
+    """CREATE TENANT whose WAL cannot be created: the statement fails, the tenant is
+    marked failed (not left 'recovering' for good), and PURGE frees its name."""
+    srv, fs, conn = faulty
+    fs.fail_open_under = "/tenants/2/"
+    with pytest.raises(asyncpg.PostgresError):
+        await conn.execute("CREATE TENANT acme")
+    status = {r["name"]: r["status"] for r in await conn.fetch("SHOW TENANTS")}
+    assert status == {"default": "online", "acme": "failed"}
+    with pytest.raises(asyncpg.PostgresError) as err:
+        await asyncpg.connect(host="127.0.0.1", port=srv.address[1], user="nodedb", database="acme")
+    assert err.value.sqlstate == "57P03" and "injected I/O error" in str(err.value)
+    fs.fail_open_under = ""
+    await conn.execute("PURGE TENANT acme CONFIRM")
+    await conn.execute("CREATE TENANT acme")
+    acme = await asyncpg.connect(
+        host="127.0.0.1", port=srv.address[1], user="nodedb", database="acme"
+    )
+    await acme.execute("CREATE COLLECTION docs")
+    await acme.close()
+    assert await _ids(conn) == ["a"]  # the default tenant never noticed

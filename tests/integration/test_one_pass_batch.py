@@ -102,7 +102,12 @@ def _prepare(c: Client) -> Client:
     c.send(_parse("by_g", "SELECT id, n FROM onepass WHERE g = $1 ORDER BY id"), SYNC)
     c.send(_parse("ins", "INSERT INTO onepass (id, n, g) VALUES ($1, $2::int8, 'y')"), SYNC)
     c.send(_parse("by_id", "SELECT * FROM onepass WHERE id = $1"), SYNC)
+    c.send(_parse("commit", "COMMIT"), SYNC)
     return c
+
+
+def _describe_portal(name: str = "") -> bytes:
+    return _msg(b"D", b"P" + name.encode() + b"\0")
 
 
 @pytest.fixture()
@@ -250,6 +255,30 @@ def _script(c: Client) -> list[list[tuple[bytes, bytes]]]:
         c.send(_execute(1, portal="p2"), SYNC),
         c.query("ROLLBACK"),
         c.send(_execute(0), SYNC),
+        # In a failed block no portal goes on, not even a suspended one, nor is described.
+        c.query("BEGIN"),
+        c.send(_bind("by_g", [b"x"]), _execute(1), SYNC),
+        c.send(_bind("ins", [b"dup", b"3"]), _execute(), SYNC),
+        c.send(_execute(1), SYNC),
+        c.send(_describe_portal(), SYNC),
+        c.send(_msg(b"D", b"Sby_g\0"), SYNC),
+        c.send(_msg(b"D", b"Scommit\0"), SYNC),  # one without rows still is, for ROLLBACK
+        c.query("ROLLBACK"),
+        # One whose statement failed exists, in a failed block.
+        c.query("BEGIN"),
+        c.send(_bind("ins", [b"dup", b"4"]), _execute(), SYNC),
+        c.send(_execute(), SYNC),
+        c.query("ROLLBACK"),
+        # A COMMIT inside a batch ends the transaction's portals.
+        c.query("BEGIN"),
+        c.send(
+            _bind("by_g", [b"x"], portal="p3"),
+            _execute(1, portal="p3"),
+            _bind("commit", []),
+            _execute(),
+            _execute(1, portal="p3"),
+            SYNC,
+        ),
     ]
     return [[(k, _sqlstate(b) if k == b"E" else b) for k, b in step if k != b"N"] for step in steps]
 

@@ -121,6 +121,9 @@ def test_a_tenant_that_cannot_be_recovered_leaves_the_others_serving(tmp_path: P
             rows = {r[0]: r for r in su.execute("SHOW TENANTS").fetchall()}
             assert rows["lost"][2:] == (None, None, "failed")
             assert rows["gone"][4] == "failed" and rows["default"][4] == "online"
+            # What an operator looks at before restoring it still lists it.
+            cps = {r[0] for r in su.execute("SELECT tenant FROM _system.checkpoints")}
+            assert {"lost", "gone", "default"} <= cps
             with pytest.raises(psycopg.errors.ObjectInUse):
                 su.execute(f"BACKUP TENANT lost TO '{backups}/never.bak'")
             # The operator's ways out: a restore over it, or PURGE (which frees the name).

@@ -42,10 +42,13 @@ class View:
 SYSTEM_CATALOG = "_system"
 
 
-def visible_tenants(s: Session) -> list[Tenant]:
+def visible_tenants(s: Session, failed_too: bool = False) -> list[Tenant]:
+    """The tenants a view lists: never one still recovering (its state is being built
+    on a worker thread); one that failed to recover only for the views that read its
+    files (checkpoints, quarantine, restore points), which an operator needs then."""
     if s.user["superuser"]:
-        # Only those online: the state of one recovering is being built on a worker.
-        return [t for t in s.manager.tenants.values() if t.status == "online"]
+        shown = ("online", "failed") if failed_too else ("online",)
+        return [t for t in s.manager.tenants.values() if t.status in shown]
     return [s.tenant]
 
 
@@ -97,7 +100,7 @@ def _wal(s: Session) -> Iterator[Row]:
 
 
 def _checkpoints(s: Session) -> Iterator[Row]:
-    for tenant in visible_tenants(s):
+    for tenant in visible_tenants(s, failed_too=True):
         store = tenant.store
         for path in checkpoint_dirs(store.checkpoint_dir):
             try:
@@ -138,7 +141,7 @@ def _backups(s: Session) -> Iterator[Row]:
 def _quarantine(s: Session) -> Iterator[Row]:
     """Files set aside: those already in quarantine storage, then those still local
     (waiting to be moved there)."""
-    for tenant in visible_tenants(s):
+    for tenant in visible_tenants(s, failed_too=True):
         uploader = tenant.store.uploader
         entries = [
             (e.name, e.reason, e.at_ms, e.location)
@@ -205,7 +208,7 @@ async def _restore_points(s: Session) -> list[Row]:
             "from_time": _at_us(span.start_us),
             "to_time": _at_us(span.end_us),
         }
-        for tenant in visible_tenants(s)
+        for tenant in visible_tenants(s, failed_too=True)
         for span in await pitr.restore_points(s.manager, tenant.name)
     ]
 
