@@ -391,7 +391,10 @@ class Wal:
 
     def _enqueue(self, pending: _Pending) -> None:
         with self._cond:
-            if self._closing:  # the writer stops once the queue is empty: never a hang
+            # The writer has stopped, or stops once the queue is empty: never a hang.
+            if self.broken is not None:
+                raise self.broken
+            if self._closing:
                 raise WalBroken(OSError(errno.ESHUTDOWN, "the WAL is closed"))
             self._queue.append(pending)
             if self._idle:
