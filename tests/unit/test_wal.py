@@ -181,6 +181,21 @@ def test_segment_header_damage_is_detected(tmp_path: Path) -> None:
     assert result.records == [] and "segment header" in (result.torn or "")
 
 
+def _wal(path: Path, fs: FileIO, segment_bytes: int = 1 << 20) -> Wal:
+    """A WAL starting at LSN 1 in an empty directory, fsync always."""
+    return Wal(
+        path,
+        1,
+        KEY,
+        fs,
+        next_lsn=1,
+        segment_bytes=segment_bytes,
+        fsync="always",
+        batch_ms=1,
+        segments=[],
+    )
+
+
 class HeldFsync(FileIO):
     """A file layer whose fsyncs wait while ``held`` is clear: the writer is busy."""
 
@@ -200,17 +215,7 @@ class HeldFsync(FileIO):
 
 async def test_group_commit_appends_are_durable_and_rotate_segments(tmp_path: Path) -> None:
     fs = HeldFsync()
-    wal = Wal(
-        tmp_path,
-        1,
-        KEY,
-        fs,
-        next_lsn=1,
-        segment_bytes=4096,
-        fsync="always",
-        batch_ms=5,
-        segments=[],
-    )
+    wal = _wal(tmp_path, fs, segment_bytes=4096)
     await wal.start()
     fs.held.clear()
     first = wal.append(1, codec.pack(["x" * 300, 0]))[1]
@@ -251,17 +256,7 @@ class BrokenWrite(FileIO):
 async def test_an_unexpected_error_in_the_writer_breaks_the_wal_instead_of_hanging(
     tmp_path: Path,
 ) -> None:
-    wal = Wal(
-        tmp_path,
-        1,
-        KEY,
-        BrokenWrite(),
-        next_lsn=1,
-        segment_bytes=1 << 20,
-        fsync="always",
-        batch_ms=1,
-        segments=[],
-    )
+    wal = _wal(tmp_path, BrokenWrite())
     await wal.start()
     with pytest.raises(WalBroken):
         await asyncio.wait_for(wal.append(1, b"x" * 200)[1], 10)
@@ -338,17 +333,7 @@ def test_frame_groups_end_a_frame_where_its_header_could_hold_no_more() -> None:
 async def test_a_record_too_large_to_replay_is_refused_before_it_is_logged(tmp_path: Path) -> None:
     """A scan takes a record over MAX_PAYLOAD for damage and cuts the WAL there, so an
     append that large must fail at once, taking no LSN, with the WAL still usable."""
-    wal = Wal(
-        tmp_path,
-        1,
-        KEY,
-        FileIO(),
-        next_lsn=1,
-        segment_bytes=1 << 20,
-        fsync="always",
-        batch_ms=1,
-        segments=[],
-    )
+    wal = _wal(tmp_path, FileIO())
     await wal.start()
     assert await wal.append(1, b"before")[1] == 1
     with pytest.raises(RecordTooLarge):
