@@ -354,7 +354,7 @@ class PgConnection(Generic[PortalT]):
                 if target is State.IDLE and self.portals:  # only a ReadyForQuery goes there
                     assert isinstance(event, m.ReadyForQuery)
                     if event.status == "I":
-                        self.portals.clear()  # the transaction ended, and its portals with it
+                        self.end_portals()
         elif isinstance(event, m.ErrorResponse):
             self._set_state(self._after_error(event))
         elif kind is m.CopyDone and self.state is State.COPY_OUT:
@@ -403,3 +403,7 @@ class PgConnection(Generic[PortalT]):
 
     def close_portal(self, name: str) -> None:
         self.portals.pop(name, None)
+
+    def end_portals(self) -> None:
+        """A transaction ended, and every portal with it."""
+        self.portals.clear()

@@ -520,19 +520,13 @@ class ClientHandler:
                 self.send_status(result)
                 if columns is None:
                     columns = result.columns
-                rows, limit = result.rows, execute.max_rows
-                suspend = columns is not None and 0 < limit <= len(rows)  # see execute
                 if portal is not None:
                     portal.result, portal.columns = result, columns
-                    portal.sent = limit if suspend else len(rows)
-                if suspend:
-                    assert columns is not None
-                    await self.send_rows(rows[:limit], columns, bind.result_formats)
-                    self.send(m.PORTAL_SUSPENDED)
-                else:
-                    if columns is not None:
-                        await self.send_rows(rows, columns, bind.result_formats)
-                    self.send(m.CommandComplete(result.tag))
+                sent = await self.send_batch(
+                    result, columns, bind.result_formats, 0, execute.max_rows
+                )
+                if portal is not None:
+                    portal.sent = sent
             except RecursionError:
                 raise too_complex() from None
         except DBError as e:
@@ -606,7 +600,7 @@ class ClientHandler:
                 if after is not None:
                     # As PostgreSQL ends an implicit block that a COMMIT or ROLLBACK meets.
                     result.notices.append("there is no transaction in progress")
-                self.conn.portals.clear()  # the transaction's portals end with it
+                self.conn.end_portals()  # the transaction's portals end with it
             portal.result = result
             portal.columns = columns if columns is not None else result.columns
             self.send_status(result)
@@ -614,19 +608,33 @@ class ClientHandler:
             self.session.refuse_if_aborted(portal.prepared.stmt)
             if portal.columns is None:  # it has no rows to go on with
                 raise DBError(f'portal "{event.portal}" cannot be run', sqlstate="55000")
+        portal.sent = await self.send_batch(
+            result, portal.columns, portal.result_formats, portal.sent, event.max_rows
+        )
+
+    async def send_batch(
+        self,
+        result: Result,
+        columns: list[Column] | None,
+        formats: tuple[int, ...],
+        start: int,
+        max_rows: int,
+    ) -> int:
+        """What one Execute sends of a portal's result: its rows from ``start``, at most
+        ``max_rows`` (0: all), then PortalSuspended or CommandComplete. Returns how many
+        rows of the result have been sent."""
         rows = result.rows
-        start = portal.sent
-        end = len(rows) if event.max_rows <= 0 else min(len(rows), start + event.max_rows)
-        if portal.columns is not None:
-            await self.send_rows(rows[start:end], portal.columns, portal.result_formats)
-        portal.sent = end
-        if 0 < event.max_rows == end - start:
+        end = len(rows) if max_rows <= 0 else min(len(rows), start + max_rows)
+        if columns is not None:
+            await self.send_rows(rows[start:end], columns, formats)
+        if 0 < max_rows == end - start:
             # As PostgreSQL does, a full batch of rows suspends the portal even when it
             # was the last: only the next Execute finds no more.
             self.send(m.PORTAL_SUSPENDED)
-            return
-        tag = result.tag if portal.columns is None else _rows_tag(result.tag, end - start)
-        self.send(m.CommandComplete(tag))
+        else:
+            tag = result.tag if columns is None else _rows_tag(result.tag, end - start)
+            self.send(m.CommandComplete(tag))
+        return end
 
     async def join_implicit(self, stmt: ast.Statement) -> Callable[[], None] | None:
         """PostgreSQL runs the statements of an extended-protocol batch, up to its Sync,

@@ -45,11 +45,11 @@ from nodedb_server.tenants.catalog import Op, TenantState
 
 log = logging.getLogger("nodedb.tenant")
 
-# recovering: opening (recovery, then a WAL segment); online: serving statements;
-# restoring: a restore is replacing it (begin_restore until its switch or abort);
-# closed: shut down, dropped or replaced, never reopened as this object.
-# recovering: its replay has not ended (its connections get 57P03); failed: it could
-# not be recovered (``failure`` says why), and only DROP, PURGE or a RESTORE over it run.
+# recovering: opening (recovery, then a WAL segment; its connections get 57P03);
+# online: serving statements; restoring: a restore is replacing it (begin_restore until
+# its switch or abort); closed: shut down, dropped or replaced, never reopened as this
+# object; failed: it could not be opened (``failure`` says why), and only DROP, PURGE
+# or a RESTORE over it run.
 TenantStatus = Literal["recovering", "online", "restoring", "closed", "failed"]
 # How often expired KV keys are reclaimed (each becomes a WAL DELETE) and dropped
 # collections past their retention window are purged.
