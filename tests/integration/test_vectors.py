@@ -293,3 +293,70 @@ def test_create_vector_index_builds_off_the_loop_and_keeps_concurrent_writes(
     server.kill9()  # the WAL holds the writes made during the build before the index
     server.start()
     check()
+
+
+async def test_writes_and_searches_while_batches_are_added_off_the_loop(loaded) -> None:
+    """A bulk load (16,500 vectors in all) adds its vectors in batches on the vector-add thread. Meanwhile a
+    search from another session still finds the vector its session inserted just before,
+    and deletes and updates made while a batch is in flight take effect: afterwards every
+    search (exact below 20,000 vectors) gives exactly the nearest of the rows as they are."""
+    import asyncpg
+
+    server, vectors = loaded
+    rng = np.random.default_rng(13)
+    bulk = {f"b{i:05d}": rng.standard_normal(DIM).astype(np.float32) for i in range(15000)}
+    loader = await asyncpg.connect(host="127.0.0.1", port=server.port, user="nodedb")
+    prober = await asyncpg.connect(host="127.0.0.1", port=server.port, user="nodedb")
+    insert = "INSERT INTO items (id, emb) VALUES ($1, $2::float4[])"
+    search = "SEARCH items USING VECTOR(emb, $1::float4[], $2)"
+    loading = True
+
+    async def load() -> None:
+        nonlocal loading
+        keys = list(bulk)
+        try:
+            for i in range(0, len(keys), 500):
+                await loader.executemany(insert, [(k, bulk[k].tolist()) for k in keys[i : i + 500]])
+        finally:
+            loading = False
+
+    async def probe() -> int:
+        during = 0
+        j = 0
+        while loading or j < 20:
+            v = rng.standard_normal(DIM).astype(np.float32)
+            await prober.execute(insert, f"p{j}", v.tolist())
+            vectors[f"p{j}"] = v
+            top = await prober.fetch(search, v.tolist(), 1)
+            assert [r[0] for r in top] == [f"p{j}"], j
+            old = f"v{j * 7:05d}"
+            was = vectors[old]
+            if j % 2:
+                await prober.execute("DELETE FROM items WHERE id = $1", old)
+                del vectors[old]
+            else:
+                w = rng.standard_normal(DIM).astype(np.float32)
+                await prober.execute(
+                    "UPDATE items SET emb = $1::float4[] WHERE id = $2", w.tolist(), old
+                )
+                vectors[old] = w
+                assert [r[0] for r in await prober.fetch(search, w.tolist(), 1)] == [old]
+            # Its old vector is out of the index: the nearest is some other row.
+            top = await prober.fetch(search, was.tolist(), 1)
+            assert len(top) == 1 and top[0][0] != old, (j, top)
+            during += loading
+            j += 1
+        return during
+
+    try:
+        _, during = await asyncio.gather(load(), probe())
+        assert during >= 5, "the probes did not run while the load did"
+        vectors.update(bulk)
+        assert await prober.fetchval("SELECT COUNT(*) FROM items") == len(vectors)
+        for _ in range(30):
+            q = rng.standard_normal(DIM).astype(np.float32)
+            rows = await prober.fetch(search, q.tolist(), 10)
+            assert [r[0] for r in rows] == _exact(vectors, q, 10)
+    finally:
+        await loader.close()
+        await prober.close()
