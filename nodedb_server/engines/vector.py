@@ -9,25 +9,18 @@ usearch labels are integers, so each index maps document keys to labels.
 An update removes the old vector and adds the new one; a delete removes it.
 The index is rebuilt from the stored documents when a checkpoint is loaded.
 
-Vectors written one at a time are held back and added to usearch in batches of at
-least ``ADD_BATCH``. On the event loop a batch is added on the vector-add thread while
-the loop goes on (usearch releases the GIL), and what is put meanwhile makes the next,
-larger batch; off the loop (a replay, a build) it is added where it is. usearch is never
-called from two threads at once: while a batch is in flight, removes wait for it, and
-so do searches, which add what is held first (``flush``). Searches of one index asked
-in the same turn of the event loop are answered by one batched, two-threaded usearch
-call (``search_soon``).
+Vectors written one at a time are held back and added to usearch in batches of
+``ADD_BATCH``, one multi-threaded call each (about 2.2x the rate of single adds on two
+cores); a search adds what is held first (``flush``, on the event loop). Searches of
+one index asked in the same turn of the event loop are answered by one batched,
+two-threaded usearch call (``search_soon``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
-import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -47,28 +40,11 @@ HNSW_OPTIONS = ("m", "ef_construction", "ef_search")
 HNSW_DEFAULTS = {"m": 16, "ef_construction": 64, "ef_search": 64}
 BUILD_THREADS = 2  # threads for building an index from stored rows (CREATE, checkpoint load)
 # Vectors held before one batched add. usearch on two threads: single adds 6,200/s,
-# batches of 50 13,300/s, of 250 14,200/s (10,000 x 128 into 10,000, cosine); 64 held
-# the event loop about 5 ms a batch when batches were added on it.
+# batches of 50 13,300/s, of 250 14,200/s (10,000 x 128 into 10,000, cosine); 64 holds
+# the event loop about 5 ms a batch.
 ADD_BATCH = 64
-# Threads of one batch added on the vector-add thread, off the event loop. Loading
-# W8b's 100,000 vectors (interleaved runs): 8,600-9,000/s on one, 9,600-9,700 on two.
-ADD_THREADS = 2
 # Threads for one batch of searches asked together (search_soon).
 SEARCH_THREADS = 2
-
-log = logging.getLogger("nodedb.vector")
-
-_adder: ThreadPoolExecutor | None = None
-_adder_lock = threading.Lock()
-
-
-def _add_thread() -> ThreadPoolExecutor:
-    """The one thread that adds batches put on the event loop, every index's in turn."""
-    global _adder
-    with _adder_lock:
-        if _adder is None:
-            _adder = ThreadPoolExecutor(1, thread_name_prefix="vector-add")
-        return _adder
 
 
 _FLOATS = frozenset({float})
@@ -147,12 +123,6 @@ class VectorIndex:
         self._keys: dict[int, Any] = {}
         self._next_label = 1
         self._held: dict[int, list[float]] = {}  # by label: put, not yet in usearch
-        # The batch being added on the vector-add thread, if one is, and what waits for
-        # it: labels to remove from usearch, then callbacks (a batch of searches).
-        self._adding: Future[Any] | None = None
-        self._adding_batch: dict[int, list[float]] = {}
-        self._drop: list[int] = []
-        self._after_add: list[Callable[[], None]] = []
         # Searches waiting for the end of this turn of the event loop (search_soon).
         self._asked: list[tuple[list[float], int, asyncio.Future[list[tuple[Any, float]]]]] = []
 
@@ -174,8 +144,8 @@ class VectorIndex:
         if vec is None or len(vec) != self.dim:
             return
         self._hold(key, vec)
-        if len(self._held) >= ADD_BATCH and self._adding is None:
-            self._add_held()
+        if len(self._held) >= ADD_BATCH:
+            self.flush()
 
     def _hold(self, key: Any, vec: list[float]) -> None:
         """Give ``key`` a new label and hold its vector for the next flush."""
@@ -185,62 +155,9 @@ class VectorIndex:
         self._keys[label] = key
         self._held[label] = vec
 
-    def _add_held(self) -> None:
-        """Start adding what is held on the vector-add thread; where no event loop runs
-        here (a replay, a build on a worker), add it now."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        held, self._held = self._held, {}
-        labels = np.fromiter(held, dtype=np.uint64, count=len(held))
-        vectors = np.asarray(list(held.values()), dtype=np.float32)
-        fut = _add_thread().submit(self._index.add, labels, vectors, threads=ADD_THREADS)
-        self._adding, self._adding_batch = fut, held
-
-        def added(f: Future[Any]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits
-                loop.call_soon_threadsafe(self._added, f)
-
-        fut.add_done_callback(added)
-
-    def _added(self, fut: Future[Any]) -> None:
-        """On the loop (or in ``_settle``): the batch in flight is in; do what waited."""
-        if self._adding is not fut:
-            return  # already settled
-        batch, self._adding, self._adding_batch = self._adding_batch, None, {}
-        if fut.exception() is not None:
-            # Held again, so the next search's flush tries once more and fails with the
-            # error, rather than answering without these vectors.
-            log.error(
-                "vector index %s: adding %d vectors failed: %s",
-                self.name,
-                len(batch),
-                fut.exception(),
-            )
-            self._held = {**{k: v for k, v in batch.items() if k in self._keys}, **self._held}
-        drop, self._drop = self._drop, []
-        if drop:
-            self._index.remove(np.asarray(drop, dtype=np.uint64))
-        waiting, self._after_add = self._after_add, []
-        for callback in waiting:
-            callback()
-        if len(self._held) >= ADD_BATCH and self._adding is None and fut.exception() is None:
-            self._add_held()
-
-    def _settle(self) -> None:
-        """Wait here for the batch in flight, if any, and what waited for it."""
-        fut = self._adding
-        if fut is not None:
-            with contextlib.suppress(Exception):  # _added reports it
-                fut.result()
-            self._added(fut)
-
     def flush(self) -> None:
-        """Add everything held back to usearch now, in one call, after the batch in
-        flight: before a search, and where ``put`` runs off the event loop."""
-        self._settle()
+        """Add the vectors held back to usearch, in one call; on the event loop, where
+        ``put`` and ``remove`` run."""
         held, self._held = self._held, {}
         if held:
             labels = np.fromiter(held, dtype=np.uint64, count=len(held))
@@ -261,11 +178,7 @@ class VectorIndex:
         label = self._labels.pop(key, None)
         if label is not None:
             del self._keys[label]
-            if self._held.pop(label, None) is not None:
-                return
-            if self._adding is not None:
-                self._drop.append(label)  # once the batch in flight is in
-            else:
+            if self._held.pop(label, None) is None:
                 self._index.remove(label)
 
     def search(self, query: list[float], k: int) -> list[tuple[Any, float]]:
@@ -273,7 +186,6 @@ class VectorIndex:
         usearch: the caller flushes first (``search_soon`` does)."""
         if not self._labels or k <= 0:
             return []
-        self._settle()
         exact = len(self._labels) < EXACT_BELOW
         found = self._index.search(np.asarray(query, dtype=np.float32), k, exact=exact)
         return self._matches(found.keys, found.distances)
@@ -297,9 +209,6 @@ class VectorIndex:
         # so a batch holds every search that arrived together. W8 (16 connections,
         # 100,000 x 128): 2,600 queries/s one at a time, 3,000-3,100 in batches on one
         # thread, 3,700-4,100 on two.
-        if self._adding is not None:  # answered once the batch in flight is in
-            self._after_add.append(self._answer_asked)
-            return
         asked = [a for a in self._asked if not a[2].done()]  # a cancelled statement's
         self._asked = []
         if not asked:

@@ -295,11 +295,11 @@ def test_create_vector_index_builds_off_the_loop_and_keeps_concurrent_writes(
     check()
 
 
-async def test_writes_and_searches_while_batches_are_added_off_the_loop(loaded) -> None:
-    """A bulk load (16,500 vectors in all) adds its vectors in batches on the vector-add thread. Meanwhile a
-    search from another session still finds the vector its session inserted just before,
-    and deletes and updates made while a batch is in flight take effect: afterwards every
-    search (exact below 20,000 vectors) gives exactly the nearest of the rows as they are."""
+async def test_writes_and_searches_during_a_bulk_load(loaded) -> None:
+    """While a bulk load (16,500 vectors in all) adds to the index in batches, a search
+    from another session finds the vector its session inserted just before, and no
+    longer finds one it deleted or moved; afterwards every search (exact below 20,000
+    vectors) gives exactly the nearest of the rows as they are."""
     import asyncpg
 
     server, vectors = loaded
