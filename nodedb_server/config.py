@@ -256,10 +256,15 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# NODEDB_* variables read before any setting, not settings themselves:
+# NODEDB_PURE_PYTHON runs the hot path as Python (nodedb_server/_hot.py).
+PROCESS_ENV = ("NODEDB_PURE_PYTHON",)
+
+
 def _refuse_unknown_env(environ: Mapping[str, str]) -> None:
     """A misspelt NODEDB_* variable would otherwise be ignored without a word."""
     prefix = "NODEDB_"
-    known = [k.env for k in KEYS]
+    known = [k.env for k in KEYS] + list(PROCESS_ENV)
     unknown = sorted(n for n in environ if n.startswith(prefix) and n not in known)
     if unknown:
         # Compared without the common prefix, which would make every name look close.

@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from nodedb_server import __version__
+from nodedb_server import __version__, _hot
 from nodedb_server.backup.writer import remove_partials
 from nodedb_server.config import Config
 from nodedb_server.pgwire.server import PgServer
@@ -66,7 +66,12 @@ class NodeDBServer:
 
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
-        log.info("nodedb-server %s starting; data directory %s", __version__, self.cfg.data_dir)
+        log.info(
+            "nodedb-server %s starting; data directory %s; protocol hot path %s",
+            __version__,
+            self.cfg.data_dir,
+            _hot.STATE,
+        )
         log.info("configuration: %s", self.cfg.describe())
         await self.manager.open()  # the system catalog: users, tenants, keys
         remove_partials(self.cfg.backup_dirs)

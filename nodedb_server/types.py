@@ -23,19 +23,48 @@ import numpy as np
 
 from nodedb_server.errors import InvalidTextRepresentation
 
-BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
-JSON, FLOAT4, FLOAT8, UNKNOWN, VARCHAR, BPCHAR = 114, 700, 701, 705, 1043, 1042
-TIMESTAMP, TIMESTAMPTZ, NUMERIC, JSONB, VOID, REGTYPE = 1114, 1184, 1700, 3802, 2278, 2206
+# The OIDs of the types spoken (pg_type.oid), one a line: assigned as tuples, mypy
+# compiling for mypyc (tools/compile.py) could not always type them where modules in
+# an import cycle with this one use them ("Cannot determine type").
+BOOL = 16
+BYTEA = 17
+CHAR = 18
+NAME = 19
+INT8 = 20
+INT2 = 21
+INT4 = 23
+TEXT = 25
+OID = 26
+JSON = 114
+FLOAT4 = 700
+FLOAT8 = 701
+UNKNOWN = 705
+VARCHAR = 1043
+BPCHAR = 1042
+TIMESTAMP = 1114
+TIMESTAMPTZ = 1184
+NUMERIC = 1700
+JSONB = 3802
+VOID = 2278
+REGTYPE = 2206
 REGCLASS = 2205  # a relation: its name in text, its oid in binary
-BOOL_ARRAY, INT2_ARRAY, INT4_ARRAY, TEXT_ARRAY, INT8_ARRAY = 1000, 1005, 1007, 1009, 1016
-FLOAT4_ARRAY, FLOAT8_ARRAY, VARCHAR_ARRAY = 1021, 1022, 1015
-OID_ARRAY, NAME_ARRAY = 1028, 1003
+BOOL_ARRAY = 1000
+INT2_ARRAY = 1005
+INT4_ARRAY = 1007
+TEXT_ARRAY = 1009
+INT8_ARRAY = 1016
+FLOAT4_ARRAY = 1021
+FLOAT8_ARRAY = 1022
+VARCHAR_ARRAY = 1015
+OID_ARRAY = 1028
+NAME_ARRAY = 1003
 RECORD = 2249  # a row value (the catalog's _pg_expandarray), sent in text form "(1,1)"
 # The catalog's vector types (pg_index.indkey): text "1 2", binary as a one-dimension array.
-INT2VECTOR, OIDVECTOR = 22, 30
-VECTOR_ARRAYS = {INT2VECTOR: INT2_ARRAY, OIDVECTOR: OID_ARRAY}
+INT2VECTOR = 22
+OIDVECTOR = 30
+VECTOR_ARRAYS: dict[int, int] = {INT2VECTOR: INT2_ARRAY, OIDVECTOR: OID_ARRAY}
 
-ARRAY_ELEMENT = {
+ARRAY_ELEMENT: dict[int, int] = {
     BOOL_ARRAY: BOOL,
     INT2_ARRAY: INT2,
     INT4_ARRAY: INT4,
@@ -47,7 +76,7 @@ ARRAY_ELEMENT = {
     OID_ARRAY: OID,
     NAME_ARRAY: NAME,
 }
-TYPE_NAMES = {
+TYPE_NAMES: dict[int, str] = {
     BOOL: "bool",
     BYTEA: "bytea",
     CHAR: "char",
@@ -84,7 +113,7 @@ TYPE_NAMES = {
     OID_ARRAY: "_oid",
     NAME_ARRAY: "_name",
 }
-TYPE_SIZES = {
+TYPE_SIZES: dict[int, int] = {
     BOOL: 1,
     INT2: 2,
     INT4: 4,
@@ -98,7 +127,7 @@ TYPE_SIZES = {
     NAME: 64,
 }
 # Names accepted in casts (``$1::int8``, ``CAST(x AS text)``), as sqlglot and users spell them.
-CAST_NAMES = {
+CAST_NAMES: dict[str, int] = {
     "bigint": INT8,
     "int8": INT8,
     "int": INT4,
@@ -133,7 +162,7 @@ CAST_NAMES = {
     "oid": OID,
     "name": NAME,
 }
-TEXTLIKE = frozenset({TEXT, VARCHAR, UNKNOWN, BPCHAR, NAME, CHAR, 0})
+TEXTLIKE: frozenset[int] = frozenset({TEXT, VARCHAR, UNKNOWN, BPCHAR, NAME, CHAR, 0})
 
 PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _q = struct.Struct("!q")

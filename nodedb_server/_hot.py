@@ -1,0 +1,99 @@
+"""The statement hot path compiled with mypyc, used only when built from this very tree.
+
+The modules of ``HOT`` are plain Python that mypyc compiles unchanged into C
+extensions (``tools/compile.py``, which ``make run`` and ``make test`` run). The
+extensions go to ``_compiled/`` with the digest of every source file of the package at
+build time. ``install`` (called when the package is imported) puts a finder first on
+``sys.meta_path`` that loads the modules of ``HOT`` from there, but only while that
+digest still matches the sources: after any edit, and with ``NODEDB_PURE_PYTHON`` set,
+every module runs as the Python it is, which stays the reference behaviour. A compiled
+module is the same source, so the two behave alike; the test suite runs on the
+compiled build and again in part on the pure one (``make test``).
+
+Why these modules: profiles of W1 and W2 (BENCH.md) put most of a statement's Python
+time in the message codec, the protocol machine, parameter and row values, the session,
+the row executor, expressions and the type table. ``pgwire/server.py`` is not among
+them: it has an async generator, which mypyc does not compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+HOT = (
+    "nodedb_server.pgwire.messages",
+    "nodedb_server.pgwire.connection",
+    "nodedb_server.pgwire.values",
+    "nodedb_server.sql.session",
+    "nodedb_server.sql.exec.rows",
+    "nodedb_server.sql.expr",
+    "nodedb_server.types",
+)
+GROUP = "nodedb_server._hot"  # mypyc's shared library of them is GROUP + "__mypyc"
+PACKAGE_DIR = Path(__file__).resolve().parent
+COMPILED_DIR = PACKAGE_DIR / "_compiled"
+DIGEST_FILE = "SOURCES"
+EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def sources_digest(package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 over the path and bytes of every .py file of the package."""
+    h = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir).as_posix()
+        if rel.startswith("_compiled/"):
+            continue
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def compiled_state(package_dir: Path = PACKAGE_DIR) -> str:
+    """ "compiled", or why the hot path runs as pure Python."""
+    if os.environ.get("NODEDB_PURE_PYTHON"):
+        return "pure Python (NODEDB_PURE_PYTHON is set)"
+    try:
+        recorded = (package_dir / "_compiled" / DIGEST_FILE).read_text()
+    except OSError:
+        return "pure Python (not compiled; make runs tools/compile.py)"
+    if recorded != sources_digest(package_dir):
+        return "pure Python (compiled from other sources; make rebuilds it)"
+    return "compiled"
+
+
+def extension_path(name: str, compiled_dir: Path = COMPILED_DIR) -> Path:
+    """Where the build puts the extension of module ``name``."""
+    parts = name.split(".")
+    return compiled_dir.joinpath(*parts[:-1], parts[-1] + EXT)
+
+
+class _CompiledFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, names: frozenset[str]):
+        self.names = names
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        location = extension_path(fullname)
+        loader = importlib.machinery.ExtensionFileLoader(fullname, str(location))
+        return importlib.util.spec_from_file_location(fullname, location, loader=loader)
+
+
+STATE = "pure Python (not checked)"
+
+
+def install() -> None:
+    """Load the modules of HOT from the build, if it was made from these sources."""
+    global STATE
+    STATE = compiled_state()
+    if STATE == "compiled" and not any(isinstance(f, _CompiledFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _CompiledFinder(frozenset((*HOT, GROUP + "__mypyc"))))
