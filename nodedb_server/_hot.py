@@ -10,10 +10,16 @@ every module runs as the Python it is, which stays the reference behaviour. A co
 module is the same source, so the two behave alike; the test suite runs on the
 compiled build and again in part on the pure one (``make test``).
 
-Why these modules: profiles of W1 and W2 (BENCH.md) put most of a statement's Python
-time in the message codec, the protocol machine, parameter and row values, the session,
-the row executor, expressions and the type table. ``pgwire/server.py`` is not among
-them: it has an async generator, which mypyc does not compile.
+Why these modules: profiles of W1, W2 and W7 (BENCH.md) put most of a statement's and
+a replay's Python time in the message codec, the protocol machine, parameter and row
+values, the session, the row executor, the type table, WAL records and their writer,
+the row codec and the tenant state's replay. Left out:
+
+- ``pgwire/server.py``: it has an async generator, which mypyc does not compile.
+- ``sql/expr.py``, and any module that recurses over what a client sent: compiled code
+  does not count its recursion against the interpreter's limit, so an expression 100,000
+  terms deep overflowed the C stack and killed the server, where Python raises
+  RecursionError and the statement is 54001 (tests/integration/test_complex_statements.py).
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ HOT = (
     "nodedb_server.pgwire.values",
     "nodedb_server.sql.session",
     "nodedb_server.sql.exec.rows",
-    "nodedb_server.sql.expr",
     "nodedb_server.types",
+    "nodedb_server.storage.records",
+    "nodedb_server.storage.wal",
+    "nodedb_server.storage.codec",
+    "nodedb_server.tenants.catalog",
 )
 GROUP = "nodedb_server._hot"  # mypyc's shared library of them is GROUP + "__mypyc"
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -67,7 +67,7 @@ class NodeDBServer:
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
         log.info(
-            "nodedb-server %s starting; data directory %s; protocol hot path %s",
+            "nodedb-server %s starting; data directory %s; statement hot path %s",
             __version__,
             self.cfg.data_dir,
             _hot.STATE,

@@ -80,7 +80,7 @@ def main() -> int:
 
 def _fallback(why: object) -> int:
     lines = why if isinstance(why, list) else [str(why)]
-    print("compile: mypyc build failed; the protocol modules run as pure Python:")
+    print("compile: the mypyc build failed; the hot path runs as pure Python:")
     for line in lines:
         print(f"  {line}")
     return 0

@@ -25,7 +25,7 @@ from nodedb_server.engines.document import (
 from nodedb_server.errors import DBError, DuplicateColumn, FeatureNotSupported, SyntaxError_
 from nodedb_server.sql import ast
 from nodedb_server.sql.exec.values import fit
-from nodedb_server.sql.expr import Cast, Const, Expr, cast_value
+from nodedb_server.sql.expr import Cast, Const, Ctx, Expr, cast_value
 
 if TYPE_CHECKING:
     from nodedb_server.sql.nodedb_statements import Parser
@@ -286,7 +286,7 @@ def _default(p: Parser, kind: str) -> dict[str, Any]:
         isinstance(value, Cast) and not isinstance(value.inner, Const)
     ):
         raise FeatureNotSupported("a DEFAULT is a constant, now() or CURRENT_TIMESTAMP")
-    v = value.eval({}, None)  # type: ignore[arg-type]
+    v = value.eval({}, Ctx())
     oid = TABLE_TYPES[kind]
     if v is not None and oid not in (t.JSON, t.JSONB):
         v = cast_value(v, oid)

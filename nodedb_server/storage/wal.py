@@ -41,7 +41,6 @@ from nodedb_server.storage.records import (
     SEGMENT_HEADER_SIZE,
     CorruptRecord,
     Record,
-    RecordKind,
     SegmentHeader,
     crc32c,
     frame_groups,
@@ -352,7 +351,9 @@ class Wal:
         self._cond = threading.Condition(threading.Lock())
         self._idle = False  # the writer waits for work: an append must wake it
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = (
+            None  # not _thread: mypyc names it __thread in C, a keyword
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._synced_at = time.monotonic()
         self._unsynced = False
@@ -364,10 +365,10 @@ class Wal:
         """Open a fresh segment (fresh nonce epoch) and start the writer task."""
         loop = self._loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._start_segment)
-        self._thread = threading.Thread(
+        self._writer = threading.Thread(
             target=self._write_loop, name=f"wal-writer-{self.tenant_id}", daemon=True
         )
-        self._thread.start()
+        self._writer.start()
 
     @property
     def last_lsn(self) -> int:
@@ -375,9 +376,10 @@ class Wal:
         return self.next_lsn - 1
 
     def append(
-        self, rtype: RecordKind, body: bytes, commit_us: int | None = None
+        self, rtype: int, body: bytes, commit_us: int | None = None
     ) -> tuple[int, asyncio.Future[int]]:
-        """Queue a record; the future resolves with its LSN once it is durable."""
+        """Queue a record of kind ``rtype`` (a RecordKind, or its int); the future
+        resolves with its LSN once it is durable."""
         if self.broken is not None:
             raise self.broken
         if len(body) > MAX_BODY:
@@ -431,7 +433,7 @@ class Wal:
     async def close(self) -> None:
         """Flush what is queued, fsync, and stop the writer."""
         loop = asyncio.get_running_loop()
-        if self._thread is not None:
+        if self._writer is not None:
             if self.broken is None and self._queue:
                 _, fut = self.append_barrier()
                 with contextlib.suppress(WalBroken):
@@ -439,8 +441,8 @@ class Wal:
             with self._cond:
                 self._closing = True
                 self._cond.notify()
-            await loop.run_in_executor(None, self._thread.join)
-            self._thread = None
+            await loop.run_in_executor(None, self._writer.join)
+            self._writer = None
         await loop.run_in_executor(None, self._close_fd)
 
     def _close_fd(self) -> None:

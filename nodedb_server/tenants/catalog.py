@@ -27,7 +27,7 @@ from nodedb_server.storage.records import OpKind, Record, RecordKind
 _DATA, _CATALOG = int(RecordKind.DATA), int(RecordKind.CATALOG)
 
 # One row operation as the WAL stores it: (op, collection, key, row, expires_ms).
-Op = tuple[OpKind, str, Any, dict[str, Any] | None, int | None]
+Op = tuple[OpKind, str, Any, dict[str, Any] | bytes | None, int | None]  # bytes: a CRDT update
 
 
 @dataclass
