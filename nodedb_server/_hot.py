@@ -12,14 +12,16 @@ compiled build and again in part on the pure one (``make test``).
 
 Why these modules: profiles of W1, W2 and W7 (BENCH.md) put most of a statement's and
 a replay's Python time in the message codec, the protocol machine, parameter and row
-values, the session, the row executor, the type table, WAL records and their writer,
-the row codec and the tenant state's replay. Left out:
+values, the session, the row executor, expressions, the type table, WAL records and
+their writer, the row codec and the tenant state's replay. ``pgwire/server.py`` is left
+out: it has an async generator, which mypyc does not compile.
 
-- ``pgwire/server.py``: it has an async generator, which mypyc does not compile.
-- ``sql/expr.py``, and any module that recurses over what a client sent: compiled code
-  does not count its recursion against the interpreter's limit, so an expression 100,000
-  terms deep overflowed the C stack and killed the server, where Python raises
-  RecursionError and the statement is 54001 (tests/integration/test_complex_statements.py).
+Compiled code does not count its recursion against the interpreter's limit. Where a
+module recurses over what a client sent, the depth is bounded before it starts:
+``sql/expr.py`` refuses an expression deeper than ``MAX_EXPR_DEPTH`` (without that, a
+100,000-term OR overflowed the C stack and killed the server; pure Python raised
+RecursionError, 54001); values are bounded by the JSON decoder's own limit and the
+256 levels a stored value may nest.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ HOT = (
     "nodedb_server.pgwire.values",
     "nodedb_server.sql.session",
     "nodedb_server.sql.exec.rows",
+    "nodedb_server.sql.expr",
     "nodedb_server.types",
     "nodedb_server.storage.records",
     "nodedb_server.storage.wal",

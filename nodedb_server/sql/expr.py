@@ -566,12 +566,34 @@ def cast_oid(dtype: exp.DataType) -> int:
     return oid
 
 
+# How deep a statement's expression may nest. Pure Python meets its recursion limit at
+# about this depth (a chain of 999 ORs is answered, of 1,000 is 54001); this module
+# compiled with mypyc (nodedb_server/_hot.py) does not count its recursion at all, and a
+# 100,000-term OR overflowed the C stack and killed the server. Checked once a tree,
+# without recursing, so that every expression built here, and every walk or evaluation
+# of it, stays this shallow.
+MAX_EXPR_DEPTH = 1000
+
+
 def from_sqlglot(node: Any) -> Expr:
+    """Our expression for a sqlglot node; RecursionError (54001 where it is caught) if it
+    nests deeper than MAX_EXPR_DEPTH."""
+    stack = [(node, 1)]
+    while stack:
+        n, depth = stack.pop()
+        if depth > MAX_EXPR_DEPTH:
+            raise RecursionError(f"an expression nests deeper than {MAX_EXPR_DEPTH} levels")
+        if isinstance(n, exp.Expression):
+            stack.extend((child, depth + 1) for child in n.iter_expressions())
+    return _convert(node)
+
+
+def _convert(node: Any) -> Expr:
     """Our expression for a sqlglot node (sqlglot's node attributes are dynamic, hence Any)."""
     cls: Any = type(node)
     result: Expr
     if cls is exp.Paren:
-        return from_sqlglot(node.this)
+        return _convert(node.this)
     if cls is exp.Literal:
         if node.is_string:
             return Const(node.this)
@@ -597,44 +619,44 @@ def from_sqlglot(node: Any) -> Expr:
     if cls is exp.Star:
         return Star()
     if cls in _CMP:
-        return Cmp(_CMP[cls], from_sqlglot(node.this), from_sqlglot(node.expression))
+        return Cmp(_CMP[cls], _convert(node.this), _convert(node.expression))
     if cls in _ARITH:
-        return Arith(_ARITH[cls], from_sqlglot(node.this), from_sqlglot(node.expression))
+        return Arith(_ARITH[cls], _convert(node.this), _convert(node.expression))
     if cls is exp.And:
-        return And(from_sqlglot(node.this), from_sqlglot(node.expression))
+        return And(_convert(node.this), _convert(node.expression))
     if cls is exp.Or:
-        return Or(from_sqlglot(node.this), from_sqlglot(node.expression))
+        return Or(_convert(node.this), _convert(node.expression))
     if cls is exp.Not:
-        return Not(from_sqlglot(node.this))
+        return Not(_convert(node.this))
     if cls is exp.Neg:
-        inner = from_sqlglot(node.this)
+        inner = _convert(node.this)
         if isinstance(inner, Const) and isinstance(inner.value, int | float):
             return Const(-inner.value)
         return Neg(inner)
     if cls is exp.In:
         if node.args.get("query") is not None:
             raise FeatureNotSupported("IN (SELECT ...) is not supported")
-        result = In(from_sqlglot(node.this), [from_sqlglot(i) for i in node.expressions])
+        result = In(_convert(node.this), [_convert(i) for i in node.expressions])
         return Not(result) if node.args.get("negate") else result
     if cls in (exp.Like, exp.ILike):
-        result = Like(from_sqlglot(node.this), from_sqlglot(node.expression), cls is exp.ILike)
+        result = Like(_convert(node.this), _convert(node.expression), cls is exp.ILike)
         return Not(result) if node.args.get("negate") else result
     if cls is exp.Is:
         if not isinstance(node.expression, exp.Null):
             raise FeatureNotSupported("only IS [NOT] NULL is supported")
-        result = IsNull(from_sqlglot(node.this))
+        result = IsNull(_convert(node.this))
         return Not(result) if node.args.get("negate") else result
     if cls is exp.Between:
-        inner = from_sqlglot(node.this)
+        inner = _convert(node.this)
         result = And(
-            Cmp(">=", inner, from_sqlglot(node.args["low"])),
-            Cmp("<=", inner, from_sqlglot(node.args["high"])),
+            Cmp(">=", inner, _convert(node.args["low"])),
+            Cmp("<=", inner, _convert(node.args["high"])),
         )
         return Not(result) if node.args.get("negate") else result
     if cls in (exp.Cast, exp.TryCast):
-        return Cast(from_sqlglot(node.this), cast_oid(node.to))
+        return Cast(_convert(node.this), cast_oid(node.to))
     if cls is exp.Array:
-        return ArrayExpr([from_sqlglot(e) for e in node.expressions])
+        return ArrayExpr([_convert(e) for e in node.expressions])
     if cls is exp.Interval:
         return Cast(Const(f"{node.this.name} {node.unit.name if node.unit else ''}"), INTERVAL)
     if cls in _AGG_CLASSES:
@@ -644,7 +666,7 @@ def from_sqlglot(node: Any) -> Expr:
             arg = arg.expressions[0]
         if isinstance(arg, exp.Star) or arg is None:
             return Agg(_AGG_CLASSES[cls], None)
-        return Agg(_AGG_CLASSES[cls], from_sqlglot(arg), distinct)
+        return Agg(_AGG_CLASSES[cls], _convert(arg), distinct)
     if (
         cls is exp.Dot
         and isinstance(node.this, exp.Identifier)
@@ -653,15 +675,15 @@ def from_sqlglot(node: Any) -> Expr:
     ):
         # pg_catalog.version(), as drivers call it (SQLAlchemy's first query): the
         # built-in functions are pg_catalog's, so the schema names the same one.
-        return from_sqlglot(node.expression)
+        return _convert(node.expression)
     if cls in _NAMED_FUNCS:
-        args = [from_sqlglot(a) for a in node.iter_expressions()]
+        args = [_convert(a) for a in node.iter_expressions()]
         return call(_NAMED_FUNCS[cls], args)
     if cls is exp.Anonymous:
         name = str(node.this).lower()
         if name in AGGREGATES:
             raise SyntaxError_(f"bad use of aggregate {name}()")
-        return call(name, [from_sqlglot(a) for a in node.expressions])
+        return call(name, [_convert(a) for a in node.expressions])
     if isinstance(node, exp.Func):
         raise UndefinedFunction(f"function {node.sql_name().lower()}() is not supported")
     raise FeatureNotSupported(f"expression {node.sql('postgres')[:60]!r} is not supported")

@@ -61,6 +61,18 @@ def test_deep_statement_is_54001_and_session_goes_on(
     _usable(conn)
 
 
+@pytest.mark.parametrize("protocol", ["extended", "simple"])
+def test_expressions_hundreds_of_levels_deep_are_answered(
+    conn: psycopg.Connection, protocol: str
+) -> None:
+    """Below the depth where statements become 54001 (sql/expr.py MAX_EXPR_DEPTH, and
+    the interpreter's limit on the pure-Python path), compiled or not."""
+    cursor = conn.cursor() if protocol == "extended" else psycopg.ClientCursor(conn)
+    assert cursor.execute("SELECT " + " + ".join(["1"] * 399)).fetchone() == (399,)
+    ors = " OR ".join(f"n = {i}" for i in range(900))
+    assert cursor.execute(f"SELECT id FROM c WHERE {ors}").fetchall() == [("one",)]
+
+
 @pytest.mark.parametrize(
     "sql", ["SELECT %s::jsonb", "INSERT INTO c (id, a) VALUES ('j', %s::jsonb)"]
 )
