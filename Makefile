@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint,compile]'
 	touch $(STAMP)
 
-# The protocol hot path compiled with mypyc (tools/compile.py): quick when up to
+# The statement hot path compiled with mypyc (tools/compile.py): quick when up to
 # date; on any failure the same modules run as pure Python.
 compiled: $(STAMP)
 	$(BIN)/python tools/compile.py

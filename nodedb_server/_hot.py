@@ -68,7 +68,7 @@ def sources_digest(package_dir: Path = PACKAGE_DIR) -> str:
 
 
 def compiled_state(package_dir: Path = PACKAGE_DIR) -> str:
-    """ "compiled", or why the hot path runs as pure Python."""
+    """Either "compiled" or why the hot path runs as pure Python."""
     if os.environ.get("NODEDB_PURE_PYTHON"):
         return "pure Python (NODEDB_PURE_PYTHON is set)"
     try:
@@ -96,6 +96,8 @@ class _CompiledFinder(importlib.abc.MetaPathFinder):
         if fullname not in self.names:
             return None
         location = extension_path(fullname)
+        if not location.exists():
+            return None  # a build missing a file: this module runs as Python
         loader = importlib.machinery.ExtensionFileLoader(fullname, str(location))
         return importlib.util.spec_from_file_location(fullname, location, loader=loader)
 

@@ -351,9 +351,8 @@ class Wal:
         self._cond = threading.Condition(threading.Lock())
         self._idle = False  # the writer waits for work: an append must wake it
         self._closing = False
-        self._writer: threading.Thread | None = (
-            None  # not _thread: mypyc names it __thread in C, a keyword
-        )
+        # The writer thread. Not "_thread": mypyc's C field for it, __thread, is a keyword.
+        self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._synced_at = time.monotonic()
         self._unsynced = False
