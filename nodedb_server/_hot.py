@@ -59,10 +59,8 @@ EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
 def sources_digest(package_dir: Path = PACKAGE_DIR) -> str:
     """SHA-256 over the path and bytes of every .py file of the package."""
     h = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
+    for path in sorted(package_dir.rglob("*.py")):  # _compiled/ holds no .py files
         rel = path.relative_to(package_dir).as_posix()
-        if rel.startswith("_compiled/"):
-            continue
         h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

@@ -39,10 +39,9 @@ def main() -> int:
     if os.environ.get("NODEDB_PURE_PYTHON"):
         print("compile: NODEDB_PURE_PYTHON is set; the hot path runs as Python")
         return 0
-    digest = _hot.sources_digest()
-    done_file = _hot.COMPILED_DIR / _hot.DIGEST_FILE
-    if done_file.exists() and done_file.read_text() == digest:
+    if _hot.compiled_state() == "compiled":
         return 0  # built from these sources already
+    digest = _hot.sources_digest()
     shutil.rmtree(_hot.COMPILED_DIR, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="nodedb-mypyc-") as tmp:
         work = Path(tmp)
