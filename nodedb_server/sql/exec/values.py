@@ -187,10 +187,7 @@ def typed_value(engine: RowCollection, name: str, v: Any) -> Any:
         col = engine.table.column(name)
         return fit(col, v) if col is not None and col.typmod >= 0 else v
     v = cast_value(v, oid)
-    if oid in _INT_RANGES:
-        return _in_range(v, oid)
-    col = engine.table.column(name) if engine.table is not None else None
-    return fit(col, v) if col is not None and col.typmod >= 0 else v
+    return _in_range(v, oid) if oid in _INT_RANGES else v
 
 
 # The column types a boolean cannot be stored in (PostgreSQL: 42804).
