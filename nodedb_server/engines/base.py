@@ -19,6 +19,9 @@ from nodedb_server.storage.records import CRDT_OPS, EDGE_OPS, REMOVING_OPS, ROW_
 from nodedb_server.storage.snapshot import SnapshotItems, Views
 
 Row = dict[str, Any]
+# One committed operation as an engine applies it: (op, key, row, expires_ms). The row
+# is an edge's properties for an edge op and a CRDT update's bytes for a CRDT op.
+RowOp = tuple[int, Any, Any, int | None]
 log = logging.getLogger("nodedb.engines")
 
 
@@ -56,6 +59,13 @@ _TAGS: dict[type, str] = {
 }  # lists go through type_tag: a list of numbers is a "vector"
 
 
+def _packed_size(rows: list[Row]) -> int:
+    """The sum of the rows' encoded sizes, packed in one call."""
+    if not rows:
+        return 0
+    return len(codec.pack(rows)) - len(codec.array_head(len(rows)))
+
+
 class RowCollection:
     """Rows keyed by primary key. Row dicts are never mutated once stored: an update
     replaces the dict, so a snapshot's pre-image of a row is the old dict itself."""
@@ -80,6 +90,7 @@ class RowCollection:
         # Keys changed while a vector index is built off the loop (see watch_changes).
         self.watchers: list[set[Any]] = []
         self._noted: set[tuple[str, type]] = set()  # (field, type) pairs note_fields saw
+        self._first_type: dict[str, type] = {}  # the first non-list type noted of a field
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -202,17 +213,17 @@ class RowCollection:
     def note_fields(self, rows: list[Row]) -> None:
         """Add the value type of every field of ``rows`` to ``field_types``, in the order
         the fields first appear (``SELECT *`` lists them so). Rows mostly repeat the same
-        fields holding the same types: when every (field, Python type) pair was seen
-        before, one set difference settles the lot. A list's tag depends on what it
-        holds, so lists are looked at each time."""
-        noted = self._noted
-        if not {(name, type(v)) for row in rows for name, v in row.items()} - noted:
-            return
+        fields holding the same types, so each field's first type is kept apart and
+        checked with one lookup and no tuple made; other types go through the
+        (field, Python type) pairs seen. A list's tag depends on what it holds, so lists
+        are looked at each time. (The set of all pairs of a run, tested at once, took
+        0.29 us a 3-field row; this loop 0.1 us compiled.)"""
+        noted, first = self._noted, self._first_type
         ft = self.field_types
         for row in rows:
             for name, value in row.items():
                 kind = type(value)
-                if (name, kind) in noted:
+                if first.get(name) is kind or (name, kind) in noted:
                     continue
                 tag = _TAGS.get(kind) or type_tag(value)
                 tags = ft.get(name)
@@ -222,22 +233,25 @@ class RowCollection:
                     tags.add(tag)
                 if kind is not list:
                     noted.add((name, kind))
+                    first.setdefault(name, kind)
 
-    def apply(self, op: int, key: Any, row: Row | None, expires_ms: int | None) -> None:
-        """Apply one committed operation (see ``apply_run``)."""
+    def apply(self, op: int, key: Any, row: Any, expires_ms: int | None) -> None:
+        """Apply one committed operation (see ``apply_run``; ``row`` as in ``RowOp``)."""
         self.apply_run(((op, key, row, expires_ms),))
 
-    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+    def apply_run(self, ops: Sequence[RowOp]) -> None:
         """Apply committed operations, in order: (op, key, row, expires_ms) each, live or
         replayed (both count sizes alike). ``op`` is an OpKind value, a plain int when
         replayed. Replay hands over runs of many at once, so the lookups of this loop are
         made once a run (with the other changes of that commit, applying 200,000
-        single-row records went from 2.5 to 2.0 us a record)."""
+        single-row records went from 2.5 to 2.0 us a record). ``size_bytes`` counts each
+        row's encoded size: the rows written, less the rows they replace or remove, are
+        each packed as one list at the end (0.12 us a row, against 0.36 packed one by
+        one; a list's encoding is its header and its items' encodings)."""
         rows, views, watchers = self.rows, self.views, self.watchers
         indexes, vectors = self.indexes, self.vectors
-        pack = codec.pack
-        size = 0  # the change, added to size_bytes as each op completes
-        written: list[Row] = []  # their field types are noted at the end
+        written: list[Row] = []  # counted and their field types noted at the end
+        gone: list[Row] = []  # the rows replaced or removed, counted at the end
         try:
             for op, key, row, _expires in ops:
                 if op not in ROW_OPS:  # edges and CRDT documents overlay the rows
@@ -252,7 +266,7 @@ class RowCollection:
                     keys.add(key)
                 old = rows.get(key)
                 if old is not None:
-                    size -= len(pack(old))
+                    gone.append(old)
                     for f, index in indexes.items():
                         index.remove(old.get(f), key)
                 if op in REMOVING_OPS:
@@ -270,10 +284,9 @@ class RowCollection:
                         vindex.bind_from(row, row)
                         if vindex.field is not None:
                             vindex.put(key, row.get(vindex.field))
-                size += len(pack(row))
                 written.append(row)
         finally:
-            self.size_bytes += size
+            self.size_bytes += _packed_size(written) - _packed_size(gone)
             if written:
                 self.note_fields(written)
 
@@ -285,6 +298,7 @@ class RowCollection:
     def load_meta(self, meta: dict[str, Any]) -> None:
         self.field_types = {k: set(v) for k, v in meta.get("field_types", {}).items()}
         self._noted = set()
+        self._first_type = {}
         self.field_types.setdefault(self.key_field, {"text"})
 
     def checkpoint_parts(self, prefix: str) -> list[tuple[str, Iterable[Any]]]:

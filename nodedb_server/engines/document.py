@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodedb_server import types as t
-from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.base import RowCollection, RowOp
 from nodedb_server.storage.records import ROW_OPS
 
 # The column types a table declares, by the PostgreSQL name its catalog shows.
@@ -151,7 +151,7 @@ class DocumentCollection(RowCollection):
         still move it past them)."""
         self._next_serial = next_value
 
-    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+    def apply_run(self, ops: Sequence[RowOp]) -> None:
         super().apply_run(ops)
         if self.int_key:
             for op, key, _row, _expires in ops:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from nodedb_server import types as t
-from nodedb_server.engines.base import Row, RowCollection
+from nodedb_server.engines.base import Row, RowCollection, RowOp
 from nodedb_server.storage.records import REMOVING_OPS, ROW_OPS
 from nodedb_server.storage.snapshot import ABSENT, SnapshotItems
 
@@ -59,7 +59,7 @@ class KvCollection(RowCollection):
     def expires_at(self, key: Any) -> int | None:
         return self.expiry.get(key)
 
-    def apply_run(self, ops: Sequence[tuple[int, Any, Row | None, int | None]]) -> None:
+    def apply_run(self, ops: Sequence[RowOp]) -> None:
         super().apply_run(ops)
         expiry = self.expiry
         for op, key, _row, expires_ms in ops:
