@@ -24,7 +24,9 @@ module recurses over what a client sent, the depth is bounded before it starts:
 ``sql/expr.py`` refuses an expression deeper than ``MAX_EXPR_DEPTH`` (without that, a
 100,000-term OR overflowed the C stack and killed the server; pure Python raised
 RecursionError, 54001); values are bounded by the JSON decoder's own limit and the
-256 levels a stored value may nest.
+256 levels a stored value may nest. Nor does compiled code hand the GIL to other
+threads every few milliseconds, as the interpreter does: a long loop on a worker
+thread gives it up itself (``tenants.catalog.let_others_run``, between replay runs).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import datetime as dt
 import decimal
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -135,3 +135,23 @@ def array_head(n: int) -> bytes:
 
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
+
+
+def unpack_array(data: bytes, every: int, pause: Callable[[], None]) -> list[Any]:
+    """A packed array's items, calling ``pause`` after each ``every`` of them: one call
+    of ``unpack`` on a large record (a COPY of 600,000 rows is one) holds the GIL for
+    hundreds of milliseconds, and ``pause`` lets other threads run in between."""
+    reader = msgpack.Unpacker(
+        ext_hook=_ext_hook,
+        raw=False,
+        strict_map_key=False,
+        use_list=True,
+        max_buffer_size=max(len(data), 1),
+    )
+    reader.feed(data)
+    items: list[Any] = []
+    for i in range(reader.read_array_header()):
+        items.append(reader.unpack())
+        if i % every == every - 1:
+            pause()
+    return items

@@ -8,6 +8,7 @@ CATALOG records carry one catalog change (create, drop, undrop, purge).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -118,20 +119,34 @@ def clamp_events(meta: dict[str, Any], lsn: int) -> None:
     meta["groups"] = groups
 
 
+def let_others_run() -> None:
+    """Give the GIL up for a moment: between the runs of a replay on a worker thread,
+    so that the event loop goes on serving the other tenants. Compiled code
+    (nodedb_server/_hot.py) never offers the GIL by itself the way the interpreter
+    does every few milliseconds: replaying a 600,000-row COPY record held it for up to
+    740 ms. Once another thread has waited for it, releasing it hands it over."""
+    time.sleep(0)
+
+
+# A DATA record body above this many bytes is decoded in pieces (codec.unpack_array).
+LARGE_BODY = 1 << 20
+RUN_OPS = 4096  # the most operations a run holds
+
+
 class _Runs:
     """Operations gathered into runs, one engine each, applied in order (``flush``);
-    at most ``MAX`` at a time, so that a long replay holds few of them."""
+    at most ``RUN_OPS`` at a time, so that a long replay holds few of them. With ``pause``,
+    it is called after each run is applied."""
 
-    MAX = 4096
-
-    def __init__(self, engines: dict[str, Engine]):
+    def __init__(self, engines: dict[str, Engine], pause: Callable[[], None] | None = None):
         self._engines = engines
+        self._pause = pause
         self._coll: str | None = None
         self._engine: Engine | None = None
         self._ops: list[tuple[int, Any, Any, int | None]] = []
 
     def add(self, coll: str, op: tuple[int, Any, Any, int | None]) -> None:
-        if coll != self._coll or len(self._ops) >= self.MAX:
+        if coll != self._coll or len(self._ops) >= RUN_OPS:
             self.flush()
             self._coll, self._engine = coll, self._engines.get(coll)
         if self._engine is not None:  # operations on a collection since purged: none
@@ -140,6 +155,8 @@ class _Runs:
     def flush(self) -> None:
         if self._ops and self._engine is not None:
             self._engine.apply_run(self._ops)
+            if self._pause is not None:
+                self._pause()
         self._ops = []
         self._coll = self._engine = None
 
@@ -217,10 +234,15 @@ class TenantState:
         of consecutive DATA records go to each engine as runs (``apply_run``), and a
         CATALOG record applies after the operations before it."""
         unpack = codec.unpack
-        runs = _Runs(self.engines)
+        runs = _Runs(self.engines, let_others_run)
         for rec in records:
             if rec.rtype == _DATA:
-                for op, coll, key, row, expires in unpack(rec.body):
+                body = rec.body
+                if len(body) > LARGE_BODY:
+                    ops = codec.unpack_array(body, RUN_OPS, let_others_run)
+                else:
+                    ops = unpack(body)
+                for op, coll, key, row, expires in ops:
                     runs.add(coll, (op, key, row, expires))
                 self.last_lsn = self.last_data_lsn = rec.lsn + shift
             else:
