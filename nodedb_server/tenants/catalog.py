@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from nodedb_server.engines import EngineKind
-from nodedb_server.engines.base import RowCollection
+from nodedb_server.engines.base import RowCollection, RowOp
 from nodedb_server.engines.document import DocumentCollection, TableColumn
 from nodedb_server.engines.kv import KvCollection
 from nodedb_server.engines.timeseries import TimeseriesCollection
@@ -124,7 +124,7 @@ def let_others_run() -> None:
     so that the event loop goes on serving the other tenants. Compiled code
     (nodedb_server/_hot.py) never offers the GIL by itself the way the interpreter
     does every few milliseconds: replaying a 600,000-row COPY record held it for up to
-    740 ms. Once another thread has waited for it, releasing it hands it over."""
+    940 ms. Once another thread has waited for it, releasing it hands it over."""
     time.sleep(0)
 
 
@@ -143,9 +143,9 @@ class _Runs:
         self._pause = pause
         self._coll: str | None = None
         self._engine: Engine | None = None
-        self._ops: list[tuple[int, Any, Any, int | None]] = []
+        self._ops: list[RowOp] = []
 
-    def add(self, coll: str, op: tuple[int, Any, Any, int | None]) -> None:
+    def add(self, coll: str, op: RowOp) -> None:
         if coll != self._coll or len(self._ops) >= RUN_OPS:
             self.flush()
             self._coll, self._engine = coll, self._engines.get(coll)
