@@ -372,6 +372,16 @@ def _binary_numeric(b: bytes) -> int | float:
 # Element types of fixed width whose arrays decode in one numpy call: each element is
 # its 4-byte length (always the width, -1 for NULL) then the big-endian value.
 _FIXED_ELEMENTS = {FLOAT4: ">f4", FLOAT8: ">f8", INT2: ">i2", INT4: ">i4", INT8: ">i8"}
+# Each one's cell as a numpy record type, its width, and the type of the Python values:
+# made once, as building the record type costs a third of decoding a 128-float array.
+_CELLS = {
+    elem: (
+        np.dtype([("len", ">i4"), ("v", code)]),
+        int(code[2:]),
+        np.float64 if code[1] == "f" else np.int64,
+    )
+    for elem, code in _FIXED_ELEMENTS.items()
+}
 
 
 def _binary_array(b: bytes) -> list[Any]:
@@ -381,17 +391,15 @@ def _binary_array(b: bytes) -> list[Any]:
     if ndim != 1:
         raise InvalidTextRepresentation("only one-dimensional arrays are supported")
     (n, _lower) = struct.unpack_from("!ii", b, 12)
-    fixed = _FIXED_ELEMENTS.get(elem)
+    fixed = _CELLS.get(elem)
     if fixed is not None and n >= 0:
-        width = int(fixed[2:])
+        cell, width, kind = fixed
         if len(b) == 20 + n * (4 + width):
             # A vector parameter: no per-element Python work. A NULL element (length
             # -1) makes the lengths disagree, and the loop below handles it.
-            cells = np.frombuffer(b, dtype=[("len", ">i4"), ("v", fixed)], count=n, offset=20)
+            cells = np.frombuffer(b, dtype=cell, count=n, offset=20)
             if bool((cells["len"] == width).all()):
-                values = cells["v"]
-                kind = np.float64 if fixed[1] == "f" else np.int64
-                return values.astype(kind).tolist()  # type: ignore[no-any-return]
+                return cells["v"].astype(kind).tolist()  # type: ignore[no-any-return]
     pos, out = 20, list[Any]()
     for _ in range(n):
         (size,) = _i.unpack_from(b, pos)

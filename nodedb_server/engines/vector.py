@@ -9,9 +9,10 @@ usearch labels are integers, so each index maps document keys to labels.
 An update removes the old vector and adds the new one; a delete removes it.
 The index is rebuilt from the stored documents when a checkpoint is loaded.
 
-Vectors written one at a time are held back and added to usearch in batches of
-``ADD_BATCH``, one multi-threaded call each (about 2.2x the rate of single adds on two
-cores); a search adds what is held first (``flush``, on the event loop). Searches of
+Vectors written one at a time are held back and added to usearch in batches, one
+multi-threaded call each (about 2.2x the rate of single adds on two cores): on the event
+loop, ``ADD_BATCH`` held asks for an add at the loop's next turn, after the commit that
+put them has answered; a search adds what is held first (``flush``, on the event loop). Searches of
 one index asked in the same turn of the event loop are answered by one batched,
 two-threaded usearch call (``search_soon``).
 """
@@ -43,6 +44,11 @@ BUILD_THREADS = 2  # threads for building an index from stored rows (CREATE, che
 # batches of 50 13,300/s, of 250 14,200/s (10,000 x 128 into 10,000, cosine); 64 holds
 # the event loop about 5 ms a batch.
 ADD_BATCH = 64
+# On the event loop, ADD_BATCH held asks for one add at the next turn of the loop, after
+# the statement or commit that put them has answered: a commit of many rows is added in
+# one call, and its client writes its next batch meanwhile. Held this many, a put adds
+# at once, so a long transaction does not hold them all.
+HOLD_MAX = 4096
 # Threads for one batch of searches asked together (search_soon).
 SEARCH_THREADS = 2
 
@@ -123,6 +129,7 @@ class VectorIndex:
         self._keys: dict[int, Any] = {}
         self._next_label = 1
         self._held: dict[int, list[float]] = {}  # by label: put, not yet in usearch
+        self._flush_soon = False  # a flush is asked for the next turn of the event loop
         # Searches waiting for the end of this turn of the event loop (search_soon).
         self._asked: list[tuple[list[float], int, asyncio.Future[list[tuple[Any, float]]]]] = []
 
@@ -144,8 +151,17 @@ class VectorIndex:
         if vec is None or len(vec) != self.dim:
             return
         self._hold(key, vec)
-        if len(self._held) >= ADD_BATCH:
+        held = len(self._held)
+        if held >= HOLD_MAX:
             self.flush()
+        elif held >= ADD_BATCH and not self._flush_soon:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread (an index catching up): add now
+                self.flush()
+            else:
+                self._flush_soon = True
+                loop.call_soon(self.flush)
 
     def _hold(self, key: Any, vec: list[float]) -> None:
         """Give ``key`` a new label and hold its vector for the next flush."""
@@ -158,6 +174,7 @@ class VectorIndex:
     def flush(self) -> None:
         """Add the vectors held back to usearch, in one call; on the event loop, where
         ``put`` and ``remove`` run."""
+        self._flush_soon = False
         held, self._held = self._held, {}
         if held:
             labels = np.fromiter(held, dtype=np.uint64, count=len(held))
