@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,35 @@ def _utf8(value: str) -> bool:
 
 def _notification(note: Notification) -> m.NotificationResponse:
     return m.NotificationResponse(note.pid, note.channel, note.payload)
+
+
+class CopyChunks:
+    """The CopyData payloads of a COPY FROM STDIN, until CopyDone; CopyFail is 57014.
+    An async iterator written as a class, not an async generator, which mypyc does not
+    compile; ``aclose`` ends it (``contextlib.aclosing``), as it would a generator."""
+
+    def __init__(self, handler: ClientHandler) -> None:
+        self._handler = handler
+        self._done = False
+
+    def __aiter__(self) -> CopyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        event = await self._handler.next_event()
+        if isinstance(event, m.CopyData):
+            return event.data
+        self._done = True
+        if isinstance(event, m.CopyDone):
+            raise StopAsyncIteration
+        if isinstance(event, m.CopyFail):
+            raise QueryCanceled(f"COPY from stdin failed: {event.message}")
+        raise ConnectionError("client went away during COPY")  # Terminate, or EOF
+
+    async def aclose(self) -> None:
+        self._done = True
 
 
 class ClientHandler:
@@ -727,22 +756,9 @@ class ClientHandler:
             return final
         self.send(m.CopyInResponse(fmt, (fmt,) * copy.columns))
         await self.flush()
-        # Closed at once, not when collected, if the sink gives up early.
-        async with contextlib.aclosing(self.copy_chunks()) as chunks:
+        # Closed at once if the sink gives up early: it reads no further.
+        async with contextlib.aclosing(CopyChunks(self)) as chunks:
             return await copy.run(chunks)
-
-    async def copy_chunks(self) -> AsyncGenerator[bytes, None]:
-        """CopyData payloads until CopyDone; CopyFail is 57014."""
-        while True:
-            event = await self.next_event()
-            if isinstance(event, m.CopyData):
-                yield event.data
-            elif isinstance(event, m.CopyDone):
-                return
-            elif isinstance(event, m.CopyFail):
-                raise QueryCanceled(f"COPY from stdin failed: {event.message}")
-            else:  # Terminate, or the socket closed
-                raise ConnectionError("client went away during COPY")
 
     async def send_copy_data(self, piece: bytes) -> None:
         self.send(m.CopyData(piece))
@@ -839,7 +855,9 @@ class PgServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self._pid = 1000
-        self._server: asyncio.base_events.Server | None = None
+        # Typed loosely: under uvloop it is a uvloop.loop.Server, which is no asyncio
+        # Server (and the compiled module checks the types it is given).
+        self._server: Any = None
 
     def next_pid(self) -> int:
         self._pid += 1
