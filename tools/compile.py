@@ -1,4 +1,5 @@
-"""Compile the statement hot path with mypyc; ``make run`` and ``make test`` run this.
+"""Compile the statement hot path with mypyc, and every module to bytecode; ``make run``
+and ``make test`` run this.
 
 What is compiled, and when the package uses it, is said in ``nodedb_server/_hot.py``.
 The build is skipped when ``_compiled/`` was made from the current sources. Any
@@ -8,6 +9,7 @@ modules in use: this prints why and exits 0, so the server still starts.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -36,6 +38,10 @@ setup(
 
 
 def main() -> int:
+    # Bytecode for every module, written now: where PYTHONDONTWRITEBYTECODE is set (as
+    # in many containers) each start would otherwise compile the package's sources
+    # again, 0.1 s of a restart's 0.5 s. Python still checks each against its source.
+    compileall.compile_dir(ROOT / "nodedb_server", quiet=1)
     if os.environ.get("NODEDB_PURE_PYTHON"):
         print("compile: NODEDB_PURE_PYTHON is set; the hot path runs as Python")
         return 0
