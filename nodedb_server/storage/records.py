@@ -344,11 +344,15 @@ def open_records(
     # The plaintext is authenticated: a mismatch below is a writer's bug, not bit rot,
     # and is reported as damage all the same.
     out = []
-    off, size, lsn, entry = 0, len(plain), head.lsn, FRAME_ENTRY.unpack_from
+    off, size, lsn = 0, len(plain), head.lsn
     for i in range(head.record_count):
         if off + FRAME_ENTRY_SIZE > size:
             raise CorruptRecord(f"frame at LSN {head.lsn} ends inside record {lsn + i}")
-        rtype, _z, _zz, blen, us = entry(plain, off)
+        # The entry's fields by byte, not FRAME_ENTRY.unpack_from: compiled, indexing
+        # bytes is a C primitive, where a struct call builds a tuple of five.
+        rtype = plain[off]
+        blen = plain[off + 4] | plain[off + 5] << 8 | plain[off + 6] << 16 | plain[off + 7] << 24
+        us = int.from_bytes(plain[off + 8 : off + 16], "little")
         off += FRAME_ENTRY_SIZE
         if off + blen > size or rtype not in _RECORD_KINDS:
             raise CorruptRecord(f"record at LSN {lsn + i} of its frame is malformed")
