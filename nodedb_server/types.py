@@ -228,6 +228,21 @@ def zone_named(name: str) -> dt.tzinfo:
     return zoneinfo.ZoneInfo(folded)
 
 
+# statement_timeout's units, as PostgreSQL reads them (case matters); a bare number is ms.
+_TIMEOUT_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0}
+_TIMEOUT_UNITS_MS["d"] = 86_400_000.0
+_TIMEOUT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?\s*")
+
+
+def timeout_setting_ms(text: str) -> int:
+    """A statement_timeout setting in milliseconds: a number, in ms unless one of the
+    units us, ms, s, min, h or d follows ('30s' is 30,000); ValueError otherwise."""
+    m = _TIMEOUT.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not a time: {text!r}")
+    return round(float(m.group(1)) * _TIMEOUT_UNITS_MS[m.group(2) or "ms"])
+
+
 def zone_setting(name: str) -> str:
     """A TimeZone setting as PostgreSQL shows it: the zone's own spelling (Europe/Berlin
     for europe/berlin), UTC, or <-07>+07 for hours."""

@@ -165,7 +165,7 @@ class Session:
         text = self.settings["statement_timeout"]
         if text != self._timeout[0]:
             try:
-                self._timeout = (text, int(text.rstrip("ms").strip() or 0))
+                self._timeout = (text, t.timeout_setting_ms(text) if text.strip() else 0)
             except ValueError:
                 self._timeout = (text, 0)
         return self._timeout[1]

@@ -244,7 +244,7 @@ async def set_var(s: Session, stmt: ast.SetVar, params: list[Any]) -> Result:
         value = _identity_setting(s, name, value)
     if name == "statement_timeout" and value is not None:
         try:
-            int(value.rstrip("ms").strip())
+            t.timeout_setting_ms(value)
         except ValueError:
             raise DBError(
                 f'invalid value for parameter "statement_timeout": "{value}"', sqlstate="22023"
